@@ -1,0 +1,1 @@
+//! Worker secrets and registration tokens.

@@ -1,0 +1,216 @@
+//! The `Store` trait: everything the Manager keeps (tasks, workers, the task-update outbox,
+//! settings), with one backend per database.
+//!
+//! Operations are at the level of the protocol ("apply this worker's update", "claim a task
+//! for this worker"), so that each backend can make them atomic in its own way: SQLite with
+//! one transaction on its writer thread, MongoDB with compare-and-set updates. The decisions
+//! inside them (may this worker update this task, which status applies) come from
+//! [`crate::updates`], shared by all backends. Backends never read the clock: every
+//! operation that writes a time takes `now`.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::{ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker};
+use crate::updates::{MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is not writable right now; try again later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A record with this id already exists.
+    #[error("duplicate id {0}")]
+    Duplicate(ObjectId),
+    /// The stored data or the schema is not what this program expects.
+    #[error("store data error: {0}")]
+    Corrupt(String),
+    /// Anything else the database reported.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a worker asking for a task brings to the claim.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub worker_id: ObjectId,
+    /// Written to the task's `worker` field.
+    pub nickname: String,
+    /// `"<address> (<nickname>)"`, for the assignment log line.
+    pub ident: String,
+    pub task_types: Vec<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// A claimed task and how it was found.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// The task as stored after the claim (`active`, assigned to the worker).
+    pub task: Task,
+    /// True when the worker already had this task `active` and gets it again.
+    pub already_assigned: bool,
+}
+
+/// Filters for listing tasks. Results are ordered by id (oldest first).
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery {
+    pub statuses: Vec<TaskStatus>,
+    pub task_type: Option<String>,
+    pub job: Option<ObjectId>,
+    pub worker_id: Option<ObjectId>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// What "seeing" a worker records (v2 §8.4).
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub now: DateTime<Utc>,
+    /// The remote host, without the port.
+    pub address: String,
+    /// The request's User-Agent; not written when empty.
+    pub software: String,
+    /// Set the status to `awake` (true for `/task`, updates, may-i-run and sign-on).
+    pub mark_awake: bool,
+}
+
+/// A worker's sign-on (v2 §4.6): empty values are not applied.
+#[derive(Clone, Debug, Default)]
+pub struct SignOn {
+    pub nickname: Option<String>,
+    pub supported_task_types: Option<Vec<String>>,
+}
+
+/// The Manager's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
+    fn describe(&self) -> String;
+
+    // ---- tasks ----
+
+    /// Insert new tasks. Fails with `Duplicate` (and inserts none) if an id exists.
+    async fn insert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>>;
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>>;
+    /// Number of tasks per status string (statuses with no task may be absent).
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>>;
+
+    /// Hand a task to a worker, atomically (compare-and-set on the status):
+    /// 1. an `active` task already assigned to this worker is returned again;
+    /// 2. otherwise the best schedulable task (`queued`/`claimed-by-manager`, task type in
+    ///    `task_types`, every parent `completed` or missing) by `job_priority` desc,
+    ///    `priority` desc, id asc becomes `active` with `worker`=nickname, `worker_id`,
+    ///    `last_worker_ping`=`last_updated`=now and the assignment activity.
+    ///
+    /// In both cases the outbox gets [`crate::updates::assignment_status_update`] and
+    /// [`crate::updates::assignment_log_update`] in the same transaction, and the worker's
+    /// `current_task` is set. `None` when nothing is schedulable for this worker.
+    async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+
+    /// Undo an assignment that could not be delivered (v2 §6.4 step 6): if the task is still
+    /// `active` for this worker it becomes `claimed-by-manager` through `update`.
+    async fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()>;
+
+    /// A worker's task update (v2 §4.4 steps 5–9), atomically: check with
+    /// [`crate::updates::check_worker_update`]; if accepted, ping the task
+    /// (`last_worker_ping`, `worker_id`), apply the status per
+    /// [`crate::updates::local_status_after`] and a non-empty activity, set `last_updated`,
+    /// insert `update` into the outbox, and set the worker's `current_task_updated` (and
+    /// `current_task_status` when the update has a status).
+    async fn apply_worker_update(
+        &self,
+        worker_id: ObjectId,
+        update: TaskUpdate,
+    ) -> StoreResult<WorkerUpdateOutcome>;
+
+    /// may-i-run (v2 §4.5): decide with [`MayIRun::decide`]; on `Yes` ping the task and the
+    /// worker's `current_task_updated`.
+    async fn may_i_run(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<MayIRun>;
+
+    /// `POST /tasks/{id}/return`: decide with [`crate::updates::decide_return`] and apply it
+    /// with [`crate::updates::return_update`] (a requeued task loses its `worker_id`).
+    async fn return_task(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReturnOutcome>;
+
+    /// Sign-off (v2 §4.7): every `active` task of this worker becomes `claimed-by-manager`
+    /// through [`crate::updates::sign_off_requeue_update`]; then the worker's status becomes
+    /// `down` and a pending `shutdown` request is cleared. Returns the re-queued task ids.
+    async fn sign_off_worker(
+        &self,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>>;
+
+    /// Queue a Manager-made update (v2 §7.2): insert it into the outbox and apply its status
+    /// (per [`crate::updates::local_status_after`]) and activity to the task.
+    async fn queue_update(&self, update: TaskUpdate) -> StoreResult<()>;
+
+    // ---- outbox ----
+
+    /// Number of updates waiting in the outbox.
+    async fn outbox_len(&self) -> StoreResult<u64>;
+    /// The oldest `limit` updates, in arrival order.
+    async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>>;
+    /// Remove acknowledged updates; returns how many were removed.
+    async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64>;
+
+    // ---- workers ----
+
+    /// Store a newly registered worker.
+    async fn insert_worker(&self, worker: &Worker) -> StoreResult<()>;
+    async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>>;
+    /// All workers, ordered by id.
+    async fn list_workers(&self) -> StoreResult<Vec<Worker>>;
+    /// Record contact from a worker. Returns false when the worker does not exist.
+    async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool>;
+    /// Sign-on: nickname/types as given (when non-empty), `current_task` removed, plus
+    /// "seen". Returns false when the worker does not exist.
+    async fn worker_sign_on(
+        &self,
+        id: ObjectId,
+        sign_on: &SignOn,
+        seen: &Seen,
+    ) -> StoreResult<bool>;
+    /// Ask a worker for a status change, or withdraw the request with `None`.
+    /// Returns false when the worker does not exist.
+    async fn set_worker_status_requested(
+        &self,
+        id: ObjectId,
+        requested: Option<RequestedStatus>,
+    ) -> StoreResult<bool>;
+    /// The worker acknowledged entering `status`: store it as the worker's status and clear
+    /// a matching request. Returns false when the worker does not exist.
+    async fn ack_worker_status(
+        &self,
+        id: ObjectId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // ---- settings ----
+
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Set (or with `None`, clear) a setting.
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()>;
+
+    /// Flush and close; further calls fail with `Unavailable`.
+    async fn close(&self) -> StoreResult<()>;
+}

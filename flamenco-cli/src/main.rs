@@ -1,1 +1,73 @@
-fn main() {}
+//! `flamenco`: the Flamenco Manager command line.
+//!
+//! A thin shell over `flamenco-core` and `flamenco-serve`: `serve` runs the daemon; the
+//! other commands open the same store the daemon uses and call the SDK directly.
+//!
+//! Exit status: 0 success, 1 an error (printed to stderr with what to do), 2 bad usage.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Flamenco Manager: a render-farm task queue for Flamenco Workers.
+#[derive(Parser, Debug)]
+#[command(name = "flamenco", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: flamenco-manager.yaml in the working directory, if any).
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Log more (info level for every component).
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
+    /// Log everything (debug level); wins over --verbose.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the Manager: serve the worker API until SIGINT/SIGTERM.
+    Serve,
+    /// Inspect the task queue.
+    #[command(subcommand)]
+    Queue(commands::QueueCommand),
+    /// Inspect workers and ask them to sleep, wake up or shut down.
+    #[command(subcommand)]
+    Worker(commands::WorkerCommand),
+    /// Check the configuration.
+    #[command(subcommand)]
+    Config(commands::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose, cli.debug, cli.json);
+    // TLS everywhere uses rustls with ring's provider (no aws-lc C code).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

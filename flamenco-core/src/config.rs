@@ -102,19 +102,1116 @@ pub enum ConfigSource {
 impl Config {
     /// Load `path`, or `flamenco-manager.yaml` in the working directory when `path` is
     /// `None` (a missing default file means defaults).
+    ///
+    /// An explicit `path` that cannot be read (including one that does not exist) is an
+    /// error. Without `path`, only a missing default file falls back to defaults; any
+    /// other read error (permissions, a directory by that name, …) is reported.
     pub fn load(path: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
-        let _ = path;
-        todo!("config loading")
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Config::default(), ConfigSource::Defaults));
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let config = Config::from_yaml(&text, &path)?;
+        Ok((config, ConfigSource::File(path)))
     }
 
     /// Parse YAML text; `path` is only used in messages.
+    ///
+    /// Empty text, or text with only comments, gives the defaults. Keys present override
+    /// the defaults. `path_replacement` values lose all trailing `/`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let _ = (text, path);
-        todo!("config parsing")
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+
+        // First pass: generic YAML, to report syntax errors, every unknown key at once,
+        // and to recognise an empty document.
+        let generic: serde_yaml::Value = serde_yaml::from_str(text).map_err(|err| {
+            let message = err.to_string();
+            // A duplicate key is reported at the start of its mapping; point at the key.
+            invalid(duplicate_key_message(&message, text).unwrap_or(message))
+        })?;
+        match &generic {
+            serde_yaml::Value::Null => return Ok(Config::default()),
+            serde_yaml::Value::Mapping(map) => {
+                let unknown = unknown_keys(map, text);
+                if !unknown.is_empty() {
+                    return Err(invalid(unknown.join("; ")));
+                }
+            }
+            other => {
+                return Err(invalid(format!(
+                    "expected a mapping of settings (key: value) at the top level, found {}",
+                    yaml_kind(other)
+                )))
+            }
+        }
+
+        // Second pass: typed, from the text so that errors carry key, line and column.
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|err| invalid(err.to_string()))?;
+        raw.into_config().map_err(invalid)
     }
 
     /// True when a Flamenco Server URL is configured.
     pub fn is_upstream(&self) -> bool {
         !self.flamenco.trim().is_empty()
+    }
+
+    /// A copy with secrets masked: `manager_secret`, `worker_registration_secret` and the
+    /// password in `database_url` become `****` (empty values stay empty, so "not set"
+    /// remains visible).
+    pub fn masked(&self) -> Config {
+        let mut copy = self.clone();
+        copy.manager_secret = mask(&self.manager_secret);
+        copy.worker_registration_secret = mask(&self.worker_registration_secret);
+        copy.database_url = mask_url_password(&self.database_url);
+        copy
+    }
+
+    /// The effective settings as YAML (every key, in the order of manager-v2.md §1.2 plus
+    /// the additions), secrets masked as by [`Config::masked`]. Durations are written in
+    /// the same syntax the loader accepts, so the output can be loaded again (apart from the
+    /// masked secrets). A "never" `download_task_recheck_throttle` is written as `-1s`.
+    pub fn describe_effective(&self) -> String {
+        use serde_yaml::{Mapping, Value};
+        let c = self.masked();
+        let mut m = Mapping::new();
+        let mut put = |key: &str, value: Value| {
+            m.insert(Value::String(key.to_string()), value);
+        };
+        let s = |v: &str| Value::String(v.to_string());
+        let d = |v: Duration| Value::String(format_duration(v));
+        let vars = |map: &VariableMap| {
+            let mut out = Mapping::new();
+            for (name, platforms) in map {
+                let mut p = Mapping::new();
+                for (platform, value) in platforms {
+                    p.insert(s(platform), s(value));
+                }
+                out.insert(s(name), Value::Mapping(p));
+            }
+            Value::Mapping(out)
+        };
+        put("database_url", s(&c.database_url));
+        put("data_dir", s(&c.data_dir.to_string_lossy()));
+        put("listen", s(&c.listen));
+        put("own_url", s(&c.own_url));
+        put("flamenco", s(&c.flamenco));
+        put("manager_id", s(&c.manager_id));
+        put("manager_secret", s(&c.manager_secret));
+        put("tlskey", s(&c.tlskey));
+        put("tlscert", s(&c.tlscert));
+        put("download_task_sleep", d(c.download_task_sleep));
+        put(
+            "download_task_recheck_throttle",
+            match c.download_task_recheck_throttle {
+                Some(v) => d(v),
+                None => s("-1s"),
+            },
+        );
+        put(
+            "task_update_push_max_interval",
+            d(c.task_update_push_max_interval),
+        );
+        put(
+            "task_update_push_max_count",
+            Value::Number(c.task_update_push_max_count.into()),
+        );
+        put(
+            "cancel_task_fetch_max_interval",
+            d(c.cancel_task_fetch_max_interval),
+        );
+        put(
+            "active_task_timeout_interval",
+            d(c.active_task_timeout_interval),
+        );
+        put(
+            "active_worker_timeout_interval",
+            d(c.active_worker_timeout_interval),
+        );
+        put("task_cleanup_max_age", d(c.task_cleanup_max_age));
+        put("watch_for_latest_image", s(&c.watch_for_latest_image));
+        put("variables", vars(&c.variables));
+        put("path_replacement", vars(&c.path_replacement));
+        put(
+            "worker_registration_secret",
+            s(&c.worker_registration_secret),
+        );
+        put(
+            "max_request_body",
+            Value::Number((c.max_request_body as u64).into()),
+        );
+        serde_yaml::to_string(&Value::Mapping(m))
+            .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
+    }
+}
+
+/// Every key the file may contain, in documentation order.
+pub const KNOWN_KEYS: &[&str] = &[
+    "database_url",
+    "data_dir",
+    "listen",
+    "own_url",
+    "flamenco",
+    "manager_id",
+    "manager_secret",
+    "tlskey",
+    "tlscert",
+    "download_task_sleep",
+    "download_task_recheck_throttle",
+    "task_update_push_max_interval",
+    "task_update_push_max_count",
+    "cancel_task_fetch_max_interval",
+    "active_task_timeout_interval",
+    "active_worker_timeout_interval",
+    "task_cleanup_max_age",
+    "watch_for_latest_image",
+    "variables",
+    "path_replacement",
+    "worker_registration_secret",
+    "max_request_body",
+];
+
+const MASK: &str = "****";
+
+fn mask(secret: &str) -> String {
+    if secret.is_empty() {
+        String::new()
+    } else {
+        MASK.to_string()
+    }
+}
+
+/// `mongodb://user:pass@host/db` → `mongodb://user:****@host/db`; URLs without a
+/// password are returned unchanged.
+fn mask_url_password(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_string();
+    };
+    let password_start = after_scheme + colon + 1;
+    let password_end = after_scheme + at;
+    format!("{}{}{}", &url[..password_start], MASK, &url[password_end..])
+}
+
+fn yaml_kind(value: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// One message per top-level key that is not a known setting, with its line when it can
+/// be found and a suggestion when a known key is close.
+fn unknown_keys(map: &serde_yaml::Mapping, text: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    let mut all_suggested = true;
+    for key in map.keys() {
+        let name = match key {
+            serde_yaml::Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+        };
+        if KNOWN_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let mut message = format!("unknown key `{name}`");
+        let mut notes = Vec::new();
+        if let Some(line) = find_key_line(text, &name) {
+            notes.push(format!("line {line}"));
+        }
+        match suggest_key(&name) {
+            Some(suggestion) => notes.push(format!("did you mean `{suggestion}`?")),
+            None => all_suggested = false,
+        }
+        if !notes.is_empty() {
+            message.push_str(&format!(" ({})", notes.join("; ")));
+        }
+        messages.push(message);
+    }
+    if !messages.is_empty() && !all_suggested {
+        messages.push(format!("known keys: {}", KNOWN_KEYS.join(", ")));
+    }
+    messages
+}
+
+/// "duplicate key `k` (line N)" for yaml_serde's "duplicate entry with key \"k\"", with
+/// the line of the key's second occurrence (at any indentation).
+fn duplicate_key_message(message: &str, text: &str) -> Option<String> {
+    const MARKER: &str = "duplicate entry with key \"";
+    let start = message.find(MARKER)? + MARKER.len();
+    let key = &message[start..];
+    let key = &key[..key.find('"')?];
+    let candidates = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
+    let line = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim_start().trim_start_matches("- ");
+            candidates.iter().any(|c| {
+                line.strip_prefix(c.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+        })
+        .nth(1)
+        .map(|(i, _)| i + 1);
+    Some(match line {
+        Some(line) => format!("duplicate key `{key}` (line {line})"),
+        None => format!("duplicate key `{key}`"),
+    })
+}
+
+/// The 1-based line of a top-level `key:` (plain or quoted), if there is one.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let candidates = [key.to_string(), format!("\"{key}\""), format!("'{key}'")];
+    text.lines()
+        .position(|line| {
+            candidates.iter().any(|c| {
+                line.strip_prefix(c.as_str())
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+        })
+        .map(|i| i + 1)
+}
+
+/// A known key close to `unknown`: v2's old `*_seconds` names, or a small typo.
+fn suggest_key(unknown: &str) -> Option<&'static str> {
+    let lower = unknown.to_ascii_lowercase();
+    for suffix in ["_seconds", "_secs", "_sec", "_s"] {
+        if let Some(stem) = lower.strip_suffix(suffix) {
+            if let Some(k) = KNOWN_KEYS.iter().find(|k| **k == stem) {
+                return Some(k);
+            }
+        }
+    }
+    KNOWN_KEYS
+        .iter()
+        .map(|k| (levenshtein(&lower, k), *k))
+        .filter(|(dist, k)| *dist <= 2.max(k.len() / 5))
+        .min_by_key(|(dist, _)| *dist)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+// ---------------------------------------------------------------------------------------
+// Typed parsing.
+
+/// The file as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database_url: Option<String>,
+    data_dir: Option<String>,
+    listen: Option<String>,
+    own_url: Option<String>,
+    flamenco: Option<String>,
+    manager_id: Option<String>,
+    manager_secret: Option<String>,
+    tlskey: Option<String>,
+    tlscert: Option<String>,
+    download_task_sleep: Option<NonNegativeDuration>,
+    download_task_recheck_throttle: Option<SignedDuration>,
+    task_update_push_max_interval: Option<NonNegativeDuration>,
+    task_update_push_max_count: Option<PositiveCount>,
+    cancel_task_fetch_max_interval: Option<NonNegativeDuration>,
+    active_task_timeout_interval: Option<NonNegativeDuration>,
+    active_worker_timeout_interval: Option<NonNegativeDuration>,
+    task_cleanup_max_age: Option<NonNegativeDuration>,
+    watch_for_latest_image: Option<String>,
+    variables: Option<VariableMap>,
+    path_replacement: Option<VariableMap>,
+    worker_registration_secret: Option<String>,
+    max_request_body: Option<PositiveCount>,
+}
+
+impl RawConfig {
+    fn into_config(self) -> Result<Config, String> {
+        let mut c = Config::default();
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = self.$field {
+                    c.$field = v.into();
+                }
+            };
+        }
+        set!(database_url);
+        set!(data_dir);
+        set!(listen);
+        set!(own_url);
+        set!(flamenco);
+        set!(manager_id);
+        set!(manager_secret);
+        set!(tlskey);
+        set!(tlscert);
+        set!(download_task_sleep);
+        set!(task_update_push_max_interval);
+        set!(cancel_task_fetch_max_interval);
+        set!(active_task_timeout_interval);
+        set!(active_worker_timeout_interval);
+        set!(task_cleanup_max_age);
+        set!(watch_for_latest_image);
+        set!(worker_registration_secret);
+        if let Some(v) = self.download_task_recheck_throttle {
+            c.download_task_recheck_throttle = (!v.negative).then_some(v.magnitude);
+        }
+        if let Some(PositiveCount(n)) = self.task_update_push_max_count {
+            c.task_update_push_max_count = u32::try_from(n).map_err(|_| {
+                format!(
+                    "task_update_push_max_count: {n} is too large (at most {})",
+                    u32::MAX
+                )
+            })?;
+        }
+        if let Some(PositiveCount(n)) = self.max_request_body {
+            c.max_request_body = usize::try_from(n)
+                .map_err(|_| format!("max_request_body: {n} is too large for this platform"))?;
+        }
+        if let Some(v) = self.variables {
+            c.variables = v;
+        }
+        if let Some(mut v) = self.path_replacement {
+            for platforms in v.values_mut() {
+                for value in platforms.values_mut() {
+                    let trimmed_len = value.trim_end_matches('/').len();
+                    value.truncate(trimmed_len);
+                }
+            }
+            c.path_replacement = v;
+        }
+
+        let clashes: Vec<String> = c
+            .variables
+            .keys()
+            .filter(|name| c.path_replacement.contains_key(*name))
+            .map(|name| {
+                format!("variable '{name}' is defined as both a regular and a path replacement variable")
+            })
+            .collect();
+        if !clashes.is_empty() {
+            return Err(clashes.join("; "));
+        }
+        Ok(c)
+    }
+}
+
+/// A duration that must not be negative (`0` is fine).
+#[derive(Debug)]
+struct NonNegativeDuration(Duration);
+
+impl From<NonNegativeDuration> for Duration {
+    fn from(d: NonNegativeDuration) -> Duration {
+        d.0
+    }
+}
+
+/// A duration that may be negative.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SignedDuration {
+    negative: bool,
+    magnitude: Duration,
+}
+
+impl<'de> serde::Deserialize<'de> for SignedDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor {
+            allow_negative: true,
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NonNegativeDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor {
+            allow_negative: false,
+        })
+        .map(|v| NonNegativeDuration(v.magnitude))
+    }
+}
+
+/// Accepts a Go-style duration string, or a bare number of seconds. The checks happen in
+/// the visitor so that the YAML error carries the key and the position.
+struct DurationVisitor {
+    allow_negative: bool,
+}
+
+impl DurationVisitor {
+    fn check<E: serde::de::Error>(
+        &self,
+        v: SignedDuration,
+        shown: &str,
+    ) -> Result<SignedDuration, E> {
+        if v.negative && !v.magnitude.is_zero() && !self.allow_negative {
+            return Err(E::custom(format!("must not be negative, got {shown}")));
+        }
+        Ok(v)
+    }
+
+    fn seconds_f64<E: serde::de::Error>(&self, secs: f64) -> Result<SignedDuration, E> {
+        let magnitude = Duration::try_from_secs_f64(secs.abs())
+            .map_err(|_| E::custom(format!("invalid duration {secs}")))?;
+        self.check(
+            SignedDuration {
+                negative: secs < 0.0,
+                magnitude,
+            },
+            &format!("{secs}"),
+        )
+    }
+}
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = SignedDuration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration such as `30s`, `5m`, `1h30m`, `500ms`, or a number of seconds")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SignedDuration, E> {
+        Ok(SignedDuration {
+            negative: false,
+            magnitude: Duration::from_secs(v),
+        })
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SignedDuration, E> {
+        self.check(
+            SignedDuration {
+                negative: v < 0,
+                magnitude: Duration::from_secs(v.unsigned_abs()),
+            },
+            &v.to_string(),
+        )
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<SignedDuration, E> {
+        self.seconds_f64(v)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SignedDuration, E> {
+        let t = v.trim();
+        // A number written as a string ("300") also means seconds.
+        if !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+        {
+            if let Ok(secs) = t.parse::<f64>() {
+                if secs.is_finite() {
+                    return self.seconds_f64(secs);
+                }
+            }
+        }
+        let parsed = parse_duration(t).map_err(E::custom)?;
+        self.check(parsed, t)
+    }
+}
+
+/// A whole number ≥ 1.
+#[derive(Debug)]
+struct PositiveCount(u64);
+
+impl<'de> serde::Deserialize<'de> for PositiveCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_u64(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl serde::de::Visitor<'_> for CountVisitor {
+    type Value = PositiveCount;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a whole number of at least 1")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PositiveCount, E> {
+        if v == 0 {
+            return Err(E::custom("must be at least 1, got 0"));
+        }
+        Ok(PositiveCount(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PositiveCount, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!("must be at least 1, got {v}"))),
+        }
+    }
+}
+
+/// Parse a Go-style duration: an optional sign, then one or more decimal numbers (with an
+/// optional fraction) each followed by a unit (`ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`),
+/// e.g. `1h30m`, `-1.5h`, `500ms`. A lone `0` is allowed without a unit.
+fn parse_duration(text: &str) -> Result<SignedDuration, String> {
+    let err = |why: &str| format!("invalid duration {text:?}: {why}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(SignedDuration {
+            negative,
+            magnitude: Duration::ZERO,
+        });
+    }
+    if rest.is_empty() {
+        return Err(err("empty"));
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let int_part = &rest[..int_len];
+        rest = &rest[int_len..];
+        let mut frac_part = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+            frac_part = &after_dot[..frac_len];
+            rest = &after_dot[frac_len..];
+        }
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(err("expected a number"));
+        }
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(rest.len(), |(i, _)| i);
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(err("missing unit (use ns, us, ms, s, m or h)")),
+            other => {
+                return Err(err(&format!(
+                    "unknown unit {other:?} (use ns, us, ms, s, m or h)"
+                )))
+            }
+        };
+        let too_large = || err("too large");
+        let int_value: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| too_large())?
+        };
+        let mut value = int_value.checked_mul(unit_ns).ok_or_else(too_large)?;
+        // Fraction digits beyond nanosecond precision cannot matter; keep 18 at most.
+        let frac_digits = &frac_part[..frac_part.len().min(18)];
+        if !frac_digits.is_empty() {
+            let frac: u128 = frac_digits.parse().map_err(|_| too_large())?;
+            let scale = 10u128.pow(frac_digits.len() as u32);
+            value = value
+                .checked_add(frac * unit_ns / scale)
+                .ok_or_else(too_large)?;
+        }
+        total = total.checked_add(value).ok_or_else(too_large)?;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| err("too large"))?;
+    let nanos = (total % 1_000_000_000) as u32;
+    Ok(SignedDuration {
+        negative,
+        magnitude: Duration::new(secs, nanos),
+    })
+}
+
+/// Write a duration in the syntax [`Config::load`] accepts, compactly: `0s`, `500ms`,
+/// `30s`, `5m`, `1h30m`, `336h`, `1m2.5s`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_string();
+    }
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if secs == 0 {
+        let (ms, below_ms) = (nanos / 1_000_000, nanos % 1_000_000);
+        let (us, below_us) = (nanos / 1_000, nanos % 1_000);
+        return if below_ms == 0 {
+            format!("{ms}ms")
+        } else if below_us == 0 {
+            format!("{us}us")
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+    } else if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(text) {
+            Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn dur(text: &str) -> Result<Duration, String> {
+        parse(&format!("download_task_sleep: {text}\n"))
+            .map(|c| c.download_task_sleep)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The unit-test config of manager-v2.md §1.6, with its old `*_seconds` keys removed
+    /// (they are errors now).
+    const UNITTEST_YAML: &str = r#"
+database_url: mongodb://localhost/flamanager_test
+listen: '[::0]:8083'
+own_url: http://192.168.3.108:8083/
+flamenco: http://localhost:51234/
+manager_id: 5852bc5198377351f95d103e
+manager_secret: SRVwA7wAxPRfudvqTDOLXwPn1cDRIlADz5Ef9kHk7d52Us
+variables:
+    blender:
+        windows: c:/temp/blender.exe
+        linux: /opt/myblenderbuild/blender
+        darwin: /opt/myblenderbuild/blender
+path_replacement:
+    render:
+        windows: r:/
+        linux: /render
+        darwin: /Volume/render
+    render_long:
+        windows: r:/long
+        linux: /render/long
+        darwin: /Volume/render/long
+    job_storage:
+        windows: s:/
+        linux: /shared/
+        darwin: /Volume/shared/
+        autumn: hey
+"#;
+
+    #[test]
+    fn defaults_when_no_file_in_working_directory() {
+        // The test runs in the crate directory, which has no flamenco-manager.yaml.
+        assert!(!Path::new(DEFAULT_CONFIG_FILE).exists());
+        let (config, source) = Config::load(None).expect("defaults");
+        assert_eq!(source, ConfigSource::Defaults);
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, ":8083");
+        assert_eq!(config.data_dir, PathBuf::from("./flamenco-data"));
+        assert_eq!(config.download_task_sleep, Duration::from_secs(300));
+        assert_eq!(
+            config.download_task_recheck_throttle,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(config.task_update_push_max_count, 10);
+        assert_eq!(config.task_cleanup_max_age, Duration::from_secs(336 * 3600));
+        assert!(!config.is_upstream());
+    }
+
+    #[test]
+    fn explicit_missing_path_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.yaml");
+        let err = Config::load(Some(&missing)).expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("nope.yaml"), "{err}");
+    }
+
+    #[test]
+    fn explicit_path_is_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("manager.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:9999\n").expect("write");
+        let (config, source) = Config::load(Some(&path)).expect("loads");
+        assert_eq!(source, ConfigSource::File(path));
+        assert_eq!(config.listen, "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_give_defaults() {
+        for text in [
+            "",
+            "\n\n",
+            "# just a comment\n  # another\n",
+            "---\n",
+            "~\n",
+        ] {
+            assert_eq!(parse(text).expect(text), Config::default(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_parsed() {
+        let text = r#"
+database_url: mongodb://user:pw@db.example.com/flamenco
+data_dir: /var/lib/flamenco
+listen: '[::0]:8083'
+own_url: http://manager.local:8083/
+flamenco: https://cloud.blender.org/
+manager_id: 5852bc5198377351f95d103e
+manager_secret: very-secret
+tlskey: tls/privkey.pem
+tlscert: tls/cert.pem
+download_task_sleep: 1m
+download_task_recheck_throttle: 5s
+task_update_push_max_interval: 5s
+task_update_push_max_count: 20
+cancel_task_fetch_max_interval: 10s
+active_task_timeout_interval: 60s
+active_worker_timeout_interval: 300s
+task_cleanup_max_age: 336h
+watch_for_latest_image: /render/out
+variables:
+    blender:
+        linux: /opt/blender/blender
+        windows: c:/blender/
+path_replacement:
+    render:
+        linux: /render/
+worker_registration_secret: reg-secret
+max_request_body: 1048576
+"#;
+        let c = parse(text).expect("parses");
+        assert_eq!(c.database_url, "mongodb://user:pw@db.example.com/flamenco");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/flamenco"));
+        assert_eq!(c.listen, "[::0]:8083");
+        assert_eq!(c.own_url, "http://manager.local:8083/");
+        assert_eq!(c.flamenco, "https://cloud.blender.org/");
+        assert!(c.is_upstream());
+        assert_eq!(c.manager_id, "5852bc5198377351f95d103e");
+        assert_eq!(c.manager_secret, "very-secret");
+        assert_eq!(c.tlskey, "tls/privkey.pem");
+        assert_eq!(c.tlscert, "tls/cert.pem");
+        assert_eq!(c.download_task_sleep, Duration::from_secs(60));
+        assert_eq!(
+            c.download_task_recheck_throttle,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(c.task_update_push_max_interval, Duration::from_secs(5));
+        assert_eq!(c.task_update_push_max_count, 20);
+        assert_eq!(c.cancel_task_fetch_max_interval, Duration::from_secs(10));
+        assert_eq!(c.active_task_timeout_interval, Duration::from_secs(60));
+        assert_eq!(c.active_worker_timeout_interval, Duration::from_secs(300));
+        assert_eq!(c.task_cleanup_max_age, Duration::from_secs(336 * 3600));
+        assert_eq!(c.watch_for_latest_image, "/render/out");
+        assert_eq!(c.variables["blender"]["linux"], "/opt/blender/blender");
+        // Plain variables keep their trailing slash.
+        assert_eq!(c.variables["blender"]["windows"], "c:/blender/");
+        assert_eq!(c.path_replacement["render"]["linux"], "/render");
+        assert_eq!(c.worker_registration_secret, "reg-secret");
+        assert_eq!(c.max_request_body, 1_048_576);
+    }
+
+    #[test]
+    fn unit_test_config_trims_trailing_slashes() {
+        let c = parse(UNITTEST_YAML).expect("parses");
+        let p = &c.path_replacement;
+        assert_eq!(p["render"]["windows"], "r:");
+        assert_eq!(p["render"]["linux"], "/render");
+        assert_eq!(p["render_long"]["windows"], "r:/long");
+        assert_eq!(p["job_storage"]["windows"], "s:");
+        assert_eq!(p["job_storage"]["linux"], "/shared");
+        assert_eq!(p["job_storage"]["darwin"], "/Volume/shared");
+        assert_eq!(p["job_storage"]["autumn"], "hey");
+        assert_eq!(c.variables["blender"]["windows"], "c:/temp/blender.exe");
+        // Every duration default applies.
+        assert_eq!(c.download_task_sleep, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn trailing_slash_trimming_removes_all_slashes_but_not_backslashes() {
+        let c = parse(
+            "path_replacement:\n  a: {linux: '/', windows: 'r://', mac: '/x//'}\n  b: {windows: 'c:\\'}\n",
+        )
+        .expect("parses");
+        assert_eq!(c.path_replacement["a"]["linux"], "");
+        assert_eq!(c.path_replacement["a"]["windows"], "r:");
+        assert_eq!(c.path_replacement["a"]["mac"], "/x");
+        assert_eq!(c.path_replacement["b"]["windows"], "c:\\");
+    }
+
+    #[test]
+    fn durations_in_every_form() {
+        let cases: &[(&str, Duration)] = &[
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1m30s", Duration::from_secs(90)),
+            ("336h", Duration::from_secs(336 * 3600)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            (".5s", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("10us", Duration::from_micros(10)),
+            ("10µs", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+            ("1h1m1s1ms", Duration::from_millis(3_661_001)),
+            ("'45s'", Duration::from_secs(45)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("+3s", Duration::from_secs(3)),
+            // A bare number means seconds (v2: nanoseconds).
+            ("300", Duration::from_secs(300)),
+            ("'300'", Duration::from_secs(300)),
+            ("2.5", Duration::from_millis(2500)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(dur(text).as_ref(), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn duration_errors_name_the_key() {
+        for bad in [
+            "5d", "1h30", "abc", "''", "s", "1..5s", "'-'", "--5s", "1.5e3s", "[1, 2]",
+        ] {
+            let err = dur(bad).expect_err(bad);
+            assert!(err.contains("download_task_sleep"), "{bad}: {err}");
+            assert!(err.contains("line 1"), "{bad}: {err}");
+        }
+        let err = dur("99999999999999999999h").expect_err("overflow");
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn negative_durations() {
+        // Negative recheck throttle means "never".
+        let c = parse("download_task_recheck_throttle: -1s\n").expect("parses");
+        assert_eq!(c.download_task_recheck_throttle, None);
+        let c = parse("download_task_recheck_throttle: -1\n").expect("parses");
+        assert_eq!(c.download_task_recheck_throttle, None);
+        let c = parse("download_task_recheck_throttle: 0\n").expect("parses");
+        assert_eq!(c.download_task_recheck_throttle, Some(Duration::ZERO));
+        // Others must not be negative; the error names the key and the line.
+        for key in [
+            "download_task_sleep",
+            "task_update_push_max_interval",
+            "cancel_task_fetch_max_interval",
+            "active_task_timeout_interval",
+            "active_worker_timeout_interval",
+            "task_cleanup_max_age",
+        ] {
+            for value in ["-5s", "-5", "-1h30m"] {
+                let err = parse_err(&format!("listen: ':1'\n{key}: {value}\n"));
+                assert!(err.contains(key), "{err}");
+                assert!(err.contains("negative"), "{err}");
+                assert!(err.contains("line 2"), "{err}");
+            }
+        }
+        // "-0s" is zero, not negative.
+        assert_eq!(dur("-0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse_err("listen: ':8083'\ndownload_task_sleep_seconds: 60s\n");
+        assert!(err.contains("download_task_sleep_seconds"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("did you mean `download_task_sleep`"), "{err}");
+        assert!(err.contains("test.yaml"), "{err}");
+
+        // Every unknown key is listed; typos get a suggestion.
+        let err = parse_err("lisen: x\nfoo: 1\n");
+        assert!(
+            err.contains("`lisen` (line 1; did you mean `listen`?)"),
+            "{err}"
+        );
+        assert!(err.contains("unknown key `foo` (line 2)"), "{err}");
+        assert!(err.contains("known keys: database_url,"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err =
+            parse_err("listen: ':8083'\nflamenco: http://x/\ntask_update_push_max_count: lots\n");
+        assert!(err.contains("task_update_push_max_count"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+
+        let err = parse_err("max_request_body: 1.5\n");
+        assert!(err.contains("max_request_body"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+
+        let err = parse_err("task_update_push_max_count: 0\n");
+        assert!(err.contains("task_update_push_max_count"), "{err}");
+        assert!(err.contains("at least 1"), "{err}");
+
+        let err = parse_err("# comment\n\nvariables:\n  blender: /opt/blender\n");
+        assert!(err.contains("variables.blender"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+
+        let err = parse_err("listen: [1, 2]\n");
+        assert!(err.contains("listen"), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+
+        let err = parse_err("- a\n- b\n");
+        assert!(err.contains("mapping"), "{err}");
+
+        let err = parse_err("listen: ':8083'\n  bad indent: [\n");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn clash_lists_every_clashing_name() {
+        let text = r#"
+variables:
+    render: {linux: /a}
+    blender: {linux: /b}
+    storage: {linux: /c}
+path_replacement:
+    render: {linux: /a}
+    storage: {linux: /c}
+    other: {linux: /d}
+"#;
+        let err = parse_err(text);
+        assert!(
+            err.contains(
+                "variable 'render' is defined as both a regular and a path replacement variable"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "variable 'storage' is defined as both a regular and a path replacement variable"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("'blender'"), "{err}");
+        assert!(!err.contains("'other'"), "{err}");
+    }
+
+    #[test]
+    fn masked_and_describe_effective_hide_secrets() {
+        let mut c = parse(UNITTEST_YAML).expect("parses");
+        c.database_url = "mongodb://admin:hunter2@db:27017/flamenco?authSource=admin".into();
+        c.worker_registration_secret = "reg-secret".into();
+        let m = c.masked();
+        assert_eq!(m.manager_secret, "****");
+        assert_eq!(m.worker_registration_secret, "****");
+        assert_eq!(
+            m.database_url,
+            "mongodb://admin:****@db:27017/flamenco?authSource=admin"
+        );
+        let text = c.describe_effective();
+        assert!(
+            !text.contains("SRVwA7wAxPRfudvqTDOLXwPn1cDRIlADz5Ef9kHk7d52Us"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("reg-secret"), "{text}");
+        assert!(text.contains("task_cleanup_max_age: 336h"), "{text}");
+        assert!(text.contains("download_task_sleep: 5m"), "{text}");
+
+        // The description loads again (secrets masked) to the same settings.
+        let again = parse(&text).expect("description reloads");
+        assert_eq!(again, m);
+
+        // Empty secrets stay empty; URLs without a password are unchanged.
+        let d = Config::default().masked();
+        assert_eq!(d.manager_secret, "");
+        assert_eq!(
+            mask_url_password("mongodb://localhost/x"),
+            "mongodb://localhost/x"
+        );
+        assert_eq!(
+            mask_url_password("mongodb://user@localhost/x"),
+            "mongodb://user@localhost/x"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_names_key_and_line() {
+        let err = parse_err("listen: a\nflamenco: ''\nlisten: b\n");
+        assert!(err.contains("listen"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        let err = parse_err("variables:\n  a: {linux: x}\n  b: {linux: y}\n  a: {linux: z}\n");
+        assert!(err.contains("duplicate key `a` (line 4)"), "{err}");
+    }
+
+    #[test]
+    fn default_description_reloads() {
+        let text = Config::default().describe_effective();
+        assert!(text.contains("listen:"), "{text}");
+        assert_eq!(parse(&text).expect("reloads"), Config::default());
+    }
+
+    #[test]
+    fn never_throttle_is_described_as_negative() {
+        let c = parse("download_task_recheck_throttle: -1s\n").expect("parses");
+        let text = c.describe_effective();
+        assert!(
+            text.contains("download_task_recheck_throttle: -1s"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).expect("reloads"), c);
+    }
+
+    #[test]
+    fn format_duration_round_trips() {
+        for (d, s) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(15), "15us"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(336 * 3600), "336h"),
+            (Duration::from_millis(62_500), "1m2.5s"),
+            (Duration::from_secs(3601), "1h1s"),
+        ] {
+            assert_eq!(format_duration(d), s);
+            assert_eq!(parse_duration(s).map(|v| v.magnitude), Ok(d), "{s}");
+        }
     }
 }

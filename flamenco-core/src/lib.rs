@@ -8,7 +8,14 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod manager;
 pub mod model;
+pub mod protocol;
 pub mod store;
 pub mod updates;
 pub mod variables;
+
+pub use manager::{ApiError, Manager, NextTask, OpenError, Peer};
+
+/// This program's version, shown on the dashboard and by `flamenco --version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,6 +8,8 @@
 //! [`crate::updates`], shared by all backends. Backends never read the clock: every
 //! operation that writes a time takes `now`.
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -98,6 +100,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Insert new tasks. Fails with `Duplicate` (and inserts none) if an id exists.
     async fn insert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
+    /// Insert tasks, or replace existing ones wholly (every field, the local ones included).
+    async fn upsert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
     async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>>;
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>>;
     /// Number of tasks per status string (statuses with no task may be absent).

@@ -1,0 +1,257 @@
+//! The worker protocol's request and answer bodies (worker-protocol.md §4), with their
+//! validation. Decoding is lenient about unknown fields, as v2 was, and strict about types.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{empty_as_none, ObjectId, RequestedStatus, TaskStatus, TaskUpdate};
+
+/// Longest accepted secret, nickname, platform or task type, in bytes.
+const MAX_SHORT_TEXT: usize = 1024;
+/// Most task types a worker may declare.
+const MAX_TASK_TYPES: usize = 256;
+
+/// A request body that decoded but does not make sense: 400 with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn check_short(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.len() > MAX_SHORT_TEXT {
+        return Err(Invalid(format!(
+            "{field} is {} bytes long; at most {MAX_SHORT_TEXT} are accepted",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_task_types(types: &[String]) -> Result<(), Invalid> {
+    if types.len() > MAX_TASK_TYPES {
+        return Err(Invalid(format!(
+            "supported_task_types has {} entries; at most {MAX_TASK_TYPES} are accepted",
+            types.len()
+        )));
+    }
+    for t in types {
+        check_short("a supported task type", t)?;
+    }
+    Ok(())
+}
+
+/// `POST /register-worker` body.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RegisterWorker {
+    pub secret: String,
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub supported_task_types: Vec<String>,
+    #[serde(default)]
+    pub nickname: String,
+}
+
+impl RegisterWorker {
+    /// Unlike v2, an empty secret is refused: it would let anyone act as this worker.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.secret.is_empty() {
+            return Err(Invalid("secret must not be empty".into()));
+        }
+        check_short("secret", &self.secret)?;
+        check_short("platform", &self.platform)?;
+        check_short("nickname", &self.nickname)?;
+        check_task_types(&self.supported_task_types)
+    }
+}
+
+/// `POST /sign-on` body; both fields optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SignOnRequest {
+    #[serde(default)]
+    pub supported_task_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub nickname: Option<String>,
+}
+
+impl SignOnRequest {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if let Some(n) = &self.nickname {
+            check_short("nickname", n)?;
+        }
+        if let Some(types) = &self.supported_task_types {
+            check_task_types(types)?;
+        }
+        Ok(())
+    }
+}
+
+/// `POST /tasks/{id}/update` body. Every field is optional. `_id`, `task_id`, `worker`
+/// and `received_on_manager` are accepted (they must still decode) and overwritten.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct WorkerTaskUpdate {
+    #[serde(default)]
+    pub task_status: Option<String>,
+    #[serde(default)]
+    pub activity: Option<String>,
+    #[serde(default)]
+    pub log: Option<String>,
+    #[serde(default)]
+    pub task_progress_percentage: Option<i64>,
+    #[serde(default)]
+    pub current_command_idx: Option<i64>,
+    #[serde(default)]
+    pub command_progress_percentage: Option<i64>,
+    #[serde(rename = "_id", default, with = "empty_as_none")]
+    pub id: Option<ObjectId>,
+    #[serde(default, with = "empty_as_none")]
+    pub task_id: Option<ObjectId>,
+    #[serde(default)]
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub received_on_manager: Option<DateTime<Utc>>,
+    /// 2.3+ timing metrics; accepted and not forwarded.
+    #[serde(default)]
+    pub metrics: Option<serde_json::Value>,
+}
+
+impl WorkerTaskUpdate {
+    /// Validate and turn into an outbox entry for `task_id`, from worker `ident`.
+    pub fn into_update(
+        self,
+        task_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TaskUpdate, Invalid> {
+        let task_status = match self.task_status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(TaskStatus::parse_known(s).map_err(|e| Invalid(e.to_string()))?),
+        };
+        for (field, value) in [
+            ("task_progress_percentage", self.task_progress_percentage),
+            (
+                "command_progress_percentage",
+                self.command_progress_percentage,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !(0..=100).contains(&v) {
+                    return Err(Invalid(format!(
+                        "{field} must be between 0 and 100, not {v}"
+                    )));
+                }
+            }
+        }
+        if let Some(v) = self.current_command_idx {
+            if v < 0 {
+                return Err(Invalid(format!(
+                    "current_command_idx must not be negative, not {v}"
+                )));
+            }
+        }
+        let activity = self.activity.unwrap_or_default();
+        check_short("activity", &activity)?;
+        let mut u = TaskUpdate::new(task_id, now);
+        u.task_status = task_status;
+        u.activity = activity;
+        u.log = self.log.unwrap_or_default();
+        u.task_progress_percentage = self.task_progress_percentage.unwrap_or(0);
+        u.current_command_idx = self.current_command_idx.unwrap_or(0);
+        u.command_progress_percentage = self.command_progress_percentage.unwrap_or(0);
+        u.worker = ident.to_string();
+        Ok(u)
+    }
+}
+
+/// `POST /output-produced` body.
+#[derive(Clone, Debug, Deserialize)]
+pub struct OutputProduced {
+    pub paths: Vec<String>,
+}
+
+impl OutputProduced {
+    /// An empty list is refused (v2: 422).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.paths.is_empty() {
+            return Err(Invalid("paths must not be empty".into()));
+        }
+        for p in &self.paths {
+            if p.len() > 4096 {
+                return Err(Invalid("a path is longer than 4096 bytes".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `GET /may-i-run/{id}` answer. Exactly these keys: a 2.0.x worker's poller dies on
+/// any other key, so `status_requested` is only ever set for 2.1+ workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MayIRunAnswer {
+    pub may_keep_running: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_requested: Option<RequestedStatus>,
+}
+
+/// The body of a 423 on `/task` and of a 200 on `/status-change`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequested {
+    pub status_requested: RequestedStatus,
+}
+
+/// The states a worker acknowledges with `POST /ack-status-change/{status}`.
+pub const ACKNOWLEDGEABLE_STATUSES: [&str; 5] = ["asleep", "awake", "error", "testing", "shutdown"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<TaskUpdate, String> {
+        let u: WorkerTaskUpdate = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        u.into_update(ObjectId::new(), "w", Utc::now())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn accepts_real_worker_bodies() {
+        let u = decode(
+            r#"{"activity": "starting sleep", "current_command_idx": 1,
+            "task_progress_percentage": 0, "command_progress_percentage": 0,
+            "metrics": {"timing": {"total": 1.2e-05}}, "task_status": "active",
+            "log": "line"}"#,
+        )
+        .unwrap();
+        assert_eq!(u.task_status, Some(TaskStatus::Active));
+        assert_eq!(u.current_command_idx, 1);
+        assert_eq!(u.worker, "w");
+        let u = decode(r#"{"log": "only a log"}"#).unwrap();
+        assert_eq!(u.task_status, None);
+        assert_eq!(u.log, "only a log");
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(decode(r#"{"task_status": "cancelled"}"#)
+            .unwrap_err()
+            .contains("cancelled"));
+        assert!(decode(r#"{"current_command_idx": 1.5}"#).is_err());
+        assert!(decode(r#"{"task_progress_percentage": 101}"#).is_err());
+        assert!(decode(r#"{"_id": "nope"}"#).is_err());
+        assert!(decode(r#"{"received_on_manager": "yesterday"}"#).is_err());
+        assert!(decode(r#"{"task_status": 3}"#).is_err());
+    }
+
+    #[test]
+    fn may_i_run_answer_has_only_set_keys() {
+        let a = MayIRunAnswer {
+            may_keep_running: true,
+            reason: None,
+            status_requested: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"may_keep_running":true}"#
+        );
+    }
+}

@@ -1,0 +1,1728 @@
+//! The store conformance suite: what every [`Store`] backend must do, written once.
+//!
+//! Each `pub async fn` takes a fresh, empty store and panics when the backend misbehaves.
+//! A backend runs them all with the crate-internal `conformance_tests!` macro, one
+//! `#[tokio::test]` each:
+//!
+//! ```ignore
+//! async fn make() -> (Arc<dyn Store>, tempfile::TempDir) { /* a fresh store */ }
+//! crate::store::conformance::conformance_tests!(make);
+//! ```
+//!
+//! Times are whole milliseconds (the precision both backends keep). Data sizes stay in
+//! the hundreds, so that a slow test database server still copes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::model::{
+    worker_status, Command, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
+};
+use crate::store::{ClaimRequest, Seen, SignOn, Store, StoreError, TaskQuery};
+use crate::updates::{self, MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+
+// ---- fixtures ----
+
+/// A fixed time, `offset_ms` after 2023-11-14T22:13:20Z.
+pub fn at(offset_ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + offset_ms).expect("time in range")
+}
+
+/// An id from its 24 hex characters.
+pub fn oid(hex: &str) -> ObjectId {
+    ObjectId::parse(hex).expect("valid test id")
+}
+
+/// The `n`-th of a series of ids in increasing order.
+pub fn nth_id(prefix: u8, n: u32) -> ObjectId {
+    let mut bytes = [0u8; 12];
+    bytes[0] = prefix;
+    bytes[8..].copy_from_slice(&n.to_be_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// v2's "test task" fixture (§10): etag, job/manager/project/user ids, two commands, one
+/// parent that does not exist locally, `worker1`; priority 50, job priority 0.
+pub fn test_task(id: ObjectId, task_type: &str) -> Task {
+    Task {
+        id,
+        etag: "1234567".into(),
+        job: Some(oid("bbbbbbbbbbbbbbbbbbbbbbbb")),
+        manager: Some(oid("cccccccccccccccccccccccc")),
+        project: Some(oid("dddddddddddddddddddddddd")),
+        user: Some(oid("eeeeeeeeeeeeeeeeeeeeeeee")),
+        name: "Test task".into(),
+        status: TaskStatus::Queued,
+        priority: 50,
+        job_priority: 0,
+        job_type: "unittest".into(),
+        task_type: task_type.into(),
+        commands: vec![
+            Command::new("echo", json!({"message": "Running Blender from {blender}"})),
+            Command::new("sleep", json!({"time_in_seconds": 3})),
+        ],
+        log: String::new(),
+        activity: String::new(),
+        parents: vec![oid("ffffffffffffffffffffffff")],
+        worker: "worker1".into(),
+        worker_id: None,
+        last_worker_ping: None,
+        last_updated: None,
+    }
+}
+
+/// A task of `task_type` with the given priorities and no parents.
+pub fn prio_task(id: ObjectId, task_type: &str, job_priority: i32, priority: i32) -> Task {
+    let mut t = test_task(id, task_type);
+    t.parents.clear();
+    t.job_priority = job_priority;
+    t.priority = priority;
+    t
+}
+
+/// A registered worker (linux, address `192.168.3.4`).
+pub fn test_worker(id: ObjectId, nickname: &str, task_types: &[&str]) -> Worker {
+    Worker {
+        id,
+        hashed_secret: "$2a$10$abcdefghijklmnopqrstuv".into(),
+        nickname: nickname.into(),
+        address: "192.168.3.4".into(),
+        status: String::new(),
+        platform: "linux".into(),
+        time_cost: 0,
+        supported_task_types: task_types.iter().map(|s| s.to_string()).collect(),
+        software: String::new(),
+        current_task: None,
+        last_activity: None,
+        current_task_status: String::new(),
+        current_task_updated: None,
+        status_requested: None,
+    }
+}
+
+/// What the scheduler would send for this worker.
+pub fn claim_request(worker: &Worker, now: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        worker_id: worker.id,
+        nickname: worker.nickname.clone(),
+        ident: worker.identifier(),
+        task_types: worker.supported_task_types.clone(),
+        now,
+    }
+}
+
+/// A worker's update, as the HTTP layer builds it.
+pub fn worker_update(
+    task_id: ObjectId,
+    worker: &Worker,
+    status: Option<TaskStatus>,
+    activity: &str,
+    now: DateTime<Utc>,
+) -> TaskUpdate {
+    let mut u = TaskUpdate::new(task_id, now);
+    u.task_status = status;
+    u.activity = activity.into();
+    u.worker = worker.identifier();
+    u
+}
+
+async fn add_tasks(store: &Arc<dyn Store>, tasks: &[Task]) {
+    store.insert_tasks(tasks).await.expect("insert tasks");
+}
+
+async fn add_worker(store: &Arc<dyn Store>, w: &Worker) {
+    store.insert_worker(w).await.expect("insert worker");
+}
+
+async fn task(store: &Arc<dyn Store>, id: ObjectId) -> Task {
+    store
+        .get_task(id)
+        .await
+        .expect("get task")
+        .unwrap_or_else(|| panic!("task {id} should exist"))
+}
+
+async fn worker(store: &Arc<dyn Store>, id: ObjectId) -> Worker {
+    store
+        .get_worker(id)
+        .await
+        .expect("get worker")
+        .unwrap_or_else(|| panic!("worker {id} should exist"))
+}
+
+async fn claimed_id(store: &Arc<dyn Store>, w: &Worker, now: DateTime<Utc>) -> Option<ObjectId> {
+    store
+        .claim_task(&claim_request(w, now))
+        .await
+        .expect("claim")
+        .map(|c| c.task.id)
+}
+
+async fn outbox(store: &Arc<dyn Store>) -> Vec<TaskUpdate> {
+    store.outbox_peek(10_000).await.expect("outbox peek")
+}
+
+/// Compare an update with an expected one, ignoring the (random) id.
+fn assert_same_update(got: &TaskUpdate, expected: &TaskUpdate) {
+    let mut expected = expected.clone();
+    expected.id = got.id;
+    assert_eq!(got, &expected);
+}
+
+fn seen(now: DateTime<Utc>, address: &str, software: &str, mark_awake: bool) -> Seen {
+    Seen {
+        now,
+        address: address.into(),
+        software: software.into(),
+        mark_awake,
+    }
+}
+
+// ---- tasks ----
+
+/// Every task field survives insert + get, including nested command settings, parent
+/// order, unknown statuses and the local-only fields.
+pub async fn tasks_round_trip_every_field(store: Arc<dyn Store>) {
+    let mut full = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "blender-render");
+    full.commands.push(Command::new(
+        "blender_render",
+        json!({
+            "filepath": "{job_storage}/ünïcode ✓.blend",
+            "frames": "1-10",
+            "cycles_chunk": 1.5,
+            "use_gpu": true,
+            "nothing": null,
+            "nested": {"list": [1, -2, 2.25, "three", null, false], "obj": {"deep": {"x": -7}}},
+        }),
+    ));
+    full.commands.push(Command::new("no-settings", json!({})));
+    full.parents = vec![
+        oid("ffffffffffffffffffffffff"),
+        oid("0123456789abcdef01234567"),
+        oid("89abcdef0123456789abcdef"),
+    ];
+    full.status = TaskStatus::Active;
+    full.priority = -5;
+    full.job_priority = 70;
+    full.log = "line 1\nline 2\n".into();
+    full.activity = "Rendering frame 3".into();
+    full.worker = "worker1".into();
+    full.worker_id = Some(oid("5852bc5198377351f95d103e"));
+    full.last_worker_ping = Some(at(1_234));
+    full.last_updated = Some(at(5_678));
+
+    let minimal = Task {
+        id: oid("2aaaaaaaaaaaaaaaaaaaaaaa"),
+        etag: String::new(),
+        job: None,
+        manager: None,
+        project: None,
+        user: None,
+        name: String::new(),
+        status: TaskStatus::Other("paused-by-someone".into()),
+        priority: 0,
+        job_priority: 0,
+        job_type: String::new(),
+        task_type: String::new(),
+        commands: Vec::new(),
+        log: String::new(),
+        activity: String::new(),
+        parents: Vec::new(),
+        worker: String::new(),
+        worker_id: None,
+        last_worker_ping: None,
+        last_updated: None,
+    };
+    add_tasks(&store, &[full.clone(), minimal.clone()]).await;
+
+    assert_eq!(task(&store, full.id).await, full);
+    assert_eq!(task(&store, minimal.id).await, minimal);
+    assert_eq!(
+        store
+            .get_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"))
+            .await
+            .expect("get"),
+        None
+    );
+    let all = store.list_tasks(&TaskQuery::default()).await.expect("list");
+    assert_eq!(all, vec![full, minimal]);
+}
+
+/// `upsert_tasks` inserts new tasks and replaces existing ones wholly, parents included.
+pub async fn upsert_replaces_whole_tasks(store: Arc<dyn Store>) {
+    let parent = test_task(oid("0aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    let mut child = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    child.parents = vec![parent.id];
+    add_tasks(&store, &[parent.clone(), child.clone()]).await;
+
+    let mut changed = child.clone();
+    changed.parents = vec![];
+    changed.priority = 99;
+    changed.status = TaskStatus::Active;
+    changed.worker_id = Some(oid("5852bc5198377351f95d103e"));
+    changed.activity = "replaced".into();
+    let new = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    store
+        .upsert_tasks(&[changed.clone(), new.clone()])
+        .await
+        .expect("upsert");
+    assert_eq!(task(&store, changed.id).await, changed);
+    assert_eq!(task(&store, new.id).await, new);
+    assert_eq!(task(&store, parent.id).await, parent);
+
+    // The replaced task lost its parent: with the parent active it is still schedulable.
+    let mut queued = changed.clone();
+    queued.status = TaskStatus::Queued;
+    queued.worker_id = None;
+    let mut busy_parent = parent.clone();
+    busy_parent.status = TaskStatus::Active;
+    store
+        .upsert_tasks(&[queued.clone(), busy_parent])
+        .await
+        .expect("upsert");
+    let w = test_worker(oid("6aaaaaaaaaaaaaaaaaaaaaaa"), "w", &["sleeping"]);
+    add_worker(&store, &w).await;
+    assert_eq!(claimed_id(&store, &w, at(10_000)).await, Some(queued.id));
+}
+
+/// A batch with an existing id, or the same id twice, fails with `Duplicate` and inserts
+/// nothing.
+pub async fn duplicate_insert_is_refused_atomically(store: Arc<dyn Store>) {
+    let a = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    let b = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    let c = test_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    add_tasks(&store, std::slice::from_ref(&a)).await;
+
+    let mut changed_a = a.clone();
+    changed_a.name = "changed".into();
+    match store.insert_tasks(&[b.clone(), changed_a]).await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, a.id),
+        other => panic!("expected Duplicate({}), got {other:?}", a.id),
+    }
+    assert_eq!(store.get_task(b.id).await.expect("get"), None);
+    assert_eq!(task(&store, a.id).await, a);
+
+    match store.insert_tasks(&[c.clone(), c.clone()]).await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, c.id),
+        other => panic!("expected Duplicate({}), got {other:?}", c.id),
+    }
+    assert_eq!(store.get_task(c.id).await.expect("get"), None);
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+    let all = store.list_tasks(&TaskQuery::default()).await.expect("list");
+    assert_eq!(all, vec![a]);
+}
+
+/// `list_tasks` honours every filter, orders by id, and pages with limit/offset.
+pub async fn list_tasks_filters(store: Arc<dyn Store>) {
+    let job1 = oid("bbbbbbbbbbbbbbbbbbbbbbbb");
+    let job2 = oid("b2bbbbbbbbbbbbbbbbbbbbbb");
+    let w1 = oid("a1a1a1a1a1a1a1a1a1a1a1a1");
+    let mut tasks = Vec::new();
+    for n in 0..12u32 {
+        let mut t = prio_task(
+            nth_id(0x10, n),
+            if n % 2 == 0 { "sleeping" } else { "testing" },
+            0,
+            50,
+        );
+        t.job = Some(if n < 6 { job1 } else { job2 });
+        t.status = match n % 3 {
+            0 => TaskStatus::Queued,
+            1 => TaskStatus::Active,
+            _ => TaskStatus::Completed,
+        };
+        if n % 4 == 1 {
+            t.worker_id = Some(w1);
+        }
+        tasks.push(t);
+    }
+    // Insert in reverse: the order of results must come from the ids.
+    let mut reversed = tasks.clone();
+    reversed.reverse();
+    add_tasks(&store, &reversed).await;
+
+    let ids = |q: TaskQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_tasks(&q)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let expect = |f: &dyn Fn(&Task) -> bool| -> Vec<ObjectId> {
+        tasks.iter().filter(|t| f(t)).map(|t| t.id).collect()
+    };
+
+    assert_eq!(ids(TaskQuery::default()).await, expect(&|_| true));
+    let q = TaskQuery {
+        statuses: vec![TaskStatus::Queued, TaskStatus::Completed],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(q).await,
+        expect(&|t| matches!(t.status, TaskStatus::Queued | TaskStatus::Completed))
+    );
+    let q = TaskQuery {
+        task_type: Some("testing".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, expect(&|t| t.task_type == "testing"));
+    let q = TaskQuery {
+        job: Some(job2),
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, expect(&|t| t.job == Some(job2)));
+    let q = TaskQuery {
+        worker_id: Some(w1),
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, expect(&|t| t.worker_id == Some(w1)));
+    let q = TaskQuery {
+        statuses: vec![TaskStatus::Active],
+        task_type: Some("testing".into()),
+        job: Some(job1),
+        worker_id: Some(w1),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(q).await,
+        expect(&|t| t.status == TaskStatus::Active
+            && t.task_type == "testing"
+            && t.job == Some(job1)
+            && t.worker_id == Some(w1))
+    );
+    let all = expect(&|_| true);
+    let q = TaskQuery {
+        limit: Some(5),
+        offset: 3,
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, all[3..8].to_vec());
+    let q = TaskQuery {
+        offset: 10,
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, all[10..].to_vec());
+    let q = TaskQuery {
+        limit: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, Vec::<ObjectId>::new());
+    let q = TaskQuery {
+        statuses: vec![TaskStatus::CancelRequested],
+        ..Default::default()
+    };
+    assert_eq!(ids(q).await, Vec::<ObjectId>::new());
+}
+
+/// Per-status counts; statuses without tasks may be absent or zero.
+pub async fn count_tasks_by_status(store: Arc<dyn Store>) {
+    let counts = store.count_tasks_by_status().await.expect("count");
+    assert!(counts.values().all(|&n| n == 0), "{counts:?}");
+
+    let mut tasks = Vec::new();
+    let statuses = [
+        (TaskStatus::Queued, 4),
+        (TaskStatus::ClaimedByManager, 3),
+        (TaskStatus::Active, 2),
+        (TaskStatus::Completed, 5),
+        (TaskStatus::Other("cancelled".into()), 1),
+    ];
+    let mut n = 0;
+    for (status, count) in &statuses {
+        for _ in 0..*count {
+            let mut t = prio_task(nth_id(0x20, n), "sleeping", 0, 50);
+            t.status = status.clone();
+            tasks.push(t);
+            n += 1;
+        }
+    }
+    add_tasks(&store, &tasks).await;
+    let counts: BTreeMap<String, u64> = store
+        .count_tasks_by_status()
+        .await
+        .expect("count")
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let expected: BTreeMap<String, u64> = statuses
+        .iter()
+        .map(|(s, n)| (s.as_str().to_string(), *n))
+        .collect();
+    assert_eq!(counts, expected);
+}
+
+// ---- the claim ----
+
+/// Claims go by job priority (desc), then priority (desc), then id (oldest first);
+/// v2 cases 16 and 17.
+pub async fn claim_order(store: Arc<dyn Store>) {
+    let tasks = [
+        prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50),
+        prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 100),
+        prio_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 10, 10),
+        prio_task(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 10, 10),
+        prio_task(oid("5aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 10, 20),
+        prio_task(oid("0aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", -1, 1000),
+    ];
+    // Inserted in an order unrelated to the expected one.
+    add_tasks(
+        &store,
+        &[tasks[3].clone(), tasks[0].clone(), tasks[5].clone()],
+    )
+    .await;
+    add_tasks(
+        &store,
+        &[tasks[1].clone(), tasks[4].clone(), tasks[2].clone()],
+    )
+    .await;
+    let expected = [4, 2, 3, 1, 0, 5];
+    for (n, &which) in expected.iter().enumerate() {
+        let w = test_worker(nth_id(0x77, n as u32), &format!("w{n}"), &["sleeping"]);
+        add_worker(&store, &w).await;
+        let got = claimed_id(&store, &w, at(n as i64)).await;
+        assert_eq!(got, Some(tasks[which].id), "claim #{n}");
+    }
+    let w = test_worker(nth_id(0x77, 99), "late", &["sleeping"]);
+    add_worker(&store, &w).await;
+    assert_eq!(claimed_id(&store, &w, at(100)).await, None);
+}
+
+/// Only tasks of the worker's types are handed out; no types means no task.
+pub async fn claim_filters_by_task_type(store: Arc<dyn Store>) {
+    let sleeping = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    let testing = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "testing", 0, 100);
+    let render = prio_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "blender-render", 5, 100);
+    add_tasks(&store, &[sleeping.clone(), testing.clone(), render.clone()]).await;
+
+    let none = test_worker(oid("a0a0a0a0a0a0a0a0a0a0a0a0"), "none", &[]);
+    let other = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "other", &["exr-merge"]);
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    let win = test_worker(
+        oid("a3a3a3a3a3a3a3a3a3a3a3a3"),
+        "workerWin",
+        &["testing", "sleeping"],
+    );
+    for w in [&none, &other, &lnx, &win] {
+        add_worker(&store, w).await;
+    }
+    assert_eq!(claimed_id(&store, &none, at(1)).await, None);
+    assert_eq!(claimed_id(&store, &other, at(2)).await, None);
+    assert_eq!(claimed_id(&store, &lnx, at(3)).await, Some(sleeping.id));
+    // The higher priority `testing` task; the `blender-render` one is not for this worker.
+    assert_eq!(claimed_id(&store, &win, at(4)).await, Some(testing.id));
+    assert_eq!(task(&store, render.id).await.status, TaskStatus::Queued);
+    assert_eq!(store.outbox_len().await.expect("len"), 4);
+}
+
+/// Parents (v2 §6.3, cases 21–23): a missing parent counts as completed; an active or
+/// failed parent blocks; a task becomes schedulable when all its parents completed.
+pub async fn claim_parent_rules(store: Arc<dyn Store>) {
+    let mut parent_active = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "parent", 0, 50);
+    parent_active.status = TaskStatus::Active;
+    parent_active.worker_id = Some(oid("f0f0f0f0f0f0f0f0f0f0f0f0"));
+    let mut parent_done = prio_task(oid("1baaaaaaaaaaaaaaaaaaaaaa"), "parent", 0, 50);
+    parent_done.status = TaskStatus::Completed;
+    let mut parent_failed = prio_task(oid("1caaaaaaaaaaaaaaaaaaaaaa"), "parent", 0, 50);
+    parent_failed.status = TaskStatus::Failed;
+    let missing = oid("ffffffffffffffffffffffff");
+
+    let child = |id: &str, task_type: &str, parents: Vec<ObjectId>| {
+        let mut t = prio_task(oid(id), task_type, 0, 100);
+        t.status = TaskStatus::ClaimedByManager;
+        t.parents = parents;
+        t
+    };
+    let c_missing = child("2aaaaaaaaaaaaaaaaaaaaaaa", "a", vec![missing]);
+    let c_active = child("2baaaaaaaaaaaaaaaaaaaaaa", "b", vec![parent_active.id]);
+    let c_failed = child("2caaaaaaaaaaaaaaaaaaaaaa", "c", vec![parent_failed.id]);
+    let c_done = child(
+        "2daaaaaaaaaaaaaaaaaaaaaa",
+        "d",
+        vec![parent_done.id, missing],
+    );
+    let c_mixed = child(
+        "2eaaaaaaaaaaaaaaaaaaaaaa",
+        "e",
+        vec![parent_active.id, parent_done.id],
+    );
+    let c_none = child("2faaaaaaaaaaaaaaaaaaaaaa", "f", vec![]);
+    // Children first: a parent inserted later still counts.
+    add_tasks(
+        &store,
+        &[
+            c_missing.clone(),
+            c_active.clone(),
+            c_failed.clone(),
+            c_done.clone(),
+            c_mixed.clone(),
+            c_none.clone(),
+        ],
+    )
+    .await;
+    add_tasks(&store, &[parent_active.clone(), parent_done, parent_failed]).await;
+
+    let mut n = 0u32;
+    let mut claim_type = |task_type: &'static str| {
+        n += 1;
+        let w = test_worker(nth_id(0x66, n), &format!("w{n}"), &[task_type]);
+        let store = store.clone();
+        async move {
+            add_worker(&store, &w).await;
+            claimed_id(&store, &w, at(n as i64)).await
+        }
+    };
+    assert_eq!(claim_type("a").await, Some(c_missing.id));
+    assert_eq!(claim_type("b").await, None);
+    assert_eq!(claim_type("c").await, None);
+    assert_eq!(claim_type("d").await, Some(c_done.id));
+    assert_eq!(claim_type("e").await, None);
+    assert_eq!(claim_type("f").await, Some(c_none.id));
+
+    // The active parent completes: both of its children become schedulable.
+    let mut done = TaskUpdate::new(parent_active.id, at(50));
+    done.task_status = Some(TaskStatus::Completed);
+    store.queue_update(done).await.expect("queue update");
+    assert_eq!(claim_type("b").await, Some(c_active.id));
+    assert_eq!(claim_type("e").await, Some(c_mixed.id));
+    assert_eq!(claim_type("c").await, None);
+}
+
+/// A claim makes the task `active` for the worker, pings it, sets the worker's
+/// `current_task`, and queues exactly the two assignment updates.
+pub async fn claim_assigns_and_queues_two_updates(store: Arc<dyn Store>) {
+    let t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &w).await;
+
+    let now = at(1_000);
+    let claimed = store
+        .claim_task(&claim_request(&w, now))
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert!(!claimed.already_assigned);
+    let activity = format!(
+        "Manager assigned task {} to worker {}",
+        t.id,
+        w.identifier()
+    );
+    let mut expected = t.clone();
+    expected.status = TaskStatus::Active;
+    expected.worker = w.nickname.clone();
+    expected.worker_id = Some(w.id);
+    expected.last_worker_ping = Some(now);
+    expected.last_updated = Some(now);
+    expected.activity = activity.clone();
+    assert_eq!(claimed.task, expected);
+    assert_eq!(task(&store, t.id).await, expected);
+    assert_eq!(worker(&store, w.id).await.current_task, Some(t.id));
+
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert_same_update(&queued[0], &updates::assignment_status_update(t.id, now));
+    assert_same_update(
+        &queued[1],
+        &updates::assignment_log_update(t.id, &w.identifier(), now),
+    );
+    assert_eq!(queued[0].task_status, Some(TaskStatus::Active));
+    assert_eq!(queued[1].activity, activity);
+    assert_ne!(queued[0].id, queued[1].id);
+}
+
+/// v2 case 25: a worker with an `active` task gets it again (whatever its types), with
+/// a fresh ping and the two updates queued again; other tasks stay untouched.
+pub async fn claim_returns_already_assigned_task(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &lnx).await;
+    let mut t1 = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    t1.status = TaskStatus::Active;
+    t1.worker_id = Some(lnx.id);
+    t1.worker = lnx.identifier();
+    t1.last_worker_ping = Some(at(0));
+    let mut t2 = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 55);
+    t2.worker = String::new();
+    add_tasks(&store, &[t1.clone(), t2.clone()]).await;
+
+    let now = at(2_000);
+    let claimed = store
+        .claim_task(&claim_request(&lnx, now))
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert!(claimed.already_assigned);
+    assert_eq!(claimed.task.id, t1.id);
+    assert_eq!(claimed.task.status, TaskStatus::Active);
+    assert_eq!(claimed.task.worker_id, Some(lnx.id));
+    assert_eq!(claimed.task.last_worker_ping, Some(now));
+    assert_eq!(claimed.task.commands, t1.commands);
+    let stored = task(&store, t1.id).await;
+    assert_eq!(stored, claimed.task);
+
+    let untouched = task(&store, t2.id).await;
+    assert_eq!(untouched, t2);
+    assert_eq!(worker(&store, lnx.id).await.current_task, Some(t1.id));
+
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 2);
+    assert_same_update(&queued[0], &updates::assignment_status_update(t1.id, now));
+    assert_same_update(
+        &queued[1],
+        &updates::assignment_log_update(t1.id, &lnx.identifier(), now),
+    );
+
+    // The already-assigned check ignores task types.
+    let mut other_types = claim_request(&lnx, at(3_000));
+    other_types.task_types = vec!["something-else".into()];
+    let again = store
+        .claim_task(&other_types)
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert!(again.already_assigned);
+    assert_eq!(again.task.id, t1.id);
+}
+
+/// v2 case 26: tasks assigned to the worker that are no longer `active` are ignored.
+pub async fn claim_ignores_non_active_tasks_of_worker(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &lnx).await;
+    let mut tasks = Vec::new();
+    for (id, status) in [
+        ("1aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Failed),
+        ("2aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Completed),
+        (
+            "3aaaaaaaaaaaaaaaaaaaaaaa",
+            TaskStatus::Other("cancelled".into()),
+        ),
+    ] {
+        let mut t = prio_task(oid(id), "sleeping", 0, 50);
+        t.status = status;
+        t.worker_id = Some(lnx.id);
+        t.worker = lnx.identifier();
+        tasks.push(t);
+    }
+    let t4 = prio_task(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 30);
+    tasks.push(t4.clone());
+    add_tasks(&store, &tasks).await;
+
+    let claimed = store
+        .claim_task(&claim_request(&lnx, at(1)))
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert_eq!(claimed.task.id, t4.id);
+    assert!(!claimed.already_assigned);
+    for t in &tasks[..3] {
+        assert_eq!(&task(&store, t.id).await, t);
+    }
+}
+
+/// 16 workers claim 300 tasks concurrently (each completing its task before the next
+/// claim): every task is handed out exactly once.
+pub async fn concurrent_claims_hand_out_each_task_once(store: Arc<dyn Store>) {
+    const TASKS: u32 = 300;
+    const WORKERS: u32 = 16;
+    let tasks: Vec<Task> = (0..TASKS)
+        .map(|n| prio_task(nth_id(0x30, n), "sleeping", (n % 3) as i32, (n % 7) as i32))
+        .collect();
+    add_tasks(&store, &tasks).await;
+    let mut workers = Vec::new();
+    for n in 0..WORKERS {
+        let w = test_worker(nth_id(0x40, n), &format!("worker{n}"), &["sleeping"]);
+        add_worker(&store, &w).await;
+        workers.push(w);
+    }
+
+    let mut handles = Vec::new();
+    for w in workers.clone() {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut tick = 0;
+            loop {
+                tick += 1;
+                let claimed = store
+                    .claim_task(&claim_request(&w, at(tick)))
+                    .await
+                    .expect("claim");
+                let Some(claimed) = claimed else { break };
+                assert!(
+                    !claimed.already_assigned,
+                    "{} got its task again",
+                    w.nickname
+                );
+                assert_eq!(claimed.task.worker_id, Some(w.id));
+                mine.push(claimed.task.id);
+                let done = worker_update(
+                    claimed.task.id,
+                    &w,
+                    Some(TaskStatus::Completed),
+                    "done",
+                    at(tick),
+                );
+                let outcome = store.apply_worker_update(w.id, done).await.expect("update");
+                assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+            }
+            (w.id, mine)
+        }));
+    }
+    let mut seen_once = BTreeSet::new();
+    let mut total = 0;
+    for h in handles {
+        let (worker_id, mine) = h.await.expect("worker task panicked");
+        for id in mine {
+            total += 1;
+            assert!(seen_once.insert(id), "task {id} was claimed twice");
+            assert_eq!(task(&store, id).await.worker_id, Some(worker_id));
+        }
+    }
+    assert_eq!(total, TASKS as usize);
+    let expected: BTreeSet<ObjectId> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(seen_once, expected);
+    let counts = store.count_tasks_by_status().await.expect("count");
+    assert_eq!(counts.get("completed"), Some(&(TASKS as u64)));
+    assert_eq!(
+        store.outbox_len().await.expect("len"),
+        3 * TASKS as u64,
+        "two assignment updates and one worker update per task"
+    );
+}
+
+// ---- the outbox ----
+
+/// The outbox keeps arrival order (not time order); peek respects the limit; ack removes
+/// exactly the given ids and counts them.
+pub async fn outbox_order_and_ack(store: Arc<dyn Store>) {
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+    assert!(outbox(&store).await.is_empty());
+    let t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+
+    let mut sent = Vec::new();
+    // Times deliberately not increasing; some for an unknown task.
+    for (n, offset) in [5_000i64, 1_000, 3_000, 2_000, 4_000, 0]
+        .into_iter()
+        .enumerate()
+    {
+        let task_id = if n % 2 == 0 {
+            t.id
+        } else {
+            oid("9aaaaaaaaaaaaaaaaaaaaaaa")
+        };
+        let mut u = TaskUpdate::new(task_id, at(offset));
+        u.activity = format!("update {n}");
+        u.log = format!("log line {n}\n");
+        u.task_progress_percentage = n as i64 * 10;
+        u.current_command_idx = n as i64;
+        u.command_progress_percentage = 100 - n as i64;
+        u.worker = if n == 3 { "-".into() } else { String::new() };
+        if n == 2 {
+            u.task_status = Some(TaskStatus::Other("weird".into()));
+        }
+        store.queue_update(u.clone()).await.expect("queue");
+        sent.push(u);
+    }
+    assert_eq!(store.outbox_len().await.expect("len"), 6);
+    assert_eq!(outbox(&store).await, sent);
+    assert_eq!(
+        store.outbox_peek(2).await.expect("peek"),
+        sent[..2].to_vec()
+    );
+    assert_eq!(store.outbox_peek(0).await.expect("peek"), Vec::new());
+
+    let removed = store
+        .outbox_ack(&[sent[1].id, sent[4].id, oid("0badbadbadbadbadbadbadba")])
+        .await
+        .expect("ack");
+    assert_eq!(removed, 2);
+    let left: Vec<TaskUpdate> = [0, 2, 3, 5].iter().map(|&i| sent[i].clone()).collect();
+    assert_eq!(outbox(&store).await, left);
+    assert_eq!(store.outbox_len().await.expect("len"), 4);
+    // Acknowledging again removes nothing.
+    assert_eq!(store.outbox_ack(&[sent[1].id]).await.expect("ack"), 0);
+    assert_eq!(store.outbox_ack(&[]).await.expect("ack"), 0);
+
+    // New updates go after the remaining ones.
+    let late = TaskUpdate::new(t.id, at(-1_000));
+    store.queue_update(late.clone()).await.expect("queue");
+    let mut expected = left;
+    expected.push(late);
+    assert_eq!(outbox(&store).await, expected);
+}
+
+/// Manager-made updates (v2 §7.2): outbox entry, status per the local rules, non-empty
+/// activity, `last_updated`; log and progress never stored on the task; a missing task
+/// only gets the outbox entry.
+pub async fn queue_update_applies_locally(store: Arc<dyn Store>) {
+    let mut t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    t.log = "log from the Server".into();
+    t.activity = "old activity".into();
+    let mut cancel = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    cancel.status = TaskStatus::CancelRequested;
+    add_tasks(&store, &[t.clone(), cancel.clone()]).await;
+
+    // A missing task: just queued.
+    let mut ghost = TaskUpdate::new(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), at(1));
+    ghost.task_status = Some(TaskStatus::Failed);
+    store.queue_update(ghost.clone()).await.expect("queue");
+    assert_eq!(outbox(&store).await, vec![ghost.clone()]);
+    assert_eq!(
+        store.get_task(ghost.task_id).await.expect("get"),
+        None,
+        "no task is created"
+    );
+
+    // Status and activity apply; the log does not.
+    let mut u = TaskUpdate::new(t.id, at(2));
+    u.task_status = Some(TaskStatus::Active);
+    u.activity = "new activity".into();
+    u.log = "a log line".into();
+    u.task_progress_percentage = 40;
+    store.queue_update(u.clone()).await.expect("queue");
+    let after = task(&store, t.id).await;
+    assert_eq!(after.status, TaskStatus::Active);
+    assert_eq!(after.activity, "new activity");
+    assert_eq!(after.log, "log from the Server");
+    assert_eq!(after.last_updated, Some(at(2)));
+    assert_eq!(after.worker_id, None);
+
+    // No status, empty activity: only last_updated changes.
+    let quiet = TaskUpdate::new(t.id, at(3));
+    store.queue_update(quiet).await.expect("queue");
+    let after = task(&store, t.id).await;
+    assert_eq!(after.status, TaskStatus::Active);
+    assert_eq!(after.activity, "new activity");
+    assert_eq!(after.last_updated, Some(at(3)));
+
+    // Final statuses are sticky against non-final updates, yet still queued.
+    let mut failed = TaskUpdate::new(t.id, at(4));
+    failed.task_status = Some(TaskStatus::Failed);
+    store.queue_update(failed).await.expect("queue");
+    let mut back = TaskUpdate::new(t.id, at(5));
+    back.task_status = Some(TaskStatus::Active);
+    store.queue_update(back.clone()).await.expect("queue");
+    assert_eq!(task(&store, t.id).await.status, TaskStatus::Failed);
+
+    // Nothing leaves cancel-requested but a final status.
+    let mut active = TaskUpdate::new(cancel.id, at(6));
+    active.task_status = Some(TaskStatus::Active);
+    store.queue_update(active).await.expect("queue");
+    assert_eq!(
+        task(&store, cancel.id).await.status,
+        TaskStatus::CancelRequested
+    );
+    let mut canceled = TaskUpdate::new(cancel.id, at(7));
+    canceled.task_status = Some(TaskStatus::Canceled);
+    store.queue_update(canceled).await.expect("queue");
+    assert_eq!(task(&store, cancel.id).await.status, TaskStatus::Canceled);
+
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 7);
+    assert_eq!(queued[1], u);
+    assert_eq!(queued[4], back);
+}
+
+/// Un-assignment (v2 §6.4 step 6) requeues only a task still `active` for this worker;
+/// `worker` and `worker_id` are kept (v2 case 24).
+pub async fn unassign_task_requeues_only_own_active_task(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    let win = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "workerWin", &["sleeping"]);
+    add_worker(&store, &lnx).await;
+    add_worker(&store, &win).await;
+    let t = prio_task(oid("aaaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+    let claimed = claimed_id(&store, &lnx, at(1)).await;
+    assert_eq!(claimed, Some(t.id));
+
+    // Another worker's un-assignment does nothing.
+    let u = updates::unassign_update(t.id, &win.identifier(), "broken pipe", at(2));
+    store.unassign_task(win.id, u).await.expect("unassign");
+    assert_eq!(task(&store, t.id).await.status, TaskStatus::Active);
+    assert_eq!(store.outbox_len().await.expect("len"), 2);
+
+    let u = updates::unassign_update(t.id, &lnx.identifier(), "broken pipe", at(3));
+    store
+        .unassign_task(lnx.id, u.clone())
+        .await
+        .expect("unassign");
+    let after = task(&store, t.id).await;
+    assert_eq!(after.status, TaskStatus::ClaimedByManager);
+    assert_eq!(after.worker, "workerLnx");
+    assert_eq!(after.worker_id, Some(lnx.id));
+    assert_eq!(after.activity, u.activity);
+    assert_eq!(after.last_updated, Some(at(3)));
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 3);
+    assert_eq!(queued[2], u);
+
+    // Once it is no longer active, a second un-assignment does nothing.
+    let again = updates::unassign_update(t.id, &lnx.identifier(), "again", at(4));
+    store.unassign_task(lnx.id, again).await.expect("unassign");
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+    // Unknown tasks are fine.
+    let ghost = updates::unassign_update(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), "x", "y", at(5));
+    store.unassign_task(lnx.id, ghost).await.expect("unassign");
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+}
+
+// ---- worker updates ----
+
+/// The four outcomes of a worker's update, and what an accepted one stores.
+pub async fn worker_update_outcomes(store: Arc<dyn Store>) {
+    let w1 = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "worker1", &["testing"]);
+    let w2 = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "worker2", &["testing"]);
+    add_worker(&store, &w1).await;
+    add_worker(&store, &w2).await;
+    let mut mine = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    mine.status = TaskStatus::Completed;
+    mine.worker_id = Some(w1.id);
+    mine.log = "server log".into();
+    mine.activity = "finished".into();
+    let mut theirs = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    theirs.status = TaskStatus::Active;
+    theirs.worker_id = Some(w2.id);
+    let mut canceled = test_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    canceled.status = TaskStatus::Canceled;
+    canceled.worker_id = Some(w1.id);
+    add_tasks(&store, &[mine.clone(), theirs.clone(), canceled.clone()]).await;
+
+    let ghost = worker_update(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), &w1, None, "x", at(1));
+    assert_eq!(
+        store
+            .apply_worker_update(w1.id, ghost)
+            .await
+            .expect("update"),
+        WorkerUpdateOutcome::NotFound
+    );
+    let u = worker_update(theirs.id, &w1, Some(TaskStatus::Failed), "x", at(2));
+    assert_eq!(
+        store.apply_worker_update(w1.id, u).await.expect("update"),
+        WorkerUpdateOutcome::AssignedToOther
+    );
+    let u = worker_update(canceled.id, &w1, Some(TaskStatus::Active), "x", at(3));
+    assert_eq!(
+        store.apply_worker_update(w1.id, u).await.expect("update"),
+        WorkerUpdateOutcome::NotRunnable(TaskStatus::Canceled)
+    );
+    assert_eq!(task(&store, theirs.id).await, theirs);
+    assert_eq!(task(&store, canceled.id).await, canceled);
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+    let w1_now = worker(&store, w1.id).await;
+    assert_eq!(w1_now.current_task_updated, None);
+    assert_eq!(w1_now.current_task_status, "");
+
+    // Accepted: a completed task is not moved back to active locally, but the update is
+    // queued as sent; log and progress stay out of the task; the empty activity too.
+    let mut u = worker_update(mine.id, &w1, Some(TaskStatus::Active), "", at(4));
+    u.log = "worker log line".into();
+    u.task_progress_percentage = 30;
+    u.current_command_idx = 1;
+    u.command_progress_percentage = 60;
+    assert_eq!(
+        store
+            .apply_worker_update(w1.id, u.clone())
+            .await
+            .expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let after = task(&store, mine.id).await;
+    assert_eq!(after.status, TaskStatus::Completed);
+    assert_eq!(after.log, "server log");
+    assert_eq!(after.activity, "finished");
+    assert_eq!(after.last_worker_ping, Some(at(4)));
+    assert_eq!(after.last_updated, Some(at(4)));
+    assert_eq!(after.worker_id, Some(w1.id));
+    assert_eq!(outbox(&store).await, vec![u]);
+    let w1_now = worker(&store, w1.id).await;
+    assert_eq!(w1_now.current_task_updated, Some(at(4)));
+    assert_eq!(w1_now.current_task_status, "active");
+
+    // An update without status keeps the worker's reported status.
+    let u = worker_update(mine.id, &w1, None, "still going", at(5));
+    assert_eq!(
+        store.apply_worker_update(w1.id, u).await.expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let after = task(&store, mine.id).await;
+    assert_eq!(after.activity, "still going");
+    let w1_now = worker(&store, w1.id).await;
+    assert_eq!(w1_now.current_task_updated, Some(at(5)));
+    assert_eq!(w1_now.current_task_status, "active");
+    assert_eq!(w1_now.current_task, None, "updates do not set current_task");
+}
+
+/// v2 case 5 (MultipleWorkersForOneTask): the first worker to update an unassigned task
+/// claims it; the second gets `AssignedToOther` and changes nothing.
+pub async fn worker_update_v2_multiple_workers_for_one_task(store: Arc<dyn Store>) {
+    let w1 = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "worker1", &["testing"]);
+    let w2 = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "worker2", &["testing"]);
+    add_worker(&store, &w1).await;
+    add_worker(&store, &w2).await;
+    let t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+
+    let u1 = worker_update(t.id, &w1, None, "doing stuff by worker1", at(1));
+    assert_eq!(
+        store.apply_worker_update(w1.id, u1).await.expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let after = task(&store, t.id).await;
+    assert_eq!(after.worker_id, Some(w1.id));
+    assert_eq!(after.activity, "doing stuff by worker1");
+    assert_eq!(after.status, TaskStatus::Queued);
+
+    let u2 = worker_update(t.id, &w2, None, "doing stuff by worker2", at(2));
+    assert_eq!(
+        store.apply_worker_update(w2.id, u2).await.expect("update"),
+        WorkerUpdateOutcome::AssignedToOther
+    );
+    assert_eq!(task(&store, t.id).await, after);
+    assert_eq!(store.outbox_len().await.expect("len"), 1);
+    assert_eq!(worker(&store, w2.id).await.current_task_updated, None);
+}
+
+/// v2 case 6 (UpdateForCancelRequestedTask): refused, nothing changes.
+pub async fn worker_update_v2_cancel_requested_task(store: Arc<dyn Store>) {
+    let w1 = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "worker1", &["testing"]);
+    add_worker(&store, &w1).await;
+    let mut t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    t.status = TaskStatus::CancelRequested;
+    t.worker_id = Some(w1.id);
+    t.activity = "Cancel requested by unittest".into();
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+
+    let u = worker_update(
+        t.id,
+        &w1,
+        Some(TaskStatus::Active),
+        "doing stuff by worker1",
+        at(1),
+    );
+    assert_eq!(
+        store.apply_worker_update(w1.id, u).await.expect("update"),
+        WorkerUpdateOutcome::NotRunnable(TaskStatus::CancelRequested)
+    );
+    assert_eq!(task(&store, t.id).await, t);
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+}
+
+/// v2 case 7 (TaskRescheduling) at store level: update by worker1, worker1 signs off,
+/// worker2 claims the task and fails it.
+pub async fn worker_update_v2_task_rescheduling(store: Arc<dyn Store>) {
+    let w1 = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "worker1", &["testing"]);
+    let w2 = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "worker2", &["testing"]);
+    add_worker(&store, &w1).await;
+    add_worker(&store, &w2).await;
+    let t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+
+    // (a)
+    let u = worker_update(
+        t.id,
+        &w1,
+        Some(TaskStatus::Active),
+        "doing stuff by worker1",
+        at(100),
+    );
+    assert_eq!(
+        store.apply_worker_update(w1.id, u).await.expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let after = task(&store, t.id).await;
+    assert_eq!(after.worker_id, Some(w1.id));
+    assert_eq!(after.activity, "doing stuff by worker1");
+    assert_eq!(after.status, TaskStatus::Active);
+
+    // (b)
+    let requeued = store
+        .sign_off_worker(w1.id, at(200))
+        .await
+        .expect("sign off");
+    assert_eq!(requeued, vec![t.id]);
+    let claimed = store
+        .claim_task(&claim_request(&w2, at(300)))
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert_eq!(claimed.task.id, t.id);
+    assert_eq!(claimed.task.status, TaskStatus::Active);
+    assert!(!claimed.already_assigned);
+
+    // (c)
+    let between = at(550);
+    let u = worker_update(
+        t.id,
+        &w2,
+        Some(TaskStatus::Failed),
+        "doing stuff by worker2",
+        at(800),
+    );
+    assert_eq!(
+        store.apply_worker_update(w2.id, u).await.expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let after = task(&store, t.id).await;
+    assert_eq!(after.worker_id, Some(w2.id));
+    assert_eq!(after.status, TaskStatus::Failed);
+    assert_eq!(after.activity, "doing stuff by worker2");
+
+    let w1_now = worker(&store, w1.id).await;
+    let w2_now = worker(&store, w2.id).await;
+    let w1_updated = w1_now.current_task_updated.expect("worker1 pinged");
+    let w2_updated = w2_now.current_task_updated.expect("worker2 pinged");
+    assert!(w1_updated < between && between < w2_updated);
+    assert_eq!(w1_now.current_task_status, "active");
+    assert_eq!(w2_now.current_task_status, "failed");
+}
+
+// ---- may-i-run, return, sign-off ----
+
+/// may-i-run answers (v2 §4.5, case 13); a yes pings the task and the worker.
+pub async fn may_i_run_outcomes(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    let win = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "workerWin", &["testing"]);
+    add_worker(&store, &lnx).await;
+    add_worker(&store, &win).await;
+    let t = prio_task(oid("aaaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    let free = prio_task(oid("baaaaaaaaaaaaaaaaaaaaaaa"), "testing", 0, 50);
+    add_tasks(&store, &[t.clone(), free.clone()]).await;
+    assert_eq!(claimed_id(&store, &lnx, at(1)).await, Some(t.id));
+    let outbox_before = store.outbox_len().await.expect("len");
+
+    assert_eq!(
+        store
+            .may_i_run(t.id, lnx.id, at(10))
+            .await
+            .expect("may i run"),
+        MayIRun::Yes
+    );
+    let after = task(&store, t.id).await;
+    assert_eq!(after.last_worker_ping, Some(at(10)));
+    assert_eq!(after.worker_id, Some(lnx.id));
+    assert_eq!(after.last_updated, Some(at(1)), "a ping is not an update");
+    let w = worker(&store, lnx.id).await;
+    assert_eq!(w.current_task_updated, Some(at(10)));
+    assert_eq!(w.current_task_status, "", "may-i-run reports no status");
+
+    assert_eq!(
+        store
+            .may_i_run(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), lnx.id, at(11))
+            .await
+            .expect("may i run"),
+        MayIRun::UnknownTask
+    );
+    assert_eq!(
+        store
+            .may_i_run(t.id, win.id, at(12))
+            .await
+            .expect("may i run"),
+        MayIRun::Reassigned
+    );
+    assert_eq!(task(&store, t.id).await.last_worker_ping, Some(at(10)));
+    assert_eq!(worker(&store, win.id).await.current_task_updated, None);
+
+    // A task without worker is claimed by may-i-run.
+    assert_eq!(
+        store
+            .may_i_run(free.id, win.id, at(13))
+            .await
+            .expect("may i run"),
+        MayIRun::Yes
+    );
+    let after = task(&store, free.id).await;
+    assert_eq!(after.worker_id, Some(win.id));
+    assert_eq!(after.status, TaskStatus::Queued);
+
+    let mut cancel = updates::assignment_status_update(t.id, at(14));
+    cancel.task_status = Some(TaskStatus::CancelRequested);
+    store.queue_update(cancel).await.expect("queue");
+    assert_eq!(
+        store
+            .may_i_run(t.id, lnx.id, at(15))
+            .await
+            .expect("may i run"),
+        MayIRun::NotRunnable(TaskStatus::CancelRequested)
+    );
+    assert_eq!(task(&store, t.id).await.last_worker_ping, Some(at(10)));
+    assert_eq!(
+        store.outbox_len().await.expect("len"),
+        outbox_before + 1,
+        "may-i-run queues nothing"
+    );
+}
+
+/// `POST /tasks/{id}/return`: requeue, cancel, unchanged, not found, assigned to other.
+pub async fn return_task_outcomes(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    let win = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "workerWin", &["sleeping"]);
+    add_worker(&store, &lnx).await;
+    add_worker(&store, &win).await;
+    let t = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    let mut cancel = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    cancel.status = TaskStatus::CancelRequested;
+    cancel.worker_id = Some(lnx.id);
+    add_tasks(&store, &[t.clone(), cancel.clone()]).await;
+    assert_eq!(claimed_id(&store, &lnx, at(1)).await, Some(t.id));
+    let ident = lnx.identifier();
+
+    assert_eq!(
+        store
+            .return_task(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), lnx.id, &ident, at(2))
+            .await
+            .expect("return"),
+        ReturnOutcome::NotFound
+    );
+    assert_eq!(
+        store
+            .return_task(t.id, win.id, &win.identifier(), at(3))
+            .await
+            .expect("return"),
+        ReturnOutcome::AssignedToOther
+    );
+    assert_eq!(task(&store, t.id).await.status, TaskStatus::Active);
+    assert_eq!(store.outbox_len().await.expect("len"), 2);
+
+    assert_eq!(
+        store
+            .return_task(t.id, lnx.id, &ident, at(4))
+            .await
+            .expect("return"),
+        ReturnOutcome::Requeued
+    );
+    let expected_update =
+        updates::return_update(t.id, &ident, &ReturnOutcome::Requeued, at(4)).expect("update");
+    let after = task(&store, t.id).await;
+    assert_eq!(after.status, TaskStatus::ClaimedByManager);
+    assert_eq!(after.worker_id, None);
+    assert_eq!(after.activity, expected_update.activity);
+    assert_eq!(after.last_updated, Some(at(4)));
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 3);
+    assert_same_update(&queued[2], &expected_update);
+
+    // A repeated return is harmless.
+    assert_eq!(
+        store
+            .return_task(t.id, lnx.id, &ident, at(5))
+            .await
+            .expect("return"),
+        ReturnOutcome::Unchanged
+    );
+    assert_eq!(task(&store, t.id).await, after);
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+
+    // The requeued task can be claimed again, by anyone.
+    assert_eq!(claimed_id(&store, &win, at(6)).await, Some(t.id));
+
+    assert_eq!(
+        store
+            .return_task(cancel.id, lnx.id, &ident, at(7))
+            .await
+            .expect("return"),
+        ReturnOutcome::Canceled
+    );
+    let after = task(&store, cancel.id).await;
+    assert_eq!(after.status, TaskStatus::Canceled);
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 6);
+    assert_same_update(
+        &queued[5],
+        &updates::return_update(cancel.id, &ident, &ReturnOutcome::Canceled, at(7))
+            .expect("update"),
+    );
+}
+
+/// Sign-off (v2 §4.7): the worker's active tasks go back to `claimed-by-manager` (keeping
+/// `worker`/`worker_id`), the worker goes `down`, a `shutdown` request is fulfilled.
+pub async fn sign_off_requeues_active_tasks(store: Arc<dyn Store>) {
+    let mut lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    lnx.status = worker_status::AWAKE.into();
+    lnx.status_requested = Some(RequestedStatus::Shutdown);
+    let mut win = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "workerWin", &["sleeping"]);
+    win.status = worker_status::AWAKE.into();
+    win.status_requested = Some(RequestedStatus::Asleep);
+    add_worker(&store, &lnx).await;
+    add_worker(&store, &win).await;
+
+    let mk = |id: &str, status: TaskStatus, w: &Worker| {
+        let mut t = prio_task(oid(id), "sleeping", 0, 50);
+        t.status = status;
+        t.worker_id = Some(w.id);
+        t.worker = w.nickname.clone();
+        t
+    };
+    let a1 = mk("1aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Active, &lnx);
+    let a2 = mk("2aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Active, &lnx);
+    let done = mk("3aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Completed, &lnx);
+    let other = mk("4aaaaaaaaaaaaaaaaaaaaaaa", TaskStatus::Active, &win);
+    add_tasks(
+        &store,
+        &[a2.clone(), a1.clone(), done.clone(), other.clone()],
+    )
+    .await;
+
+    let now = at(1_000);
+    let mut requeued = store.sign_off_worker(lnx.id, now).await.expect("sign off");
+    requeued.sort();
+    assert_eq!(requeued, vec![a1.id, a2.id]);
+    for t in [&a1, &a2] {
+        let after = task(&store, t.id).await;
+        let update = updates::sign_off_requeue_update(t.id, &lnx.identifier(), now);
+        assert_eq!(after.status, TaskStatus::ClaimedByManager);
+        assert_eq!(after.worker_id, Some(lnx.id), "worker_id is kept, as in v2");
+        assert_eq!(after.worker, "workerLnx");
+        assert_eq!(after.activity, update.activity);
+        assert_eq!(after.last_updated, Some(now));
+    }
+    assert_eq!(task(&store, done.id).await, done);
+    assert_eq!(task(&store, other.id).await, other);
+
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 2);
+    let mut by_task: Vec<&TaskUpdate> = queued.iter().collect();
+    by_task.sort_by_key(|u| u.task_id);
+    assert_same_update(
+        by_task[0],
+        &updates::sign_off_requeue_update(a1.id, &lnx.identifier(), now),
+    );
+    assert_same_update(
+        by_task[1],
+        &updates::sign_off_requeue_update(a2.id, &lnx.identifier(), now),
+    );
+
+    let w = worker(&store, lnx.id).await;
+    assert_eq!(w.status, worker_status::DOWN);
+    assert_eq!(w.status_requested, None);
+
+    // A pending request other than shutdown stays; a second sign-off finds nothing.
+    assert_eq!(
+        store.sign_off_worker(win.id, now).await.expect("sign off"),
+        vec![other.id]
+    );
+    let w = worker(&store, win.id).await;
+    assert_eq!(w.status, worker_status::DOWN);
+    assert_eq!(w.status_requested, Some(RequestedStatus::Asleep));
+    assert_eq!(
+        store.sign_off_worker(win.id, now).await.expect("sign off"),
+        Vec::<ObjectId>::new()
+    );
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+}
+
+// ---- workers ----
+
+/// Insert, get, list (by id), duplicates, and a round trip of every worker field.
+pub async fn workers_insert_get_list(store: Arc<dyn Store>) {
+    assert!(store.list_workers().await.expect("list").is_empty());
+    let mut full = test_worker(
+        oid("a2a2a2a2a2a2a2a2a2a2a2a2"),
+        "workerLnx",
+        &["sleeping", "blender-render"],
+    );
+    full.address = "10.0.0.5:4321".into();
+    full.status = worker_status::TIMEOUT.into();
+    full.platform = "windows".into();
+    full.time_cost = 7;
+    full.software = "Flamenco-Worker/2.1.0".into();
+    full.current_task = Some(oid("1234567890ab1234567890ab"));
+    full.last_activity = Some(at(10));
+    full.current_task_status = "active".into();
+    full.current_task_updated = Some(at(20));
+    full.status_requested = Some(RequestedStatus::Asleep);
+    let bare = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "", &[]);
+    add_worker(&store, &full).await;
+    add_worker(&store, &bare).await;
+
+    assert_eq!(worker(&store, full.id).await, full);
+    assert_eq!(worker(&store, bare.id).await, bare);
+    assert_eq!(
+        store
+            .get_worker(oid("a9a9a9a9a9a9a9a9a9a9a9a9"))
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store.list_workers().await.expect("list"),
+        vec![bare.clone(), full.clone()]
+    );
+    match store.insert_worker(&full).await {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, full.id),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(store.list_workers().await.expect("list").len(), 2);
+}
+
+/// "Seen" (v2 §8.4): `last_activity` always; `awake` only when asked; address and
+/// software only when non-empty; false for an unknown worker.
+pub async fn worker_seen_semantics(store: Arc<dyn Store>) {
+    let mut w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    w.address = "192.168.3.4:51234".into();
+    w.status = worker_status::TIMEOUT.into();
+    w.current_task = Some(oid("1aaaaaaaaaaaaaaaaaaaaaaa"));
+    add_worker(&store, &w).await;
+
+    assert!(!store
+        .worker_seen(
+            oid("a9a9a9a9a9a9a9a9a9a9a9a9"),
+            &seen(at(1), "1.2.3.4", "x", true)
+        )
+        .await
+        .expect("seen"));
+
+    assert!(store
+        .worker_seen(w.id, &seen(at(2), "", "", false))
+        .await
+        .expect("seen"));
+    let after = worker(&store, w.id).await;
+    assert_eq!(after.last_activity, Some(at(2)));
+    assert_eq!(after.status, worker_status::TIMEOUT);
+    assert_eq!(after.address, "192.168.3.4:51234");
+    assert_eq!(after.software, "");
+
+    assert!(store
+        .worker_seen(
+            w.id,
+            &seen(at(3), "192.168.3.4", "Flamenco-Worker/2.0.6", true)
+        )
+        .await
+        .expect("seen"));
+    let after = worker(&store, w.id).await;
+    assert_eq!(after.last_activity, Some(at(3)));
+    assert_eq!(after.status, worker_status::AWAKE);
+    assert_eq!(after.address, "192.168.3.4");
+    assert_eq!(after.software, "Flamenco-Worker/2.0.6");
+    assert_eq!(
+        after.current_task, w.current_task,
+        "seen keeps current_task"
+    );
+    assert_eq!(after.nickname, w.nickname);
+}
+
+/// v2 case 14 (WorkerSignOn): empty values are not applied; `current_task` is removed.
+pub async fn worker_sign_on_v2_sequence(store: Arc<dyn Store>) {
+    let lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &lnx).await;
+    let s = |n: i64| seen(at(n), "192.168.3.4", "Flamenco-Worker/2.1.0", true);
+    let types = |list: &[&str]| Some(list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+
+    let steps: Vec<(SignOn, &[&str], &str)> = vec![
+        (SignOn::default(), &["sleeping"], "workerLnx"),
+        (
+            SignOn {
+                nickname: Some("new-and-sparkly".into()),
+                supported_task_types: None,
+            },
+            &["sleeping"],
+            "new-and-sparkly",
+        ),
+        (
+            SignOn {
+                nickname: None,
+                supported_task_types: types(&["exr-merge", "unknown"]),
+            },
+            &["exr-merge", "unknown"],
+            "new-and-sparkly",
+        ),
+        (
+            SignOn {
+                nickname: Some("another".into()),
+                supported_task_types: types(&["blender-render"]),
+            },
+            &["blender-render"],
+            "another",
+        ),
+        (
+            SignOn {
+                nickname: Some(String::new()),
+                supported_task_types: Some(Vec::new()),
+            },
+            &["blender-render"],
+            "another",
+        ),
+    ];
+    for (n, (sign_on, expected_types, expected_nick)) in steps.into_iter().enumerate() {
+        assert!(store
+            .worker_sign_on(lnx.id, &sign_on, &s(n as i64))
+            .await
+            .expect("sign on"));
+        let w = worker(&store, lnx.id).await;
+        assert_eq!(w.supported_task_types, expected_types, "step {n}");
+        assert_eq!(w.nickname, expected_nick, "step {n}");
+        assert_eq!(w.last_activity, Some(at(n as i64)), "step {n}");
+        assert_eq!(w.status, worker_status::AWAKE);
+        assert_eq!(w.software, "Flamenco-Worker/2.1.0");
+    }
+
+    // A claim sets current_task; the next sign-on removes it.
+    let t = prio_task(oid("1234567890ab1234567890ab"), "blender-render", 0, 50);
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+    let me = worker(&store, lnx.id).await;
+    assert_eq!(claimed_id(&store, &me, at(20)).await, Some(t.id));
+    assert_eq!(worker(&store, lnx.id).await.current_task, Some(t.id));
+    assert!(store
+        .worker_sign_on(lnx.id, &SignOn::default(), &s(21))
+        .await
+        .expect("sign on"));
+    assert_eq!(worker(&store, lnx.id).await.current_task, None);
+
+    assert!(!store
+        .worker_sign_on(oid("a9a9a9a9a9a9a9a9a9a9a9a9"), &SignOn::default(), &s(22))
+        .await
+        .expect("sign on"));
+}
+
+/// Status-change requests: set, withdraw, acknowledge (a matching request is cleared, a
+/// different one stays); false for unknown workers.
+pub async fn worker_status_request_set_and_ack(store: Arc<dyn Store>) {
+    let mut w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    w.status = worker_status::AWAKE.into();
+    add_worker(&store, &w).await;
+    let unknown = oid("a9a9a9a9a9a9a9a9a9a9a9a9");
+
+    assert!(!store
+        .set_worker_status_requested(unknown, Some(RequestedStatus::Asleep))
+        .await
+        .expect("request"));
+    assert!(!store
+        .ack_worker_status(unknown, "asleep", at(1))
+        .await
+        .expect("ack"));
+
+    assert!(store
+        .set_worker_status_requested(w.id, Some(RequestedStatus::Asleep))
+        .await
+        .expect("request"));
+    assert_eq!(
+        worker(&store, w.id).await.status_requested,
+        Some(RequestedStatus::Asleep)
+    );
+    assert!(store
+        .set_worker_status_requested(w.id, None)
+        .await
+        .expect("request"));
+    assert_eq!(worker(&store, w.id).await.status_requested, None);
+
+    store
+        .set_worker_status_requested(w.id, Some(RequestedStatus::Asleep))
+        .await
+        .expect("request");
+    assert!(store
+        .ack_worker_status(w.id, "asleep", at(2))
+        .await
+        .expect("ack"));
+    let after = worker(&store, w.id).await;
+    assert_eq!(after.status, worker_status::ASLEEP);
+    assert_eq!(after.status_requested, None);
+
+    store
+        .set_worker_status_requested(w.id, Some(RequestedStatus::Awake))
+        .await
+        .expect("request");
+    assert!(store
+        .ack_worker_status(w.id, "error", at(3))
+        .await
+        .expect("ack"));
+    let after = worker(&store, w.id).await;
+    assert_eq!(after.status, "error");
+    assert_eq!(after.status_requested, Some(RequestedStatus::Awake));
+    assert!(store
+        .ack_worker_status(w.id, "awake", at(4))
+        .await
+        .expect("ack"));
+    let after = worker(&store, w.id).await;
+    assert_eq!(after.status, worker_status::AWAKE);
+    assert_eq!(after.status_requested, None);
+}
+
+// ---- settings ----
+
+/// Settings: missing is `None`; set, overwrite, clear (clearing a missing key is fine).
+pub async fn settings_set_get_clear(store: Arc<dyn Store>) {
+    let key = "depsgraph_last_modified";
+    assert_eq!(store.get_setting(key).await.expect("get"), None);
+    store
+        .set_setting(key, Some("Fri, 09 Jun 2017 10:39:31 GMT"))
+        .await
+        .expect("set");
+    assert_eq!(
+        store.get_setting(key).await.expect("get").as_deref(),
+        Some("Fri, 09 Jun 2017 10:39:31 GMT")
+    );
+    store.set_setting(key, Some("")).await.expect("set");
+    assert_eq!(
+        store.get_setting(key).await.expect("get").as_deref(),
+        Some("")
+    );
+    store.set_setting("other", Some("x")).await.expect("set");
+    store.set_setting(key, None).await.expect("clear");
+    assert_eq!(store.get_setting(key).await.expect("get"), None);
+    store.set_setting(key, None).await.expect("clear again");
+    assert_eq!(
+        store.get_setting("other").await.expect("get").as_deref(),
+        Some("x")
+    );
+}
+
+// ---- running the suite ----
+
+/// Generate one `#[tokio::test]` per conformance function. `$make` is an async fn
+/// returning `(Arc<dyn Store>, G)`: a fresh, empty store, and a guard kept alive for the
+/// test (a temporary directory, a database to drop, …). The store is closed at the end.
+#[allow(unused_macros)]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::store::conformance::conformance_tests!(
+            @each $make;
+            tasks_round_trip_every_field,
+            duplicate_insert_is_refused_atomically,
+            upsert_replaces_whole_tasks,
+            list_tasks_filters,
+            count_tasks_by_status,
+            claim_order,
+            claim_filters_by_task_type,
+            claim_parent_rules,
+            claim_assigns_and_queues_two_updates,
+            claim_returns_already_assigned_task,
+            claim_ignores_non_active_tasks_of_worker,
+            concurrent_claims_hand_out_each_task_once,
+            outbox_order_and_ack,
+            queue_update_applies_locally,
+            unassign_task_requeues_only_own_active_task,
+            worker_update_outcomes,
+            worker_update_v2_multiple_workers_for_one_task,
+            worker_update_v2_cancel_requested_task,
+            worker_update_v2_task_rescheduling,
+            may_i_run_outcomes,
+            return_task_outcomes,
+            sign_off_requeues_active_tasks,
+            workers_insert_get_list,
+            worker_seen_semantics,
+            worker_sign_on_v2_sequence,
+            worker_status_request_set_and_ack,
+            settings_set_get_clear,
+        );
+    };
+    (@each $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (store, _guard) = $make().await;
+                $crate::store::conformance::$name(store.clone()).await;
+                store.close().await.expect("close the store");
+            }
+        )*
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use conformance_tests;

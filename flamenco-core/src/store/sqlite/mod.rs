@@ -1,0 +1,314 @@
+//! The embedded SQLite store: one database file, `flamenco.sqlite`, in the data directory.
+//!
+//! * One writer thread owns the write connection and commits jobs in groups
+//!   (`writer`); every write operation of the [`Store`] trait is one job, so one
+//!   transaction.
+//! * A few read-only connections serve pure reads (`readers`).
+//! * WAL mode and a busy timeout let other processes (the `flamenco` CLI) open the same
+//!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
+//! * The schema is versioned with `PRAGMA user_version` (`schema`).
+
+mod outbox;
+mod protocol;
+mod readers;
+mod rows;
+mod schema;
+mod settings;
+mod tasks;
+mod workers;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::model::{ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::store::{
+    ClaimRequest, Claimed, Seen, SignOn, Store, StoreError, StoreResult, TaskQuery,
+};
+use crate::updates::{MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+
+use readers::ReadPool;
+use schema::ConnConfig;
+use writer::Writer;
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "flamenco.sqlite";
+
+/// SQLite's `synchronous` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// In WAL mode: a commit survives a crash of the program, but the last commits may be
+    /// lost if the machine loses power. The default.
+    #[default]
+    Normal,
+    /// Every commit is synced to disk before it is acknowledged.
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// How long a write waits for another process's lock before giving up.
+    pub busy_timeout: Duration,
+    /// Read-only connections for pure reads.
+    pub readers: usize,
+    /// At most this many write jobs share one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            readers: 4,
+            max_batch: 256,
+        }
+    }
+}
+
+/// The [`Store`] on an embedded SQLite database.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Writer,
+    readers: ReadPool,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store in `data_dir`, with default options.
+    pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with(data_dir, SqliteOptions::default())
+    }
+
+    /// Open (creating if needed) the store in `data_dir`.
+    pub fn open_with(data_dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let dir = std::path::absolute(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("bad data directory {}: {e}", data_dir.display()))
+        })?;
+        let path = dir.join(DATABASE_FILE);
+        let config = ConnConfig {
+            synchronous: options.synchronous.pragma(),
+            busy_timeout: options.busy_timeout,
+        };
+        let conn = schema::open_writer(&path, &config)?;
+        let readers = ReadPool::new(path.clone(), config, options.readers);
+        readers.warm_up()?;
+        let writer = Writer::start(conn, options.max_batch)?;
+        Ok(SqliteStore {
+            path,
+            writer,
+            readers,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    // ---- tasks ----
+
+    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer.run(move |c| tasks::insert(c, &new)).await
+    }
+
+    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer.run(move |c| tasks::upsert(c, &new)).await
+    }
+
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.readers.run(move |c| tasks::get(c, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
+        let query = query.clone();
+        self.readers.run(move |c| tasks::list(c, &query)).await
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.readers.run(tasks::count_by_status).await
+    }
+
+    async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        let req = req.clone();
+        self.writer.run(move |c| protocol::claim(c, &req)).await
+    }
+
+    async fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()> {
+        self.writer
+            .run(move |c| protocol::unassign(c, worker_id, &update))
+            .await
+    }
+
+    async fn apply_worker_update(
+        &self,
+        worker_id: ObjectId,
+        update: TaskUpdate,
+    ) -> StoreResult<WorkerUpdateOutcome> {
+        self.writer
+            .run(move |c| protocol::apply_worker_update(c, worker_id, &update))
+            .await
+    }
+
+    async fn may_i_run(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<MayIRun> {
+        self.writer
+            .run(move |c| protocol::may_i_run(c, task_id, worker_id, now))
+            .await
+    }
+
+    async fn return_task(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReturnOutcome> {
+        let ident = ident.to_string();
+        self.writer
+            .run(move |c| protocol::return_task(c, task_id, worker_id, &ident, now))
+            .await
+    }
+
+    async fn sign_off_worker(
+        &self,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.writer
+            .run(move |c| protocol::sign_off(c, worker_id, now))
+            .await
+    }
+
+    async fn queue_update(&self, update: TaskUpdate) -> StoreResult<()> {
+        self.writer
+            .run(move |c| protocol::queue_update(c, &update))
+            .await
+    }
+
+    // ---- outbox ----
+
+    async fn outbox_len(&self) -> StoreResult<u64> {
+        self.readers.run(outbox::len).await
+    }
+
+    async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>> {
+        self.readers.run(move |c| outbox::peek(c, limit)).await
+    }
+
+    async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64> {
+        let ids = ids.to_vec();
+        self.writer.run(move |c| outbox::ack(c, &ids)).await
+    }
+
+    // ---- workers ----
+
+    async fn insert_worker(&self, worker: &Worker) -> StoreResult<()> {
+        let worker = worker.clone();
+        self.writer.run(move |c| workers::insert(c, &worker)).await
+    }
+
+    async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>> {
+        self.readers.run(move |c| workers::get(c, id)).await
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<Worker>> {
+        self.readers.run(workers::list).await
+    }
+
+    async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+        let seen = seen.clone();
+        self.writer.run(move |c| workers::seen(c, id, &seen)).await
+    }
+
+    async fn worker_sign_on(
+        &self,
+        id: ObjectId,
+        sign_on: &SignOn,
+        seen: &Seen,
+    ) -> StoreResult<bool> {
+        let (sign_on, seen) = (sign_on.clone(), seen.clone());
+        self.writer
+            .run(move |c| workers::sign_on(c, id, &sign_on, &seen))
+            .await
+    }
+
+    async fn set_worker_status_requested(
+        &self,
+        id: ObjectId,
+        requested: Option<RequestedStatus>,
+    ) -> StoreResult<bool> {
+        self.writer
+            .run(move |c| workers::set_status_requested(c, id, requested))
+            .await
+    }
+
+    async fn ack_worker_status(
+        &self,
+        id: ObjectId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let status = status.to_string();
+        self.writer
+            .run(move |c| workers::ack_status(c, id, &status, now))
+            .await
+    }
+
+    // ---- settings ----
+
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.readers.run(move |c| settings::get(c, &key)).await
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()> {
+        let key = key.to_string();
+        let value = value.map(str::to_string);
+        self.writer
+            .run(move |c| settings::set(c, &key, value.as_deref()))
+            .await
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        self.readers.close();
+        self.writer.close().await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

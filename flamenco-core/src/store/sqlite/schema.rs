@@ -1,0 +1,244 @@
+//! Opening connections and the versioned schema.
+//!
+//! The schema version lives in `PRAGMA user_version`; version `n` is reached by applying
+//! `MIGRATIONS[n-1]`. Migrations run at open, inside one `BEGIN IMMEDIATE` transaction, so
+//! two processes opening a new database at the same time cannot both apply them. A
+//! database with a newer version than [`LATEST_VERSION`] is refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::rows::Db;
+use crate::store::{StoreError, StoreResult};
+
+/// The schema version this program writes.
+pub(super) const LATEST_VERSION: i64 = 1;
+
+/// Version 1: the initial schema.
+///
+/// The claim query (see `tasks::next_schedulable`) walks `tasks_schedule` in order, so it
+/// stops at the first schedulable task instead of sorting the queue. `task_type` is the
+/// last column of that index so the type filter is checked without reading the row.
+const V1: &str = "
+CREATE TABLE tasks (
+    id               BLOB PRIMARY KEY NOT NULL,
+    etag             TEXT NOT NULL DEFAULT '',
+    job              BLOB,
+    manager          BLOB,
+    project          BLOB,
+    user             BLOB,
+    name             TEXT NOT NULL DEFAULT '',
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    job_priority     INTEGER NOT NULL DEFAULT 0,
+    job_type         TEXT NOT NULL DEFAULT '',
+    task_type        TEXT NOT NULL DEFAULT '',
+    commands         TEXT NOT NULL DEFAULT '[]',   -- JSON array of {name, settings}
+    parents          BLOB NOT NULL DEFAULT x'',    -- the parent ids, 12 bytes each, in order
+    log              TEXT NOT NULL DEFAULT '',
+    activity         TEXT NOT NULL DEFAULT '',
+    worker           TEXT NOT NULL DEFAULT '',
+    worker_id        BLOB,
+    last_worker_ping INTEGER,                      -- ms since the Unix epoch
+    last_updated     INTEGER                       -- ms since the Unix epoch
+);
+
+CREATE INDEX tasks_schedule ON tasks (job_priority DESC, priority DESC, id, task_type)
+    WHERE status IN ('queued', 'claimed-by-manager');
+CREATE INDEX tasks_active_by_worker ON tasks (worker_id) WHERE status = 'active';
+CREATE INDEX tasks_by_status ON tasks (status);
+CREATE INDEX tasks_by_job ON tasks (job);
+
+-- The parents again, one row each, for the claim's parent check (tasks.parents is what
+-- is read back). Both are written only when a task is inserted.
+CREATE TABLE task_parents (
+    task_id   BLOB NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    idx       INTEGER NOT NULL,
+    parent_id BLOB NOT NULL,
+    PRIMARY KEY (task_id, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE workers (
+    id                   BLOB PRIMARY KEY NOT NULL,
+    hashed_secret        TEXT NOT NULL DEFAULT '',
+    nickname             TEXT NOT NULL DEFAULT '',
+    address              TEXT NOT NULL DEFAULT '',
+    status               TEXT NOT NULL DEFAULT '',
+    platform             TEXT NOT NULL DEFAULT '',
+    time_cost            INTEGER NOT NULL DEFAULT 0,
+    supported_task_types TEXT NOT NULL DEFAULT '[]', -- JSON array of strings
+    software             TEXT NOT NULL DEFAULT '',
+    current_task         BLOB,
+    last_activity        INTEGER,
+    current_task_status  TEXT NOT NULL DEFAULT '',
+    current_task_updated INTEGER,
+    status_requested     TEXT
+);
+
+-- The outbox. Arrival order is seq, not received_on_manager: a new row gets a seq
+-- above every row present (max + 1), which is all the order needs.
+CREATE TABLE task_updates (
+    seq                         INTEGER PRIMARY KEY,
+    id                          BLOB NOT NULL UNIQUE,
+    task_id                     BLOB NOT NULL,
+    task_status                 TEXT,
+    received_on_manager         INTEGER NOT NULL,
+    activity                    TEXT NOT NULL DEFAULT '',
+    task_progress_percentage    INTEGER NOT NULL DEFAULT 0,
+    current_command_idx         INTEGER NOT NULL DEFAULT 0,
+    command_progress_percentage INTEGER NOT NULL DEFAULT 0,
+    log                         TEXT NOT NULL DEFAULT '',
+    worker                      TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1];
+
+/// Per-connection settings.
+#[derive(Clone, Debug)]
+pub(super) struct ConnConfig {
+    /// `OFF`, `NORMAL`, `FULL` or `EXTRA`.
+    pub synchronous: &'static str,
+    pub busy_timeout: Duration,
+}
+
+/// Page cache of the write connection, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+/// Page cache of each read connection, in KiB.
+const READER_CACHE_KIB: i64 = 16 * 1024;
+/// Reads go through a memory map of up to this many bytes of the database file.
+const MMAP_BYTES: i64 = 1 << 30;
+/// Checkpoint the WAL into the database file after this many pages (~40 MiB); a page
+/// written many times between checkpoints is copied once.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+/// Truncate the WAL file back to this size after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
+
+fn configure(conn: &Connection, cfg: &ConnConfig, cache_kib: i64) -> StoreResult<()> {
+    conn.busy_timeout(cfg.busy_timeout).db()?;
+    conn.pragma_update(None, "synchronous", cfg.synchronous)
+        .db()?;
+    conn.pragma_update(None, "foreign_keys", "ON").db()?;
+    conn.pragma_update(None, "temp_store", "MEMORY").db()?;
+    conn.pragma_update(None, "cache_size", -cache_kib).db()?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES).db()?;
+    // Plans must not depend on bound values: otherwise SQLite re-prepares a statement
+    // whenever its parameters change (it compares `worker_id = ?1` with the literals of the
+    // partial index `tasks_schedule`), which cost ~15% of the writer's time.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .db()?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+/// Open (creating if needed) the database for writing: WAL mode, then migrations.
+pub(super) fn open_writer(path: &Path, cfg: &ConnConfig) -> StoreResult<Connection> {
+    let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+    configure(&conn, cfg, WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+        .db()?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+        .db()?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .db()?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(
+            path = %path.display(),
+            journal_mode = %mode,
+            "SQLite refused WAL mode; readers will block writers"
+        );
+    }
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Open a read-only connection to an existing database.
+pub(super) fn open_reader(path: &Path, cfg: &ConnConfig) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    configure(&conn, cfg, READER_CACHE_KIB)?;
+    conn.pragma_update(None, "query_only", "ON").db()?;
+    Ok(conn)
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    match super::rows::map_err(e) {
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("cannot open {}: {m}", path.display()))
+        }
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
+        StoreError::Other(m) => StoreError::Other(format!("cannot open {}: {m}", path.display())),
+        other => other,
+    }
+}
+
+fn user_version(conn: &Connection) -> StoreResult<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .db()
+}
+
+fn check_version(version: i64, path: &Path) -> StoreResult<()> {
+    if version > LATEST_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the database {} has schema version {version}, but this program only knows \
+             versions up to {LATEST_VERSION}; it was written by a newer Flamenco Manager, \
+             so use that (or a newer) version",
+            path.display()
+        )));
+    }
+    if version < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "the database {} has an invalid schema version {version}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Bring the schema up to [`LATEST_VERSION`].
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
+    let version = user_version(conn)?;
+    check_version(version, path)?;
+    if version == LATEST_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .db()?;
+    // Another process may have migrated while we waited for the write lock.
+    let version = user_version(&tx)?;
+    check_version(version, path)?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(migration).map_err(|e| {
+            StoreError::Other(format!(
+                "migrating {} to schema version {}: {}",
+                path.display(),
+                i + 1,
+                super::rows::map_err(e)
+            ))
+        })?;
+    }
+    tx.pragma_update(None, "user_version", LATEST_VERSION)
+        .db()?;
+    tx.commit().db()?;
+    if version > 0 {
+        tracing::info!(
+            path = %path.display(),
+            from = version,
+            to = LATEST_VERSION,
+            "migrated the database schema"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! Tests of the SQLite store: the shared conformance suite, then what is specific to
+//! SQLite (reopening, a second process on the same file, schema versions, closing, the
+//! claim's query plan).
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::TaskStatus;
+use crate::store::conformance::{self, at, claim_request, oid, prio_task, test_worker};
+
+async fn make() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open the store");
+    (Arc::new(store), dir)
+}
+
+crate::store::conformance::conformance_tests!(make);
+
+fn open(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(dir).expect("open the store"))
+}
+
+#[tokio::test]
+async fn describe_names_the_absolute_database_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("nested/data");
+    let store = SqliteStore::open(&data).expect("open creates the directory");
+    let expected = std::path::absolute(data.join(DATABASE_FILE)).expect("absolute");
+    assert_eq!(store.describe(), format!("sqlite:{}", expected.display()));
+    assert!(expected.exists());
+    store.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn reopening_keeps_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = conformance::test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    {
+        let store = open(dir.path());
+        store
+            .insert_tasks(std::slice::from_ref(&t))
+            .await
+            .expect("insert");
+        store.insert_worker(&w).await.expect("insert worker");
+        store
+            .claim_task(&claim_request(&w, at(1)))
+            .await
+            .expect("claim")
+            .expect("a task");
+        store.set_setting("k", Some("v")).await.expect("set");
+        store.close().await.expect("close");
+    }
+    let options = SqliteOptions {
+        synchronous: Synchronous::Full,
+        ..SqliteOptions::default()
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_with(dir.path(), options).expect("reopen"));
+    let again = store.get_task(t.id).await.expect("get").expect("task kept");
+    assert_eq!(again.status, TaskStatus::Active);
+    assert_eq!(again.worker_id, Some(w.id));
+    assert_eq!(again.commands, t.commands);
+    assert_eq!(again.parents, t.parents);
+    assert_eq!(store.outbox_len().await.expect("len"), 2);
+    assert_eq!(
+        store
+            .get_worker(w.id)
+            .await
+            .expect("get")
+            .expect("worker")
+            .current_task,
+        Some(t.id)
+    );
+    assert_eq!(
+        store.get_setting("k").await.expect("get").as_deref(),
+        Some("v")
+    );
+    store.close().await.expect("close");
+}
+
+/// The CLI opens the database while the daemon runs: both see and write the same data,
+/// and claims from both never hand out a task twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_store_on_the_same_directory_shares_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = open(dir.path());
+    let cli = open(dir.path());
+
+    let tasks: Vec<Task> = (0..100)
+        .map(|n| prio_task(conformance::nth_id(0x50, n), "sleeping", 0, 50))
+        .collect();
+    daemon.insert_tasks(&tasks[..50]).await.expect("insert");
+    cli.insert_tasks(&tasks[50..]).await.expect("insert");
+    assert_eq!(
+        cli.list_tasks(&TaskQuery::default())
+            .await
+            .expect("list")
+            .len(),
+        100
+    );
+    cli.set_setting("from", Some("cli")).await.expect("set");
+    assert_eq!(
+        daemon.get_setting("from").await.expect("get").as_deref(),
+        Some("cli")
+    );
+
+    let mut handles = Vec::new();
+    for n in 0..8u32 {
+        let store = if n % 2 == 0 {
+            daemon.clone()
+        } else {
+            cli.clone()
+        };
+        let w = test_worker(
+            conformance::nth_id(0x60, n),
+            &format!("w{n}"),
+            &["sleeping"],
+        );
+        store.insert_worker(&w).await.expect("insert worker");
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(c) = store
+                .claim_task(&claim_request(&w, at(1)))
+                .await
+                .expect("claim")
+            {
+                mine.push(c.task.id);
+                let mut done = TaskUpdate::new(c.task.id, at(2));
+                done.task_status = Some(TaskStatus::Completed);
+                store.apply_worker_update(w.id, done).await.expect("update");
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("join"));
+    }
+    all.sort();
+    let mut expected: Vec<ObjectId> = tasks.iter().map(|t| t.id).collect();
+    expected.sort();
+    assert_eq!(all, expected, "every task claimed exactly once");
+    assert_eq!(daemon.outbox_len().await.expect("len"), 300);
+    daemon.close().await.expect("close");
+    // The CLI keeps working after the daemon closed.
+    assert_eq!(cli.outbox_len().await.expect("len"), 300);
+    cli.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn newer_schema_version_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    store.close().await.expect("close");
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw open");
+        conn.pragma_update(None, "user_version", 99)
+            .expect("set version");
+    }
+    match SqliteStore::open(dir.path()) {
+        Err(StoreError::Corrupt(msg)) => {
+            assert!(msg.contains("schema version 99"), "{msg}");
+            assert!(msg.contains("newer"), "{msg}");
+        }
+        Err(e) => panic!("expected Corrupt, got {e:?}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(DATABASE_FILE), vec![b'x'; 4096]).expect("write");
+    match SqliteStore::open(dir.path()) {
+        Err(StoreError::Corrupt(_)) => {}
+        Err(e) => panic!("expected Corrupt, got {e:?}"),
+        Ok(_) => panic!("garbage must be refused"),
+    }
+}
+
+#[tokio::test]
+async fn closed_store_is_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    let t = conformance::test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    store
+        .insert_tasks(std::slice::from_ref(&t))
+        .await
+        .expect("insert");
+    store.close().await.expect("close");
+    store.close().await.expect("closing twice is harmless");
+
+    let unavailable = |r: StoreResult<()>| match r {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    };
+    unavailable(store.get_task(t.id).await.map(|_| ()));
+    unavailable(store.list_tasks(&TaskQuery::default()).await.map(|_| ()));
+    unavailable(store.outbox_len().await.map(|_| ()));
+    unavailable(store.insert_tasks(&[]).await);
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "w", &["sleeping"]);
+    unavailable(
+        store
+            .claim_task(&claim_request(&w, at(1)))
+            .await
+            .map(|_| ()),
+    );
+    unavailable(store.set_setting("k", Some("v")).await);
+    unavailable(store.get_setting("k").await.map(|_| ()));
+}
+
+#[tokio::test]
+async fn close_drains_queued_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let mut pending = Vec::new();
+    for n in 0..50u32 {
+        let store = store.clone();
+        pending.push(tokio::spawn(async move {
+            let t = prio_task(conformance::nth_id(0x70, n), "sleeping", 0, 50);
+            store.insert_tasks(&[t]).await
+        }));
+    }
+    // Let the inserts reach the queue, then close.
+    tokio::task::yield_now().await;
+    store.close().await.expect("close");
+    let mut ok = 0;
+    for p in pending {
+        match p.await.expect("join") {
+            Ok(()) => ok += 1,
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    let reopened = open(dir.path());
+    let stored = reopened
+        .list_tasks(&TaskQuery::default())
+        .await
+        .expect("list")
+        .len();
+    assert_eq!(
+        stored, ok,
+        "every acknowledged insert is stored, and only those"
+    );
+    reopened.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw open");
+        conn.execute(
+            "INSERT INTO tasks (id, status, commands) VALUES (x'0102', 'queued', '[]')",
+            [],
+        )
+        .expect("insert a short id");
+    }
+    match store.list_tasks(&TaskQuery::default()).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("id"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    store.close().await.expect("close");
+}
+
+/// The claim walks the partial index in order: no full sort of the queue.
+#[test]
+fn claim_query_plan_uses_the_schedule_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ConnConfig {
+        synchronous: "NORMAL",
+        busy_timeout: Duration::from_secs(5),
+    };
+    let conn = schema::open_writer(&dir.path().join(DATABASE_FILE), &cfg).expect("open");
+    let check = |conn: &rusqlite::Connection| {
+        let plan = query_plan(conn, tasks::next_schedulable_sql());
+        println!("{plan}");
+        assert!(
+            plan.starts_with("SCAN t USING INDEX tasks_schedule\n"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+    };
+    check(&conn);
+    // With statistics of a table that is mostly finished work, the plan stays.
+    for n in 0..2_000u32 {
+        let mut t = prio_task(conformance::nth_id(0x10, n), "sleeping", (n % 5) as i32, 50);
+        if n % 100 != 0 {
+            t.status = TaskStatus::Completed;
+        }
+        tasks::insert(&conn, &[t]).expect("insert");
+    }
+    conn.execute_batch("ANALYZE").expect("analyze");
+    check(&conn);
+}
+
+fn query_plan(conn: &rusqlite::Connection, sql: &str) -> String {
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
+    let rows = stmt
+        .query_map(["sleeping"], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .expect("query");
+    let mut depth: std::collections::HashMap<i64, usize> = Default::default();
+    let mut out = String::new();
+    for row in rows {
+        let (id, parent, detail) = row.expect("row");
+        let d = depth.get(&parent).map_or(0, |d| d + 1);
+        depth.insert(id, d);
+        out.push_str(&format!("{}{detail}\n", "  ".repeat(d)));
+    }
+    out
+}
+
+/// Claims with 100,000 queued tasks: run with `--ignored --nocapture` to measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn claim_speed_with_a_big_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let tasks: Vec<Task> = (0..100_000u32)
+        .map(|n| {
+            prio_task(
+                conformance::nth_id(0x10, n),
+                "sleeping",
+                (n % 10) as i32,
+                (n % 100) as i32,
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for chunk in tasks.chunks(5_000) {
+        store.insert_tasks(chunk).await.expect("insert");
+    }
+    println!("inserted 100k tasks in {:?}", started.elapsed());
+
+    let workers = 32u32;
+    let per_worker = 500u32;
+    let started = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for n in 0..workers {
+        let store = store.clone();
+        let w = test_worker(
+            conformance::nth_id(0x40, n),
+            &format!("w{n}"),
+            &["sleeping"],
+        );
+        store.insert_worker(&w).await.expect("worker");
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                let c = store
+                    .claim_task(&claim_request(&w, at(i as i64)))
+                    .await
+                    .expect("claim")
+                    .expect("task");
+                let mut done = TaskUpdate::new(c.task.id, at(i as i64));
+                done.task_status = Some(TaskStatus::Completed);
+                store.apply_worker_update(w.id, done).await.expect("update");
+                store
+                    .may_i_run(c.task.id, w.id, at(i as i64))
+                    .await
+                    .expect("may i run");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("join");
+    }
+    let cycles = workers * per_worker;
+    let elapsed = started.elapsed();
+    println!(
+        "{cycles} claim+update+may-i-run cycles in {elapsed:?}: {:.0} cycles/s",
+        cycles as f64 / elapsed.as_secs_f64()
+    );
+
+    // may-i-run alone: 64 callers, each with an active task.
+    let mut pairs = Vec::new();
+    for n in 0..64u32 {
+        let w = test_worker(
+            conformance::nth_id(0x45, n),
+            &format!("m{n}"),
+            &["sleeping"],
+        );
+        store.insert_worker(&w).await.expect("worker");
+        let c = store
+            .claim_task(&claim_request(&w, at(0)))
+            .await
+            .expect("claim")
+            .expect("task");
+        pairs.push((w.id, c.task.id));
+    }
+    let per_caller = 1_000u32;
+    let started = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for (worker_id, task_id) in pairs {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..per_caller {
+                let answer = store
+                    .may_i_run(task_id, worker_id, at(i as i64))
+                    .await
+                    .expect("may i run");
+                assert_eq!(answer, MayIRun::Yes);
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("join");
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} may-i-run in {elapsed:?}: {:.0}/s",
+        64 * per_caller,
+        (64 * per_caller) as f64 / elapsed.as_secs_f64()
+    );
+    store.close().await.expect("close");
+}

@@ -1,0 +1,196 @@
+//! The `workers` table: registration, lookups, "seen", sign-on/off, status requests and
+//! the ping/current-task bookkeeping that protocol operations do.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+
+use super::rows::{
+    blob, is_duplicate, map_err, ms, opt_blob, opt_ms, to_json, worker_from_row, Db, WORKER_COLUMNS,
+};
+use crate::model::{worker_status, ObjectId, RequestedStatus, Worker};
+use crate::store::{Seen, SignOn, StoreError, StoreResult};
+
+pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO workers (id, hashed_secret, nickname, address, status, platform, \
+           time_cost, supported_task_types, software, current_task, last_activity, \
+           current_task_status, current_task_updated, status_requested) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .db()?
+    .execute(params![
+        blob(w.id),
+        w.hashed_secret,
+        w.nickname,
+        w.address,
+        w.status,
+        w.platform,
+        w.time_cost,
+        to_json(&w.supported_task_types)?,
+        w.software,
+        opt_blob(w.current_task),
+        opt_ms(w.last_activity),
+        w.current_task_status,
+        opt_ms(w.current_task_updated),
+        w.status_requested.map(|s| s.as_str()),
+    ])
+    .map_err(|e| {
+        if is_duplicate(&e) {
+            StoreError::Duplicate(w.id)
+        } else {
+            map_err(e)
+        }
+    })?;
+    Ok(())
+}
+
+pub(super) fn get(conn: &Connection, id: ObjectId) -> StoreResult<Option<Worker>> {
+    let sql = format!("SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut rows = stmt.query([blob(id)]).db()?;
+    match rows.next().db()? {
+        Some(row) => worker_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn list(conn: &Connection) -> StoreResult<Vec<Worker>> {
+    let sql = format!("SELECT {WORKER_COLUMNS} FROM workers ORDER BY id");
+    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut rows = stmt.query([]).db()?;
+    let mut workers = Vec::new();
+    while let Some(row) = rows.next().db()? {
+        workers.push(worker_from_row(row)?);
+    }
+    Ok(workers)
+}
+
+/// "Seen" (v2 §8.4); false when the worker does not exist.
+pub(super) fn seen(conn: &Connection, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE workers SET last_activity = ?2, \
+               status = CASE WHEN ?3 THEN 'awake' ELSE status END, \
+               address = CASE WHEN ?4 = '' THEN address ELSE ?4 END, \
+               software = CASE WHEN ?5 = '' THEN software ELSE ?5 END \
+             WHERE id = ?1",
+        )
+        .db()?
+        .execute(params![
+            blob(id),
+            ms(seen.now),
+            seen.mark_awake,
+            seen.address,
+            seen.software,
+        ])
+        .db()?;
+    Ok(n > 0)
+}
+
+/// Sign-on (v2 §4.6): non-empty nickname and task types, `current_task` removed, plus
+/// "seen"; false when the worker does not exist.
+pub(super) fn sign_on(
+    conn: &Connection,
+    id: ObjectId,
+    sign_on: &SignOn,
+    seen_now: &Seen,
+) -> StoreResult<bool> {
+    let nickname = sign_on.nickname.as_deref().unwrap_or_default();
+    let types = match &sign_on.supported_task_types {
+        Some(types) if !types.is_empty() => Some(to_json(types)?),
+        _ => None,
+    };
+    let n = conn
+        .prepare_cached(
+            "UPDATE workers SET current_task = NULL, \
+               nickname = CASE WHEN ?2 = '' THEN nickname ELSE ?2 END, \
+               supported_task_types = coalesce(?3, supported_task_types) \
+             WHERE id = ?1",
+        )
+        .db()?
+        .execute(params![blob(id), nickname, types])
+        .db()?;
+    if n == 0 {
+        return Ok(false);
+    }
+    seen(conn, id, seen_now)
+}
+
+pub(super) fn set_status_requested(
+    conn: &Connection,
+    id: ObjectId,
+    requested: Option<RequestedStatus>,
+) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached("UPDATE workers SET status_requested = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![blob(id), requested.map(|r| r.as_str())])
+        .db()?;
+    Ok(n > 0)
+}
+
+/// The worker entered `status`: store it, clear a matching request, and note the contact
+/// in `last_activity`.
+pub(super) fn ack_status(
+    conn: &Connection,
+    id: ObjectId,
+    status: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE workers SET status = ?2, last_activity = ?3, \
+               status_requested = CASE WHEN status_requested = ?2 THEN NULL \
+                                       ELSE status_requested END \
+             WHERE id = ?1",
+        )
+        .db()?
+        .execute(params![blob(id), status, ms(now)])
+        .db()?;
+    Ok(n > 0)
+}
+
+/// A ping from this worker about a task (v2 §4.4 step 8): `current_task_updated`, and
+/// `current_task_status` when a status was reported.
+pub(super) fn ping(
+    conn: &Connection,
+    id: ObjectId,
+    now: DateTime<Utc>,
+    reported_status: Option<&str>,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE workers SET current_task_updated = ?2, \
+           current_task_status = coalesce(?3, current_task_status) \
+         WHERE id = ?1",
+    )
+    .db()?
+    .execute(params![blob(id), ms(now), reported_status])
+    .db()?;
+    Ok(())
+}
+
+pub(super) fn set_current_task(conn: &Connection, id: ObjectId, task: ObjectId) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE workers SET current_task = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![blob(id), blob(task)])
+        .db()?;
+    Ok(())
+}
+
+/// Sign-off (v2 §4.7): status `down`; a pending `shutdown` request is fulfilled.
+pub(super) fn signed_off(conn: &Connection, id: ObjectId) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE workers SET status = ?2, \
+           status_requested = CASE WHEN status_requested = ?3 THEN NULL \
+                                   ELSE status_requested END \
+         WHERE id = ?1",
+    )
+    .db()?
+    .execute(params![
+        blob(id),
+        worker_status::DOWN,
+        RequestedStatus::Shutdown.as_str()
+    ])
+    .db()?;
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! The writer thread: the only place this process writes to the database.
+//!
+//! Jobs (closures over the write connection) arrive through a channel. The thread takes
+//! one job, `BEGIN IMMEDIATE`, runs it, then runs whatever else is waiting by then (up to
+//! `max_batch` jobs in all) in the same transaction ("group commit"). Every job after the
+//! first runs inside its own `SAVEPOINT`, so a failing job rolls back only itself; if the
+//! first fails, nothing else has run and the transaction is rolled back.
+//! Only after `COMMIT` succeeded are the replies sent: a caller that hears success knows
+//! its write is committed. If the commit fails, every job of the batch gets the error.
+//!
+//! `close` drains the jobs queued before it, then closes the connection; later jobs get
+//! [`StoreError::Unavailable`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::rows::Db;
+use crate::store::{StoreError, StoreResult};
+
+/// A queued job, type-erased.
+trait PendingJob: Send {
+    /// Run inside the open transaction; false when the job failed.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Send the reply, given how the transaction ended.
+    fn finish(self: Box<Self>, commit: &StoreResult<()>);
+}
+
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> PendingJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return self.result.as_ref().is_some_and(|r| r.is_ok());
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(StoreError::Other(format!("a store write panicked: {msg}")))
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: &StoreResult<()>) {
+        let result = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(e)) => Err(copy_error(e)),
+            (None, Ok(())) => Err(StoreError::Other("the store write did not run".into())),
+        };
+        // The caller may have gone away; its write is committed anyway.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// `StoreError` is not `Clone`; a batch-wide error goes to every job of the batch.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Duplicate(id) => StoreError::Duplicate(*id),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Other(m) => StoreError::Other(m.clone()),
+    }
+}
+
+pub(super) fn closed_error() -> StoreError {
+    StoreError::Unavailable("the SQLite store is closed".into())
+}
+
+enum Msg {
+    Job(Box<dyn PendingJob>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the writer thread.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Msg>,
+    closed: AtomicBool,
+}
+
+impl Writer {
+    /// Start the thread; it owns `conn` from now on.
+    pub(super) fn start(conn: Connection, max_batch: usize) -> StoreResult<Writer> {
+        let (tx, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("flamenco-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch.max(1)))
+            .map_err(|e| StoreError::Other(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Writer {
+            tx,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Run `work` in a write transaction; the answer comes after the commit.
+    pub(super) async fn run<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed_error());
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        self.tx.send(Msg::Job(job)).map_err(|_| closed_error())?;
+        answer.await.map_err(|_| closed_error())?
+    }
+
+    /// Drain queued jobs, then stop the thread and close the connection. Idempotent.
+    pub(super) async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// The receiving end, as the writer thread sees it.
+struct Inbox {
+    rx: mpsc::Receiver<Msg>,
+    /// Set once the close request arrived: take no more jobs.
+    closing: Option<oneshot::Sender<()>>,
+    /// Every handle is gone.
+    orphaned: bool,
+}
+
+impl Inbox {
+    /// Wait for the next job.
+    fn wait(&mut self) -> Option<Box<dyn PendingJob>> {
+        if self.closing.is_some() || self.orphaned {
+            return None;
+        }
+        match self.rx.recv() {
+            Ok(Msg::Job(job)) => Some(job),
+            Ok(Msg::Close(done)) => {
+                self.closing = Some(done);
+                None
+            }
+            Err(_) => {
+                self.orphaned = true;
+                None
+            }
+        }
+    }
+
+    /// A job that is already waiting, if any.
+    fn waiting(&mut self) -> Option<Box<dyn PendingJob>> {
+        if self.closing.is_some() {
+            return None;
+        }
+        match self.rx.try_recv() {
+            Ok(Msg::Job(job)) => Some(job),
+            Ok(Msg::Close(done)) => {
+                self.closing = Some(done);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize) {
+    let mut inbox = Inbox {
+        rx,
+        closing: None,
+        orphaned: false,
+    };
+    let mut batch: Vec<Box<dyn PendingJob>> = Vec::with_capacity(max_batch);
+    while let Some(first) = inbox.wait() {
+        batch.push(first);
+        run_batch(&conn, &mut batch, &mut inbox, max_batch);
+    }
+    // Jobs sent after the close request are dropped with the receiver; their callers
+    // see "closed".
+    let Inbox { rx, closing, .. } = inbox;
+    drop(rx);
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the SQLite write connection");
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql).db()?.execute([]).db().map(|_| ())
+}
+
+/// Run `batch` and the jobs that arrive meanwhile (up to `max_batch` in all) in one
+/// transaction, then reply to every job.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn PendingJob>>,
+    inbox: &mut Inbox,
+    max_batch: usize,
+) {
+    let outcome = run_in_transaction(conn, batch, inbox, max_batch);
+    if outcome.is_err() && !conn.is_autocommit() {
+        if let Err(e) = exec(conn, "ROLLBACK") {
+            tracing::error!(error = %e, "rolling back a failed SQLite batch");
+        }
+    }
+    for job in batch.drain(..) {
+        job.finish(&outcome);
+    }
+}
+
+fn run_in_transaction(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn PendingJob>>,
+    inbox: &mut Inbox,
+    max_batch: usize,
+) -> StoreResult<()> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    // The first job runs without a savepoint: if it fails, nothing else has run yet and
+    // the whole transaction is rolled back.
+    if !batch[0].run(conn) {
+        if !conn.is_autocommit() {
+            exec(conn, "ROLLBACK")?;
+        }
+        return Ok(());
+    }
+    lost_transaction(conn)?;
+    let mut next = 1;
+    loop {
+        if next == batch.len() {
+            if batch.len() >= max_batch {
+                break;
+            }
+            match inbox.waiting() {
+                Some(job) => batch.push(job),
+                None => break,
+            }
+        }
+        let job = &mut batch[next];
+        next += 1;
+        exec(conn, "SAVEPOINT job")?;
+        let ok = job.run(conn);
+        lost_transaction(conn)?;
+        if !ok {
+            exec(conn, "ROLLBACK TO job")?;
+        }
+        exec(conn, "RELEASE job")?;
+    }
+    exec(conn, "COMMIT")
+}
+
+/// SQLite rolls the whole transaction back by itself on some errors (disk full, I/O);
+/// the remaining jobs must not then run in autocommit mode.
+fn lost_transaction(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Err(StoreError::Unavailable(
+            "SQLite aborted the write transaction".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join("w.sqlite")).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (k INTEGER PRIMARY KEY);")
+            .expect("schema");
+        (dir, Writer::start(conn, 256).expect("start"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn failing_jobs_roll_back_only_themselves() {
+        let (_dir, writer) = writer();
+        let writer = std::sync::Arc::new(writer);
+        let mut handles = Vec::new();
+        for i in 0..200i64 {
+            let w = writer.clone();
+            handles.push(tokio::spawn(async move {
+                w.run(move |c| {
+                    c.execute("INSERT INTO t (k) VALUES (?1)", [i]).db()?;
+                    if i % 3 == 0 {
+                        return Err(StoreError::Other(format!("job {i} fails")));
+                    }
+                    if i % 7 == 0 {
+                        panic!("job {i} panics");
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            let r = h.await.expect("join");
+            let i = i as i64;
+            assert_eq!(r.is_ok(), i % 3 != 0 && i % 7 != 0, "job {i}: {r:?}");
+        }
+        let keys: Vec<i64> = writer
+            .run(|c| {
+                let mut st = c.prepare("SELECT k FROM t ORDER BY k").db()?;
+                let rows = st.query_map([], |r| r.get(0)).db()?;
+                rows.collect::<rusqlite::Result<Vec<i64>>>().db()
+            })
+            .await
+            .expect("read");
+        let expected: Vec<i64> = (0..200).filter(|i| i % 3 != 0 && i % 7 != 0).collect();
+        assert_eq!(keys, expected);
+        writer.close().await;
+        assert!(matches!(
+            writer.run(|_| Ok(())).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+}

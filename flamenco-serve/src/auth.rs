@@ -1,0 +1,73 @@
+//! Request extractors for the worker API: the authenticated worker (HTTP Basic) and the
+//! peer (remote address, User-Agent) used for "seen" tracking.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+use flamenco_core::model::Worker;
+use flamenco_core::{ApiError, Manager, Peer};
+
+use crate::error::HttpError;
+
+/// The worker whose Basic credentials came with the request.
+pub struct AuthedWorker(pub Worker);
+
+/// Split `Authorization: Basic base64(id:secret)`.
+fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+impl FromRequestParts<Arc<Manager>> for AuthedWorker {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        manager: &Arc<Manager>,
+    ) -> Result<Self, Self::Rejection> {
+        let (user, password) = basic_credentials(parts).ok_or(HttpError(ApiError::Unauthorized))?;
+        let worker = manager.authenticate(&user, &password).await?;
+        Ok(AuthedWorker(worker))
+    }
+}
+
+impl FromRequestParts<Arc<Manager>> for PeerInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _manager: &Arc<Manager>,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok(PeerInfo(Peer {
+            host: addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+            host_port: addr.map(|a| a.to_string()).unwrap_or_default(),
+            user_agent,
+        }))
+    }
+}
+
+/// Where the request came from.
+pub struct PeerInfo(pub Peer);

@@ -1,0 +1,73 @@
+//! Turning [`ApiError`]s into HTTP answers.
+//!
+//! 401 keeps v2's plain-text body and `WWW-Authenticate` header; every other error is a JSON
+//! object `{"error": "..."}`, which the 2.5 worker can parse where it reads error bodies
+//! (`/tasks/{id}/return`) and ignores elsewhere.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use flamenco_core::store::StoreError;
+use flamenco_core::ApiError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        HttpError(ApiError::Store(e))
+    }
+}
+
+/// A JSON error body with a status code.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message });
+    let mut resp = crate::json::json_response(status, &body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            ApiError::Unauthorized => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [
+                        (
+                            header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static("Basic realm=\"Flamenco Manager\""),
+                        ),
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/plain; charset=utf-8"),
+                        ),
+                    ],
+                    "401 Unauthorized\n",
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!("{}", self.0);
+        }
+        json_error(status, &self.0.to_string())
+    }
+}

@@ -37,6 +37,9 @@ pub struct Config {
     pub task_update_push_max_count: u32,
     pub cancel_task_fetch_max_interval: Duration,
     pub active_task_timeout_interval: Duration,
+    /// The first timeout check waits this long after start, so that workers can reach a
+    /// restarted Manager first (v2 hard-coded 5 minutes).
+    pub active_task_timeout_startup_delay: Duration,
     pub active_worker_timeout_interval: Duration,
     pub task_cleanup_max_age: Duration,
     pub watch_for_latest_image: String,
@@ -68,6 +71,7 @@ impl Default for Config {
             task_update_push_max_count: 10,
             cancel_task_fetch_max_interval: Duration::from_secs(10),
             active_task_timeout_interval: Duration::from_secs(60),
+            active_task_timeout_startup_delay: Duration::from_secs(300),
             active_worker_timeout_interval: Duration::from_secs(15 * 60),
             task_cleanup_max_age: Duration::from_secs(336 * 3600),
             watch_for_latest_image: String::new(),
@@ -234,6 +238,10 @@ impl Config {
             d(c.active_task_timeout_interval),
         );
         put(
+            "active_task_timeout_startup_delay",
+            d(c.active_task_timeout_startup_delay),
+        );
+        put(
             "active_worker_timeout_interval",
             d(c.active_worker_timeout_interval),
         );
@@ -271,6 +279,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "task_update_push_max_count",
     "cancel_task_fetch_max_interval",
     "active_task_timeout_interval",
+    "active_task_timeout_startup_delay",
     "active_worker_timeout_interval",
     "task_cleanup_max_age",
     "watch_for_latest_image",
@@ -450,6 +459,7 @@ struct RawConfig {
     task_update_push_max_count: Option<PositiveCount>,
     cancel_task_fetch_max_interval: Option<NonNegativeDuration>,
     active_task_timeout_interval: Option<NonNegativeDuration>,
+    active_task_timeout_startup_delay: Option<NonNegativeDuration>,
     active_worker_timeout_interval: Option<NonNegativeDuration>,
     task_cleanup_max_age: Option<NonNegativeDuration>,
     watch_for_latest_image: Option<String>,
@@ -482,6 +492,7 @@ impl RawConfig {
         set!(task_update_push_max_interval);
         set!(cancel_task_fetch_max_interval);
         set!(active_task_timeout_interval);
+        set!(active_task_timeout_startup_delay);
         set!(active_worker_timeout_interval);
         set!(task_cleanup_max_age);
         set!(watch_for_latest_image);
@@ -909,6 +920,7 @@ task_update_push_max_interval: 5s
 task_update_push_max_count: 20
 cancel_task_fetch_max_interval: 10s
 active_task_timeout_interval: 60s
+active_task_timeout_startup_delay: 90s
 active_worker_timeout_interval: 300s
 task_cleanup_max_age: 336h
 watch_for_latest_image: /render/out
@@ -942,6 +954,7 @@ max_request_body: 1048576
         assert_eq!(c.task_update_push_max_count, 20);
         assert_eq!(c.cancel_task_fetch_max_interval, Duration::from_secs(10));
         assert_eq!(c.active_task_timeout_interval, Duration::from_secs(60));
+        assert_eq!(c.active_task_timeout_startup_delay, Duration::from_secs(90));
         assert_eq!(c.active_worker_timeout_interval, Duration::from_secs(300));
         assert_eq!(c.task_cleanup_max_age, Duration::from_secs(336 * 3600));
         assert_eq!(c.watch_for_latest_image, "/render/out");

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod maintenance;
 pub mod manager;
 pub mod model;
 pub mod protocol;

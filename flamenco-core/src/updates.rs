@@ -214,6 +214,43 @@ pub fn return_update(
     Some(manager_update(task_id, now, Some(status), "-", text, log))
 }
 
+/// The update that fails a task whose worker went silent (v2 §8.1). `last_ping` is the
+/// task's last worker ping, if any.
+pub fn timeout_update(
+    task: &Task,
+    ident: &str,
+    last_ping: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> TaskUpdate {
+    let since = last_ping
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "<nil>".to_string());
+    manager_update(
+        task.id,
+        now,
+        Some(TaskStatus::Failed),
+        "",
+        format!("Task timed out on worker {ident}"),
+        format!(
+            "{} Task {} ({}) timed out, was active but untouched since {since}. Was handled by worker {ident}",
+            iso_log_time(now),
+            task.name,
+            task.id
+        ),
+    )
+}
+
+/// How v2 names the worker of a timed-out task: the worker's identifier when it is
+/// known, else the task's `worker` field, else `-no worker-`.
+pub fn timeout_ident(task: &Task, worker: Option<&crate::model::Worker>) -> String {
+    match (worker, task.worker_id) {
+        (Some(w), _) => w.identifier(),
+        (None, Some(id)) => format!("{id} (unknown worker)"),
+        (None, None) if !task.worker.is_empty() => task.worker.clone(),
+        (None, None) => "-no worker-".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1675,6 +1675,255 @@ pub async fn settings_set_get_clear(store: Arc<dyn Store>) {
 
 // ---- running the suite ----
 
+// ---- maintenance ----
+
+/// v2 §8.1: active tasks not pinged since the cutoff fail through the outbox and their
+/// worker becomes `timeout`; recently pinged and non-active tasks are left alone.
+pub async fn timeouts_fail_silent_active_tasks(store: Arc<dyn Store>) {
+    let w = test_worker(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), "node1", &["sleeping"]);
+    add_worker(&store, &w).await;
+    let mut silent = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    silent.status = TaskStatus::Active;
+    silent.worker_id = Some(w.id);
+    silent.last_worker_ping = Some(at(1_000));
+    let mut pinged = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    pinged.status = TaskStatus::Active;
+    pinged.last_worker_ping = Some(at(50_000));
+    let mut never = test_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    never.status = TaskStatus::Active;
+    never.worker = "old-name".into();
+    let mut queued = test_task(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    queued.last_worker_ping = Some(at(0));
+    add_tasks(
+        &store,
+        &[
+            silent.clone(),
+            pinged.clone(),
+            never.clone(),
+            queued.clone(),
+        ],
+    )
+    .await;
+
+    let failed = store
+        .fail_timed_out_tasks(at(10_000), at(60_000))
+        .await
+        .expect("timeouts");
+    assert_eq!(failed, vec![silent.id, never.id]);
+    let t = task(&store, silent.id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(
+        t.activity,
+        format!("Task timed out on worker {}", w.identifier())
+    );
+    assert_eq!(
+        t.worker_id,
+        Some(w.id),
+        "the assignment is kept for the record"
+    );
+    let t = task(&store, never.id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.activity, "Task timed out on worker old-name");
+    assert_eq!(task(&store, pinged.id).await.status, TaskStatus::Active);
+    assert_eq!(task(&store, queued.id).await.status, TaskStatus::Queued);
+    assert_eq!(worker(&store, w.id).await.status, "timeout");
+
+    let updates = outbox(&store).await;
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0].task_id, silent.id);
+    assert_eq!(updates[0].task_status, Some(TaskStatus::Failed));
+    assert_eq!(updates[0].worker, "");
+    assert!(
+        updates[0].log.contains(&format!(
+            "Task Test task ({}) timed out, was active but untouched since",
+            silent.id
+        )),
+        "{}",
+        updates[0].log
+    );
+    assert!(updates[0]
+        .log
+        .ends_with(&format!("Was handled by worker {}", w.identifier())));
+
+    // Running it again changes nothing.
+    let again = store
+        .fail_timed_out_tasks(at(10_000), at(61_000))
+        .await
+        .expect("timeouts");
+    assert!(again.is_empty());
+    assert_eq!(outbox(&store).await.len(), 2);
+}
+
+/// v2 §8.1: awake workers not seen since the cutoff (or never) become `timeout`.
+pub async fn timeouts_mark_silent_workers(store: Arc<dyn Store>) {
+    let mut quiet = test_worker(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "quiet", &["sleeping"]);
+    quiet.status = "awake".into();
+    quiet.last_activity = Some(at(1_000));
+    let mut busy = test_worker(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "busy", &["sleeping"]);
+    busy.status = "awake".into();
+    busy.last_activity = Some(at(20_000));
+    let mut never = test_worker(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "never", &["sleeping"]);
+    never.status = "awake".into();
+    let mut down = test_worker(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "down", &["sleeping"]);
+    down.status = "down".into();
+    down.last_activity = Some(at(0));
+    for w in [&quiet, &busy, &never, &down] {
+        add_worker(&store, w).await;
+    }
+    let mut ids = store.time_out_workers(at(10_000)).await.expect("timeout");
+    ids.sort();
+    assert_eq!(ids, vec![quiet.id, never.id]);
+    assert_eq!(worker(&store, quiet.id).await.status, "timeout");
+    assert_eq!(worker(&store, never.id).await.status, "timeout");
+    assert_eq!(worker(&store, busy.id).await.status, "awake");
+    assert_eq!(worker(&store, down.id).await.status, "down");
+}
+
+/// v2 case 3 (TaskCleanup), adapted to the finished-only rule: finished tasks untouched
+/// since the cutoff go; recent ones, unfinished ones, and finished parents of unfinished
+/// children stay.
+pub async fn cleanup_removes_only_old_finished_tasks(store: Arc<dyn Store>) {
+    let cutoff = at(100_000);
+    let old = at(1_000);
+    let recent = at(200_000);
+    let finished = |id: &str, ping: Option<DateTime<Utc>>, updated: Option<DateTime<Utc>>| {
+        let mut t = test_task(oid(id), "testing");
+        t.status = TaskStatus::Completed;
+        t.last_worker_ping = ping;
+        t.last_updated = updated;
+        t
+    };
+    let obsolete = finished("aaaaaaaaaaaaaaaaaaaaaaaa", None, None);
+    let stale = finished("baaaaaaaaaaaaaaaaaaaaaaa", None, Some(old));
+    let pinged_recently = finished("caaaaaaaaaaaaaaaaaaaaaaa", Some(recent), Some(old));
+    let recent_task = finished("daaaaaaaaaaaaaaaaaaaaaaa", Some(recent), Some(recent));
+    let updated_recently = finished("eaaaaaaaaaaaaaaaaaaaaaaa", Some(old), Some(recent));
+    let mut stale_queued = test_task(oid("faaaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    stale_queued.last_updated = Some(old);
+    let mut stale_active = test_task(oid("1baaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    stale_active.status = TaskStatus::Active;
+    stale_active.last_worker_ping = Some(old);
+    let mut failed_parent = finished("2baaaaaaaaaaaaaaaaaaaaaa", Some(old), Some(old));
+    failed_parent.status = TaskStatus::Failed;
+    let mut waiting_child = test_task(oid("3baaaaaaaaaaaaaaaaaaaaaa"), "testing");
+    waiting_child.parents = vec![failed_parent.id];
+    waiting_child.last_updated = Some(recent);
+    let mut canceled = finished("4baaaaaaaaaaaaaaaaaaaaaa", Some(old), None);
+    canceled.status = TaskStatus::Canceled;
+    add_tasks(
+        &store,
+        &[
+            obsolete.clone(),
+            stale.clone(),
+            pinged_recently.clone(),
+            recent_task.clone(),
+            updated_recently.clone(),
+            stale_queued.clone(),
+            stale_active.clone(),
+            failed_parent.clone(),
+            waiting_child.clone(),
+            canceled.clone(),
+        ],
+    )
+    .await;
+
+    // In batches of two: call until nothing is left to delete.
+    let mut deleted = 0;
+    loop {
+        let n = store
+            .delete_finished_tasks(cutoff, 2)
+            .await
+            .expect("cleanup");
+        assert!(n <= 2);
+        deleted += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(deleted, 3);
+    let left: Vec<ObjectId> = store
+        .list_tasks(&TaskQuery::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let mut expected = vec![
+        pinged_recently.id,
+        recent_task.id,
+        updated_recently.id,
+        stale_queued.id,
+        stale_active.id,
+        failed_parent.id,
+        waiting_child.id,
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    // The child still waits for its failed parent.
+    let w = test_worker(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), "w", &["testing"]);
+    add_worker(&store, &w).await;
+    assert_eq!(
+        claimed_id(&store, &w, at(300_000)).await,
+        Some(stale_queued.id)
+    );
+    assert_eq!(
+        claimed_id(&store, &w, at(300_000)).await,
+        Some(stale_queued.id)
+    );
+}
+
+/// Clean slate deletes every task in batches; the outbox purge empties the outbox oldest
+/// first; workers stay.
+pub async fn clean_slate_and_outbox_purge(store: Arc<dyn Store>) {
+    let tasks: Vec<Task> = (0..25)
+        .map(|i| test_task(nth_id(1, i), "sleeping"))
+        .collect();
+    add_tasks(&store, &tasks).await;
+    let w = test_worker(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), "w", &["sleeping"]);
+    add_worker(&store, &w).await;
+    for i in 0..5 {
+        assert!(claimed_id(&store, &w, at(i)).await.is_some());
+        let active = store
+            .list_tasks(&TaskQuery {
+                statuses: vec![TaskStatus::Active],
+                ..TaskQuery::default()
+            })
+            .await
+            .expect("list");
+        for t in active {
+            let u = worker_update(t.id, &w, Some(TaskStatus::Completed), "done", at(i));
+            store.apply_worker_update(w.id, u).await.expect("update");
+        }
+    }
+    assert_eq!(store.outbox_len().await.expect("len"), 15);
+    let mut total = 0;
+    loop {
+        let n = store.delete_tasks(10).await.expect("delete");
+        total += n;
+        if n < 10 {
+            break;
+        }
+    }
+    assert_eq!(total, 25);
+    assert!(store
+        .list_tasks(&TaskQuery::default())
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(store.list_workers().await.expect("workers").len(), 1);
+    assert_eq!(store.outbox_len().await.expect("len"), 15);
+
+    let first_left = outbox(&store).await[10].id;
+    assert_eq!(store.purge_outbox(10).await.expect("purge"), 10);
+    assert_eq!(
+        outbox(&store).await[0].id,
+        first_left,
+        "oldest purged first"
+    );
+    assert_eq!(store.purge_outbox(10).await.expect("purge"), 5);
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+}
+
 /// Generate one `#[tokio::test]` per conformance function. `$make` is an async fn
 /// returning `(Arc<dyn Store>, G)`: a fresh, empty store, and a guard kept alive for the
 /// test (a temporary directory, a database to drop, …). The store is closed at the end.
@@ -1710,6 +1959,10 @@ macro_rules! conformance_tests {
             worker_sign_on_v2_sequence,
             worker_status_request_set_and_ack,
             settings_set_get_clear,
+            timeouts_fail_silent_active_tasks,
+            timeouts_mark_silent_workers,
+            cleanup_removes_only_old_finished_tasks,
+            clean_slate_and_outbox_purge,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

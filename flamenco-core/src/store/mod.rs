@@ -20,6 +20,10 @@ use chrono::{DateTime, Utc};
 use crate::model::{ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker};
 use crate::updates::{MayIRun, ReturnOutcome, WorkerUpdateOutcome};
 
+/// The settings key holding the Server's last `X-Flamenco-Last-Updated` (v2's
+/// `depsgraph_last_modified`): the download watermark.
+pub const WATERMARK_SETTING: &str = "depsgraph_last_modified";
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -208,6 +212,35 @@ pub trait Store: Send + Sync + 'static {
         status: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+
+    // ---- maintenance ----
+
+    /// The active-task timeout (v2 §8.1): every `active` task whose last ping (or, without
+    /// one, its `last_updated`; or neither) is at or before `cutoff` fails through
+    /// [`crate::updates::timeout_update`], queued like a Manager update, and the worker
+    /// named by its `worker_id` becomes `timeout`. Compare-and-set: a task pinged after
+    /// `cutoff` meanwhile is left alone. Returns the failed task ids.
+    async fn fail_timed_out_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>>;
+
+    /// Every `awake` worker not seen since `cutoff` (or never) becomes `timeout`.
+    /// Returns their ids.
+    async fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
+
+    /// Delete up to `limit` finished tasks (`completed`, `failed`, `canceled`) whose latest
+    /// of `last_worker_ping` and `last_updated` is at or before `cutoff` (or which have
+    /// neither). Never a queued or active task, and never a parent of a task that is not
+    /// finished. Returns how many were deleted.
+    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
+
+    /// Delete up to `limit` tasks whatever their status (clean slate). Returns how many.
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
+
+    /// Delete up to `limit` updates from the outbox, oldest first. Returns how many.
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
 
     // ---- settings ----
 

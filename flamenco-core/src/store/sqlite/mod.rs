@@ -8,6 +8,7 @@
 //!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
+mod maintenance;
 mod outbox;
 mod protocol;
 mod readers;
@@ -285,6 +286,42 @@ impl Store for SqliteStore {
         let status = status.to_string();
         self.writer
             .run(move |c| workers::ack_status(c, id, &status, now))
+            .await
+    }
+
+    // ---- maintenance ----
+
+    async fn fail_timed_out_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.writer
+            .run(move |c| maintenance::fail_timed_out(c, cutoff, now))
+            .await
+    }
+
+    async fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
+        self.writer
+            .run(move |c| maintenance::time_out_workers(c, cutoff))
+            .await
+    }
+
+    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| maintenance::delete_finished(c, cutoff, limit))
+            .await
+    }
+
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| maintenance::delete_any(c, limit))
+            .await
+    }
+
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| maintenance::purge_outbox(c, limit))
             .await
     }
 

@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 1;
+pub(super) const LATEST_VERSION: i64 = 2;
 
 /// Version 1: the initial schema.
 ///
@@ -100,7 +100,13 @@ CREATE TABLE settings (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1];
+/// Version 2: find a task's children, so cleanup never removes a finished parent whose
+/// children still wait (a missing parent would count as completed and unblock them).
+const V2: &str = "
+CREATE INDEX task_parents_by_parent ON task_parents (parent_id);
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

@@ -1,0 +1,179 @@
+//! Keeping the queue healthy: the active-task and worker timeouts (v2 §8.1), cleanup of
+//! finished tasks (v2 §8.2, limited to finished tasks), clean slate and outbox purge.
+//!
+//! Each job is a plain async method of [`Manager`] ("run it now"), so tests drive them with
+//! a [`crate::clock::ManualClock`]; [`run_loops`] runs them periodically in the daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::manager::{ApiError, Manager};
+use crate::model::ObjectId;
+
+/// How often the timeout check runs once started (v2: every minute).
+pub const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_secs(60);
+/// The first cleanup runs this long after start (v2: 6 minutes)…
+pub const CLEANUP_STARTUP_DELAY: Duration = Duration::from_secs(6 * 60);
+/// …and then this often (v2: every 10 minutes).
+pub const CLEANUP_PERIOD: Duration = Duration::from_secs(10 * 60);
+/// Tasks deleted per store call; cleanup and clean slate work in batches this size so
+/// they never hold the store's write lock for long.
+pub const DELETE_BATCH: usize = 1000;
+
+/// What one timeout check did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimeoutReport {
+    /// Active tasks that failed because nobody pinged them.
+    pub failed_tasks: Vec<ObjectId>,
+    /// Awake workers that were not seen and are now `timeout`.
+    pub timed_out_workers: Vec<ObjectId>,
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Manager {
+    /// Run the timeout check now: fail `active` tasks not pinged for
+    /// `active_task_timeout_interval` (through the outbox, so the job source hears of it)
+    /// and mark `awake` workers not seen for `active_worker_timeout_interval` as `timeout`.
+    pub async fn check_timeouts_now(&self) -> Result<TimeoutReport, ApiError> {
+        let now = self.now();
+        let task_cutoff = now - chrono_duration(self.config().active_task_timeout_interval);
+        let worker_cutoff = now - chrono_duration(self.config().active_worker_timeout_interval);
+        let failed_tasks = self.store().fail_timed_out_tasks(task_cutoff, now).await?;
+        let timed_out_workers = self.store().time_out_workers(worker_cutoff).await?;
+        if !timed_out_workers.is_empty() {
+            tracing::warn!(workers = timed_out_workers.len(), "workers timed out");
+        }
+        Ok(TimeoutReport {
+            failed_tasks,
+            timed_out_workers,
+        })
+    }
+
+    /// Run the task cleanup now: delete finished tasks untouched for
+    /// `task_cleanup_max_age`, in batches. Returns how many were deleted.
+    pub async fn cleanup_now(&self) -> Result<u64, ApiError> {
+        let cutoff = self.now() - chrono_duration(self.config().task_cleanup_max_age);
+        let mut total = 0;
+        loop {
+            let n = self
+                .store()
+                .delete_finished_tasks(cutoff, DELETE_BATCH)
+                .await?;
+            total += n;
+            if (n as usize) < DELETE_BATCH {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(deleted = total, "cleaned up finished tasks");
+        }
+        Ok(total)
+    }
+
+    /// Clean slate (v2's `-cleanslate`): delete every cached task, in batches, and forget
+    /// the download watermark so the next download from the Server is a full one. Workers
+    /// and the outbox are kept. `progress` is called with the running total after each
+    /// batch.
+    pub async fn clean_slate(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
+        let mut total = 0;
+        loop {
+            let n = self.store().delete_tasks(DELETE_BATCH).await?;
+            total += n;
+            progress(total);
+            if (n as usize) < DELETE_BATCH {
+                break;
+            }
+        }
+        self.store()
+            .set_setting(crate::store::WATERMARK_SETTING, None)
+            .await?;
+        tracing::warn!(deleted = total, "clean slate: erased the cached tasks");
+        Ok(total)
+    }
+
+    /// Erase the task-update outbox (v2 2.0.12's `-purgequeue`), in batches. `progress` is
+    /// called with the running total after each batch.
+    pub async fn purge_outbox(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
+        let mut total = 0;
+        loop {
+            let n = self.store().purge_outbox(DELETE_BATCH).await?;
+            total += n;
+            progress(total);
+            if (n as usize) < DELETE_BATCH {
+                break;
+            }
+        }
+        tracing::warn!(deleted = total, "purged the task-update outbox");
+        Ok(total)
+    }
+}
+
+/// Run the timeout check and the cleanup periodically until `shutdown` becomes true.
+/// The first timeout check waits `active_task_timeout_startup_delay`.
+pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
+    let timeouts = {
+        let manager = manager.clone();
+        let shutdown = shutdown.clone();
+        let delay = manager.config().active_task_timeout_startup_delay;
+        periodic(
+            "timeout check",
+            delay,
+            TIMEOUT_CHECK_PERIOD,
+            shutdown,
+            move || {
+                let manager = manager.clone();
+                async move { manager.check_timeouts_now().await.map(|_| ()) }
+            },
+        )
+    };
+    let cleanup = {
+        let manager = manager.clone();
+        periodic(
+            "task cleanup",
+            CLEANUP_STARTUP_DELAY,
+            CLEANUP_PERIOD,
+            shutdown,
+            move || {
+                let manager = manager.clone();
+                async move { manager.cleanup_now().await.map(|_| ()) }
+            },
+        )
+    };
+    tokio::join!(timeouts, cleanup);
+}
+
+/// Call `job` after `delay`, then every `period` (measured from the start of each run,
+/// skipping missed ticks), until `shutdown` becomes true. Errors are logged, not fatal.
+async fn periodic<F, Fut>(
+    name: &'static str,
+    delay: Duration,
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut job: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ApiError>>,
+{
+    let start = tokio::time::Instant::now() + delay;
+    let mut ticks = tokio::time::interval_at(start, period.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(e) = job().await {
+                    tracing::error!("{name} failed: {e}");
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}

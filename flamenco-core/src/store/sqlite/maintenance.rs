@@ -1,0 +1,138 @@
+//! Maintenance operations: the active-task and worker timeouts, cleanup of finished tasks,
+//! clean slate and outbox purge. Each runs as one write job.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+
+use super::rows::{blob, col_id, ms, Db};
+use super::{outbox, tasks, workers};
+use crate::model::{worker_status, ObjectId};
+use crate::store::StoreResult;
+use crate::updates::{self, local_status_after};
+
+/// `Store::fail_timed_out_tasks`.
+pub(super) fn fail_timed_out(
+    conn: &Connection,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ObjectId>> {
+    let ids: Vec<ObjectId> = {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id FROM tasks WHERE status = 'active' \
+                 AND COALESCE(last_worker_ping, last_updated, 0) <= ?1 ORDER BY id",
+            )
+            .db()?;
+        let mut rows = stmt.query([ms(cutoff)]).db()?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next().db()? {
+            ids.push(col_id(row, 0)?);
+        }
+        ids
+    };
+    let mut failed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(before) = tasks::get_state(conn, id)? else {
+            continue;
+        };
+        let worker = match before.worker_id {
+            Some(wid) => workers::get(conn, wid)?,
+            None => None,
+        };
+        let ident = updates::timeout_ident(&before, worker.as_ref());
+        let update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+        outbox::insert(conn, &update)?;
+        let mut after = before.clone();
+        if let Some(st) = update
+            .task_status
+            .as_ref()
+            .and_then(|new| local_status_after(&after.status, new))
+        {
+            after.status = st;
+        }
+        after.activity.clone_from(&update.activity);
+        after.last_updated = Some(now);
+        tasks::save_changes(conn, &before, &after)?;
+        if let Some(w) = worker {
+            conn.prepare_cached("UPDATE workers SET status = ?2 WHERE id = ?1")
+                .db()?
+                .execute(params![blob(w.id), worker_status::TIMEOUT])
+                .db()?;
+        }
+        tracing::warn!(task = %id, worker = %ident, "task timed out; marked failed");
+        failed.push(id);
+    }
+    Ok(failed)
+}
+
+/// `Store::time_out_workers`.
+pub(super) fn time_out_workers(
+    conn: &Connection,
+    cutoff: DateTime<Utc>,
+) -> StoreResult<Vec<ObjectId>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE workers SET status = ?2 WHERE status = ?1 \
+             AND COALESCE(last_activity, 0) <= ?3 RETURNING id",
+        )
+        .db()?;
+    let mut rows = stmt
+        .query(params![
+            worker_status::AWAKE,
+            worker_status::TIMEOUT,
+            ms(cutoff)
+        ])
+        .db()?;
+    let mut ids = Vec::new();
+    while let Some(row) = rows.next().db()? {
+        ids.push(col_id(row, 0)?);
+    }
+    Ok(ids)
+}
+
+/// `Store::delete_finished_tasks`.
+pub(super) fn delete_finished(
+    conn: &Connection,
+    cutoff: DateTime<Utc>,
+    limit: usize,
+) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM tasks WHERE id IN ( \
+               SELECT t.id FROM tasks t \
+               WHERE t.status IN ('completed', 'failed', 'canceled') \
+                 AND MAX(COALESCE(t.last_worker_ping, 0), COALESCE(t.last_updated, 0)) <= ?1 \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM task_parents p JOIN tasks c ON c.id = p.task_id \
+                   WHERE p.parent_id = t.id \
+                     AND c.status NOT IN ('completed', 'failed', 'canceled')) \
+               LIMIT ?2)",
+        )
+        .db()?
+        .execute(params![ms(cutoff), limit as i64])
+        .db()?;
+    Ok(n as u64)
+}
+
+/// `Store::delete_tasks`.
+pub(super) fn delete_any(conn: &Connection, limit: usize) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks LIMIT ?1)")
+        .db()?
+        .execute([limit as i64])
+        .db()?;
+    Ok(n as u64)
+}
+
+/// `Store::purge_outbox`.
+pub(super) fn purge_outbox(conn: &Connection, limit: usize) -> StoreResult<u64> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM task_updates WHERE seq IN \
+             (SELECT seq FROM task_updates ORDER BY seq LIMIT ?1)",
+        )
+        .db()?
+        .execute([limit as i64])
+        .db()?;
+    Ok(n as u64)
+}

@@ -6,16 +6,26 @@
 //! Exit status: 0 success, 1 an error (printed to stderr with what to do), 2 bad usage.
 
 mod commands;
+mod config_cmd;
+mod erase;
+mod job;
 mod logging;
+mod output;
+mod push;
+mod queue;
+mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+const EXIT_CODES: &str = "Exit status:\n  0    success\n  1    an error (the message on stderr says what went wrong and what to do)\n  2    bad usage (unknown command or option)\n  130  `serve` stopped by a second signal during shutdown";
+
 /// Flamenco Manager: a render-farm task queue for Flamenco Workers.
 #[derive(Parser, Debug)]
-#[command(name = "flamenco", version, about, long_about = None)]
+#[command(name = "flamenco", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Configuration file (default: flamenco-manager.yaml in the working directory, if any).
     #[arg(long, short = 'c', global = true, value_name = "PATH")]
@@ -37,15 +47,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the Manager: serve the worker API until SIGINT/SIGTERM.
     Serve,
+    /// Submit and manage jobs (standalone mode): submit, list, show, cancel, requeue, delete.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     /// Inspect the task queue.
     #[command(subcommand)]
-    Queue(commands::QueueCommand),
+    Queue(queue::QueueCommand),
     /// Inspect workers and ask them to sleep, wake up or shut down.
     #[command(subcommand)]
-    Worker(commands::WorkerCommand),
+    Worker(worker::WorkerCommand),
     /// Check the configuration.
     #[command(subcommand)]
-    Config(commands::ConfigCommand),
+    Config(config_cmd::ConfigCommand),
+    /// Erase every cached task and the download watermark (workers and the outbox stay).
+    Cleanslate(erase::EraseArgs),
+    /// Erase the task-update outbox.
+    PurgeUpdates(erase::EraseArgs),
+    /// Push the task-update outbox to the Flamenco Server now (upstream mode).
+    Push(push::PushArgs),
 }
 
 fn main() -> ExitCode {

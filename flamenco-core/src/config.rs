@@ -1,8 +1,9 @@
 //! The Manager's settings: `flamenco-manager.yaml`, its defaults and its validation.
 //!
 //! Keys are v2's (manager-v2.md §1.2) plus `data_dir`, `worker_registration_secret`,
-//! `max_request_body`. Durations accept `30s`, `5m`, `1h30m`; a bare integer means
-//! seconds. Unknown keys, wrong types and clashing variables are errors that name the key.
+//! `max_request_body`, `upstream_gzip`, `max_tasks_per_job`, `admin_token`. Durations accept `30s`, `5m`, `1h30m`; a bare
+//! integer means seconds. Unknown keys, wrong types and clashing variables are errors that
+//! name the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,67 @@ pub struct Config {
     pub worker_registration_secret: String,
     /// Largest accepted request body, in bytes (413 above it).
     pub max_request_body: usize,
+    /// Compress pushes to the Flamenco Server with gzip.
+    pub upstream_gzip: UpstreamGzip,
+    /// A submitted job may compile into at most this many tasks (standalone mode).
+    pub max_tasks_per_job: usize,
+    /// When set, the job API (`/api/…`) needs `Authorization: Bearer <admin_token>`;
+    /// when empty, it only answers clients on the loopback interface.
+    pub admin_token: String,
+}
+
+/// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamGzip {
+    /// Try gzip; if the Server refuses a compressed body (400 or 415), send plain JSON for
+    /// the rest of the process. The default.
+    #[default]
+    Auto,
+    /// Always compress.
+    On,
+    /// Never compress (as v2).
+    Off,
+}
+
+impl UpstreamGzip {
+    /// The config-file spelling: `auto`, `true`, `false`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UpstreamGzip::Auto => "auto",
+            UpstreamGzip::On => "true",
+            UpstreamGzip::Off => "false",
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for UpstreamGzip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = UpstreamGzip;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto`, `true` or `false`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<UpstreamGzip, E> {
+                Ok(if v {
+                    UpstreamGzip::On
+                } else {
+                    UpstreamGzip::Off
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<UpstreamGzip, E> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "auto" => Ok(UpstreamGzip::Auto),
+                    "true" | "on" | "yes" => Ok(UpstreamGzip::On),
+                    "false" | "off" | "no" => Ok(UpstreamGzip::Off),
+                    _ => Err(E::custom(format!(
+                        "expected `auto`, `true` or `false`, got {v:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for Config {
@@ -79,6 +141,9 @@ impl Default for Config {
             path_replacement: VariableMap::new(),
             worker_registration_secret: String::new(),
             max_request_body: 16 * 1024 * 1024,
+            upstream_gzip: UpstreamGzip::Auto,
+            max_tasks_per_job: crate::jobs::DEFAULT_MAX_TASKS_PER_JOB,
+            admin_token: String::new(),
         }
     }
 }
@@ -169,13 +234,14 @@ impl Config {
         !self.flamenco.trim().is_empty()
     }
 
-    /// A copy with secrets masked: `manager_secret`, `worker_registration_secret` and the
-    /// password in `database_url` become `****` (empty values stay empty, so "not set"
-    /// remains visible).
+    /// A copy with secrets masked: `manager_secret`, `worker_registration_secret`,
+    /// `admin_token` and the password in `database_url` become `****` (empty values stay
+    /// empty, so "not set" remains visible).
     pub fn masked(&self) -> Config {
         let mut copy = self.clone();
         copy.manager_secret = mask(&self.manager_secret);
         copy.worker_registration_secret = mask(&self.worker_registration_secret);
+        copy.admin_token = mask(&self.admin_token);
         copy.database_url = mask_url_password(&self.database_url);
         copy
     }
@@ -257,6 +323,12 @@ impl Config {
             "max_request_body",
             Value::Number((c.max_request_body as u64).into()),
         );
+        put("upstream_gzip", s(c.upstream_gzip.as_str()));
+        put(
+            "max_tasks_per_job",
+            Value::Number((c.max_tasks_per_job as u64).into()),
+        );
+        put("admin_token", s(&c.admin_token));
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -287,6 +359,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "path_replacement",
     "worker_registration_secret",
     "max_request_body",
+    "upstream_gzip",
+    "max_tasks_per_job",
+    "admin_token",
 ];
 
 const MASK: &str = "****";
@@ -467,6 +542,9 @@ struct RawConfig {
     path_replacement: Option<VariableMap>,
     worker_registration_secret: Option<String>,
     max_request_body: Option<PositiveCount>,
+    upstream_gzip: Option<UpstreamGzip>,
+    max_tasks_per_job: Option<PositiveCount>,
+    admin_token: Option<String>,
 }
 
 impl RawConfig {
@@ -497,6 +575,8 @@ impl RawConfig {
         set!(task_cleanup_max_age);
         set!(watch_for_latest_image);
         set!(worker_registration_secret);
+        set!(upstream_gzip);
+        set!(admin_token);
         if let Some(v) = self.download_task_recheck_throttle {
             c.download_task_recheck_throttle = (!v.negative).then_some(v.magnitude);
         }
@@ -511,6 +591,10 @@ impl RawConfig {
         if let Some(PositiveCount(n)) = self.max_request_body {
             c.max_request_body = usize::try_from(n)
                 .map_err(|_| format!("max_request_body: {n} is too large for this platform"))?;
+        }
+        if let Some(PositiveCount(n)) = self.max_tasks_per_job {
+            c.max_tasks_per_job = usize::try_from(n)
+                .map_err(|_| format!("max_tasks_per_job: {n} is too large for this platform"))?;
         }
         if let Some(v) = self.variables {
             c.variables = v;
@@ -1183,12 +1267,61 @@ path_replacement:
     }
 
     #[test]
+    fn job_keys_max_tasks_per_job_and_admin_token() {
+        let d = Config::default();
+        assert_eq!(d.max_tasks_per_job, 10_000);
+        assert_eq!(d.admin_token, "");
+        let c = parse("max_tasks_per_job: 500\nadmin_token: s3cret\n").expect("parses");
+        assert_eq!(c.max_tasks_per_job, 500);
+        assert_eq!(c.admin_token, "s3cret");
+        assert_eq!(c.masked().admin_token, "****");
+        let text = c.describe_effective();
+        assert!(text.contains("max_tasks_per_job: 500"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(parse(&text).expect("reloads").max_tasks_per_job, 500);
+        for bad in ["0", "-3", "many", "1.5"] {
+            let err = parse_err(&format!("max_tasks_per_job: {bad}\n"));
+            assert!(err.contains("max_tasks_per_job"), "{bad}: {err}");
+        }
+        let err = parse_err("admin_token: [a]\n");
+        assert!(err.contains("admin_token"), "{err}");
+    }
+
+    #[test]
     fn duplicate_key_names_key_and_line() {
         let err = parse_err("listen: a\nflamenco: ''\nlisten: b\n");
         assert!(err.contains("listen"), "{err}");
         assert!(err.contains("line 3"), "{err}");
         let err = parse_err("variables:\n  a: {linux: x}\n  b: {linux: y}\n  a: {linux: z}\n");
         assert!(err.contains("duplicate key `a` (line 4)"), "{err}");
+    }
+
+    #[test]
+    fn upstream_gzip_values() {
+        assert_eq!(Config::default().upstream_gzip, UpstreamGzip::Auto);
+        for (text, want) in [
+            ("auto", UpstreamGzip::Auto),
+            ("'auto'", UpstreamGzip::Auto),
+            ("true", UpstreamGzip::On),
+            ("false", UpstreamGzip::Off),
+            ("'true'", UpstreamGzip::On),
+            ("off", UpstreamGzip::Off),
+        ] {
+            let c = parse(&format!("upstream_gzip: {text}\n")).expect(text);
+            assert_eq!(c.upstream_gzip, want, "{text}");
+            // The description says it the same way and loads again.
+            let described = c.describe_effective();
+            assert!(
+                described.contains(&format!("upstream_gzip: {}", want.as_str()))
+                    || described.contains(&format!("upstream_gzip: '{}'", want.as_str())),
+                "{described}"
+            );
+            assert_eq!(parse(&described).expect("reloads").upstream_gzip, want);
+        }
+        let err = parse_err("listen: ':1'\nupstream_gzip: sometimes\n");
+        assert!(err.contains("upstream_gzip"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("`auto`, `true` or `false`"), "{err}");
     }
 
     #[test]

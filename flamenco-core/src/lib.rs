@@ -4,16 +4,20 @@
 //! persistent state behind the [`store::Store`] trait, the local status machine
 //! ([`updates`]), variable substitution ([`variables`]), worker authentication ([`auth`]),
 //! and the [`Manager`] facade that the daemon, the CLI, tests and examples all use.
+//! [`upstream`] is the Flamenco Server client and its sync loops (upstream mode).
 
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod jobs;
 pub mod maintenance;
 pub mod manager;
 pub mod model;
 pub mod protocol;
+pub mod seen;
 pub mod store;
 pub mod updates;
+pub mod upstream;
 pub mod variables;
 
 pub use manager::{ApiError, Manager, NextTask, OpenError, Peer};

@@ -18,6 +18,8 @@ pub const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_secs(60);
 pub const CLEANUP_STARTUP_DELAY: Duration = Duration::from_secs(6 * 60);
 /// …and then this often (v2: every 10 minutes).
 pub const CLEANUP_PERIOD: Duration = Duration::from_secs(10 * 60);
+/// How often workers' "seen" times are written (see [`crate::seen`]).
+pub const SEEN_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 /// Tasks deleted per store call; cleanup and clean slate work in batches this size so
 /// they never hold the store's write lock for long.
 pub const DELETE_BATCH: usize = 1000;
@@ -40,6 +42,7 @@ impl Manager {
     /// `active_task_timeout_interval` (through the outbox, so the job source hears of it)
     /// and mark `awake` workers not seen for `active_worker_timeout_interval` as `timeout`.
     pub async fn check_timeouts_now(&self) -> Result<TimeoutReport, ApiError> {
+        self.flush_seen().await?;
         let now = self.now();
         let task_cutoff = now - chrono_duration(self.config().active_task_timeout_interval);
         let worker_cutoff = now - chrono_duration(self.config().active_worker_timeout_interval);
@@ -137,14 +140,27 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
             "task cleanup",
             CLEANUP_STARTUP_DELAY,
             CLEANUP_PERIOD,
-            shutdown,
+            shutdown.clone(),
             move || {
                 let manager = manager.clone();
                 async move { manager.cleanup_now().await.map(|_| ()) }
             },
         )
     };
-    tokio::join!(timeouts, cleanup);
+    let seen = {
+        let manager = manager.clone();
+        periodic(
+            "seen flush",
+            SEEN_FLUSH_PERIOD,
+            SEEN_FLUSH_PERIOD,
+            shutdown,
+            move || {
+                let manager = manager.clone();
+                async move { manager.flush_seen().await.map_err(ApiError::from) }
+            },
+        )
+    };
+    tokio::join!(timeouts, cleanup, seen);
 }
 
 /// Call `job` after `delay`, then every `period` (measured from the start of each run,

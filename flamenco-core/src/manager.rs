@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::auth::{self, SecretCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::jobs::JobTypes;
 use crate::model::{
     worker_status, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
 };
@@ -21,9 +22,12 @@ use crate::protocol::{
     Invalid, MayIRunAnswer, OutputProduced, RegisterWorker, SignOnRequest, WorkerTaskUpdate,
     ACKNOWLEDGEABLE_STATUSES,
 };
+use crate::seen::SeenTracker;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ClaimRequest, Seen, SignOn, Store, StoreError, TaskQuery};
+use crate::store::{ClaimRequest, Claimed, Seen, SignOn, Store, StoreError, TaskQuery};
 use crate::updates::{self, MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+use crate::upstream::refetch::Revalidation;
+use crate::upstream::{Upstream, UpstreamOptions, UpstreamStatus};
 use crate::variables::Substitutions;
 
 /// How many `/output-produced` reports are remembered.
@@ -59,6 +63,10 @@ pub enum ApiError {
     /// 500: something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 400: one field of a request is not acceptable; `field` names it (`job_type`,
+    /// `settings.frames`, …) and `message` says why.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
 }
 
 impl From<Invalid> for ApiError {
@@ -114,25 +122,72 @@ pub struct Manager {
     substitutions: Substitutions,
     secrets: Arc<SecretCache>,
     outputs: Mutex<VecDeque<ProducedOutput>>,
+    seen_tracker: SeenTracker,
+    /// The Flamenco Server connection, in upstream mode.
+    upstream: Option<Arc<Upstream>>,
+    /// The job types jobs can be submitted with (standalone mode).
+    job_types: Mutex<JobTypes>,
 }
+
+/// How many times one `/task` request may find its reserved task changed by the Server
+/// before giving up (v2 allowed 1000, with a lock held).
+const MAX_REVALIDATIONS: usize = 100;
 
 impl Manager {
     /// Open the store the configuration names (the embedded store in `data_dir` unless
-    /// `database_url` is set) with the system clock.
+    /// `database_url` is set to a `mongodb://` or `mongodb+srv://` URL) with the system
+    /// clock. An unreachable MongoDB is an error after about 2 s.
     pub async fn open(config: Config) -> Result<Manager, OpenError> {
-        let store: Arc<dyn Store> = if config.database_url.trim().is_empty() {
+        let url = config.database_url.trim();
+        let store: Arc<dyn Store> = if url.is_empty() {
             let dir: PathBuf = config.data_dir.clone();
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
                 .await
                 .map_err(|e| OpenError::Store(StoreError::Other(e.to_string())))??;
             Arc::new(store)
+        } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
         } else {
             return Err(OpenError::Unsupported(format!(
-                "database_url {:?} is not supported by this build; remove it to use the embedded store in data_dir",
-                config.database_url
+                "database_url {:?} is not a MongoDB URL (mongodb:// or mongodb+srv://); \
+                 remove it to use the embedded store in data_dir",
+                crate::store::mongo::redact(url)
             )));
         };
-        Ok(Manager::with_store(config, store, Arc::new(SystemClock)))
+        Manager::try_with_store(config, store, Arc::new(SystemClock))
+    }
+
+    /// Like [`Manager::with_store`], but a bad upstream configuration (`flamenco`,
+    /// `manager_id`, `manager_secret`) is an error instead of a logged one.
+    pub fn try_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Manager, OpenError> {
+        let options = UpstreamOptions::from_config(&config);
+        Self::with_upstream_options(config, store, clock, options)
+    }
+
+    /// A manager whose upstream connection (when `flamenco` is configured) uses these
+    /// options instead of the defaults (tests, embedding).
+    pub fn with_upstream_options(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        options: UpstreamOptions,
+    ) -> Result<Manager, OpenError> {
+        let upstream = if config.is_upstream() {
+            let up = Upstream::new(&config, options)
+                .map_err(|e| OpenError::Unsupported(format!("upstream mode: {e}")))?;
+            Some(Arc::new(up))
+        } else {
+            None
+        };
+        let mut manager = Manager::with_store(Config::default(), store, clock);
+        manager.substitutions = Substitutions::new(&config);
+        manager.config = Arc::new(config);
+        manager.upstream = upstream;
+        Ok(manager)
     }
 
     /// A manager over an already opened store and a given clock (tests, embedding).
@@ -145,7 +200,53 @@ impl Manager {
             substitutions,
             secrets: Arc::new(SecretCache::new()),
             outputs: Mutex::new(VecDeque::new()),
+            seen_tracker: SeenTracker::default(),
+            upstream: None,
+            job_types: Mutex::new(JobTypes::builtin()),
         }
+        .with_upstream_or_log()
+    }
+
+    /// `with_store` cannot fail: an upstream configuration that does not work is logged,
+    /// and the Manager runs without one.
+    fn with_upstream_or_log(mut self) -> Manager {
+        if self.config.is_upstream() {
+            match Upstream::new(&self.config, UpstreamOptions::from_config(&self.config)) {
+                Ok(up) => self.upstream = Some(Arc::new(up)),
+                Err(e) => tracing::error!("upstream mode is off: {e}"),
+            }
+        }
+        self
+    }
+
+    /// The Flamenco Server connection (upstream mode), if any.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.upstream.as_ref()
+    }
+
+    /// The upstream connection's state with fresh outbox counts; `None` when standalone.
+    pub async fn upstream_status(&self) -> Option<UpstreamStatus> {
+        let up = self.upstream.as_ref()?;
+        let mut status = up.status();
+        if let Ok(n) = self.store.outbox_len().await {
+            status.backlog = n;
+        }
+        if let Ok(n) = self.store.outbox_set_aside_len().await {
+            status.set_aside = n;
+        }
+        Some(status)
+    }
+
+    /// `/kick`: ask for a task download now, without waiting for it (standalone: nothing).
+    pub fn kick_download(&self) {
+        if let Some(up) = &self.upstream {
+            up.kick_download();
+        }
+    }
+
+    /// The job-type registry (see `crate::jobs`).
+    pub(crate) fn job_type_registry(&self) -> &Mutex<JobTypes> {
+        &self.job_types
     }
 
     pub fn config(&self) -> &Config {
@@ -160,9 +261,37 @@ impl Manager {
         self.clock.now()
     }
 
-    /// Close the store cleanly.
+    /// Close the store cleanly (pending "seen" times are written first).
     pub async fn close(&self) -> Result<(), StoreError> {
-        self.store.close().await
+        let flushed = self.flush_seen().await;
+        let closed = self.store.close().await;
+        flushed.and(closed)
+    }
+
+    /// Record contact from a worker: written at once when it changes something visible,
+    /// else kept for the next [`Manager::flush_seen`] (see [`crate::seen`]).
+    async fn mark_seen(
+        &self,
+        worker: &Worker,
+        peer: &Peer,
+        mark_awake: bool,
+    ) -> Result<(), ApiError> {
+        let seen = self.seen(peer, mark_awake);
+        if SeenTracker::needs_write_now(worker, &seen) {
+            self.seen_tracker.forget(worker.id);
+            self.store.worker_seen(worker.id, &seen).await?;
+        } else {
+            self.seen_tracker.record(worker.id, seen);
+        }
+        Ok(())
+    }
+
+    /// Write the pending "seen" times of workers to the store.
+    pub async fn flush_seen(&self) -> Result<(), StoreError> {
+        for (id, seen) in self.seen_tracker.take() {
+            self.store.worker_seen(id, &seen).await?;
+        }
+        Ok(())
     }
 
     fn seen(&self, peer: &Peer, mark_awake: bool) -> Seen {
@@ -277,6 +406,9 @@ impl Manager {
 
     /// `POST /sign-off`: re-queue the worker's active tasks, mark it `down`.
     pub async fn sign_off(&self, worker: &Worker) -> Result<Vec<ObjectId>, ApiError> {
+        if !self.config.is_upstream() {
+            self.cancel_tasks_worker_stopped(worker).await?;
+        }
         let requeued = self.store.sign_off_worker(worker.id, self.now()).await?;
         if !requeued.is_empty() {
             tracing::info!(worker = %worker.identifier(), tasks = requeued.len(), "worker signed off; re-queued its active tasks");
@@ -286,9 +418,7 @@ impl Manager {
 
     /// `POST /task`: the scheduler (v2 §6).
     pub async fn next_task(&self, worker: &Worker, peer: &Peer) -> Result<NextTask, ApiError> {
-        self.store
-            .worker_seen(worker.id, &self.seen(peer, true))
-            .await?;
+        self.mark_seen(worker, peer, true).await?;
         if let Some(req) = worker.status_requested {
             if worker.supports_status_requests() && req != RequestedStatus::Awake {
                 return Ok(NextTask::StatusRequested(req));
@@ -299,6 +429,9 @@ impl Manager {
                 "You do not support any task types.".into(),
             ));
         }
+        if !self.config.is_upstream() {
+            self.cancel_tasks_worker_stopped(worker).await?;
+        }
         let claim = ClaimRequest {
             worker_id: worker.id,
             nickname: worker.nickname.clone(),
@@ -306,7 +439,14 @@ impl Manager {
             task_types: worker.supported_task_types.clone(),
             now: self.now(),
         };
-        let Some(claimed) = self.store.claim_task(&claim).await? else {
+        let claimed = match &self.upstream {
+            None => self.store.claim_task(&claim).await?,
+            Some(up) => self.claim_revalidated(up, claim.clone()).await?,
+        };
+        let Some(claimed) = claimed else {
+            if let Some(up) = &self.upstream {
+                up.kick_for_empty_queue(self.config.download_task_recheck_throttle);
+            }
             return Ok(NextTask::NoTask);
         };
         let mut task = claimed.task;
@@ -314,6 +454,41 @@ impl Manager {
             .apply(&worker.platform, &mut task.commands);
         tracing::debug!(task = %task.id, worker = %claim.ident, again = claimed.already_assigned, "assigned task");
         Ok(NextTask::Task(Box::new(task)))
+    }
+
+    /// Upstream mode's claim (v2 §5.4 without its lock): reserve the best task, ask the
+    /// Server whether it changed (no lock held, short timeout), then confirm the
+    /// reservation, or release it with the Server's version and choose again.
+    async fn claim_revalidated(
+        &self,
+        up: &Upstream,
+        mut claim: ClaimRequest,
+    ) -> Result<Option<Claimed>, ApiError> {
+        for _ in 0..MAX_REVALIDATIONS {
+            claim.now = self.now();
+            let Some(reserved) = self.store.reserve_task(&claim).await? else {
+                return Ok(None);
+            };
+            let id = reserved.task.id;
+            match up.revalidate(&reserved.task, self.now()).await {
+                Revalidation::Unchanged => {
+                    if let Some(mut confirmed) = self.store.confirm_claim(id, &claim).await? {
+                        confirmed.already_assigned = reserved.already_assigned;
+                        return Ok(Some(confirmed));
+                    }
+                    // Changed meanwhile (e.g. canceled by a push answer): choose again.
+                }
+                Revalidation::Changed(verdict) => {
+                    self.store
+                        .release_claim(id, claim.worker_id, &verdict, self.now())
+                        .await?;
+                }
+            }
+        }
+        tracing::error!(worker = %claim.ident, "the Flamenco Server changed every task offered to the worker, {MAX_REVALIDATIONS} times in a row");
+        Err(ApiError::Internal(format!(
+            "the Flamenco Server changed every task chosen for this worker ({MAX_REVALIDATIONS} in a row); try again"
+        )))
     }
 
     /// The task could not be delivered to the worker (the connection broke): put it back
@@ -338,9 +513,7 @@ impl Manager {
         body: WorkerTaskUpdate,
         peer: &Peer,
     ) -> Result<(), ApiError> {
-        self.store
-            .worker_seen(worker.id, &self.seen(peer, true))
-            .await?;
+        self.mark_seen(worker, peer, true).await?;
         let update = body.into_update(task_id, &worker.identifier(), self.now())?;
         match self.store.apply_worker_update(worker.id, update).await? {
             WorkerUpdateOutcome::Applied => Ok(()),
@@ -363,9 +536,7 @@ impl Manager {
         task_id: ObjectId,
         peer: &Peer,
     ) -> Result<MayIRunAnswer, ApiError> {
-        self.store
-            .worker_seen(worker.id, &self.seen(peer, true))
-            .await?;
+        self.mark_seen(worker, peer, true).await?;
         let requested = worker
             .status_requested
             .filter(|r| *r != RequestedStatus::Awake && worker.supports_status_requests());
@@ -428,9 +599,7 @@ impl Manager {
         worker: &Worker,
         peer: &Peer,
     ) -> Result<Option<RequestedStatus>, ApiError> {
-        self.store
-            .worker_seen(worker.id, &self.seen(peer, false))
-            .await?;
+        self.mark_seen(worker, peer, false).await?;
         Ok(worker.status_requested)
     }
 
@@ -502,6 +671,12 @@ impl Manager {
         } else {
             Err(ApiError::NotFound(format!("worker {id} is unknown")))
         }
+    }
+
+    /// Substitute variables and path replacements for `platform` into `commands`, as a
+    /// worker on that platform would receive them.
+    pub fn substitute(&self, platform: &str, commands: &mut [crate::model::Command]) {
+        self.substitutions.apply(platform, commands);
     }
 
     /// Number of task updates waiting in the outbox.

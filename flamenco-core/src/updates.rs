@@ -251,6 +251,126 @@ pub fn timeout_ident(task: &Task, worker: Option<&crate::model::Worker>) -> Stri
     }
 }
 
+// ---- the job source (upstream mode) ----
+
+/// The task type given to a downloaded task that has none (v2 §5.3).
+pub const UNKNOWN_TASK_TYPE: &str = "unknown";
+
+/// A task as the job source sent it, merged with the local copy (v2 §5.3, fixing §11 #10).
+///
+/// The job source's fields win (name, priorities, commands, etag, …), but a download never
+/// takes a task away from the worker running it: when the local task is `active`, it keeps
+/// its status, worker and activity unless the job source says `canceled` or
+/// `cancel-requested`. The local bookkeeping (`worker_id`, `last_worker_ping`) is never
+/// wiped. A task the job source believes `active` but that is not active here is
+/// `claimed-by-manager` (no worker of ours runs it). `last_updated` becomes `now`; an empty
+/// task type becomes [`UNKNOWN_TASK_TYPE`].
+pub fn merge_downloaded(local: Option<&Task>, mut server: Task, now: DateTime<Utc>) -> Task {
+    if server.task_type.is_empty() {
+        server.task_type = UNKNOWN_TASK_TYPE.to_string();
+    }
+    server.last_updated = Some(now);
+    server.worker_id = local.and_then(|l| l.worker_id);
+    server.last_worker_ping = local.and_then(|l| l.last_worker_ping);
+    match local {
+        Some(l) if l.status == TaskStatus::Active && !server.status.is_cancel() => {
+            server.status = TaskStatus::Active;
+            server.worker.clone_from(&l.worker);
+            server.activity.clone_from(&l.activity);
+        }
+        Some(l) if server.status == TaskStatus::Active => server.status = l.status.clone(),
+        None if server.status == TaskStatus::Active => {
+            server.status = TaskStatus::ClaimedByManager;
+        }
+        _ => {}
+    }
+    server
+}
+
+/// What re-validating a task with the job source found out (v2 §5.4).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refetched {
+    /// The job source has a newer version of the task.
+    Changed(Box<Task>),
+    /// The job source no longer has the task for us (204, 4xx, or an undecodable answer).
+    Gone,
+}
+
+/// A task reserved for a worker, after re-validation found it changed (v2 §5.4): the
+/// reservation is released (`worker_id` cleared) and the task takes the job source's
+/// version. A task that is gone becomes `canceled` and keeps its other fields (v2 case
+/// 20). A changed task takes the job source's fields as in [`merge_downloaded`], its status
+/// as given, except that `active` becomes `claimed-by-manager` (the reserving worker never
+/// got it).
+pub fn after_refetch(local: &Task, verdict: &Refetched, now: DateTime<Utc>) -> Task {
+    let mut task = match verdict {
+        Refetched::Gone => {
+            let mut t = local.clone();
+            t.status = TaskStatus::Canceled;
+            t
+        }
+        Refetched::Changed(server) => {
+            let mut t = (**server).clone();
+            t.id = local.id;
+            if t.task_type.is_empty() {
+                t.task_type = UNKNOWN_TASK_TYPE.to_string();
+            }
+            if t.status == TaskStatus::Active {
+                t.status = TaskStatus::ClaimedByManager;
+            }
+            t.last_worker_ping = local.last_worker_ping;
+            t
+        }
+    };
+    task.worker_id = None;
+    task.last_updated = Some(now);
+    task
+}
+
+/// What to do with one id of the job source's cancel list (v2 §5.6).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpstreamCancel {
+    /// A worker runs it: make it `cancel-requested` locally; the worker learns it through
+    /// may-i-run. Nothing is queued.
+    RequestCancel,
+    /// Queue this update (and apply it locally): `canceled`, or the task's own final
+    /// status when it already finished here.
+    Queue(TaskUpdate),
+    /// A final status for this task is already waiting in the outbox: nothing to add.
+    AlreadyPending,
+}
+
+/// Decide what a cancel request for `task_id` does (v2 §5.6). `final_update_pending` tells
+/// whether the outbox already holds an update with a final status for this task (then the
+/// job source will hear the end of the task without another update; v2 queued one per
+/// push answer).
+pub fn upstream_cancel(
+    task_id: ObjectId,
+    local: Option<&Task>,
+    final_update_pending: bool,
+    now: DateTime<Utc>,
+) -> UpstreamCancel {
+    if local.is_some_and(|t| t.status == TaskStatus::Active) {
+        return UpstreamCancel::RequestCancel;
+    }
+    if final_update_pending {
+        return UpstreamCancel::AlreadyPending;
+    }
+    // A task that finished here reports how it finished; anything else is canceled.
+    let status = match local {
+        Some(t) if t.status.is_final() => t.status.clone(),
+        _ => TaskStatus::Canceled,
+    };
+    UpstreamCancel::Queue(manager_update(
+        task_id,
+        now,
+        Some(status),
+        "",
+        String::new(),
+        String::new(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +473,92 @@ mod tests {
             u.activity,
             "Re-queued task after unassigning from worker w "
         );
+    }
+
+    #[test]
+    fn downloads_merge_without_taking_running_tasks_away() {
+        let me = ObjectId::new();
+        let now = Utc::now();
+        let mut local = task(TaskStatus::Active, Some(me));
+        local.worker = "node1".into();
+        local.activity = "rendering".into();
+        let mut server = local.clone();
+        server.worker_id = None;
+        server.status = TaskStatus::ClaimedByManager;
+        server.priority = 7;
+        server.worker = String::new();
+        let merged = merge_downloaded(Some(&local), server.clone(), now);
+        assert_eq!(merged.status, TaskStatus::Active);
+        assert_eq!(merged.worker_id, Some(me));
+        assert_eq!(merged.worker, "node1");
+        assert_eq!(merged.activity, "rendering");
+        assert_eq!(merged.priority, 7);
+        assert_eq!(merged.last_updated, Some(now));
+        for cancel in [TaskStatus::CancelRequested, TaskStatus::Canceled] {
+            server.status = cancel.clone();
+            let merged = merge_downloaded(Some(&local), server.clone(), now);
+            assert_eq!(merged.status, cancel);
+            assert_eq!(merged.worker_id, Some(me));
+        }
+        // The Server's `active` for a task nobody runs here.
+        server.status = TaskStatus::Active;
+        server.task_type.clear();
+        let merged = merge_downloaded(None, server.clone(), now);
+        assert_eq!(merged.status, TaskStatus::ClaimedByManager);
+        assert_eq!(merged.task_type, UNKNOWN_TASK_TYPE);
+        let done = task(TaskStatus::Completed, Some(me));
+        assert_eq!(
+            merge_downloaded(Some(&done), server, now).status,
+            TaskStatus::Completed
+        );
+    }
+
+    #[test]
+    fn refetch_verdicts_release_the_reservation() {
+        let me = ObjectId::new();
+        let now = Utc::now();
+        let mut local = task(TaskStatus::Active, Some(me));
+        local.priority = 100;
+        let gone = after_refetch(&local, &Refetched::Gone, now);
+        assert_eq!(gone.status, TaskStatus::Canceled);
+        assert_eq!(gone.priority, 100);
+        assert_eq!(gone.worker_id, None);
+        let mut server = local.clone();
+        server.status = TaskStatus::Active;
+        server.priority = 5;
+        let changed = after_refetch(&local, &Refetched::Changed(Box::new(server)), now);
+        assert_eq!(changed.status, TaskStatus::ClaimedByManager);
+        assert_eq!(changed.priority, 5);
+        assert_eq!(changed.worker_id, None);
+    }
+
+    #[test]
+    fn cancel_list_decisions() {
+        let id = ObjectId::new();
+        let now = Utc::now();
+        let running = task(TaskStatus::Active, Some(ObjectId::new()));
+        assert_eq!(
+            upstream_cancel(id, Some(&running), true, now),
+            UpstreamCancel::RequestCancel
+        );
+        let queued = task(TaskStatus::Queued, None);
+        assert_eq!(
+            upstream_cancel(id, Some(&queued), true, now),
+            UpstreamCancel::AlreadyPending
+        );
+        let UpstreamCancel::Queue(u) = upstream_cancel(id, Some(&queued), false, now) else {
+            panic!("queue an update");
+        };
+        assert_eq!(u.task_status, Some(TaskStatus::Canceled));
+        assert_eq!(u.worker, "");
+        let failed = task(TaskStatus::Failed, None);
+        let UpstreamCancel::Queue(u) = upstream_cancel(id, Some(&failed), false, now) else {
+            panic!("queue an update");
+        };
+        assert_eq!(u.task_status, Some(TaskStatus::Failed));
+        let UpstreamCancel::Queue(u) = upstream_cancel(id, None, false, now) else {
+            panic!("queue an update");
+        };
+        assert_eq!(u.task_status, Some(TaskStatus::Canceled));
     }
 }

@@ -62,6 +62,10 @@ impl IntoResponse for HttpError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidField { field, message } => {
+                let body = serde_json::json!({ "error": message, "field": field });
+                return crate::json::json_response(StatusCode::BAD_REQUEST, &body);
+            }
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -42,6 +42,22 @@ pub fn routes() -> Router<Arc<Manager>> {
         .route("/kick", any(kick))
 }
 
+/// Every route of [`routes`], as `(method, path)` (`any` for every method); the OpenAPI
+/// test checks that each is served and documented.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/register-worker"),
+    ("post", "/sign-on"),
+    ("post", "/sign-off"),
+    ("post", "/task"),
+    ("post", "/tasks/{task_id}/update"),
+    ("post", "/tasks/{task_id}/return"),
+    ("get", "/may-i-run/{task_id}"),
+    ("post", "/output-produced"),
+    ("get", "/status-change"),
+    ("post", "/ack-status-change/{status}"),
+    ("any", "/kick"),
+];
+
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
@@ -179,9 +195,10 @@ async fn ack_status_change(
     Ok(no_content())
 }
 
-/// `/kick`: ask for a task download. Standalone mode has no upstream, so there is nothing
-/// to download; the answer is the same either way and never waits.
-async fn kick() -> Response {
+/// `/kick`: ask for a task download from the Flamenco Server (upstream mode; standalone
+/// mode has nothing to download). The answer never waits for the download.
+async fn kick(State(manager): State<Arc<Manager>>) -> Response {
+    manager.kick_download();
     no_content()
 }
 

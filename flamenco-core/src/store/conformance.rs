@@ -18,11 +18,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use crate::jobs::status::JobAction;
 use crate::model::{
-    worker_status, Command, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
+    worker_status, Command, Job, JobStatus, ObjectId, RequestedStatus, Task, TaskCounts,
+    TaskStatus, TaskUpdate, Worker,
 };
-use crate::store::{ClaimRequest, Seen, SignOn, Store, StoreError, TaskQuery};
-use crate::updates::{self, MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+use crate::store::{
+    ClaimRequest, JobActionOutcome, JobQuery, JobStatusChange, MergeReport, Seen, SignOn, Store,
+    StoreError, TaskOrder, TaskQuery,
+};
+use crate::updates::{self, MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 // ---- fixtures ----
 
@@ -313,6 +318,51 @@ pub async fn duplicate_insert_is_refused_atomically(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_len().await.expect("len"), 0);
     let all = store.list_tasks(&TaskQuery::default()).await.expect("list");
     assert_eq!(all, vec![a]);
+}
+
+/// `TaskQuery::order`: by id, in the scheduler's order, or most recently updated first.
+pub async fn list_tasks_orders(store: Arc<dyn Store>) {
+    let a = prio_task(nth_id(0x20, 1), "sleeping", 0, 10);
+    let mut b = prio_task(nth_id(0x20, 2), "sleeping", 5, 1);
+    let mut c = prio_task(nth_id(0x20, 3), "sleeping", 0, 90);
+    let d = prio_task(nth_id(0x20, 4), "sleeping", 5, 1);
+    b.last_updated = Some(at(2_000));
+    c.last_updated = Some(at(3_000));
+    add_tasks(&store, &[a.clone(), b.clone(), c.clone(), d.clone()]).await;
+    let ids = |order| {
+        let store = store.clone();
+        async move {
+            store
+                .list_tasks(&TaskQuery {
+                    order,
+                    ..TaskQuery::default()
+                })
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(TaskOrder::Id).await, vec![a.id, b.id, c.id, d.id]);
+    assert_eq!(ids(TaskOrder::Schedule).await, vec![b.id, d.id, c.id, a.id]);
+    assert_eq!(
+        ids(TaskOrder::RecentlyUpdated).await,
+        vec![c.id, b.id, a.id, d.id]
+    );
+    let page = store
+        .list_tasks(&TaskQuery {
+            order: TaskOrder::Schedule,
+            limit: Some(2),
+            offset: 1,
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        page.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![d.id, c.id]
+    );
 }
 
 /// `list_tasks` honours every filter, orders by id, and pages with limit/offset.
@@ -1644,6 +1694,415 @@ pub async fn worker_status_request_set_and_ack(store: Arc<dyn Store>) {
     assert_eq!(after.status_requested, None);
 }
 
+// ---- the job source (upstream mode) ----
+
+/// Downloads (v2 §5.3, fixing §11 #10): new tasks are inserted; existing ones take the
+/// job source's fields; a running task keeps its worker and status unless the job source
+/// canceled it; the local bookkeeping is never wiped; `active` from the job source for a
+/// task nobody runs here becomes `claimed-by-manager`; an empty task type becomes `unknown`.
+pub async fn merge_downloaded_tasks_keeps_running_tasks(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &w).await;
+    let running = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    let doomed = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 40);
+    let finished = prio_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 30);
+    add_tasks(&store, &[running.clone(), doomed.clone(), finished.clone()]).await;
+    // The worker runs `running`, then `doomed`'s turn comes through a second claim.
+    let claimed = claimed_id(&store, &w, at(10)).await;
+    assert_eq!(claimed, Some(running.id));
+    let mut done = worker_update(running.id, &w, Some(TaskStatus::Completed), "done", at(11));
+    done.log = "log".into();
+    store.apply_worker_update(w.id, done).await.expect("update");
+    assert_eq!(claimed_id(&store, &w, at(12)).await, Some(doomed.id));
+    let mut f = finished.clone();
+    f.status = TaskStatus::Completed;
+    let mut finish = TaskUpdate::new(finished.id, at(13));
+    finish.task_status = Some(TaskStatus::Completed);
+    store.queue_update(finish).await.expect("queue");
+
+    // The Server re-sends `running` (now locally completed) as requeued, `doomed`
+    // (locally active) with a new priority, `finished` as active; plus a new task
+    // without a type that the Server thinks is active.
+    let mut s_running = running.clone();
+    s_running.status = TaskStatus::ClaimedByManager;
+    s_running.etag = "e2".into();
+    let mut s_doomed = doomed.clone();
+    s_doomed.status = TaskStatus::ClaimedByManager;
+    s_doomed.priority = 99;
+    s_doomed.worker = "someone else".into();
+    s_doomed.commands = vec![Command::new("echo", json!({"message": "new"}))];
+    let mut s_finished = finished.clone();
+    s_finished.status = TaskStatus::Active;
+    let mut s_new = prio_task(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "", 0, 10);
+    s_new.status = TaskStatus::Active;
+    s_new.worker_id = Some(w.id); // never taken from the job source
+    let report = store
+        .merge_downloaded_tasks(
+            &[
+                s_running.clone(),
+                s_doomed.clone(),
+                s_finished.clone(),
+                s_new.clone(),
+            ],
+            at(20),
+        )
+        .await
+        .expect("merge");
+    assert_eq!(
+        report,
+        MergeReport {
+            inserted: 1,
+            updated: 3,
+            kept_running: 1
+        }
+    );
+
+    let t = task(&store, running.id).await;
+    assert_eq!(
+        t.status,
+        TaskStatus::ClaimedByManager,
+        "requeued by the Server"
+    );
+    assert_eq!(t.etag, "e2");
+    assert_eq!(t.worker_id, Some(w.id), "bookkeeping kept");
+    assert_eq!(t.last_updated, Some(at(20)));
+
+    let t = task(&store, doomed.id).await;
+    assert_eq!(t.status, TaskStatus::Active, "still running");
+    assert_eq!(t.worker_id, Some(w.id));
+    assert_eq!(t.worker, "workerLnx");
+    assert_eq!(t.last_worker_ping, Some(at(12)));
+    assert_eq!(t.priority, 99, "the Server's fields apply");
+    assert_eq!(t.commands, s_doomed.commands);
+    // The worker may go on.
+    assert_eq!(
+        store.may_i_run(doomed.id, w.id, at(21)).await.expect("may"),
+        MayIRun::Yes
+    );
+
+    let t = task(&store, finished.id).await;
+    assert_eq!(t.status, TaskStatus::Completed, "local status kept");
+
+    let t = task(&store, s_new.id).await;
+    assert_eq!(t.status, TaskStatus::ClaimedByManager);
+    assert_eq!(t.task_type, updates::UNKNOWN_TASK_TYPE);
+    assert_eq!(t.worker_id, None);
+
+    // A cancel from the Server reaches the running task.
+    let mut s_doomed2 = s_doomed.clone();
+    s_doomed2.status = TaskStatus::CancelRequested;
+    let report = store
+        .merge_downloaded_tasks(&[s_doomed2], at(30))
+        .await
+        .expect("merge");
+    assert_eq!(report.kept_running, 0);
+    let t = task(&store, doomed.id).await;
+    assert_eq!(t.status, TaskStatus::CancelRequested);
+    assert_eq!(t.worker_id, Some(w.id));
+    assert_eq!(
+        store.may_i_run(doomed.id, w.id, at(31)).await.expect("may"),
+        MayIRun::NotRunnable(TaskStatus::CancelRequested)
+    );
+    // Nothing was queued by downloads.
+    assert_eq!(outbox(&store).await.len(), 6, "2 claims x 2 + 2 updates");
+}
+
+/// Reservations (v2 §5.4 without a lock): reserve makes the best task `active` for the
+/// worker and queues nothing; confirm queues the assignment like a claim; release applies
+/// the job source's verdict; both do nothing once the reservation is lost.
+pub async fn reserve_confirm_release(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    let other = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "workerWin", &["sleeping"]);
+    add_worker(&store, &w).await;
+    add_worker(&store, &other).await;
+    let t1 = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    let t2 = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 100);
+    let t3 = prio_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 10);
+    add_tasks(&store, &[t1.clone(), t2.clone(), t3.clone()]).await;
+
+    // Reserve: the best task, active for the worker, nothing queued.
+    let req = claim_request(&w, at(100));
+    let r = store
+        .reserve_task(&req)
+        .await
+        .expect("reserve")
+        .expect("a task");
+    assert_eq!(r.task.id, t2.id);
+    assert!(!r.already_assigned);
+    let held = task(&store, t2.id).await;
+    assert_eq!(held.status, TaskStatus::Active);
+    assert_eq!(held.worker_id, Some(w.id));
+    assert_eq!(held.last_worker_ping, Some(at(100)));
+    assert_eq!(held.worker, t2.worker, "worker name set only on confirm");
+    assert!(outbox(&store).await.is_empty());
+    assert_eq!(worker(&store, w.id).await.current_task, None);
+    // Another worker does not get the reserved task.
+    assert_eq!(claimed_id(&store, &other, at(101)).await, Some(t1.id));
+    let after_other = outbox(&store).await.len();
+
+    // Release with a changed version (v2 case 19): the job source's fields, reservation gone.
+    let mut changed = t2.clone();
+    changed.priority = 5;
+    changed.etag = "new-etag".into();
+    changed.status = TaskStatus::Queued;
+    let verdict = Refetched::Changed(Box::new(changed));
+    assert!(store
+        .release_claim(t2.id, w.id, &verdict, at(102))
+        .await
+        .expect("release"));
+    let t = task(&store, t2.id).await;
+    assert_eq!(t.status, TaskStatus::Queued);
+    assert_eq!(t.priority, 5);
+    assert_eq!(t.etag, "new-etag");
+    assert_eq!(t.worker_id, None);
+    // A second release finds no reservation.
+    assert!(!store
+        .release_claim(t2.id, w.id, &verdict, at(103))
+        .await
+        .expect("release"));
+    assert_eq!(
+        outbox(&store).await.len(),
+        after_other,
+        "release queues nothing"
+    );
+
+    // Reserve again: t3 (priority 10) now beats t2 (priority 5); it is gone (v2 case 20).
+    let r = store
+        .reserve_task(&claim_request(&w, at(110)))
+        .await
+        .expect("reserve")
+        .expect("a task");
+    assert_eq!(r.task.id, t3.id);
+    assert!(store
+        .release_claim(t3.id, w.id, &Refetched::Gone, at(111))
+        .await
+        .expect("release"));
+    let t = task(&store, t3.id).await;
+    assert_eq!(t.status, TaskStatus::Canceled);
+    assert_eq!(t.priority, 10, "other fields stay");
+    assert_eq!(t.worker_id, None);
+
+    // Reserve and confirm: exactly what a claim does.
+    let req = claim_request(&w, at(120));
+    let r = store
+        .reserve_task(&req)
+        .await
+        .expect("reserve")
+        .expect("a task");
+    assert_eq!(r.task.id, t2.id);
+    let confirmed = store
+        .confirm_claim(t2.id, &req)
+        .await
+        .expect("confirm")
+        .expect("still held");
+    assert_eq!(confirmed.task.status, TaskStatus::Active);
+    assert_eq!(confirmed.task.worker, "workerLnx");
+    assert_eq!(confirmed.task.worker_id, Some(w.id));
+    assert_eq!(confirmed.task.commands, t2.commands);
+    assert_eq!(task(&store, t2.id).await, confirmed.task);
+    assert_eq!(worker(&store, w.id).await.current_task, Some(t2.id));
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), after_other + 2);
+    assert_same_update(
+        &queued[after_other],
+        &updates::assignment_status_update(t2.id, at(120)),
+    );
+    assert_same_update(
+        &queued[after_other + 1],
+        &updates::assignment_log_update(t2.id, &w.identifier(), at(120)),
+    );
+
+    // The worker asks again: its own active task is reserved again ("already assigned").
+    let r = store
+        .reserve_task(&claim_request(&w, at(130)))
+        .await
+        .expect("reserve")
+        .expect("a task");
+    assert_eq!(r.task.id, t2.id);
+    assert!(r.already_assigned);
+
+    // A lost reservation is neither confirmed nor released: the job source canceled it
+    // meanwhile through the cancel list.
+    store
+        .apply_upstream_cancels(&[t2.id], at(131))
+        .await
+        .expect("cancel");
+    assert!(store
+        .confirm_claim(t2.id, &claim_request(&w, at(132)))
+        .await
+        .expect("confirm")
+        .is_none());
+    assert!(!store
+        .release_claim(t2.id, w.id, &Refetched::Gone, at(133))
+        .await
+        .expect("release"));
+    assert_eq!(
+        task(&store, t2.id).await.status,
+        TaskStatus::CancelRequested
+    );
+    // Nothing for a worker without tasks of its type.
+    let nobody = test_worker(oid("a4a4a4a4a4a4a4a4a4a4a4a4"), "n", &["other"]);
+    add_worker(&store, &nobody).await;
+    assert!(store
+        .reserve_task(&claim_request(&nobody, at(140)))
+        .await
+        .expect("reserve")
+        .is_none());
+}
+
+/// The cancel list (v2 §5.6, v2 case 4): a running task becomes `cancel-requested`
+/// (nothing queued); any other or unknown task gets a queued `canceled` (a task that
+/// finished here reports how it finished); no second final update while one waits.
+pub async fn upstream_cancels_follow_v2(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    add_worker(&store, &w).await;
+    let running = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 90);
+    let queued = prio_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "testing", 0, 50);
+    let mut done = prio_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "testing", 0, 50);
+    done.status = TaskStatus::Completed;
+    let untouched = prio_task(oid("4aaaaaaaaaaaaaaaaaaaaaaa"), "testing", 0, 50);
+    add_tasks(
+        &store,
+        &[
+            running.clone(),
+            queued.clone(),
+            done.clone(),
+            untouched.clone(),
+        ],
+    )
+    .await;
+    assert_eq!(claimed_id(&store, &w, at(1)).await, Some(running.id));
+    let before = outbox(&store).await.len();
+    let unknown = oid("9aaaaaaaaaaaaaaaaaaaaaaa");
+
+    let report = store
+        .apply_upstream_cancels(&[running.id, queued.id, done.id, unknown], at(10))
+        .await
+        .expect("cancel");
+    assert_eq!(report.cancel_requested, vec![running.id]);
+    assert_eq!(report.queued, vec![queued.id, done.id, unknown]);
+    assert_eq!(report.already_pending, 0);
+
+    let t = task(&store, running.id).await;
+    assert_eq!(t.status, TaskStatus::CancelRequested);
+    assert_eq!(t.worker_id, Some(w.id));
+    assert_eq!(task(&store, queued.id).await.status, TaskStatus::Canceled);
+    assert_eq!(task(&store, done.id).await.status, TaskStatus::Completed);
+    assert_eq!(task(&store, untouched.id).await.status, TaskStatus::Queued);
+    let added: Vec<TaskUpdate> = outbox(&store).await[before..].to_vec();
+    assert_eq!(added.len(), 3);
+    let expect = |id, status| {
+        let mut u = TaskUpdate::new(id, at(10));
+        u.task_status = Some(status);
+        u
+    };
+    assert_same_update(&added[0], &expect(queued.id, TaskStatus::Canceled));
+    assert_same_update(&added[1], &expect(done.id, TaskStatus::Completed));
+    assert_same_update(&added[2], &expect(unknown, TaskStatus::Canceled));
+
+    // The next answer lists them again (the Server has not heard yet): the running task,
+    // now cancel-requested, gets its `canceled`; the others already have one waiting.
+    let report = store
+        .apply_upstream_cancels(&[running.id, queued.id, done.id, unknown], at(20))
+        .await
+        .expect("cancel");
+    assert_eq!(report.cancel_requested, Vec::<ObjectId>::new());
+    assert_eq!(report.queued, vec![running.id]);
+    assert_eq!(report.already_pending, 3);
+    assert_eq!(task(&store, running.id).await.status, TaskStatus::Canceled);
+    assert_eq!(outbox(&store).await.len(), before + 4);
+
+    // Once the Server acknowledged them, a repeated listing queues them again.
+    let ids: Vec<ObjectId> = outbox(&store).await[before..]
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    store.outbox_ack(&ids).await.expect("ack");
+    let report = store
+        .apply_upstream_cancels(&[queued.id], at(30))
+        .await
+        .expect("cancel");
+    assert_eq!(report.queued, vec![queued.id]);
+}
+
+/// Unacknowledged updates: attempts are counted per update; at the limit an update is set
+/// aside (kept, listed, counted, no longer peeked or counted as waiting); acknowledging
+/// removes it; retrying puts it back at the end with attempts reset.
+pub async fn outbox_set_aside_after_unacknowledged_attempts(store: Arc<dyn Store>) {
+    let t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    add_tasks(&store, std::slice::from_ref(&t)).await;
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let mut u = TaskUpdate::new(t.id, at(n));
+        u.activity = format!("update {n}");
+        store.queue_update(u.clone()).await.expect("queue");
+        sent.push(u);
+    }
+    assert_eq!(store.outbox_set_aside_len().await.expect("len"), 0);
+    assert!(store.outbox_set_aside(10).await.expect("list").is_empty());
+
+    // Updates 0 and 2 are never acknowledged; 1 twice only.
+    let stuck = [sent[0].id, sent[2].id];
+    for round in 1..=2 {
+        let now = at(100 + round);
+        let aside = store
+            .outbox_note_unacknowledged(&[sent[0].id, sent[1].id, sent[2].id], 3, now)
+            .await
+            .expect("note");
+        assert!(aside.is_empty(), "round {round}");
+    }
+    let aside = store
+        .outbox_note_unacknowledged(&stuck, 3, at(200))
+        .await
+        .expect("note");
+    assert_eq!(aside, stuck.to_vec());
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+    let waiting: Vec<ObjectId> = outbox(&store).await.iter().map(|u| u.id).collect();
+    assert_eq!(waiting, vec![sent[1].id, sent[3].id, sent[4].id]);
+    assert_eq!(
+        store.outbox_peek(1).await.expect("peek")[0].id,
+        sent[1].id,
+        "the head is no longer blocked"
+    );
+    assert_eq!(store.outbox_set_aside_len().await.expect("len"), 2);
+    let listed = store.outbox_set_aside(10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].update, sent[0]);
+    assert_eq!(listed[0].attempts, 3);
+    assert_eq!(listed[0].set_aside_at, at(200));
+    assert_eq!(listed[1].update, sent[2]);
+    assert_eq!(store.outbox_set_aside(1).await.expect("list").len(), 1);
+    // Noting a set-aside or unknown id changes nothing.
+    assert!(store
+        .outbox_note_unacknowledged(&[sent[0].id, oid("0badbadbadbadbadbadbadba")], 1, at(300))
+        .await
+        .expect("note")
+        .is_empty());
+    assert_eq!(
+        store.outbox_set_aside(10).await.expect("list")[0].attempts,
+        3
+    );
+
+    // A late acknowledgement removes a set-aside update too.
+    assert_eq!(store.outbox_ack(&[sent[2].id]).await.expect("ack"), 1);
+    assert_eq!(store.outbox_set_aside_len().await.expect("len"), 1);
+
+    // Retry: back at the end, attempts reset (one more miss does not set it aside).
+    assert_eq!(store.outbox_retry_set_aside().await.expect("retry"), 1);
+    assert_eq!(store.outbox_set_aside_len().await.expect("len"), 0);
+    let waiting: Vec<ObjectId> = outbox(&store).await.iter().map(|u| u.id).collect();
+    assert_eq!(
+        waiting,
+        vec![sent[1].id, sent[3].id, sent[4].id, sent[0].id]
+    );
+    assert!(store
+        .outbox_note_unacknowledged(&[sent[0].id], 2, at(400))
+        .await
+        .expect("note")
+        .is_empty());
+    assert_eq!(store.outbox_retry_set_aside().await.expect("retry"), 0);
+}
+
 // ---- settings ----
 
 /// Settings: missing is `None`; set, overwrite, clear (clearing a missing key is fine).
@@ -1924,18 +2383,561 @@ pub async fn clean_slate_and_outbox_purge(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_len().await.expect("len"), 0);
 }
 
+// ---- jobs (standalone mode) ----
+
+/// A `queued` job of `n` `sleep` tasks (`sleep-1` …, ids `nth_id(task_prefix, 1..=n)`,
+/// job priority 50, task priority 50), created at `at(0)`, its counts set.
+pub fn test_job(job_id: ObjectId, task_prefix: u8, n: u32) -> (Job, Vec<Task>) {
+    let job = Job {
+        id: job_id,
+        name: format!("job {job_id}"),
+        job_type: "sleep".into(),
+        priority: 50,
+        status: JobStatus::Queued,
+        settings: json!({"frames": format!("1-{n}"), "time_in_seconds": 1})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        created: at(0),
+        updated: at(0),
+        task_counts: TaskCounts::default(),
+    };
+    let tasks: Vec<Task> = (1..=n)
+        .map(|i| {
+            let mut t = Task::new(
+                format!("sleep-{i}"),
+                "sleep",
+                vec![Command::new("sleep", json!({"time_in_seconds": 1}))],
+            );
+            t.id = nth_id(task_prefix, i);
+            t.job = Some(job_id);
+            t.job_type = "sleep".into();
+            t.job_priority = 50;
+            t.last_updated = Some(at(0));
+            t
+        })
+        .collect();
+    (with_counts(job, &tasks), tasks)
+}
+
+/// `job` with the counts of `tasks`.
+fn with_counts(mut job: Job, tasks: &[Task]) -> Job {
+    job.task_counts = TaskCounts::from_statuses(tasks.iter().map(|t| &t.status));
+    job
+}
+
+fn counts_of(pairs: &[(TaskStatus, u64)]) -> TaskCounts {
+    let mut c = TaskCounts::default();
+    for (s, n) in pairs {
+        c.add(s, *n);
+    }
+    c
+}
+
+async fn job(store: &Arc<dyn Store>, id: ObjectId) -> Job {
+    store
+        .get_job(id)
+        .await
+        .expect("get job")
+        .unwrap_or_else(|| panic!("job {id} should exist"))
+}
+
+async fn ack_all(store: &Arc<dyn Store>) {
+    let ids: Vec<ObjectId> = outbox(store).await.iter().map(|u| u.id).collect();
+    store.outbox_ack(&ids).await.expect("ack");
+}
+
+/// Consume the whole outbox as the standalone consumer does: apply, then acknowledge.
+async fn consume(store: &Arc<dyn Store>, now: DateTime<Utc>) -> Vec<JobStatusChange> {
+    let updates = outbox(store).await;
+    let changes = store
+        .apply_updates_to_jobs(&updates, now)
+        .await
+        .expect("apply updates to jobs");
+    let ids: Vec<ObjectId> = updates.iter().map(|u| u.id).collect();
+    store.outbox_ack(&ids).await.expect("ack");
+    changes
+}
+
+async fn action(
+    store: &Arc<dyn Store>,
+    id: ObjectId,
+    what: JobAction,
+    now: DateTime<Utc>,
+) -> JobActionOutcome {
+    store.job_action(id, what, now).await.expect("job action")
+}
+
+fn done(outcome: JobActionOutcome) -> (Job, u64) {
+    match outcome {
+        JobActionOutcome::Done { job, tasks } => (job, tasks),
+        other => panic!("expected the action to be done, got {other:?}"),
+    }
+}
+
+fn refused(outcome: &JobActionOutcome) -> bool {
+    matches!(outcome, JobActionOutcome::Refused(reason) if !reason.is_empty())
+}
+
+/// A job and its tasks are stored together (or not at all), read back whole, and listed
+/// newest first with status filters and paging.
+pub async fn jobs_insert_get_list(store: Arc<dyn Store>) {
+    let (j1, t1) = test_job(nth_id(0x11, 1), 0x21, 3);
+    store.insert_job(&j1, &t1).await.expect("insert job");
+    assert_eq!(job(&store, j1.id).await, j1);
+    assert_eq!(store.get_job(nth_id(0x11, 99)).await.expect("get"), None);
+    let stored = store
+        .list_tasks(&TaskQuery {
+            job: Some(j1.id),
+            ..TaskQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(stored, t1, "the tasks are stored as given");
+
+    let (mut j2, t2) = test_job(nth_id(0x11, 2), 0x22, 1);
+    j2.status = JobStatus::Completed;
+    j2.priority = 80;
+    j2.created = at(10);
+    j2.updated = at(20);
+    store.insert_job(&j2, &t2).await.expect("insert job");
+    let (mut j3, t3) = test_job(nth_id(0x11, 3), 0x23, 2);
+    j3.created = at(30);
+    j3.updated = at(30);
+    store.insert_job(&j3, &t3).await.expect("insert job");
+    // The largest id, but the oldest: another process made it in the same second.
+    let (mut j0, t0) = test_job(nth_id(0x11, 9), 0x20, 1);
+    j0.created = at(-5);
+    j0.updated = at(-5);
+    store.insert_job(&j0, &t0).await.expect("insert job");
+
+    let ids = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let list = |q: JobQuery| {
+        let store = store.clone();
+        async move { store.list_jobs(&q).await.expect("list jobs") }
+    };
+    assert_eq!(
+        ids(list(JobQuery::default()).await),
+        [j3.id, j2.id, j1.id, j0.id],
+        "newest first, by creation time"
+    );
+    assert_eq!(list(JobQuery::default()).await[1], j2);
+    assert_eq!(
+        ids(list(JobQuery {
+            statuses: vec![JobStatus::Queued],
+            ..JobQuery::default()
+        })
+        .await),
+        [j3.id, j1.id, j0.id]
+    );
+    assert_eq!(
+        ids(list(JobQuery {
+            statuses: vec![JobStatus::Completed, JobStatus::Failed],
+            ..JobQuery::default()
+        })
+        .await),
+        [j2.id]
+    );
+    assert_eq!(
+        ids(list(JobQuery {
+            limit: Some(1),
+            offset: 1,
+            ..JobQuery::default()
+        })
+        .await),
+        [j2.id]
+    );
+
+    // Both or neither: a duplicate job id, or a duplicate task id, stores nothing.
+    let (dup_job, fresh_tasks) = test_job(j1.id, 0x24, 2);
+    assert!(matches!(
+        store.insert_job(&dup_job, &fresh_tasks).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(store.get_task(fresh_tasks[0].id).await.expect("get"), None);
+    let (fresh_job, _) = test_job(nth_id(0x11, 4), 0x25, 1);
+    assert!(matches!(
+        store.insert_job(&fresh_job, &t1[..1]).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(store.get_job(fresh_job.id).await.expect("get"), None);
+}
+
+/// Cancel (§4.3): queued and claimed-by-manager tasks become canceled, active ones
+/// cancel-requested, finished ones stay; each change goes through the outbox; the job is
+/// cancel-requested until its last running task stopped, then canceled.
+pub async fn job_cancel_cascades_to_tasks(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleep"]);
+    add_worker(&store, &w).await;
+    let (j, mut tasks) = test_job(nth_id(0x12, 1), 0x31, 4);
+    tasks[1].priority = 90; // claimed first
+    tasks[2].status = TaskStatus::Completed;
+    tasks[3].status = TaskStatus::ClaimedByManager;
+    let j = with_counts(j, &tasks);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    assert_eq!(claimed_id(&store, &w, at(1)).await, Some(tasks[1].id));
+    assert_eq!(
+        consume(&store, at(2)).await.len(),
+        1,
+        "the job became active"
+    );
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Active);
+
+    let (after, changed) = done(action(&store, j.id, JobAction::Cancel, at(3)).await);
+    assert_eq!(changed, 3);
+    assert_eq!(after.status, JobStatus::CancelRequested);
+    assert_eq!(after.updated, at(3));
+    assert_eq!(
+        after.task_counts,
+        counts_of(&[
+            (TaskStatus::Canceled, 2),
+            (TaskStatus::CancelRequested, 1),
+            (TaskStatus::Completed, 1),
+        ])
+    );
+    assert_eq!(job(&store, j.id).await, after);
+    let t0 = task(&store, tasks[0].id).await;
+    assert_eq!(t0.status, TaskStatus::Canceled);
+    assert_eq!(t0.last_updated, Some(at(3)));
+    let t1 = task(&store, tasks[1].id).await;
+    assert_eq!(t1.status, TaskStatus::CancelRequested);
+    assert_eq!(
+        t1.worker_id,
+        Some(w.id),
+        "the worker keeps its task until it stops"
+    );
+    assert_eq!(
+        task(&store, tasks[2].id).await.status,
+        TaskStatus::Completed
+    );
+    assert_eq!(task(&store, tasks[3].id).await.status, TaskStatus::Canceled);
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 3);
+    let expected = [
+        (tasks[0].id, TaskStatus::Canceled),
+        (tasks[1].id, TaskStatus::CancelRequested),
+        (tasks[3].id, TaskStatus::Canceled),
+    ];
+    for (u, (id, status)) in queued.iter().zip(expected) {
+        assert_same_update(
+            u,
+            &crate::jobs::status::cascade_update(id, &status, &JobStatus::CancelRequested, at(3)),
+        );
+    }
+    assert_eq!(t0.activity, queued[0].activity);
+
+    // The worker hears it through may-i-run; canceling again does nothing; the job can be
+    // neither re-queued nor deleted while a task stops.
+    assert_eq!(
+        store
+            .may_i_run(t1.id, w.id, at(4))
+            .await
+            .expect("may i run"),
+        MayIRun::NotRunnable(TaskStatus::CancelRequested)
+    );
+    let (again, changed) = done(action(&store, j.id, JobAction::Cancel, at(5)).await);
+    assert_eq!((again.status, changed), (JobStatus::CancelRequested, 0));
+    assert!(refused(
+        &action(&store, j.id, JobAction::Requeue, at(5)).await
+    ));
+    assert!(refused(
+        &action(&store, j.id, JobAction::Delete, at(5)).await
+    ));
+
+    // Consuming the cascade's own updates leaves the job cancel-requested.
+    assert!(consume(&store, at(6)).await.is_empty());
+    assert_eq!(job(&store, j.id).await.status, JobStatus::CancelRequested);
+
+    // The worker returns the task: canceled; the consumer finishes the job.
+    assert_eq!(
+        store
+            .return_task(t1.id, w.id, &w.identifier(), at(7))
+            .await
+            .expect("return"),
+        ReturnOutcome::Canceled
+    );
+    let changes = consume(&store, at(8)).await;
+    assert_eq!(
+        changes,
+        [JobStatusChange {
+            job: j.id,
+            from: JobStatus::CancelRequested,
+            to: JobStatus::Canceled,
+        }]
+    );
+    let ended = job(&store, j.id).await;
+    assert_eq!(ended.status, JobStatus::Canceled);
+    assert_eq!(
+        ended.task_counts,
+        counts_of(&[(TaskStatus::Canceled, 3), (TaskStatus::Completed, 1)])
+    );
+    assert!(refused(
+        &action(&store, j.id, JobAction::Cancel, at(9)).await
+    ));
+
+    // A job with nothing running is canceled at once; unknown jobs are not found.
+    let (idle, idle_tasks) = test_job(nth_id(0x12, 2), 0x32, 2);
+    store.insert_job(&idle, &idle_tasks).await.expect("insert");
+    let (after, changed) = done(action(&store, idle.id, JobAction::Cancel, at(10)).await);
+    assert_eq!((after.status, changed), (JobStatus::Canceled, 2));
+    assert_eq!(
+        action(&store, nth_id(0x12, 99), JobAction::Cancel, at(10)).await,
+        JobActionOutcome::NotFound
+    );
+}
+
+/// Re-queue (§4.3): failed and canceled tasks are queued again (every task for a
+/// completed job), without a worker; delete removes a finished job with its tasks, and
+/// only a finished one.
+pub async fn job_requeue_and_delete(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleep"]);
+    add_worker(&store, &w).await;
+    let (mut j, mut tasks) = test_job(nth_id(0x13, 1), 0x41, 3);
+    tasks[0].status = TaskStatus::Failed;
+    tasks[0].worker_id = Some(w.id);
+    tasks[1].status = TaskStatus::Canceled;
+    tasks[2].status = TaskStatus::Completed;
+    j.status = JobStatus::Failed;
+    let j = with_counts(j, &tasks);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    assert!(refused(
+        &action(&store, j.id, JobAction::Cancel, at(1)).await
+    ));
+
+    let (after, changed) = done(action(&store, j.id, JobAction::Requeue, at(2)).await);
+    assert_eq!(changed, 2);
+    assert_eq!(after.status, JobStatus::Queued);
+    assert_eq!(
+        after.task_counts,
+        counts_of(&[(TaskStatus::Queued, 2), (TaskStatus::Completed, 1)])
+    );
+    let t0 = task(&store, tasks[0].id).await;
+    assert_eq!(t0.status, TaskStatus::Queued);
+    assert_eq!(t0.worker_id, None);
+    assert_eq!(task(&store, tasks[1].id).await.status, TaskStatus::Queued);
+    assert_eq!(
+        task(&store, tasks[2].id).await.status,
+        TaskStatus::Completed
+    );
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 2);
+    assert!(queued
+        .iter()
+        .all(|u| u.task_status == Some(TaskStatus::Queued) && u.worker == "-"));
+    assert!(consume(&store, at(3)).await.is_empty());
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Queued);
+    assert!(refused(
+        &action(&store, j.id, JobAction::Delete, at(4)).await
+    ));
+    assert_eq!(claimed_id(&store, &w, at(5)).await, Some(tasks[0].id));
+
+    // A completed job re-runs every task.
+    let (mut c, mut c_tasks) = test_job(nth_id(0x13, 2), 0x42, 2);
+    for t in &mut c_tasks {
+        t.status = TaskStatus::Completed;
+    }
+    c.status = JobStatus::Completed;
+    let c = with_counts(c, &c_tasks);
+    store.insert_job(&c, &c_tasks).await.expect("insert job");
+    let (after, changed) = done(action(&store, c.id, JobAction::Requeue, at(6)).await);
+    assert_eq!((after.status, changed), (JobStatus::Queued, 2));
+    assert_eq!(after.task_counts, counts_of(&[(TaskStatus::Queued, 2)]));
+
+    // Delete: refused while a task of a finished job still stops, done afterwards.
+    let (mut d, mut d_tasks) = test_job(nth_id(0x13, 3), 0x43, 3);
+    d_tasks[0].status = TaskStatus::CancelRequested;
+    d_tasks[1].status = TaskStatus::Canceled;
+    d_tasks[2].status = TaskStatus::Completed;
+    d.status = JobStatus::Canceled;
+    let d = with_counts(d, &d_tasks);
+    store.insert_job(&d, &d_tasks).await.expect("insert job");
+    assert!(refused(
+        &action(&store, d.id, JobAction::Delete, at(7)).await
+    ));
+    let mut stopped = TaskUpdate::new(d_tasks[0].id, at(8));
+    stopped.task_status = Some(TaskStatus::Canceled);
+    store.queue_update(stopped).await.expect("queue");
+    let (gone, deleted) = done(action(&store, d.id, JobAction::Delete, at(9)).await);
+    assert_eq!((gone.id, deleted), (d.id, 3));
+    assert_eq!(store.get_job(d.id).await.expect("get"), None);
+    for t in &d_tasks {
+        assert_eq!(store.get_task(t.id).await.expect("get"), None);
+    }
+    assert_eq!(
+        action(&store, d.id, JobAction::Delete, at(10)).await,
+        JobActionOutcome::NotFound
+    );
+    // Updates of deleted tasks are consumed without effect.
+    consume(&store, at(11)).await;
+    assert_eq!(store.outbox_len().await.expect("len"), 0);
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Active);
+}
+
+/// The consumer's step (§4.2): a job follows its tasks through the outbox — active,
+/// completed, failed (with the cascade that cancels the rest) — keeps its counts, and
+/// consuming the same updates again changes nothing.
+pub async fn apply_updates_to_jobs_follows_tasks(store: Arc<dyn Store>) {
+    let w1 = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "w1", &["sleep"]);
+    let w2 = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "w2", &["sleep"]);
+    add_worker(&store, &w1).await;
+    add_worker(&store, &w2).await;
+
+    // Two tasks, both completed: the job completes.
+    let (small, small_tasks) = test_job(nth_id(0x14, 1), 0x51, 2);
+    store
+        .insert_job(&small, &small_tasks)
+        .await
+        .expect("insert");
+    for (i, t) in small_tasks.iter().enumerate() {
+        let now = at(10 * i as i64 + 1);
+        assert_eq!(claimed_id(&store, &w1, now).await, Some(t.id));
+        let u = worker_update(t.id, &w1, Some(TaskStatus::Completed), "done", now);
+        assert_eq!(
+            store.apply_worker_update(w1.id, u).await.expect("update"),
+            WorkerUpdateOutcome::Applied
+        );
+    }
+    let updates = outbox(&store).await;
+    let changes = store
+        .apply_updates_to_jobs(&updates, at(30))
+        .await
+        .expect("apply");
+    assert_eq!(
+        changes.iter().map(|c| c.to.clone()).collect::<Vec<_>>(),
+        [JobStatus::Completed],
+        "the current task statuses decide: every task is completed already"
+    );
+    let completed = job(&store, small.id).await;
+    assert_eq!(completed.status, JobStatus::Completed);
+    assert_eq!(completed.updated, at(30));
+    assert_eq!(
+        completed.task_counts,
+        counts_of(&[(TaskStatus::Completed, 2)])
+    );
+    // Idempotent: the same updates again (a crash before the acknowledgement).
+    assert!(store
+        .apply_updates_to_jobs(&updates, at(31))
+        .await
+        .expect("apply")
+        .is_empty());
+    assert_eq!(job(&store, small.id).await, completed);
+    ack_all(&store).await;
+
+    // Ten tasks: the first active makes the job active; one failure in ten fails it and
+    // cancels the rest.
+    let (big, big_tasks) = test_job(nth_id(0x14, 2), 0x52, 10);
+    store.insert_job(&big, &big_tasks).await.expect("insert");
+    assert_eq!(claimed_id(&store, &w1, at(40)).await, Some(big_tasks[0].id));
+    let changes = consume(&store, at(41)).await;
+    assert_eq!(
+        changes,
+        [JobStatusChange {
+            job: big.id,
+            from: JobStatus::Queued,
+            to: JobStatus::Active,
+        }]
+    );
+    assert_eq!(
+        job(&store, big.id).await.task_counts,
+        counts_of(&[(TaskStatus::Active, 1), (TaskStatus::Queued, 9)])
+    );
+    assert_eq!(claimed_id(&store, &w2, at(42)).await, Some(big_tasks[1].id));
+    let u = worker_update(
+        big_tasks[0].id,
+        &w1,
+        Some(TaskStatus::Failed),
+        "oops",
+        at(43),
+    );
+    store.apply_worker_update(w1.id, u).await.expect("update");
+    let changes = consume(&store, at(44)).await;
+    assert_eq!(
+        changes,
+        [JobStatusChange {
+            job: big.id,
+            from: JobStatus::Active,
+            to: JobStatus::Failed,
+        }]
+    );
+    let failed = job(&store, big.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(
+        failed.task_counts,
+        counts_of(&[
+            (TaskStatus::Failed, 1),
+            (TaskStatus::CancelRequested, 1),
+            (TaskStatus::Canceled, 8),
+        ])
+    );
+    assert_eq!(
+        task(&store, big_tasks[1].id).await.status,
+        TaskStatus::CancelRequested
+    );
+    assert_eq!(
+        task(&store, big_tasks[5].id).await.status,
+        TaskStatus::Canceled
+    );
+    assert_eq!(
+        store.outbox_len().await.expect("len"),
+        9,
+        "the cascade's updates wait in the outbox"
+    );
+    // Consuming them, and the running task's stop, leaves the job failed.
+    assert!(consume(&store, at(45)).await.is_empty());
+    store
+        .return_task(big_tasks[1].id, w2.id, &w2.identifier(), at(46))
+        .await
+        .expect("return");
+    assert!(consume(&store, at(47)).await.is_empty());
+    let ended = job(&store, big.id).await;
+    assert_eq!(ended.status, JobStatus::Failed);
+    assert_eq!(
+        ended.task_counts,
+        counts_of(&[(TaskStatus::Failed, 1), (TaskStatus::Canceled, 9)])
+    );
+
+    // Updates without a status, of tasks without a job, or of unknown tasks: no effect.
+    let loose = prio_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleep", 0, 50);
+    let mut loose = loose;
+    loose.job = None;
+    add_tasks(&store, std::slice::from_ref(&loose)).await;
+    let mut a = TaskUpdate::new(loose.id, at(50));
+    a.task_status = Some(TaskStatus::Failed);
+    let mut b = TaskUpdate::new(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), at(50));
+    b.task_status = Some(TaskStatus::Completed);
+    let c = TaskUpdate::new(big_tasks[2].id, at(50));
+    assert!(store
+        .apply_updates_to_jobs(&[a, b, c], at(51))
+        .await
+        .expect("apply")
+        .is_empty());
+    assert_eq!(job(&store, big.id).await, ended);
+}
+
 /// Generate one `#[tokio::test]` per conformance function. `$make` is an async fn
 /// returning `(Arc<dyn Store>, G)`: a fresh, empty store, and a guard kept alive for the
 /// test (a temporary directory, a database to drop, …). The store is closed at the end.
-#[allow(unused_macros)]
+///
+/// `conformance_tests!(optional $make)` does the same with a `$make` returning
+/// `Option<(Arc<dyn Store>, G)>`: `None` skips the test (for a database server that is not
+/// available; `$make` says why).
+#[doc(hidden)]
+#[macro_export]
 macro_rules! conformance_tests {
     ($make:path) => {
-        $crate::store::conformance::conformance_tests!(
-            @each $make;
+        $crate::conformance_tests!(@names each $make);
+    };
+    (optional $make:path) => {
+        $crate::conformance_tests!(@names each_optional $make);
+    };
+    (@names $mode:ident $make:path) => {
+        $crate::conformance_tests!(
+            @$mode $make;
             tasks_round_trip_every_field,
             duplicate_insert_is_refused_atomically,
             upsert_replaces_whole_tasks,
             list_tasks_filters,
+            list_tasks_orders,
             count_tasks_by_status,
             claim_order,
             claim_filters_by_task_type,
@@ -1959,10 +2961,18 @@ macro_rules! conformance_tests {
             worker_sign_on_v2_sequence,
             worker_status_request_set_and_ack,
             settings_set_get_clear,
+            merge_downloaded_tasks_keeps_running_tasks,
+            reserve_confirm_release,
+            upstream_cancels_follow_v2,
+            outbox_set_aside_after_unacknowledged_attempts,
             timeouts_fail_silent_active_tasks,
             timeouts_mark_silent_workers,
             cleanup_removes_only_old_finished_tasks,
             clean_slate_and_outbox_purge,
+            jobs_insert_get_list,
+            job_cancel_cascades_to_tasks,
+            job_requeue_and_delete,
+            apply_updates_to_jobs_follows_tasks,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1975,7 +2985,19 @@ macro_rules! conformance_tests {
             }
         )*
     };
+    (@each_optional $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some((store, _guard)) = $make().await else {
+                    return;
+                };
+                $crate::store::conformance::$name(store.clone()).await;
+                store.close().await.expect("close the store");
+            }
+        )*
+    };
 }
 
 #[allow(unused_imports)]
-pub(crate) use conformance_tests;
+pub(crate) use crate::conformance_tests;

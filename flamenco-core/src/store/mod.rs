@@ -10,6 +10,7 @@
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod mongo;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::model::{ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker};
-use crate::updates::{MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+use crate::jobs::status::JobAction;
+use crate::model::{
+    Job, JobStatus, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
+};
+use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 /// The settings key holding the Server's last `X-Flamenco-Last-Updated` (v2's
 /// `depsgraph_last_modified`): the download watermark.
@@ -64,15 +68,28 @@ pub struct Claimed {
     pub already_assigned: bool,
 }
 
-/// Filters for listing tasks. Results are ordered by id (oldest first).
+/// Filters for listing tasks, with an order (oldest first unless told otherwise).
 #[derive(Clone, Debug, Default)]
 pub struct TaskQuery {
     pub statuses: Vec<TaskStatus>,
     pub task_type: Option<String>,
     pub job: Option<ObjectId>,
     pub worker_id: Option<ObjectId>,
+    pub order: TaskOrder,
     pub limit: Option<usize>,
     pub offset: usize,
+}
+
+/// The order of a task listing. Every order ends with the id, so pages are stable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TaskOrder {
+    /// Oldest first (id ascending).
+    #[default]
+    Id,
+    /// The scheduler's order: `job_priority` desc, `priority` desc, id asc.
+    Schedule,
+    /// Most recently updated first (`last_updated` desc, tasks never updated last).
+    RecentlyUpdated,
 }
 
 /// What "seeing" a worker records (v2 §8.4).
@@ -87,11 +104,74 @@ pub struct Seen {
     pub mark_awake: bool,
 }
 
+/// What storing a download did ([`Store::merge_downloaded_tasks`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Tasks that were not in the store.
+    pub inserted: u64,
+    /// Existing tasks that took the job source's version.
+    pub updated: u64,
+    /// Of those, tasks a worker runs that kept their assignment and status.
+    pub kept_running: u64,
+}
+
+/// What applying the job source's cancel list did ([`Store::apply_upstream_cancels`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CancelReport {
+    /// Running tasks now `cancel-requested` (their workers learn it through may-i-run).
+    pub cancel_requested: Vec<ObjectId>,
+    /// Tasks for which a final update (`canceled`, or how they finished) was queued.
+    pub queued: Vec<ObjectId>,
+    /// Tasks with a final update already waiting in the outbox.
+    pub already_pending: u64,
+}
+
+/// An outbox update the job source never acknowledged, set aside so it does not block the
+/// updates behind it ([`Store::outbox_note_unacknowledged`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetAsideUpdate {
+    pub update: TaskUpdate,
+    /// How many pushes carried it without an acknowledgement.
+    pub attempts: u32,
+    pub set_aside_at: DateTime<Utc>,
+}
+
 /// A worker's sign-on (v2 §4.6): empty values are not applied.
 #[derive(Clone, Debug, Default)]
 pub struct SignOn {
     pub nickname: Option<String>,
     pub supported_task_types: Option<Vec<String>>,
+}
+
+/// Filters for listing jobs ([`Store::list_jobs`]); newest first (by `_created`).
+#[derive(Clone, Debug, Default)]
+pub struct JobQuery {
+    /// Only jobs with one of these statuses (all when empty).
+    pub statuses: Vec<JobStatus>,
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// What a job action did ([`Store::job_action`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobActionOutcome {
+    /// Done. `job` is the job as it is now (for a delete: as it was); `tasks` is how many
+    /// tasks the cascade changed (for a delete: how many were deleted).
+    Done {
+        job: Job,
+        tasks: u64,
+    },
+    NotFound,
+    /// The job's status does not allow the action; the text says why.
+    Refused(String),
+}
+
+/// A job status the standalone consumer changed ([`Store::apply_updates_to_jobs`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobStatusChange {
+    pub job: ObjectId,
+    pub from: JobStatus,
+    pub to: JobStatus,
 }
 
 /// The Manager's persistent state.
@@ -173,11 +253,11 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- outbox ----
 
-    /// Number of updates waiting in the outbox.
+    /// Number of updates waiting in the outbox (set-aside updates not included).
     async fn outbox_len(&self) -> StoreResult<u64>;
-    /// The oldest `limit` updates, in arrival order.
+    /// The oldest `limit` waiting updates, in arrival order (set-aside updates skipped).
     async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>>;
-    /// Remove acknowledged updates; returns how many were removed.
+    /// Remove acknowledged updates (waiting or set aside); returns how many were removed.
     async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64>;
 
     // ---- workers ----
@@ -241,6 +321,120 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete up to `limit` updates from the outbox, oldest first. Returns how many.
     async fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
+
+    // ---- the job source (upstream mode) ----
+
+    /// Store tasks downloaded from the job source (v2 §5.3), all in one transaction: new
+    /// tasks are inserted; an existing task takes the job source's version merged with the
+    /// local one by [`crate::updates::merge_downloaded`] (read and written in the same
+    /// transaction, so a concurrent claim or worker update is never lost: a running task
+    /// keeps its worker and status unless the job source canceled it).
+    async fn merge_downloaded_tasks(
+        &self,
+        tasks: &[Task],
+        now: DateTime<Utc>,
+    ) -> StoreResult<MergeReport>;
+
+    /// The first half of a claim in upstream mode: choose the task exactly as
+    /// [`Store::claim_task`] does and make it `active` for the worker (`worker_id`,
+    /// `last_worker_ping`=`last_updated`=now), so no other worker can get it, but queue
+    /// nothing and leave `worker`, `activity` and the worker's `current_task` alone. The
+    /// caller re-validates the task with the job source (no lock held) and then calls
+    /// [`Store::confirm_claim`] or [`Store::release_claim`].
+    async fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+
+    /// Complete a reservation: if `task_id` is still `active` for `req.worker_id`, do the
+    /// rest of [`Store::claim_task`] (the two assignment updates, `worker`=nickname, the
+    /// ping, the worker's `current_task`) and return the task as stored. `None` when the
+    /// reservation was lost meanwhile (the task changed hands or status).
+    async fn confirm_claim(
+        &self,
+        task_id: ObjectId,
+        req: &ClaimRequest,
+    ) -> StoreResult<Option<Claimed>>;
+
+    /// Give up a reservation because re-validation found the task changed: if `task_id` is
+    /// still `active` for `worker_id`, it becomes [`crate::updates::after_refetch`] of
+    /// `verdict`. Nothing is queued. Returns false when the reservation was already lost.
+    async fn release_claim(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        verdict: &Refetched,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// The job source's cancel list (v2 §5.6), each id decided by
+    /// [`crate::updates::upstream_cancel`] in its own compare-and-set: a running task becomes
+    /// `cancel-requested`; otherwise a final update is queued (and applied locally) unless
+    /// one with a final status for that task already waits in the outbox.
+    async fn apply_upstream_cancels(
+        &self,
+        task_ids: &[ObjectId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelReport>;
+
+    /// A push was answered but these (pending) updates were not acknowledged: count one
+    /// attempt for each, and set aside those that reached `set_aside_after` attempts. Set
+    /// aside updates are kept, but no longer counted by [`Store::outbox_len`] nor returned by
+    /// [`Store::outbox_peek`]. Returns the ids set aside by this call.
+    async fn outbox_note_unacknowledged(
+        &self,
+        ids: &[ObjectId],
+        set_aside_after: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>>;
+
+    /// The oldest `limit` set-aside updates, in arrival order.
+    async fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>>;
+
+    /// Number of set-aside updates.
+    async fn outbox_set_aside_len(&self) -> StoreResult<u64>;
+
+    /// Put every set-aside update back in the outbox (after the pending ones, attempts reset
+    /// to zero). Returns how many.
+    async fn outbox_retry_set_aside(&self) -> StoreResult<u64>;
+
+    // ---- jobs (standalone mode) ----
+
+    /// Store a new job and its tasks together: both or neither (`Duplicate` when the job's
+    /// or a task's id exists).
+    async fn insert_job(&self, job: &Job, tasks: &[Task]) -> StoreResult<()>;
+
+    async fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>>;
+
+    /// Jobs matching `query`, newest first: `_created` descending, then id descending
+    /// (ids made in the same second by different processes do not sort by time).
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>>;
+
+    /// A user's action on a job, atomically (compare-and-set where there are no
+    /// transactions): count the job's tasks and decide with
+    /// [`crate::jobs::status::plan_action`]. A status change cascades to the tasks per
+    /// [`crate::jobs::status::task_status_for_job_change`]: each changed task gets
+    /// [`crate::jobs::status::cascade_update`] in the outbox and takes its status as given
+    /// (a re-queued task also loses its `worker_id`); then the job gets
+    /// [`crate::jobs::status::job_status_after_cascade`], its fresh task counts and
+    /// `_updated` = `now`. A delete removes the job and its tasks.
+    async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobActionOutcome>;
+
+    /// The standalone consumer's step: apply these outbox updates' consequences to their
+    /// jobs, in order. For each update with a status whose task exists and has a job: with
+    /// the job's current task counts and the task's current status, derive the job's
+    /// status with [`crate::jobs::status::job_status_after_task_change`]; a derived status
+    /// that [`crate::jobs::status::derived_status_cascades`] cascades as in
+    /// [`Store::job_action`]. Jobs whose status or counts changed are saved with
+    /// `_updated` = `now`. Idempotent: applying the same updates again changes nothing.
+    /// The updates stay in the outbox (the caller acknowledges them).
+    async fn apply_updates_to_jobs(
+        &self,
+        updates: &[TaskUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<JobStatusChange>>;
 
     // ---- settings ----
 

@@ -55,16 +55,47 @@ impl TestManager {
         Self::start_with(v2_test_config()).await
     }
 
-    pub async fn start_with(mut config: Config) -> TestManager {
+    pub async fn start_with(config: Config) -> TestManager {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// A manager whose clock the test moves (timeouts, cleanup).
+    pub async fn start_with_clock(
+        mut config: Config,
+        clock: Arc<dyn flamenco_core::clock::Clock>,
+    ) -> TestManager {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         config.data_dir = dir.path().to_path_buf();
         let store = SqliteStore::open(dir.path()).expect("open store");
-        let manager = Arc::new(Manager::with_store(
-            config,
-            Arc::new(store),
-            Arc::new(SystemClock),
-        ));
+        let manager = Arc::new(Manager::with_store(config, Arc::new(store), clock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(flamenco_serve::serve(manager.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        TestManager {
+            manager,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            _dir: dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// A manager over a store the test opened (e.g. a MongoDB store), served like the others.
+    pub async fn start_with_store(
+        mut config: Config,
+        store: Arc<dyn flamenco_core::store::Store>,
+    ) -> TestManager {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        config.data_dir = dir.path().to_path_buf();
+        let manager = Arc::new(Manager::with_store(config, store, Arc::new(SystemClock)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -8,6 +8,7 @@
 //!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
+mod jobs;
 mod maintenance;
 mod outbox;
 mod protocol;
@@ -26,11 +27,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::model::{ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::jobs::status::JobAction;
+use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::{
-    ClaimRequest, Claimed, Seen, SignOn, Store, StoreError, StoreResult, TaskQuery,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskQuery,
 };
-use crate::updates::{MayIRun, ReturnOutcome, WorkerUpdateOutcome};
+use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 use readers::ReadPool;
 use schema::ConnConfig;
@@ -322,6 +325,121 @@ impl Store for SqliteStore {
     async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
         self.writer
             .run(move |c| maintenance::purge_outbox(c, limit))
+            .await
+    }
+
+    // ---- the job source (upstream mode) ----
+
+    async fn merge_downloaded_tasks(
+        &self,
+        new: &[Task],
+        now: DateTime<Utc>,
+    ) -> StoreResult<MergeReport> {
+        let new = new.to_vec();
+        self.writer
+            .run(move |c| protocol::merge_downloaded(c, &new, now))
+            .await
+    }
+
+    async fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        let req = req.clone();
+        self.writer.run(move |c| protocol::reserve(c, &req)).await
+    }
+
+    async fn confirm_claim(
+        &self,
+        task_id: ObjectId,
+        req: &ClaimRequest,
+    ) -> StoreResult<Option<Claimed>> {
+        let req = req.clone();
+        self.writer
+            .run(move |c| protocol::confirm(c, task_id, &req))
+            .await
+    }
+
+    async fn release_claim(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        verdict: &Refetched,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let verdict = verdict.clone();
+        self.writer
+            .run(move |c| protocol::release(c, task_id, worker_id, &verdict, now))
+            .await
+    }
+
+    async fn apply_upstream_cancels(
+        &self,
+        task_ids: &[ObjectId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelReport> {
+        let ids = task_ids.to_vec();
+        self.writer
+            .run(move |c| protocol::apply_upstream_cancels(c, &ids, now))
+            .await
+    }
+
+    async fn outbox_note_unacknowledged(
+        &self,
+        ids: &[ObjectId],
+        set_aside_after: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        let ids = ids.to_vec();
+        self.writer
+            .run(move |c| outbox::note_unacknowledged(c, &ids, set_aside_after, now))
+            .await
+    }
+
+    async fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>> {
+        self.readers.run(move |c| outbox::set_aside(c, limit)).await
+    }
+
+    async fn outbox_set_aside_len(&self) -> StoreResult<u64> {
+        self.readers.run(outbox::set_aside_len).await
+    }
+
+    async fn outbox_retry_set_aside(&self) -> StoreResult<u64> {
+        self.writer.run(outbox::retry_set_aside).await
+    }
+
+    // ---- jobs (standalone mode) ----
+
+    async fn insert_job(&self, job: &Job, new: &[Task]) -> StoreResult<()> {
+        let (job, new) = (job.clone(), new.to_vec());
+        self.writer.run(move |c| jobs::insert(c, &job, &new)).await
+    }
+
+    async fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>> {
+        self.readers.run(move |c| jobs::get(c, id)).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>> {
+        let query = query.clone();
+        self.readers.run(move |c| jobs::list(c, &query)).await
+    }
+
+    async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobActionOutcome> {
+        self.writer
+            .run(move |c| jobs::action(c, id, action, now))
+            .await
+    }
+
+    async fn apply_updates_to_jobs(
+        &self,
+        updates: &[TaskUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<JobStatusChange>> {
+        let updates = updates.to_vec();
+        self.writer
+            .run(move |c| jobs::apply_updates(c, &updates, now))
             .await
     }
 

@@ -1,5 +1,6 @@
 //! The protocol operations (claim, worker updates, may-i-run, return, sign-off, queued
-//! Manager updates, un-assignment). Each runs as ONE write job, so it is one transaction:
+//! Manager updates, un-assignment, and the upstream ones: downloads, reservations, the
+//! cancel list). Each runs as ONE write job, so it is one transaction:
 //! it reads the task inside the transaction, decides with the shared functions of
 //! [`crate::updates`], and writes the task, the outbox and the worker together.
 
@@ -9,10 +10,10 @@ use rusqlite::Connection;
 use super::rows::as_stored;
 use super::{outbox, tasks, workers};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{ClaimRequest, Claimed, StoreResult};
+use crate::store::{CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult};
 use crate::updates::{
-    self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
-    WorkerUpdateOutcome,
+    self, check_worker_update, decide_return, local_status_after, MayIRun, Refetched,
+    ReturnOutcome, UpstreamCancel, WorkerUpdateOutcome,
 };
 
 /// The local effect of queueing `update` (v2 §7.2 step 2): the status per
@@ -37,15 +38,22 @@ fn queue_for(conn: &Connection, task: &mut Task, update: &TaskUpdate) -> StoreRe
     Ok(())
 }
 
-/// `Store::claim_task`.
-pub(super) fn claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-    let (before, already_assigned) = match tasks::active_for_worker(conn, req.worker_id)? {
-        Some(task) => (task, true),
-        None => match tasks::next_schedulable(conn, &req.task_types)? {
-            Some(task) => (task, false),
-            None => return Ok(None),
-        },
-    };
+/// The task a claim for this worker gets (v2 §6.2): its own `active` task again, or the
+/// best schedulable one. The flag tells which.
+fn pick(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<(Task, bool)>> {
+    if let Some(task) = tasks::active_for_worker(conn, req.worker_id)? {
+        return Ok(Some((task, true)));
+    }
+    Ok(tasks::next_schedulable(conn, &req.task_types)?.map(|t| (t, false)))
+}
+
+/// Assign `before` (loaded in this transaction) to the worker: v2 §6.4 steps 2, 3 and 7.
+fn assign(
+    conn: &Connection,
+    before: Task,
+    req: &ClaimRequest,
+    already_assigned: bool,
+) -> StoreResult<Claimed> {
     let mut task = before.clone();
     // v2 §6.4 step 2: the `active` update, with the assignment extras.
     let active = updates::assignment_status_update(task.id, req.now);
@@ -63,10 +71,134 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option
     // Answer with the task as stored, times in whole milliseconds.
     task.last_worker_ping = task.last_worker_ping.map(as_stored);
     task.last_updated = task.last_updated.map(as_stored);
+    Ok(Claimed {
+        task,
+        already_assigned,
+    })
+}
+
+/// `Store::claim_task`.
+pub(super) fn claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    match pick(conn, req)? {
+        Some((before, already_assigned)) => assign(conn, before, req, already_assigned).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `Store::reserve_task`.
+pub(super) fn reserve(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    let Some((before, already_assigned)) = pick(conn, req)? else {
+        return Ok(None);
+    };
+    let mut task = before.clone();
+    task.status = TaskStatus::Active;
+    task.worker_id = Some(req.worker_id);
+    task.last_worker_ping = Some(as_stored(req.now));
+    task.last_updated = Some(as_stored(req.now));
+    tasks::save_changes(conn, &before, &task)?;
     Ok(Some(Claimed {
         task,
         already_assigned,
     }))
+}
+
+/// Is `task` still reserved (or assigned) to this worker?
+fn held_by(task: &Task, worker_id: ObjectId) -> bool {
+    task.status == TaskStatus::Active && task.worker_id == Some(worker_id)
+}
+
+/// `Store::confirm_claim`.
+pub(super) fn confirm(
+    conn: &Connection,
+    task_id: ObjectId,
+    req: &ClaimRequest,
+) -> StoreResult<Option<Claimed>> {
+    match tasks::get(conn, task_id)? {
+        // Whether the worker had it before is what the reservation said.
+        Some(before) if held_by(&before, req.worker_id) => {
+            assign(conn, before, req, false).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `Store::release_claim`.
+pub(super) fn release(
+    conn: &Connection,
+    task_id: ObjectId,
+    worker_id: ObjectId,
+    verdict: &Refetched,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    match tasks::get(conn, task_id)? {
+        Some(before) if held_by(&before, worker_id) => {
+            let after = updates::after_refetch(&before, verdict, now);
+            tasks::upsert(conn, std::slice::from_ref(&after))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// `Store::merge_downloaded_tasks`.
+pub(super) fn merge_downloaded(
+    conn: &Connection,
+    downloaded: &[Task],
+    now: DateTime<Utc>,
+) -> StoreResult<MergeReport> {
+    let mut report = MergeReport::default();
+    for server in downloaded {
+        let local = tasks::get_state(conn, server.id)?;
+        let merged = updates::merge_downloaded(local.as_ref(), server.clone(), now);
+        match &local {
+            None => report.inserted += 1,
+            Some(l) => {
+                report.updated += 1;
+                if l.status == TaskStatus::Active && merged.status == TaskStatus::Active {
+                    report.kept_running += 1;
+                }
+            }
+        }
+        tasks::upsert(conn, std::slice::from_ref(&merged))?;
+    }
+    Ok(report)
+}
+
+/// `Store::apply_upstream_cancels`.
+pub(super) fn apply_upstream_cancels(
+    conn: &Connection,
+    ids: &[ObjectId],
+    now: DateTime<Utc>,
+) -> StoreResult<CancelReport> {
+    let mut report = CancelReport::default();
+    for &id in ids {
+        let local = tasks::get_state(conn, id)?;
+        let pending = outbox::final_update_pending(conn, id)?;
+        match updates::upstream_cancel(id, local.as_ref(), pending, now) {
+            UpstreamCancel::RequestCancel => {
+                if let Some(before) = local {
+                    let mut after = before.clone();
+                    after.status = TaskStatus::CancelRequested;
+                    after.last_updated = Some(now);
+                    tasks::save_changes(conn, &before, &after)?;
+                    report.cancel_requested.push(id);
+                }
+            }
+            UpstreamCancel::Queue(update) => {
+                match local {
+                    Some(before) => {
+                        let mut after = before.clone();
+                        queue_for(conn, &mut after, &update)?;
+                        tasks::save_changes(conn, &before, &after)?;
+                    }
+                    None => outbox::insert(conn, &update)?,
+                }
+                report.queued.push(id);
+            }
+            UpstreamCancel::AlreadyPending => report.already_pending += 1,
+        }
+    }
+    Ok(report)
 }
 
 /// `Store::unassign_task`.

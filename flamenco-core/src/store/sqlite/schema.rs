@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 2;
+pub(super) const LATEST_VERSION: i64 = 4;
 
 /// Version 1: the initial schema.
 ///
@@ -106,7 +106,40 @@ const V2: &str = "
 CREATE INDEX task_parents_by_parent ON task_parents (parent_id);
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2];
+/// Version 3: outbox updates the job source never acknowledges are counted (`attempts`)
+/// and then set aside (`set_aside_at`), so they stop blocking the updates behind them.
+/// Pending updates are read through `task_updates_pending`; the cancel list looks up a
+/// task's waiting updates through `task_updates_by_task`.
+const V3: &str = "
+ALTER TABLE task_updates ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE task_updates ADD COLUMN set_aside_at INTEGER;
+CREATE INDEX task_updates_pending ON task_updates (seq) WHERE set_aside_at IS NULL;
+CREATE INDEX task_updates_by_task ON task_updates (task_id);
+";
+
+/// Version 4: jobs (standalone mode), listed newest first through `jobs_by_created` (ids
+/// made by different processes in the same second do not sort by time). A job's task counts are recounted after every
+/// status change of one of its tasks, through `tasks_by_job_status` (which also serves
+/// every lookup `tasks_by_job` did, so that one goes).
+const V4: &str = "
+CREATE TABLE jobs (
+    id          BLOB PRIMARY KEY NOT NULL,
+    name        TEXT NOT NULL DEFAULT '',
+    job_type    TEXT NOT NULL DEFAULT '',
+    priority    INTEGER NOT NULL DEFAULT 50,
+    status      TEXT NOT NULL,
+    settings    TEXT NOT NULL DEFAULT '{}',   -- JSON object
+    created     INTEGER NOT NULL,             -- ms since the Unix epoch
+    updated     INTEGER NOT NULL,             -- ms since the Unix epoch
+    task_counts TEXT NOT NULL DEFAULT '{}'    -- JSON object: task status -> count
+);
+CREATE INDEX jobs_by_status ON jobs (status);
+CREATE INDEX jobs_by_created ON jobs (created, id);
+CREATE INDEX tasks_by_job_status ON tasks (job, status);
+DROP INDEX tasks_by_job;
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use super::rows::{
     TASK_COLUMNS, TASK_STATE_COLUMNS,
 };
 use crate::model::{ObjectId, Task};
-use crate::store::{StoreError, StoreResult, TaskQuery};
+use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
 
 /// Insert new tasks and their parents. A duplicate id fails the whole job with
 /// `Duplicate` (the writer rolls the job back, so nothing is inserted).
@@ -298,7 +298,12 @@ pub(super) fn list(conn: &Connection, q: &TaskQuery) -> StoreResult<Vec<Task>> {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));
     }
-    sql.push_str(" ORDER BY t.id LIMIT ? OFFSET ?");
+    sql.push_str(match q.order {
+        TaskOrder::Id => " ORDER BY t.id",
+        TaskOrder::Schedule => " ORDER BY t.job_priority DESC, t.priority DESC, t.id",
+        TaskOrder::RecentlyUpdated => " ORDER BY t.last_updated IS NULL, t.last_updated DESC, t.id",
+    });
+    sql.push_str(" LIMIT ? OFFSET ?");
     let limit = q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     args.push(Value::Integer(limit));
     args.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));

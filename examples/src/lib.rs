@@ -1,0 +1,3 @@
+//! Library code shared by the example programs (and tested in this crate's tests).
+
+pub mod sim;

@@ -1,0 +1,451 @@
+//! The farm simulator behind `examples/farm_sim.rs`: N workers speaking exactly the v2
+//! worker protocol over HTTP against any Manager URL, reporting per-endpoint rates and
+//! latencies as one JSON object.
+//!
+//! ```text
+//! cargo run --release --example farm_sim -- --manager http://127.0.0.1:8083 \
+//!     --workers 64 --duration 30s [--scenario cycles|empty-polls|may-i-run|burst] \
+//!     [--seed-config flamenco-manager.yaml --seed-tasks 100000] [--pid PID]
+//! ```
+//!
+//! Scenarios:
+//! * `cycles`: each worker loops `/task` → update `active` → may-i-run → update with a
+//!   2 KB log → update `completed` (a task cycle is those 5 requests);
+//! * `empty-polls`: `/task` on an empty queue;
+//! * `may-i-run`: each worker takes one task, then asks may-i-run in a loop;
+//! * `burst`: all workers poll an empty queue, then `--seed-tasks` tasks appear at once
+//!   (seeded through the SDK); reports the time until the queue is drained.
+//!
+//! `--seed-config` opens the Manager's store through the SDK (the same file the daemon
+//! uses) to enqueue `--seed-tasks` `sleep` tasks before the run (or, for `burst`, during it).
+//! `--pid` samples the Manager's resident memory and reports the peak.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+
+use flamenco_core::config::Config;
+use flamenco_core::model::{Command, Task};
+use flamenco_core::Manager;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Simulate Flamenco Workers against a Manager")]
+pub struct Args {
+    /// Base URL of the Manager.
+    #[arg(long, default_value = "http://127.0.0.1:8083")]
+    pub manager: String,
+    /// Number of simulated workers.
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// How long to run (e.g. 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_enum, default_value_t = Scenario::Cycles)]
+    pub scenario: Scenario,
+    /// The Manager's config file, to seed tasks through the SDK.
+    #[arg(long)]
+    pub seed_config: Option<PathBuf>,
+    /// How many tasks to seed (needs --seed-config).
+    #[arg(long, default_value_t = 0)]
+    pub seed_tasks: usize,
+    /// Bytes of log text in the second update of each cycle.
+    #[arg(long, default_value_t = 2048)]
+    pub log_bytes: usize,
+    /// The Manager's process id, to report its peak resident memory.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Cycles,
+    EmptyPolls,
+    MayIRun,
+    Burst,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(format!("bad duration unit in {s:?}; use ms, s or m")),
+    })
+}
+
+/// Per-endpoint latency histograms and status counts, shared by the workers.
+#[derive(Default)]
+struct Stats {
+    endpoints: BTreeMap<&'static str, Endpoint>,
+    cycles: u64,
+}
+
+struct Endpoint {
+    latency_us: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            statuses: BTreeMap::new(),
+            errors: 0,
+        }
+    }
+}
+
+impl Stats {
+    fn record(&mut self, endpoint: &'static str, elapsed: Duration, status: Option<u16>) {
+        let e = self.endpoints.entry(endpoint).or_default();
+        let _ = e.latency_us.record((elapsed.as_micros() as u64).max(1));
+        match status {
+            Some(s) => *e.statuses.entry(s).or_default() += 1,
+            None => e.errors += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.cycles += other.cycles;
+        for (name, e) in other.endpoints {
+            let mine = self.endpoints.entry(name).or_default();
+            let _ = mine.latency_us.add(&e.latency_us);
+            for (s, n) in e.statuses {
+                *mine.statuses.entry(s).or_default() += n;
+            }
+            mine.errors += e.errors;
+        }
+    }
+}
+
+/// One simulated worker: its credentials and HTTP client.
+struct SimWorker {
+    base: String,
+    id: String,
+    secret: String,
+    client: reqwest::Client,
+    stats: Stats,
+}
+
+impl SimWorker {
+    async fn register(base: &str, n: usize) -> Result<SimWorker> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent("Flamenco-Worker/2.5")
+            .build()?;
+        let secret = format!("{:064}", n);
+        let resp = client
+            .post(format!("{base}/register-worker"))
+            .json(&json!({"secret": secret, "platform": "linux",
+                          "supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}))
+            .send()
+            .await
+            .context("register-worker")?;
+        if !resp.status().is_success() {
+            bail!("register-worker answered {}", resp.status());
+        }
+        let body: Value = resp.json().await?;
+        let id = body["_id"].as_str().context("no _id")?.to_string();
+        let w = SimWorker {
+            base: base.to_string(),
+            id,
+            secret,
+            client,
+            stats: Stats::default(),
+        };
+        let resp = w
+            .client
+            .post(format!("{}/sign-on", w.base))
+            .basic_auth(&w.id, Some(&w.secret))
+            .json(&json!({"supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("sign-on answered {}", resp.status());
+        }
+        Ok(w)
+    }
+
+    /// Send a request, record its latency and status; returns (status, body).
+    async fn call(
+        &mut self,
+        endpoint: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<(u16, bytes::Bytes)> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .basic_auth(&self.id, Some(&self.secret));
+        req = match body {
+            Some(b) => req.json(b),
+            None => req.header("Content-Length", "0"),
+        };
+        let start = Instant::now();
+        let result = async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        }
+        .await;
+        let elapsed = start.elapsed();
+        match result {
+            Ok((status, bytes)) => {
+                self.stats.record(endpoint, elapsed, Some(status));
+                Some((status, bytes))
+            }
+            Err(_) => {
+                self.stats.record(endpoint, elapsed, None);
+                None
+            }
+        }
+    }
+
+    async fn get_task(&mut self) -> Option<String> {
+        let (status, body) = self
+            .call("/task", reqwest::Method::POST, "/task", None)
+            .await?;
+        if status != 200 {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&body).ok()?;
+        v["_id"].as_str().map(str::to_string)
+    }
+
+    async fn update(&mut self, task: &str, body: &Value) {
+        self.call(
+            "/tasks/{id}/update",
+            reqwest::Method::POST,
+            &format!("/tasks/{task}/update"),
+            Some(body),
+        )
+        .await;
+    }
+
+    async fn may_i_run(&mut self, task: &str) {
+        self.call(
+            "/may-i-run/{id}",
+            reqwest::Method::GET,
+            &format!("/may-i-run/{task}"),
+            None,
+        )
+        .await;
+    }
+
+    async fn cycle(&mut self, log: &str) -> bool {
+        let Some(task) = self.get_task().await else {
+            return false;
+        };
+        self.update(
+            &task,
+            &json!({"activity": "", "current_command_idx": 0,
+            "task_progress_percentage": 0, "command_progress_percentage": 0,
+            "task_status": "active"}),
+        )
+        .await;
+        self.may_i_run(&task).await;
+        self.update(
+            &task,
+            &json!({"activity": "starting sleep", "current_command_idx": 1,
+            "task_progress_percentage": 0, "command_progress_percentage": 0,
+            "task_status": "active", "log": log}),
+        )
+        .await;
+        self.update(
+            &task,
+            &json!({"activity": "Task completed", "current_command_idx": 1,
+            "command_progress_percentage": 100, "task_status": "completed"}),
+        )
+        .await;
+        self.stats.cycles += 1;
+        true
+    }
+}
+
+async fn seed(config_path: &std::path::Path, n: usize) -> Result<()> {
+    let (config, _) = Config::load(Some(config_path))?;
+    let manager = Manager::open(config).await?;
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(10_000);
+        let tasks: Vec<Task> = (0..batch)
+            .map(|i| {
+                Task::new(
+                    format!("sim-{i}"),
+                    "sleep",
+                    vec![
+                        Command::new("echo", json!({"message": "simulated"})),
+                        Command::new("sleep", json!({"time_in_seconds": 0})),
+                    ],
+                )
+            })
+            .collect();
+        manager.enqueue_tasks(tasks).await?;
+        left -= batch;
+    }
+    manager.close().await?;
+    Ok(())
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Run the simulation described by `args` and return the report.
+pub async fn run(args: Args) -> Result<Value> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let base = args.manager.trim_end_matches('/').to_string();
+    if args.seed_tasks > 0 && args.seed_config.is_none() {
+        bail!("--seed-tasks needs --seed-config (the Manager's config file)");
+    }
+    if args.scenario != Scenario::Burst && args.seed_tasks > 0 {
+        if let Some(cfg) = &args.seed_config {
+            seed(cfg, args.seed_tasks).await?;
+        }
+    }
+
+    let mut workers = Vec::with_capacity(args.workers);
+    for n in 0..args.workers {
+        workers.push(SimWorker::register(&base, n).await?);
+    }
+
+    let log = "x".repeat(args.log_bytes.saturating_sub(1)) + "\n";
+    let log = Arc::new(log);
+    let deadline = Instant::now() + args.duration;
+    let drained_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let start = Instant::now();
+    let burst_at = start + args.duration / 4;
+
+    if args.scenario == Scenario::Burst {
+        let cfg = args.seed_config.clone();
+        let n = args.seed_tasks;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(burst_at.into()).await;
+            if let Some(cfg) = cfg {
+                if let Err(e) = seed(&cfg, n).await {
+                    eprintln!("seeding the burst failed: {e:#}");
+                }
+            }
+        });
+    }
+
+    let mut handles = Vec::new();
+    for mut w in workers {
+        let log = log.clone();
+        let scenario = args.scenario;
+        let drained_at = drained_at.clone();
+        handles.push(tokio::spawn(async move {
+            let mut held: Option<String> = None;
+            while Instant::now() < deadline {
+                match scenario {
+                    Scenario::Cycles => {
+                        if !w.cycle(&log).await {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    Scenario::EmptyPolls => {
+                        w.get_task().await;
+                    }
+                    Scenario::MayIRun => match &held {
+                        Some(task) => {
+                            let task = task.clone();
+                            w.may_i_run(&task).await;
+                        }
+                        None => {
+                            held = w.get_task().await;
+                            if held.is_none() {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    },
+                    Scenario::Burst => {
+                        let did = w.cycle(&log).await;
+                        if !did {
+                            if Instant::now() > burst_at + Duration::from_millis(500) {
+                                let mut d = drained_at.lock().unwrap_or_else(|e| e.into_inner());
+                                if d.is_none() {
+                                    *d = Some(Instant::now());
+                                }
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+            w.stats
+        }));
+    }
+
+    let rss_peak = Arc::new(Mutex::new(0u64));
+    if let Some(pid) = args.pid {
+        let rss_peak = rss_peak.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if let Some(rss) = peak_rss(pid) {
+                    let mut p = rss_peak.lock().unwrap_or_else(|e| e.into_inner());
+                    *p = (*p).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    let mut total = Stats::default();
+    for h in handles {
+        total.merge(h.await?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut endpoints = serde_json::Map::new();
+    let mut all_requests = 0u64;
+    for (name, e) in &total.endpoints {
+        let count = e.latency_us.len();
+        all_requests += count;
+        let q = |p: f64| e.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        endpoints.insert(
+            name.to_string(),
+            json!({
+                "requests": count,
+                "per_second": count as f64 / elapsed,
+                "latency_ms": {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+                               "max": e.latency_us.max() as f64 / 1000.0},
+                "statuses": e.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "errors": e.errors,
+            }),
+        );
+    }
+    let mut report = json!({
+        "scenario": format!("{:?}", args.scenario),
+        "workers": args.workers,
+        "seconds": elapsed,
+        "requests": all_requests,
+        "requests_per_second": all_requests as f64 / elapsed,
+        "task_cycles": total.cycles,
+        "task_cycles_per_second": total.cycles as f64 / elapsed,
+        "endpoints": endpoints,
+    });
+    if let Some(pid) = args.pid {
+        let sampled = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());
+        report["manager_peak_rss_bytes"] = json!(peak_rss(pid).unwrap_or(sampled).max(sampled));
+    }
+    if args.scenario == Scenario::Burst {
+        let drained = *drained_at.lock().unwrap_or_else(|e| e.into_inner());
+        report["burst_tasks"] = json!(args.seed_tasks);
+        report["burst_drain_seconds"] = json!(drained.map(|d| (d - burst_at).as_secs_f64()));
+    }
+    Ok(report)
+}

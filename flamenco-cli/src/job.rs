@@ -1,0 +1,325 @@
+//! `flamenco job`: submit jobs to this Manager (standalone mode), list, show, cancel,
+//! re-queue and delete them. Like every command but `serve`, it works on the store
+//! directly through `flamenco-core`; a running daemon picks submitted jobs up at once (the
+//! tasks are in the shared store).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use flamenco_core::jobs::JobSubmission;
+use flamenco_core::model::{Job, JobStatus, TaskStatus};
+use flamenco_core::store::JobQuery;
+use serde_json::{Map, Value};
+
+use crate::commands::open;
+use crate::output::{ago, json_line, table};
+use crate::queue::parse_id;
+use crate::Cli;
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job: compile it into tasks with its job type and queue them.
+    ///
+    /// Example: flamenco job submit sleep --set frames=1-20 --set chunk_size=5 --set time_in_seconds=1
+    Submit {
+        /// The job type (`flamenco job types` lists them). May come from --file instead.
+        job_type: Option<String>,
+        /// A setting, KEY=VALUE (repeatable). VALUE is read as a YAML scalar, so numbers
+        /// become numbers (`chunk_size=5`); quote to keep text (`name='007'`).
+        #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A YAML or JSON file with the job: `name`, `job_type`, `priority`, `settings`.
+        /// The command line's values win over the file's.
+        #[arg(long, short = 'f', value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The job's name (default: the job type).
+        #[arg(long)]
+        name: Option<String>,
+        /// 1–100 (default 50); higher is scheduled first.
+        #[arg(long)]
+        priority: Option<i32>,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first, as a table (or JSON lines with --json).
+    List {
+        /// Only jobs with this status (repeatable).
+        #[arg(long)]
+        status: Vec<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Skip this many jobs first (paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job in full, with its task counts.
+    Show {
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a job: queued tasks are canceled, running ones stop at their next may-i-run.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Re-queue a job's failed and canceled tasks (every task of a completed job).
+    Requeue {
+        /// The job id.
+        id: String,
+    },
+    /// Delete a finished job (completed, failed or canceled) and its tasks.
+    Delete {
+        /// The job id.
+        id: String,
+    },
+    /// List the job types jobs can be submitted with.
+    Types,
+}
+
+/// `KEY=VALUE` → the key and the value read as a YAML scalar (or flow collection).
+pub fn parse_setting(arg: &str) -> Result<(String, Value)> {
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set {arg:?}: expected KEY=VALUE, e.g. --set frames=1-10"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        bail!("--set {arg:?}: the setting name is empty");
+    }
+    if raw.trim().is_empty() {
+        return Ok((key.to_string(), Value::String(String::new())));
+    }
+    let yaml: serde_yaml::Value = serde_yaml::from_str(raw)
+        .map_err(|e| anyhow!("--set {key}: {raw:?} is not a valid value: {e}"))?;
+    let value = serde_json::to_value(&yaml)
+        .map_err(|e| anyhow!("--set {key}: {raw:?} cannot be used as a setting: {e}"))?;
+    Ok((key.to_string(), value))
+}
+
+/// The submission from --file, the positional type and the options.
+fn submission(
+    job_type: Option<&str>,
+    set: &[String],
+    file: Option<&PathBuf>,
+    name: Option<&str>,
+    priority: Option<i32>,
+) -> Result<JobSubmission> {
+    let mut sub = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the job file {}", path.display()))?;
+            let yaml: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let value =
+                serde_json::to_value(&yaml).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            serde_json::from_value::<JobSubmission>(value).map_err(|e| {
+                anyhow!(
+                    "{}: {e} (a job file has `job_type`, `settings`, and optionally `name` and `priority`)",
+                    path.display()
+                )
+            })?
+        }
+        None => JobSubmission::default(),
+    };
+    if let Some(t) = job_type {
+        sub.job_type = t.to_string();
+    }
+    if sub.job_type.trim().is_empty() {
+        bail!("no job type given: name one (`flamenco job submit sleep …`) or put `job_type` in --file; `flamenco job types` lists them");
+    }
+    let mut settings: Map<String, Value> = std::mem::take(&mut sub.settings);
+    for arg in set {
+        let (key, value) = parse_setting(arg)?;
+        settings.insert(key, value);
+    }
+    sub.settings = settings;
+    if let Some(n) = name {
+        sub.name = Some(n.to_string());
+    }
+    if let Some(p) = priority {
+        sub.priority = Some(Value::from(p));
+    }
+    Ok(sub)
+}
+
+/// "3/4 completed", plus the other non-zero counts.
+fn progress(job: &Job) -> String {
+    let c = &job.task_counts;
+    let mut out = format!("{}/{} completed", c.get(&TaskStatus::Completed), c.total());
+    for (status, n) in &c.0 {
+        if status != TaskStatus::Completed.as_str() && *n > 0 {
+            out.push_str(&format!(", {n} {status}"));
+        }
+    }
+    out
+}
+
+pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
+    match cmd {
+        JobCommand::Submit {
+            job_type,
+            set,
+            file,
+            name,
+            priority,
+            json,
+        } => {
+            let sub = submission(
+                job_type.as_deref(),
+                set,
+                file.as_ref(),
+                name.as_deref(),
+                *priority,
+            )?;
+            let manager = open(cli).await?;
+            let result = manager.submit_job(sub).await;
+            manager.close().await?;
+            let job = result?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                println!(
+                    "submitted job {} {:?} ({}): {} task(s), {}",
+                    job.id,
+                    job.name,
+                    job.job_type,
+                    job.task_counts.total(),
+                    job.status
+                );
+            }
+            Ok(())
+        }
+        JobCommand::List {
+            status,
+            limit,
+            offset,
+            json,
+        } => {
+            let statuses = status
+                .iter()
+                .map(|s| JobStatus::parse_known(s).map_err(|e| anyhow!("--status: {e}")))
+                .collect::<Result<Vec<_>>>()?;
+            let manager = open(cli).await?;
+            let jobs = manager
+                .list_jobs(&JobQuery {
+                    statuses,
+                    limit: Some(*limit),
+                    offset: *offset,
+                })
+                .await;
+            let now = manager.now();
+            manager.close().await?;
+            let jobs = jobs?;
+            if *json {
+                for j in &jobs {
+                    json_line(j)?;
+                }
+                return Ok(());
+            }
+            let mut out = table(&[
+                "id", "name", "type", "status", "priority", "tasks", "created", "updated",
+            ]);
+            for j in &jobs {
+                out.add_row(vec![
+                    j.id.to_hex(),
+                    j.name.clone(),
+                    j.job_type.clone(),
+                    j.status.to_string(),
+                    j.priority.to_string(),
+                    progress(j),
+                    ago(Some(j.created), now),
+                    ago(Some(j.updated), now),
+                ]);
+            }
+            println!("{out}");
+            eprintln!(
+                "{} job(s) shown (limit {limit}, offset {offset})",
+                jobs.len()
+            );
+            Ok(())
+        }
+        JobCommand::Show { id } => {
+            let id = parse_id("job id", id)?;
+            let manager = open(cli).await?;
+            let job = manager.get_job(id).await;
+            manager.close().await?;
+            let job = job?.with_context(|| format!("job {id} is unknown"))?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            Ok(())
+        }
+        JobCommand::Cancel { id } | JobCommand::Requeue { id } | JobCommand::Delete { id } => {
+            let id = parse_id("job id", id)?;
+            let manager = open(cli).await?;
+            let result = match cmd {
+                JobCommand::Cancel { .. } => manager.cancel_job(id).await.map(|j| {
+                    format!(
+                        "job {id} is {}{}",
+                        j.status,
+                        if j.status == JobStatus::CancelRequested {
+                            "; its running tasks stop when their workers next ask may-i-run"
+                        } else {
+                            ""
+                        }
+                    )
+                }),
+                JobCommand::Requeue { .. } => manager
+                    .requeue_job(id)
+                    .await
+                    .map(|j| format!("job {id} is {} ({})", j.status, progress(&j))),
+                _ => manager
+                    .delete_job(id)
+                    .await
+                    .map(|n| format!("deleted job {id} and its {n} task(s)")),
+            };
+            manager.close().await?;
+            println!("{}", result?);
+            Ok(())
+        }
+        JobCommand::Types => {
+            let manager = open(cli).await?;
+            let types = manager.job_types().describe();
+            manager.close().await?;
+            let mut out = table(&["job type", "description"]);
+            for (name, description) in types {
+                out.add_row(vec![name, description]);
+            }
+            println!("{out}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn settings_parse_as_yaml_scalars() {
+        let cases = [
+            ("frames=1-20", "frames", json!("1-20")),
+            ("chunk_size=5", "chunk_size", json!(5)),
+            ("time_in_seconds=0.5", "time_in_seconds", json!(0.5)),
+            ("cmd=echo hello world", "cmd", json!("echo hello world")),
+            ("cmd=[ls, date]", "cmd", json!(["ls", "date"])),
+            ("name='007'", "name", json!("007")),
+            ("format=", "format", json!("")),
+            ("expr=a=b", "expr", json!("a=b")),
+            ("frames=1,2,3", "frames", json!("1,2,3")),
+        ];
+        for (arg, key, value) in cases {
+            assert_eq!(
+                parse_setting(arg).unwrap(),
+                (key.to_string(), value),
+                "{arg}"
+            );
+        }
+        assert!(parse_setting("frames").is_err());
+        assert!(parse_setting("=5").is_err());
+    }
+}

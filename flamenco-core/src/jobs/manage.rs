@@ -1,0 +1,311 @@
+//! The jobs SDK on [`Manager`]: submit (compile and store), list, show, the job's tasks,
+//! cancel, re-queue and delete, and the job-type registry.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::status::JobAction;
+use super::{build_tasks, CompileContext, JobType, JobTypes};
+use crate::manager::{ApiError, Manager};
+use crate::model::{
+    Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, Worker, DEFAULT_JOB_PRIORITY,
+};
+use crate::store::{JobActionOutcome, JobQuery, TaskOrder, TaskQuery};
+use crate::updates::{self, ReturnOutcome};
+
+/// Longest accepted job name, in characters.
+pub const MAX_JOB_NAME: usize = 256;
+
+/// A job as submitted: through `POST /api/jobs`, `flamenco job submit`, or the SDK.
+///
+/// ```json
+/// {"name": "test", "job_type": "sleep", "priority": 50,
+///  "settings": {"frames": "1-20", "chunk_size": 5, "time_in_seconds": 1}}
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSubmission {
+    /// Shown in listings; defaults to the job type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A registered job type (`sleep`, `exec-command`, `blender-render`, …). `type` is
+    /// accepted as well.
+    #[serde(default, alias = "type")]
+    pub job_type: String,
+    /// 1–100, default 50: jobs with a higher priority are scheduled first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Value>,
+    /// The job type's settings.
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+}
+
+impl JobSubmission {
+    /// A submission of `job_type` with these settings (name and priority default).
+    pub fn new(job_type: impl Into<String>, settings: Map<String, Value>) -> JobSubmission {
+        JobSubmission {
+            name: None,
+            job_type: job_type.into(),
+            priority: None,
+            settings,
+        }
+    }
+
+    /// The same with a name.
+    pub fn named(mut self, name: impl Into<String>) -> JobSubmission {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The same with a priority.
+    pub fn with_priority(mut self, priority: i32) -> JobSubmission {
+        self.priority = Some(Value::from(priority));
+        self
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn priority(value: Option<&Value>) -> Result<i32, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(DEFAULT_JOB_PRIORITY),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(p @ 1..=100) => Ok(p as i32),
+            _ => Err(invalid(
+                "priority",
+                format!("priority {n} is out of range: expected an integer from 1 to 100"),
+            )),
+        },
+        Some(other) => Err(invalid(
+            "priority",
+            format!("priority must be an integer from 1 to 100, not {other}"),
+        )),
+    }
+}
+
+impl Manager {
+    /// Add a job type (or replace the one with the same name). Jobs of that type can be
+    /// submitted from then on, by every caller of this Manager (HTTP API included).
+    pub fn register_job_type(&self, job_type: Arc<dyn JobType>) -> Option<Arc<dyn JobType>> {
+        tracing::debug!(job_type = job_type.name(), "registered job type");
+        self.job_types_lock().register(job_type)
+    }
+
+    /// The job types this Manager knows.
+    pub fn job_types(&self) -> JobTypes {
+        self.job_types_lock().clone()
+    }
+
+    fn job_types_lock(&self) -> std::sync::MutexGuard<'_, JobTypes> {
+        self.job_type_registry()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn refuse_upstream(&self, what: &str) -> Result<(), ApiError> {
+        if self.config().is_upstream() {
+            return Err(ApiError::Conflict(format!(
+                "this Manager takes its jobs from the Flamenco Server at {}; {what} there \
+                 (or remove `flamenco:` from the configuration to run standalone)",
+                self.config().flamenco
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validate a submission and compile it, without storing anything: the job (status
+    /// `queued`, id and times set) and its tasks. Errors name the field at fault
+    /// (`job_type`, `priority`, `name`, `settings.<key>`).
+    pub fn compile_job(&self, submission: JobSubmission) -> Result<(Job, Vec<Task>), ApiError> {
+        let type_name = submission.job_type.trim();
+        if type_name.is_empty() {
+            return Err(invalid(
+                "job_type",
+                format!(
+                    "job_type is required; known job types: {}",
+                    self.job_types().names().join(", ")
+                ),
+            ));
+        }
+        let found = self.job_types_lock().get(type_name);
+        let Some(job_type) = found else {
+            return Err(invalid(
+                "job_type",
+                format!(
+                    "unknown job type {type_name:?}; known job types: {}",
+                    self.job_types().names().join(", ")
+                ),
+            ));
+        };
+        let priority = priority(submission.priority.as_ref())?;
+        let name = match submission.name.as_deref().map(str::trim) {
+            None | Some("") => type_name.to_string(),
+            Some(n) if n.chars().count() > MAX_JOB_NAME => {
+                return Err(invalid(
+                    "name",
+                    format!("the name is longer than {MAX_JOB_NAME} characters"),
+                ))
+            }
+            Some(n) => n.to_string(),
+        };
+        // Stores keep whole milliseconds: the job returned is the job stored.
+        let now = self.now();
+        let now = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        let mut job = Job {
+            id: ObjectId::new(),
+            name,
+            job_type: type_name.to_string(),
+            priority,
+            status: JobStatus::Queued,
+            settings: submission.settings,
+            created: now,
+            updated: now,
+            task_counts: TaskCounts::default(),
+        };
+        let max_tasks = self.config().max_tasks_per_job;
+        let ctx = CompileContext { max_tasks };
+        let specs = job_type
+            .compile(&job, &ctx)
+            .map_err(|e| ApiError::InvalidField {
+                field: e.field(),
+                message: e.to_string(),
+            })?;
+        if specs.is_empty() {
+            return Err(invalid("settings", "the job has no tasks to run"));
+        }
+        ctx.check_task_count(specs.len() as u64, "")
+            .map_err(|e| invalid("settings", e.to_string()))?;
+        let tasks = build_tasks(&job, specs).map_err(|e| ApiError::Internal(e.to_string()))?;
+        job.task_counts = TaskCounts::from_statuses(tasks.iter().map(|t| &t.status));
+        Ok((job, tasks))
+    }
+
+    /// Submit a job: compile it ([`Manager::compile_job`]) and store it with its tasks
+    /// (atomically). Its tasks are schedulable at once. Refused in upstream mode.
+    pub async fn submit_job(&self, submission: JobSubmission) -> Result<Job, ApiError> {
+        self.refuse_upstream("submit jobs")?;
+        let (job, tasks) = self.compile_job(submission)?;
+        self.store().insert_job(&job, &tasks).await?;
+        tracing::info!(job = %job.id, job_type = %job.job_type, tasks = tasks.len(), name = %job.name, "job submitted");
+        Ok(job)
+    }
+
+    pub async fn get_job(&self, id: ObjectId) -> Result<Option<Job>, ApiError> {
+        Ok(self.store().get_job(id).await?)
+    }
+
+    /// Jobs, newest first.
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<Job>, ApiError> {
+        Ok(self.store().list_jobs(query).await?)
+    }
+
+    /// A job's tasks, oldest first (404 when the job is unknown).
+    pub async fn job_tasks(
+        &self,
+        id: ObjectId,
+        statuses: Vec<TaskStatus>,
+        limit: Option<usize>,
+        offset: usize,
+    ) -> Result<Vec<Task>, ApiError> {
+        if self.store().get_job(id).await?.is_none() {
+            return Err(unknown_job(id));
+        }
+        Ok(self
+            .store()
+            .list_tasks(&TaskQuery {
+                statuses,
+                job: Some(id),
+                order: TaskOrder::Id,
+                limit,
+                offset,
+                ..TaskQuery::default()
+            })
+            .await?)
+    }
+
+    /// Do `action` to a job: the job as it is now (for a delete: as it was) and how many
+    /// tasks changed (were deleted). 404 for an unknown job, 409 when the job's status
+    /// does not allow it.
+    pub async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+    ) -> Result<(Job, u64), ApiError> {
+        if action != JobAction::Delete {
+            self.refuse_upstream("manage jobs")?;
+        }
+        match self.store().job_action(id, action, self.now()).await? {
+            JobActionOutcome::Done { job, tasks } => {
+                tracing::info!(job = %id, action = action.as_str(), tasks, status = %job.status, "job action");
+                Ok((job, tasks))
+            }
+            JobActionOutcome::NotFound => Err(unknown_job(id)),
+            JobActionOutcome::Refused(reason) => Err(ApiError::Conflict(format!(
+                "cannot {} job {id}: {reason}",
+                action.as_str()
+            ))),
+        }
+    }
+
+    /// Cancel a job: queued tasks become `canceled`, running ones `cancel-requested`
+    /// (their workers hear it through may-i-run). The job is `cancel-requested` until
+    /// they stopped, then `canceled`.
+    pub async fn cancel_job(&self, id: ObjectId) -> Result<Job, ApiError> {
+        self.job_action(id, JobAction::Cancel).await.map(|(j, _)| j)
+    }
+
+    /// Re-queue a job: its failed and canceled tasks (every task, for a completed job)
+    /// become `queued` again, and so does the job.
+    pub async fn requeue_job(&self, id: ObjectId) -> Result<Job, ApiError> {
+        self.job_action(id, JobAction::Requeue)
+            .await
+            .map(|(j, _)| j)
+    }
+
+    /// Delete a finished job and its tasks; returns how many tasks were deleted.
+    pub async fn delete_job(&self, id: ObjectId) -> Result<u64, ApiError> {
+        self.job_action(id, JobAction::Delete).await.map(|(_, n)| n)
+    }
+}
+
+impl Manager {
+    /// Standalone mode, when a worker asks for a task or signs off: it runs nothing, so
+    /// its `cancel-requested` tasks have stopped and become `canceled` (through the outbox,
+    /// as a return would do). Flamenco Worker 2.0.x stops a canceled task without
+    /// returning it (`/tasks/{id}/return` came with 2.2), and its last update is refused
+    /// with 409, so without this the task, and its job, would stay `cancel-requested`.
+    pub(crate) async fn cancel_tasks_worker_stopped(
+        &self,
+        worker: &Worker,
+    ) -> Result<(), ApiError> {
+        let stopped = self
+            .store()
+            .list_tasks(&TaskQuery {
+                statuses: vec![TaskStatus::CancelRequested],
+                worker_id: Some(worker.id),
+                ..TaskQuery::default()
+            })
+            .await?;
+        for task in stopped {
+            let ident = worker.identifier();
+            if let Some(update) =
+                updates::return_update(task.id, &ident, &ReturnOutcome::Canceled, self.now())
+            {
+                self.store().queue_update(update).await?;
+                tracing::info!(task = %task.id, worker = %ident, "the worker stopped its cancel-requested task; canceled");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unknown_job(id: ObjectId) -> ApiError {
+    ApiError::NotFound(format!("job {id} is unknown"))
+}

@@ -1,0 +1,130 @@
+//! Coalescing "seen" writes (v2 §8.4).
+//!
+//! Every worker request marks the worker as seen. Writing `last_activity` on every request
+//! would double the store's writes on the hottest endpoints (may-i-run, updates), so a
+//! request only writes at once when something visible changes (the worker becomes `awake`,
+//! or its address or User-Agent changed); otherwise the time is kept here and written in
+//! one batch by [`crate::Manager::flush_seen`] (about every second in the daemon, before
+//! every timeout check, and at close). `last_activity` is therefore at most a flush
+//! interval stale, far below any timeout.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::model::{worker_status, ObjectId, Worker};
+use crate::store::Seen;
+
+/// Pending `last_activity` times, by worker.
+#[derive(Debug, Default)]
+pub struct SeenTracker {
+    pending: Mutex<HashMap<ObjectId, Seen>>,
+}
+
+impl SeenTracker {
+    /// Must this contact be written now (it changes the status, address or software)?
+    pub fn needs_write_now(worker: &Worker, seen: &Seen) -> bool {
+        (seen.mark_awake && worker.status != worker_status::AWAKE)
+            || (!seen.address.is_empty() && seen.address != worker.address)
+            || (!seen.software.is_empty() && seen.software != worker.software)
+    }
+
+    /// Remember the latest contact of a worker.
+    pub fn record(&self, id: ObjectId, seen: Seen) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(id, seen);
+    }
+
+    /// Drop a worker's pending contact (it was written directly).
+    pub fn forget(&self, id: ObjectId) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&id);
+    }
+
+    /// Take every pending contact, as `last_activity`-only updates (no status change: a
+    /// status change is never deferred, and the worker's status may have changed since).
+    pub fn take(&self) -> Vec<(ObjectId, Seen)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .drain()
+            .map(|(id, mut seen)| {
+                seen.mark_awake = false;
+                (id, seen)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn worker() -> Worker {
+        Worker {
+            id: ObjectId::new(),
+            hashed_secret: String::new(),
+            nickname: "w".into(),
+            address: "10.0.0.1".into(),
+            status: "awake".into(),
+            platform: "linux".into(),
+            time_cost: 0,
+            supported_task_types: vec![],
+            software: "Flamenco-Worker/2.5".into(),
+            current_task: None,
+            last_activity: None,
+            current_task_status: String::new(),
+            current_task_updated: None,
+            status_requested: None,
+        }
+    }
+
+    fn seen(address: &str, software: &str, mark_awake: bool) -> Seen {
+        Seen {
+            now: Utc::now(),
+            address: address.into(),
+            software: software.into(),
+            mark_awake,
+        }
+    }
+
+    #[test]
+    fn only_visible_changes_are_written_at_once() {
+        let mut w = worker();
+        assert!(!SeenTracker::needs_write_now(
+            &w,
+            &seen("10.0.0.1", "Flamenco-Worker/2.5", true)
+        ));
+        assert!(SeenTracker::needs_write_now(
+            &w,
+            &seen("10.0.0.2", "Flamenco-Worker/2.5", true)
+        ));
+        assert!(SeenTracker::needs_write_now(
+            &w,
+            &seen("10.0.0.1", "Flamenco-Worker/2.6", true)
+        ));
+        w.status = "timeout".into();
+        assert!(SeenTracker::needs_write_now(
+            &w,
+            &seen("10.0.0.1", "Flamenco-Worker/2.5", true)
+        ));
+        assert!(!SeenTracker::needs_write_now(
+            &w,
+            &seen("10.0.0.1", "Flamenco-Worker/2.5", false)
+        ));
+    }
+
+    #[test]
+    fn take_drains_without_status_changes() {
+        let t = SeenTracker::default();
+        let id = ObjectId::new();
+        t.record(id, seen("a", "b", true));
+        t.record(id, seen("a", "b", true));
+        let taken = t.take();
+        assert_eq!(taken.len(), 1);
+        assert!(!taken[0].1.mark_awake);
+        assert!(t.take().is_empty());
+        t.record(id, seen("a", "b", true));
+        t.forget(id);
+        assert!(t.take().is_empty());
+    }
+}

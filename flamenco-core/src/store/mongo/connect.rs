@@ -1,0 +1,154 @@
+//! Turning a `database_url` into a connected client: the driver options (short timeouts,
+//! durable writes), the database name, and the reachability check with an error message
+//! that says what to do — and never shows the password.
+
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::options::{ClientOptions, WriteConcern};
+use mongodb::{Client, Database};
+
+use super::errors::{map_err, reason};
+use crate::store::{StoreError, StoreResult};
+
+/// The database used when the URL names none (`mongodb://host/` or `mongodb://host`).
+pub const DEFAULT_DATABASE: &str = "flamenco";
+
+/// How long an operation waits for a usable server before failing with `Unavailable`
+/// (unless the URL sets `serverSelectionTimeoutMS`). Short, so that a worker request
+/// during an outage gets a 503 within a few seconds instead of hanging for the driver's
+/// default 30 s.
+pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// TCP connect (and TLS handshake) limit, unless the URL sets `connectTimeoutMS`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the driver checks the server, unless the URL sets `heartbeatFrequencyMS`. A
+/// server that stops answering (hung, not gone) is noticed by the next failed check, which
+/// also interrupts the operations waiting on it: within this plus [`CONNECT_TIMEOUT`].
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// `url` with the password replaced by `****`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_string();
+    };
+    let password_start = after_scheme + colon + 1;
+    let password_end = after_scheme + at;
+    format!("{}****{}", &url[..password_start], &url[password_end..])
+}
+
+/// Parse the URL and fill in our defaults; returns the options and the database name.
+pub(super) async fn options(url: &str) -> StoreResult<(ClientOptions, String)> {
+    let shown = redact(url);
+    let mut options = ClientOptions::parse(url).await.map_err(|e| {
+        let why = reason(&e);
+        match map_err(e) {
+            // mongodb+srv:// looks the hosts up in DNS while parsing.
+            StoreError::Unavailable(_) => StoreError::Unavailable(format!(
+                "cannot reach MongoDB at {shown}: {why}; check database_url or start MongoDB"
+            )),
+            _ => StoreError::Other(format!("invalid MongoDB URL {shown}: {why}")),
+        }
+    })?;
+    options
+        .server_selection_timeout
+        .get_or_insert(SERVER_SELECTION_TIMEOUT);
+    options.connect_timeout.get_or_insert(CONNECT_TIMEOUT);
+    options.heartbeat_freq.get_or_insert(HEARTBEAT);
+    options
+        .app_name
+        .get_or_insert_with(|| format!("flamenco-manager/{}", crate::VERSION));
+    // An acknowledged update must survive a crash of the database server: majority and
+    // journaled, unless the URL chose a write concern.
+    options.write_concern.get_or_insert_with(|| {
+        let mut wc = WriteConcern::majority();
+        wc.journal = Some(true);
+        wc
+    });
+    let name = options
+        .default_database
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    Ok((options, name))
+}
+
+/// Connect and check that the server answers (`ping`), with a message naming the URL.
+pub(super) async fn client(url: &str, options: ClientOptions) -> StoreResult<Client> {
+    let shown = redact(url);
+    let client = Client::with_options(options)
+        .map_err(|e| StoreError::Other(format!("invalid MongoDB URL {shown}: {}", reason(&e))))?;
+    if let Err(e) = client
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+    {
+        let why = reason(&e);
+        return Err(match map_err(e) {
+            StoreError::Unavailable(_) => StoreError::Unavailable(format!(
+                "cannot reach MongoDB at {shown}: {why}; check database_url or start MongoDB"
+            )),
+            _ => StoreError::Other(format!("cannot use MongoDB at {shown}: {why}")),
+        });
+    }
+    Ok(client)
+}
+
+/// A message for a failure while preparing the database (indices, counter).
+pub(super) fn preparing(db: &Database, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("preparing MongoDB database {}: {m}", db.name()))
+        }
+        StoreError::Other(m) => {
+            StoreError::Other(format!("preparing MongoDB database {}: {m}", db.name()))
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact("mongodb://admin:hunter2@db:27017/flamenco?authSource=admin"),
+            "mongodb://admin:****@db:27017/flamenco?authSource=admin"
+        );
+        assert_eq!(
+            redact("mongodb+srv://u:p%40ss@cluster.example.com/"),
+            "mongodb+srv://u:****@cluster.example.com/"
+        );
+        assert_eq!(redact("mongodb://db/flamenco"), "mongodb://db/flamenco");
+        assert_eq!(redact("mongodb://user@db/"), "mongodb://user@db/");
+    }
+
+    #[tokio::test]
+    async fn database_name_comes_from_the_path() {
+        let (_, name) = options("mongodb://127.0.0.1:1/").await.expect("parse");
+        assert_eq!(name, DEFAULT_DATABASE);
+        let (_, name) = options("mongodb://127.0.0.1:1").await.expect("parse");
+        assert_eq!(name, DEFAULT_DATABASE);
+        let (o, name) = options("mongodb://127.0.0.1:1/farm?serverSelectionTimeoutMS=500")
+            .await
+            .expect("parse");
+        assert_eq!(name, "farm");
+        assert_eq!(o.server_selection_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(o.connect_timeout, Some(CONNECT_TIMEOUT));
+        let err = options("mongodb://u:secret@[bad/")
+            .await
+            .expect_err("invalid");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}

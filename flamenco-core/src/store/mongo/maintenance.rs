@@ -1,0 +1,232 @@
+//! Maintenance operations: the active-task and worker timeouts, cleanup of finished tasks,
+//! clean slate. Each document is changed with its own compare-and-set, so a task pinged
+//! (or a worker seen) meanwhile is left alone.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+
+use super::codec::{self, date, oid};
+use super::errors::Mongo;
+use super::protocol::{apply_locally, CAS_ATTEMPTS};
+use super::{outbox, tasks, workers, Db};
+use crate::model::{worker_status, ObjectId, Task, TaskStatus};
+use crate::store::StoreResult;
+use crate::updates;
+
+/// Candidates are read this many at a time.
+const BATCH: usize = 500;
+
+async fn ids(db: &Db, filter: Document, limit: Option<usize>) -> StoreResult<Vec<ObjectId>> {
+    let mut find = db
+        .tasks
+        .find(filter)
+        .sort(doc! { "_id": 1 })
+        .projection(doc! { "_id": 1 });
+    if let Some(limit) = limit {
+        find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    let docs: Vec<Document> = find.await.db()?.try_collect().await.db()?;
+    docs.iter()
+        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+        .collect()
+}
+
+/// "Last touched at or before `cutoff`": the last ping, or without one `last_updated`,
+/// or neither (v2 §8.1).
+fn untouched_since(cutoff: DateTime<Utc>) -> Document {
+    doc! { "$or": [
+        { "last_worker_ping": { "$lte": date(cutoff) } },
+        { "last_worker_ping": Bson::Null, "last_updated": { "$lte": date(cutoff) } },
+        { "last_worker_ping": Bson::Null, "last_updated": Bson::Null },
+    ] }
+}
+
+fn timed_out(task: &Task, cutoff: DateTime<Utc>) -> bool {
+    task.status == TaskStatus::Active
+        && task
+            .last_worker_ping
+            .or(task.last_updated)
+            .is_none_or(|t| t <= cutoff)
+}
+
+/// `Store::fail_timed_out_tasks`.
+pub(super) async fn fail_timed_out(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ObjectId>> {
+    let mut filter = doc! { "status": TaskStatus::Active.as_str() };
+    filter.extend(untouched_since(cutoff));
+    let mut failed = Vec::new();
+    for id in ids(db, filter, None).await? {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(before) = tasks::get_state(db, id).await? else {
+                break;
+            };
+            if !timed_out(&before, cutoff) {
+                break;
+            }
+            let worker = match before.worker_id {
+                Some(wid) => workers::get(db, wid).await?,
+                None => None,
+            };
+            let ident = updates::timeout_ident(&before, worker.as_ref());
+            let update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+            let mut after = before.clone();
+            apply_locally(&mut after, &update);
+            // Unchanged status and worker, and still not pinged since the cutoff.
+            if tasks::save(db, &before, &after, untouched_since(cutoff)).await? {
+                outbox::insert(db, std::slice::from_ref(&update)).await?;
+                if let Some(w) = worker {
+                    db.workers
+                        .update_one(
+                            doc! { "_id": oid(w.id) },
+                            doc! { "$set": { "status": worker_status::TIMEOUT } },
+                        )
+                        .await
+                        .db()?;
+                }
+                tracing::warn!(task = %id, worker = %ident, "task timed out; marked failed");
+                failed.push(id);
+                break;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// `Store::time_out_workers`: one conditional update per worker.
+pub(super) async fn time_out_workers(db: &Db, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
+    let filter = doc! {
+        "status": worker_status::AWAKE,
+        "$or": [
+            { "last_activity": { "$lte": date(cutoff) } },
+            { "last_activity": Bson::Null },
+        ],
+    };
+    let docs: Vec<Document> = db
+        .workers
+        .find(filter.clone())
+        .projection(doc! { "_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut out = Vec::new();
+    for d in &docs {
+        let id = codec::Fields::new(d, codec::WORKERS).id("_id")?;
+        let mut this = filter.clone();
+        this.insert("_id", oid(id));
+        let result = db
+            .workers
+            .update_one(this, doc! { "$set": { "status": worker_status::TIMEOUT } })
+            .await
+            .db()?;
+        if result.matched_count > 0 {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+fn finished_statuses() -> Vec<&'static str> {
+    vec![
+        TaskStatus::Completed.as_str(),
+        TaskStatus::Failed.as_str(),
+        TaskStatus::Canceled.as_str(),
+    ]
+}
+
+/// `Store::delete_finished_tasks`: finished tasks untouched since `cutoff` (both times at
+/// or before it, or missing), except parents of tasks that are not finished (found
+/// through the `{parents: 1}` index). The delete repeats the conditions, so a task
+/// re-queued meanwhile stays.
+pub(super) async fn delete_finished(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    limit: usize,
+) -> StoreResult<u64> {
+    let old = doc! { "$and": [
+        { "$or": [
+            { "last_worker_ping": { "$lte": date(cutoff) } },
+            { "last_worker_ping": Bson::Null },
+        ] },
+        { "$or": [
+            { "last_updated": { "$lte": date(cutoff) } },
+            { "last_updated": Bson::Null },
+        ] },
+    ] };
+    let mut deleted = 0;
+    let mut after_id: Option<ObjectId> = None;
+    while deleted < limit as u64 {
+        let mut filter = doc! { "status": { "$in": finished_statuses() } };
+        filter.extend(old.clone());
+        if let Some(last) = after_id {
+            filter.insert("_id", doc! { "$gt": oid(last) });
+        }
+        let batch = ids(db, filter, Some(BATCH)).await?;
+        let Some(&last) = batch.last() else {
+            break;
+        };
+        after_id = Some(last);
+        let listed: Vec<Bson> = batch.iter().map(|id| oid(*id)).collect();
+        let children: Vec<Document> = db
+            .tasks
+            .find(doc! {
+                "parents": { "$in": listed },
+                "status": { "$nin": finished_statuses() },
+            })
+            .projection(doc! { "parents": 1 })
+            .await
+            .db()?
+            .try_collect()
+            .await
+            .db()?;
+        let mut needed = BTreeSet::new();
+        for child in &children {
+            needed.extend(codec::Fields::new(child, codec::TASKS).id_list("parents")?);
+        }
+        let room = usize::try_from(limit as u64 - deleted).unwrap_or(usize::MAX);
+        let doomed: Vec<Bson> = batch
+            .iter()
+            .filter(|id| !needed.contains(id))
+            .take(room)
+            .map(|id| oid(*id))
+            .collect();
+        if doomed.is_empty() {
+            continue;
+        }
+        let mut filter = doc! {
+            "_id": { "$in": doomed },
+            "status": { "$in": finished_statuses() },
+        };
+        filter.extend(old.clone());
+        deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
+    }
+    Ok(deleted)
+}
+
+/// `Store::delete_tasks` (clean slate).
+pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    let listed: Vec<Bson> = ids(db, doc! {}, Some(limit))
+        .await?
+        .into_iter()
+        .map(oid)
+        .collect();
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    Ok(db
+        .tasks
+        .delete_many(doc! { "_id": { "$in": listed } })
+        .await
+        .db()?
+        .deleted_count)
+}

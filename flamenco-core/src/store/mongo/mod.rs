@@ -1,0 +1,446 @@
+//! The MongoDB store: a database shared with (or left by) the Go Manager v2, or shared by
+//! several Manager processes.
+//!
+//! * Collections and fields are v2's (manager-v2.md §3): `flamenco_tasks`,
+//!   `flamenco_workers`, `task_update_queue` and the single `settings` document, plus
+//!   `flamenco_jobs` (standalone mode, v2 Server's name and fields), `flamenco_counters`
+//!   (the outbox sequence) and a few fields of ours (`seq`, `attempts`, `set_aside_at` on
+//!   queued updates, `status_requested` on workers). A v2 database opens as it is.
+//! * The database is the URL's path (`mongodb://host/farm` → `farm`), `flamenco` when
+//!   the URL names none.
+//! * No multi-document transactions: every protocol operation is a compare-and-set on the
+//!   task document followed by the outbox insert (`protocol` explains why that is safe).
+//! * Failures to reach the database are [`StoreError::Unavailable`] within a few seconds:
+//!   server selection times out after 2 s; a server that hangs is noticed by the next
+//!   heartbeat (every 5 s), which interrupts the operations waiting on it; every operation
+//!   is also bounded by [`OPERATION_TIMEOUT`]. The driver reconnects by itself when the
+//!   server is back.
+//!
+//! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
+//! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
+//! `outbox`, `workers`, `settings`, `testing` (test support).
+
+mod codec;
+mod connect;
+mod errors;
+mod indexes;
+mod jobs;
+mod maintenance;
+mod outbox;
+mod protocol;
+mod settings;
+mod tasks;
+#[doc(hidden)]
+pub mod testing;
+mod upstream;
+mod workers;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mongodb::bson::Document;
+use mongodb::{Client, Collection, Database};
+
+use crate::jobs::status::JobAction;
+use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::store::{
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskQuery,
+};
+use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
+
+pub use connect::{redact, CONNECT_TIMEOUT, DEFAULT_DATABASE, HEARTBEAT, SERVER_SELECTION_TIMEOUT};
+
+/// No store operation takes longer than this: a server that accepts connections but does
+/// not answer still gives `Unavailable` rather than a hanging request.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The collections, shared by the submodules.
+pub(crate) struct Db {
+    tasks: Collection<Document>,
+    workers: Collection<Document>,
+    updates: Collection<Document>,
+    settings: Collection<Document>,
+    counters: Collection<Document>,
+    jobs: Collection<Document>,
+}
+
+impl Db {
+    fn new(db: &Database) -> Db {
+        Db {
+            tasks: db.collection(codec::TASKS),
+            workers: db.collection(codec::WORKERS),
+            updates: db.collection(codec::UPDATES),
+            settings: db.collection(codec::SETTINGS),
+            counters: db.collection(codec::COUNTERS),
+            jobs: db.collection(codec::JOBS),
+        }
+    }
+}
+
+/// The [`Store`] on a MongoDB database.
+pub struct MongoStore {
+    client: Client,
+    database: Database,
+    db: Db,
+    shown_url: String,
+    closed: AtomicBool,
+}
+
+impl MongoStore {
+    /// Connect to the database `url` names, check that it answers, and create the indices
+    /// and the outbox counter if needed. An unreachable server is an
+    /// [`StoreError::Unavailable`] saying so ("cannot reach MongoDB at <url>: <reason>;
+    /// check database_url or start MongoDB"), after about 2 s.
+    pub async fn connect(url: &str) -> StoreResult<MongoStore> {
+        let (options, name) = connect::options(url).await?;
+        let client = connect::client(url, options).await?;
+        let database = client.database(&name);
+        let db = Db::new(&database);
+        indexes::ensure(&db)
+            .await
+            .map_err(|e| connect::preparing(&database, e))?;
+        outbox::init_counter(&db)
+            .await
+            .map_err(|e| connect::preparing(&database, e))?;
+        Ok(MongoStore {
+            client,
+            database,
+            db,
+            shown_url: redact(url),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The database's name.
+    pub fn database_name(&self) -> &str {
+        self.database.name()
+    }
+
+    /// The indices this store creates: `(collection, keys)`.
+    pub fn indexes() -> Vec<(&'static str, Document)> {
+        indexes::wanted()
+    }
+
+    /// The claim's candidate query for these task types: `(filter, sort)` on
+    /// `flamenco_tasks` (for query-plan checks).
+    pub fn claim_query(task_types: &[String]) -> (Document, Document) {
+        tasks::candidates_query(task_types)
+    }
+
+    /// Run one store operation: refused after `close`, bounded by [`OPERATION_TIMEOUT`].
+    async fn run<T>(&self, op: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "MongoDB did not answer within {} s",
+                OPERATION_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn describe(&self) -> String {
+        format!(
+            "mongodb:{} (database {})",
+            self.shown_url,
+            self.database.name()
+        )
+    }
+
+    // ---- tasks ----
+
+    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        self.run(tasks::insert(&self.db, new)).await
+    }
+
+    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        self.run(tasks::upsert(&self.db, new)).await
+    }
+
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.run(tasks::get(&self.db, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
+        self.run(tasks::list(&self.db, query)).await
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.run(tasks::count_by_status(&self.db)).await
+    }
+
+    async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        self.run(protocol::claim(&self.db, req)).await
+    }
+
+    async fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()> {
+        self.run(protocol::unassign(&self.db, worker_id, &update))
+            .await
+    }
+
+    async fn apply_worker_update(
+        &self,
+        worker_id: ObjectId,
+        update: TaskUpdate,
+    ) -> StoreResult<WorkerUpdateOutcome> {
+        self.run(protocol::apply_worker_update(&self.db, worker_id, &update))
+            .await
+    }
+
+    async fn may_i_run(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<MayIRun> {
+        self.run(protocol::may_i_run(&self.db, task_id, worker_id, now))
+            .await
+    }
+
+    async fn return_task(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReturnOutcome> {
+        self.run(protocol::return_task(
+            &self.db, task_id, worker_id, ident, now,
+        ))
+        .await
+    }
+
+    async fn sign_off_worker(
+        &self,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.run(protocol::sign_off(&self.db, worker_id, now)).await
+    }
+
+    async fn queue_update(&self, update: TaskUpdate) -> StoreResult<()> {
+        self.run(protocol::queue_update(&self.db, &update)).await
+    }
+
+    // ---- outbox ----
+
+    async fn outbox_len(&self) -> StoreResult<u64> {
+        self.run(outbox::len(&self.db)).await
+    }
+
+    async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>> {
+        self.run(outbox::peek(&self.db, limit)).await
+    }
+
+    async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64> {
+        self.run(outbox::ack(&self.db, ids)).await
+    }
+
+    // ---- workers ----
+
+    async fn insert_worker(&self, worker: &Worker) -> StoreResult<()> {
+        self.run(workers::insert(&self.db, worker)).await
+    }
+
+    async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>> {
+        self.run(workers::get(&self.db, id)).await
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<Worker>> {
+        self.run(workers::list(&self.db)).await
+    }
+
+    async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+        self.run(workers::seen(&self.db, id, seen)).await
+    }
+
+    async fn worker_sign_on(
+        &self,
+        id: ObjectId,
+        sign_on: &SignOn,
+        seen: &Seen,
+    ) -> StoreResult<bool> {
+        self.run(workers::sign_on(&self.db, id, sign_on, seen))
+            .await
+    }
+
+    async fn set_worker_status_requested(
+        &self,
+        id: ObjectId,
+        requested: Option<RequestedStatus>,
+    ) -> StoreResult<bool> {
+        self.run(workers::set_status_requested(&self.db, id, requested))
+            .await
+    }
+
+    async fn ack_worker_status(
+        &self,
+        id: ObjectId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.run(workers::ack_status(&self.db, id, status, now))
+            .await
+    }
+
+    // ---- maintenance ----
+
+    async fn fail_timed_out_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.run(maintenance::fail_timed_out(&self.db, cutoff, now))
+            .await
+    }
+
+    async fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
+        self.run(maintenance::time_out_workers(&self.db, cutoff))
+            .await
+    }
+
+    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.run(maintenance::delete_finished(&self.db, cutoff, limit))
+            .await
+    }
+
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64> {
+        self.run(maintenance::delete_any(&self.db, limit)).await
+    }
+
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
+        self.run(outbox::purge(&self.db, limit)).await
+    }
+
+    // ---- the job source (upstream mode) ----
+
+    async fn merge_downloaded_tasks(
+        &self,
+        new: &[Task],
+        now: DateTime<Utc>,
+    ) -> StoreResult<MergeReport> {
+        self.run(upstream::merge_downloaded(&self.db, new, now))
+            .await
+    }
+
+    async fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        self.run(protocol::reserve(&self.db, req)).await
+    }
+
+    async fn confirm_claim(
+        &self,
+        task_id: ObjectId,
+        req: &ClaimRequest,
+    ) -> StoreResult<Option<Claimed>> {
+        self.run(protocol::confirm(&self.db, task_id, req)).await
+    }
+
+    async fn release_claim(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        verdict: &Refetched,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.run(upstream::release(
+            &self.db, task_id, worker_id, verdict, now,
+        ))
+        .await
+    }
+
+    async fn apply_upstream_cancels(
+        &self,
+        task_ids: &[ObjectId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelReport> {
+        self.run(upstream::apply_cancels(&self.db, task_ids, now))
+            .await
+    }
+
+    async fn outbox_note_unacknowledged(
+        &self,
+        ids: &[ObjectId],
+        set_aside_after: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.run(outbox::note_unacknowledged(
+            &self.db,
+            ids,
+            set_aside_after,
+            now,
+        ))
+        .await
+    }
+
+    async fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>> {
+        self.run(outbox::set_aside(&self.db, limit)).await
+    }
+
+    async fn outbox_set_aside_len(&self) -> StoreResult<u64> {
+        self.run(outbox::set_aside_len(&self.db)).await
+    }
+
+    async fn outbox_retry_set_aside(&self) -> StoreResult<u64> {
+        self.run(outbox::retry_set_aside(&self.db)).await
+    }
+
+    // ---- jobs (standalone mode) ----
+
+    async fn insert_job(&self, job: &Job, tasks: &[Task]) -> StoreResult<()> {
+        self.run(jobs::insert(&self.db, job, tasks)).await
+    }
+
+    async fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>> {
+        self.run(jobs::get(&self.db, id)).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>> {
+        self.run(jobs::list(&self.db, query)).await
+    }
+
+    async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobActionOutcome> {
+        self.run(jobs::action(&self.db, id, action, now)).await
+    }
+
+    async fn apply_updates_to_jobs(
+        &self,
+        updates: &[TaskUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<JobStatusChange>> {
+        self.run(jobs::apply_updates(&self.db, updates, now)).await
+    }
+
+    // ---- settings ----
+
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        self.run(settings::get(&self.db, key)).await
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()> {
+        self.run(settings::set(&self.db, key, value)).await
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // Close the connections without waiting for cursors someone may still hold.
+        self.client.clone().shutdown().immediate(true).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,495 @@
+//! The protocol operations (claim, reservation, worker updates, may-i-run, return,
+//! sign-off, queued Manager updates, un-assignment) without multi-document transactions.
+//!
+//! Each one reads the task, decides with the shared functions of [`crate::updates`], and
+//! writes the task with ONE compare-and-set `update_one`/`find_one_and_update` whose
+//! filter holds what the decision was based on (status and `worker_id`, see
+//! [`tasks::save`]). If another writer (another request, another Manager on the same
+//! database) changed the task in between, nothing is written and the operation reads
+//! and decides again; a claim moves on to the next candidate instead.
+//!
+//! Only after the task write succeeded is the outbox written, then the worker's
+//! bookkeeping, and only then does the caller answer the worker. All writes use the
+//! store's write concern (majority, journaled, unless the URL says otherwise), so an
+//! acknowledged update is durable.
+//!
+//! What a crash (or an outage) between the task write and the outbox insert leaves, and
+//! why that is safe:
+//!
+//! * a worker's update: the task is updated locally but the update is not queued, and
+//!   the worker got no 2xx. The worker keeps the update and sends it again; the second
+//!   time the task write is repeated (it only sets the same values) and the update is
+//!   queued. Delivery to the outbox is at-least-once, never lost once acknowledged.
+//! * a claim: the task is `active` for the worker, nothing is queued, and the worker got
+//!   no task. Its next `/task` finds this task as already assigned and queues the two
+//!   assignment updates then.
+//! * a return, a sign-off, an un-assignment or a Manager-made update: the local state is
+//!   right but the Server is not told by this update; it learns the task's state from
+//!   the next update about that task (a new assignment queues `active`).
+//!
+//! Writing the outbox first would be worse: an update whose task write then loses the
+//! compare-and-set (say the task was canceled meanwhile) would be queued although the
+//! worker was answered 409.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use mongodb::bson::{doc, Bson, Document};
+
+use super::codec::{date, oid};
+use super::errors::Mongo;
+use super::{outbox, tasks, workers, Db};
+use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
+use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult};
+use crate::updates::{
+    self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
+    WorkerUpdateOutcome,
+};
+
+/// How often an operation re-reads a task that changed under it before giving up with
+/// `Unavailable` (the caller answers 503 and the worker tries again).
+pub(super) const CAS_ATTEMPTS: usize = 16;
+
+/// Claim candidates are read and parent-checked this many at a time.
+const CLAIM_BATCH: usize = 8;
+
+/// A claim reads the candidates at most this many times (each time after losing every
+/// candidate of a batch to other claimers) before answering `Unavailable`.
+const CLAIM_ROUNDS: usize = 64;
+
+pub(super) fn kept_changing(task: ObjectId) -> StoreError {
+    StoreError::Unavailable(format!(
+        "task {task} kept changing while this request tried to update it; try again"
+    ))
+}
+
+/// The local effect of queueing `update` (v2 §7.2 step 2): the status per
+/// [`local_status_after`], a non-empty activity, and `last_updated`. The log and the
+/// progress fields are never stored on the task. (The same as the SQLite store's.)
+pub(super) fn apply_locally(task: &mut Task, update: &TaskUpdate) {
+    if let Some(new) = &update.task_status {
+        if let Some(status) = local_status_after(&task.status, new) {
+            task.status = status;
+        }
+    }
+    if !update.activity.is_empty() {
+        task.activity.clone_from(&update.activity);
+    }
+    task.last_updated = Some(update.received_on_manager);
+}
+
+// ---- claim ----
+
+/// The task as assigned to the worker, and the two updates to queue (v2 §6.4 steps 2, 7).
+fn assigned(before: &Task, req: &ClaimRequest) -> (Task, [TaskUpdate; 2]) {
+    let mut task = before.clone();
+    let active = updates::assignment_status_update(task.id, req.now);
+    apply_locally(&mut task, &active);
+    task.worker.clone_from(&req.nickname);
+    task.worker_id = Some(req.worker_id);
+    task.last_worker_ping = Some(req.now);
+    let log = updates::assignment_log_update(task.id, &req.ident, req.now);
+    apply_locally(&mut task, &log);
+    (task, [active, log])
+}
+
+/// After a successful take: queue the two updates and set the worker's `current_task`.
+async fn finish(
+    db: &Db,
+    req: &ClaimRequest,
+    task: Task,
+    queued: [TaskUpdate; 2],
+    already_assigned: bool,
+) -> StoreResult<Claimed> {
+    outbox::insert(db, &queued).await?;
+    workers::set_current_task(db, req.worker_id, task.id).await?;
+    Ok(Claimed {
+        task,
+        already_assigned,
+    })
+}
+
+/// The reservation that [`tasks::reserve_best`] writes, applied to `before`.
+fn reserved(before: &Task, req: &ClaimRequest) -> Task {
+    let mut task = before.clone();
+    task.status = TaskStatus::Active;
+    task.worker_id = Some(req.worker_id);
+    task.last_worker_ping = Some(req.now);
+    task.last_updated = Some(req.now);
+    task
+}
+
+/// Choose the task for this worker and take it; `change` gives the task as it should be
+/// stored (plus whatever the caller needs from it). Returns the task as stored, that
+/// value, and whether the worker already had the task.
+///
+/// 1. The worker's own `active` task, if any (`{status, worker_id, _id}` index), taken
+///    with one compare-and-set on its status and `worker_id`.
+/// 2. Otherwise the candidates, best first, [`CLAIM_BATCH`] at a time (one sorted query
+///    with a limit). Their parents are checked with one query per batch. Then ONE
+///    `find_one_and_update`, sorted like the claim, whose filter holds the ids of the
+///    batch's unblocked candidates plus "still schedulable, of the worker's types",
+///    reserves the best of them that no other claimer took meanwhile (compare-and-set
+///    over the batch: a candidate taken by another claimer no longer matches, and the
+///    next one in order is taken instead; concurrent claimers do not pile up on the same
+///    candidate). A second write, filtered on "still `active` for this worker", adds what
+///    `change` sets on top of the reservation (for a claim: `worker` and the assignment
+///    activity). When the whole batch was taken, the query is read again (taken tasks
+///    drop out of it; blocked ones are skipped).
+///
+/// Two Managers on one database therefore never hand out the same task: only one
+/// compare-and-set can move it out of its schedulable status.
+pub(super) async fn pick_and_take<T>(
+    db: &Db,
+    req: &ClaimRequest,
+    change: impl Fn(&Task) -> (Task, T),
+) -> StoreResult<Option<(Task, T, bool)>> {
+    for attempt in 0.. {
+        let Some(before) = tasks::active_for_worker(db, req.worker_id).await? else {
+            break;
+        };
+        let (after, extra) = change(&before);
+        if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
+            return Ok(Some((stored, extra, true)));
+        }
+        if attempt + 1 >= CAS_ATTEMPTS {
+            return Err(kept_changing(before.id));
+        }
+    }
+    if req.task_types.is_empty() {
+        return Ok(None);
+    }
+    // Blocked candidates stay at the head of the query; taken ones drop out of it.
+    let mut blocked_seen = 0;
+    for _ in 0..CLAIM_ROUNDS {
+        let batch = tasks::candidates(db, &req.task_types, blocked_seen, CLAIM_BATCH).await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let parents: BTreeSet<ObjectId> = batch
+            .iter()
+            .flat_map(|t| t.parents.iter().copied())
+            .collect();
+        let blocking = tasks::blocking_parents(db, &parents).await?;
+        let (blocked, free): (Vec<Task>, Vec<Task>) = batch
+            .into_iter()
+            .partition(|t| t.parents.iter().any(|p| blocking.contains(p)));
+        blocked_seen += blocked.len();
+        if free.is_empty() {
+            continue;
+        }
+        let Some(before) = tasks::reserve_best(db, &free, req).await? else {
+            continue; // all of them were taken meanwhile
+        };
+        let (after, extra) = change(&before);
+        if let Some(stored) =
+            tasks::save_returning(db, &reserved(&before, req), &after, Document::new()).await?
+        {
+            return Ok(Some((stored, extra, false)));
+        }
+        // Taken away between the two writes (canceled, say): look again.
+    }
+    Err(StoreError::Unavailable(
+        "every task this worker could get was taken by others meanwhile; try again".into(),
+    ))
+}
+
+/// `Store::claim_task`.
+pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    match pick_and_take(db, req, |before| assigned(before, req)).await? {
+        Some((task, queued, already_assigned)) => finish(db, req, task, queued, already_assigned)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `Store::reserve_task`: the claim's choice and compare-and-set, with only `active`,
+/// `worker_id` and the times written.
+pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    Ok(pick_and_take(db, req, |before| (reserved(before, req), ()))
+        .await?
+        .map(|(task, (), already_assigned)| Claimed {
+            task,
+            already_assigned,
+        }))
+}
+
+/// Is `task` still reserved (or assigned) to this worker?
+fn held_by(task: &Task, worker_id: ObjectId) -> bool {
+    task.status == TaskStatus::Active && task.worker_id == Some(worker_id)
+}
+
+/// `Store::confirm_claim`.
+pub(super) async fn confirm(
+    db: &Db,
+    task_id: ObjectId,
+    req: &ClaimRequest,
+) -> StoreResult<Option<Claimed>> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(before) = tasks::get(db, task_id).await? else {
+            return Ok(None);
+        };
+        if !held_by(&before, req.worker_id) {
+            return Ok(None);
+        }
+        let (after, queued) = assigned(&before, req);
+        if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
+            // Whether the worker had it before is what the reservation said.
+            return finish(db, req, stored, queued, false).await.map(Some);
+        }
+    }
+    Err(kept_changing(task_id))
+}
+
+/// `Store::unassign_task`.
+pub(super) async fn unassign(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> StoreResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(before) = tasks::get_state(db, update.task_id).await? else {
+            return Ok(());
+        };
+        if before.status != TaskStatus::Active || before.worker_id != Some(worker_id) {
+            return Ok(());
+        }
+        let mut after = before.clone();
+        apply_locally(&mut after, update);
+        if tasks::save(db, &before, &after, Document::new()).await? {
+            return outbox::insert(db, std::slice::from_ref(update)).await;
+        }
+    }
+    Err(kept_changing(update.task_id))
+}
+
+// ---- worker updates ----
+
+/// The statuses for which a worker's update asking for `new` is decided differently from
+/// "any other status": refused by [`check_worker_update`], or given another local status
+/// by [`local_status_after`]. Found by asking those functions about every known status;
+/// also returns the local status for all the others (`None`: the status is kept).
+fn special_statuses(
+    worker_id: ObjectId,
+    new: Option<&TaskStatus>,
+) -> (Vec<String>, Option<TaskStatus>) {
+    let any_other = TaskStatus::Other(String::new());
+    let generic = new.map(|n| local_status_after(&any_other, n));
+    let mut special = Vec::new();
+    for status in TaskStatus::KNOWN {
+        let mut probe = Task::new("", "", Vec::new());
+        probe.status = status.clone();
+        probe.worker_id = Some(worker_id);
+        let refused = check_worker_update(Some(&probe), worker_id) != WorkerUpdateOutcome::Applied;
+        let differs = new.map(|n| local_status_after(&status, n)) != generic;
+        if refused || differs {
+            special.push(status.as_str().to_string());
+        }
+    }
+    (special, generic.flatten())
+}
+
+/// The common case in one compare-and-set, without reading the task first: the task is
+/// not assigned to another worker (`worker_id` missing, null or this worker) and its
+/// status is none of the [`special_statuses`]. False when that does not hold (or the task
+/// does not exist).
+async fn quick_update(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> StoreResult<bool> {
+    let now = update.received_on_manager;
+    let (special, status) = special_statuses(worker_id, update.task_status.as_ref());
+    let filter = doc! {
+        "_id": oid(update.task_id),
+        "worker_id": { "$in": [Bson::Null, oid(worker_id)] },
+        "status": { "$nin": special },
+    };
+    let mut set = doc! {
+        "last_worker_ping": date(now),
+        "worker_id": oid(worker_id),
+        "last_updated": date(now),
+    };
+    if !update.activity.is_empty() {
+        set.insert("activity", update.activity.as_str());
+    }
+    if let Some(status) = status {
+        set.insert("status", status.as_str());
+    }
+    let result = db
+        .tasks
+        .update_one(filter, doc! { "$set": set })
+        .await
+        .db()?;
+    Ok(result.matched_count > 0)
+}
+
+/// The general case: read the task, decide, compare-and-set; again if it changed.
+async fn checked_update(
+    db: &Db,
+    worker_id: ObjectId,
+    update: &TaskUpdate,
+) -> StoreResult<WorkerUpdateOutcome> {
+    for _ in 0..CAS_ATTEMPTS {
+        let loaded = tasks::get_state(db, update.task_id).await?;
+        let outcome = check_worker_update(loaded.as_ref(), worker_id);
+        let (WorkerUpdateOutcome::Applied, Some(before)) = (&outcome, loaded) else {
+            return Ok(outcome);
+        };
+        let mut after = before.clone();
+        // v2 §4.4 step 8: the ping; step 9: the local effect.
+        after.last_worker_ping = Some(update.received_on_manager);
+        after.worker_id = Some(worker_id);
+        apply_locally(&mut after, update);
+        if tasks::save(db, &before, &after, Document::new()).await? {
+            return Ok(outcome);
+        }
+    }
+    Err(kept_changing(update.task_id))
+}
+
+/// `Store::apply_worker_update`: the task write, then the outbox insert, then the
+/// worker's ping; success is returned only after all three.
+pub(super) async fn apply_worker_update(
+    db: &Db,
+    worker_id: ObjectId,
+    update: &TaskUpdate,
+) -> StoreResult<WorkerUpdateOutcome> {
+    if !quick_update(db, worker_id, update).await? {
+        let outcome = checked_update(db, worker_id, update).await?;
+        if outcome != WorkerUpdateOutcome::Applied {
+            return Ok(outcome);
+        }
+    }
+    outbox::insert(db, std::slice::from_ref(update)).await?;
+    workers::ping(
+        db,
+        worker_id,
+        update.received_on_manager,
+        update.task_status.as_ref().map(|s| s.as_str()),
+    )
+    .await?;
+    Ok(WorkerUpdateOutcome::Applied)
+}
+
+/// `Store::may_i_run`.
+pub(super) async fn may_i_run(
+    db: &Db,
+    task_id: ObjectId,
+    worker_id: ObjectId,
+    now: DateTime<Utc>,
+) -> StoreResult<MayIRun> {
+    for _ in 0..CAS_ATTEMPTS {
+        let loaded = tasks::get_state(db, task_id).await?;
+        let answer = MayIRun::decide(loaded.as_ref(), worker_id);
+        let (MayIRun::Yes, Some(before)) = (&answer, loaded) else {
+            return Ok(answer);
+        };
+        let mut after = before.clone();
+        after.last_worker_ping = Some(now);
+        after.worker_id = Some(worker_id);
+        if tasks::save(db, &before, &after, Document::new()).await? {
+            workers::ping(db, worker_id, now, None).await?;
+            return Ok(answer);
+        }
+    }
+    Err(kept_changing(task_id))
+}
+
+/// `Store::return_task`.
+pub(super) async fn return_task(
+    db: &Db,
+    task_id: ObjectId,
+    worker_id: ObjectId,
+    ident: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<ReturnOutcome> {
+    for _ in 0..CAS_ATTEMPTS {
+        let loaded = tasks::get_state(db, task_id).await?;
+        let outcome = decide_return(loaded.as_ref(), worker_id);
+        let (Some(update), Some(before)) = (
+            updates::return_update(task_id, ident, &outcome, now),
+            loaded,
+        ) else {
+            return Ok(outcome);
+        };
+        let mut after = before.clone();
+        if outcome == ReturnOutcome::Requeued {
+            after.worker_id = None;
+        }
+        apply_locally(&mut after, &update);
+        if tasks::save(db, &before, &after, Document::new()).await? {
+            outbox::insert(db, std::slice::from_ref(&update)).await?;
+            return Ok(outcome);
+        }
+    }
+    Err(kept_changing(task_id))
+}
+
+/// `Store::sign_off_worker`.
+pub(super) async fn sign_off(
+    db: &Db,
+    worker_id: ObjectId,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<ObjectId>> {
+    let ident = match workers::get(db, worker_id).await? {
+        Some(worker) => worker.identifier(),
+        None => worker_id.to_string(),
+    };
+    let mut requeued = Vec::new();
+    for listed in tasks::active_states_for_worker(db, worker_id).await? {
+        let id = listed.id;
+        let mut current = Some(listed);
+        let mut attempts = 0;
+        while let Some(before) = current.take() {
+            if before.status != TaskStatus::Active || before.worker_id != Some(worker_id) {
+                break; // no longer this worker's active task
+            }
+            attempts += 1;
+            if attempts > CAS_ATTEMPTS {
+                return Err(kept_changing(id));
+            }
+            let update = updates::sign_off_requeue_update(id, &ident, now);
+            let mut after = before.clone();
+            apply_locally(&mut after, &update);
+            if tasks::save(db, &before, &after, Document::new()).await? {
+                outbox::insert(db, std::slice::from_ref(&update)).await?;
+                requeued.push(id);
+                break;
+            }
+            current = tasks::get_state(db, id).await?;
+        }
+    }
+    workers::signed_off(db, worker_id).await?;
+    Ok(requeued)
+}
+
+/// `Store::queue_update`: a missing task only gets the outbox entry.
+pub(super) async fn queue_update(db: &Db, update: &TaskUpdate) -> StoreResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(before) = tasks::get_state(db, update.task_id).await? else {
+            return outbox::insert(db, std::slice::from_ref(update)).await;
+        };
+        let mut after = before.clone();
+        apply_locally(&mut after, update);
+        if tasks::save(db, &before, &after, Document::new()).await? {
+            return outbox::insert(db, std::slice::from_ref(update)).await;
+        }
+    }
+    Err(kept_changing(update.task_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_statuses_follow_the_shared_rules() {
+        let w = ObjectId::new();
+        let (special, status) = special_statuses(w, None);
+        assert_eq!(special, vec!["canceled", "cancel-requested"]);
+        assert_eq!(status, None);
+        let (special, status) = special_statuses(w, Some(&TaskStatus::Active));
+        assert_eq!(
+            special,
+            vec!["completed", "failed", "canceled", "cancel-requested"]
+        );
+        assert_eq!(status, Some(TaskStatus::Active));
+        let (special, status) = special_statuses(w, Some(&TaskStatus::Completed));
+        assert_eq!(special, vec!["canceled", "cancel-requested"]);
+        assert_eq!(status, Some(TaskStatus::Completed));
+    }
+}

@@ -1,0 +1,455 @@
+//! The `flamenco_tasks` collection: insert, upsert, read, list, count, the claim's
+//! candidate search, and the compare-and-set that saves a task's local bookkeeping.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::ReturnDocument;
+use mongodb::Cursor;
+
+use super::codec::{self, date, oid, oid_or_null, task_from_doc, task_to_doc};
+use super::errors::{duplicate_index, map_err, Mongo};
+use super::Db;
+use crate::model::{ObjectId, Task, TaskStatus};
+use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
+
+/// Leaves out the bulky fields: enough for status decisions (like SQLite's
+/// `TASK_STATE_COLUMNS`). Such a task is only saved with [`save`], which writes the
+/// bookkeeping fields that changed.
+fn state_projection() -> Document {
+    doc! { "commands": 0, "log": 0, "parents": 0 }
+}
+
+async fn collect(cursor: Cursor<Document>) -> StoreResult<Vec<Document>> {
+    cursor.try_collect().await.db()
+}
+
+/// Insert new tasks. A duplicate id (already stored, or twice in the batch) fails the
+/// whole call with `Duplicate` and leaves nothing inserted: ids are checked first, and if
+/// another writer inserts one of them in between, the ones this call already inserted
+/// are deleted again (no multi-document transaction needed).
+pub(super) async fn insert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let mut seen = BTreeSet::new();
+    for t in tasks {
+        if !seen.insert(t.id) {
+            return Err(StoreError::Duplicate(t.id));
+        }
+    }
+    let ids: Vec<Bson> = tasks.iter().map(|t| oid(t.id)).collect();
+    let existing: BTreeSet<ObjectId> = collect(
+        db.tasks
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?,
+    )
+    .await?
+    .iter()
+    .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+    .collect::<StoreResult<_>>()?;
+    if let Some(t) = tasks.iter().find(|t| existing.contains(&t.id)) {
+        return Err(StoreError::Duplicate(t.id));
+    }
+    let docs: Vec<Document> = tasks.iter().map(task_to_doc).collect();
+    match db.tasks.insert_many(docs).ordered(true).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let failed_at = duplicate_index(&e);
+            // An ordered insert stops at the first failure: the documents before it are
+            // ours (they did not exist a moment ago). Take them out again.
+            let inserted = failed_at.unwrap_or(tasks.len());
+            if inserted > 0 {
+                let ours: Vec<Bson> = tasks[..inserted].iter().map(|t| oid(t.id)).collect();
+                if let Err(cleanup) = db.tasks.delete_many(doc! { "_id": { "$in": ours } }).await {
+                    tracing::error!(
+                        "inserting tasks failed and removing the partial insert failed too: {}",
+                        super::errors::reason(&cleanup)
+                    );
+                }
+            }
+            match failed_at.and_then(|i| tasks.get(i)) {
+                Some(t) => Err(StoreError::Duplicate(t.id)),
+                None => Err(map_err(e)),
+            }
+        }
+    }
+}
+
+/// Insert tasks, replacing existing documents wholly.
+pub(super) async fn upsert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
+    for t in tasks {
+        db.tasks
+            .replace_one(doc! { "_id": oid(t.id) }, task_to_doc(t))
+            .upsert(true)
+            .await
+            .db()?;
+    }
+    Ok(())
+}
+
+pub(super) async fn get(db: &Db, id: ObjectId) -> StoreResult<Option<Task>> {
+    match db.tasks.find_one(doc! { "_id": oid(id) }).await.db()? {
+        Some(d) => task_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The task without `commands`, `log` and `parents`.
+pub(super) async fn get_state(db: &Db, id: ObjectId) -> StoreResult<Option<Task>> {
+    let found = db
+        .tasks
+        .find_one(doc! { "_id": oid(id) })
+        .projection(state_projection())
+        .await
+        .db()?;
+    match found {
+        Some(d) => task_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The filter for an `active` task of this worker (served by `{status, worker_id, _id}`).
+fn active_for_worker_filter(worker: ObjectId) -> Document {
+    doc! { "status": TaskStatus::Active.as_str(), "worker_id": oid(worker) }
+}
+
+/// The (oldest) `active` task assigned to this worker.
+pub(super) async fn active_for_worker(db: &Db, worker: ObjectId) -> StoreResult<Option<Task>> {
+    let found = db
+        .tasks
+        .find_one(active_for_worker_filter(worker))
+        .sort(doc! { "_id": 1 })
+        .await
+        .db()?;
+    match found {
+        Some(d) => task_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every `active` task of this worker, without the bulky fields.
+pub(super) async fn active_states_for_worker(db: &Db, worker: ObjectId) -> StoreResult<Vec<Task>> {
+    let docs = collect(
+        db.tasks
+            .find(active_for_worker_filter(worker))
+            .sort(doc! { "_id": 1 })
+            .projection(state_projection())
+            .await
+            .db()?,
+    )
+    .await?;
+    docs.iter().map(task_from_doc).collect()
+}
+
+/// The claim's candidate query: schedulable tasks of these types, best first
+/// (`job_priority` desc, `priority` desc, `_id` asc). The index
+/// `{status: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1}` serves both the
+/// filter and the order (MongoDB merges one index scan per status × type, no in-memory
+/// sort), so the cost does not grow with the number of finished tasks.
+pub(super) fn candidates_query(task_types: &[String]) -> (Document, Document) {
+    let statuses = [TaskStatus::Queued, TaskStatus::ClaimedByManager];
+    let filter = doc! {
+        "status": { "$in": statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
+        "task_type": { "$in": task_types },
+    };
+    let sort = doc! { "job_priority": -1, "priority": -1, "_id": 1 };
+    (filter, sort)
+}
+
+/// Up to `limit` candidates, best first, after skipping `skip`.
+pub(super) async fn candidates(
+    db: &Db,
+    task_types: &[String],
+    skip: usize,
+    limit: usize,
+) -> StoreResult<Vec<Task>> {
+    let (filter, sort) = candidates_query(task_types);
+    let docs = collect(
+        db.tasks
+            .find(filter)
+            .sort(sort)
+            .skip(u64::try_from(skip).unwrap_or(u64::MAX))
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .db()?,
+    )
+    .await?;
+    docs.iter().map(task_from_doc).collect()
+}
+
+/// Reserve for the worker the best of `candidates` that is still schedulable and of its
+/// types: ONE `find_one_and_update` sorted like [`candidates_query`], setting `active`,
+/// `worker_id` and both times to `now`. Returns the task as it was before the write;
+/// `None` when every candidate was taken meanwhile.
+pub(super) async fn reserve_best(
+    db: &Db,
+    candidates: &[Task],
+    req: &crate::store::ClaimRequest,
+) -> StoreResult<Option<Task>> {
+    let ids: Vec<Bson> = candidates.iter().map(|t| oid(t.id)).collect();
+    let (mut filter, sort) = candidates_query(&req.task_types);
+    filter.insert("_id", doc! { "$in": ids });
+    let update = doc! { "$set": {
+        "status": TaskStatus::Active.as_str(),
+        "worker_id": oid(req.worker_id),
+        "last_worker_ping": date(req.now),
+        "last_updated": date(req.now),
+    } };
+    let found = db
+        .tasks
+        .find_one_and_update(filter, update)
+        .sort(sort)
+        .return_document(ReturnDocument::Before)
+        .await
+        .db()?;
+    match found {
+        Some(d) => task_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Of these parent ids, the ones that exist and are not `completed` (v2 §6.3).
+pub(super) async fn blocking_parents(
+    db: &Db,
+    parents: &BTreeSet<ObjectId>,
+) -> StoreResult<BTreeSet<ObjectId>> {
+    if parents.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let ids: Vec<Bson> = parents.iter().map(|id| oid(*id)).collect();
+    let docs = collect(
+        db.tasks
+            .find(doc! {
+                "_id": { "$in": ids },
+                "status": { "$ne": TaskStatus::Completed.as_str() },
+            })
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?,
+    )
+    .await?;
+    docs.iter()
+        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+        .collect()
+}
+
+/// The compare-and-set filter: the task still has the status and `worker_id` it had when
+/// `before` was read (`null` also matches a missing field).
+pub(super) fn unchanged_filter(before: &Task) -> Document {
+    doc! {
+        "_id": oid(before.id),
+        "status": before.status.as_str(),
+        "worker_id": oid_or_null(before.worker_id),
+    }
+}
+
+/// The update that writes the bookkeeping fields (status, activity, worker, worker_id,
+/// last_worker_ping, last_updated) of `after` that differ from `before`; an empty one is
+/// removed, as v2 omitted empty fields. `None` when nothing changed. Other fields are
+/// never written here.
+pub(super) fn changes(before: &Task, after: &Task) -> Option<Document> {
+    let mut set = Document::new();
+    let mut unset = Document::new();
+    let mut put = |field: &str, changed: bool, value: Option<Bson>| {
+        if changed {
+            match value {
+                Some(v) => set.insert(field, v),
+                None => unset.insert(field, ""),
+            };
+        }
+    };
+    put(
+        "status",
+        before.status != after.status,
+        Some(Bson::String(after.status.as_str().to_string())),
+    );
+    let text = |s: &str| (!s.is_empty()).then(|| Bson::String(s.to_string()));
+    put(
+        "activity",
+        before.activity != after.activity,
+        text(&after.activity),
+    );
+    put("worker", before.worker != after.worker, text(&after.worker));
+    put(
+        "worker_id",
+        before.worker_id != after.worker_id,
+        after.worker_id.map(oid),
+    );
+    put(
+        "last_worker_ping",
+        before.last_worker_ping != after.last_worker_ping,
+        after.last_worker_ping.map(date),
+    );
+    put(
+        "last_updated",
+        before.last_updated != after.last_updated,
+        after.last_updated.map(date),
+    );
+    let mut update = Document::new();
+    if !set.is_empty() {
+        update.insert("$set", set);
+    }
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    (!update.is_empty()).then_some(update)
+}
+
+/// Compare-and-set: save the changes from `before` to `after` if the task is unchanged
+/// since `before` was read (see [`unchanged_filter`], plus `extra` conditions). One
+/// `update_one`; false when another writer got there first.
+pub(super) async fn save(
+    db: &Db,
+    before: &Task,
+    after: &Task,
+    extra: Document,
+) -> StoreResult<bool> {
+    let mut filter = unchanged_filter(before);
+    filter.extend(extra);
+    match changes(before, after) {
+        Some(update) => Ok(db
+            .tasks
+            .update_one(filter, update)
+            .await
+            .db()?
+            .matched_count
+            > 0),
+        // Nothing to write: still check that the decision was taken on current data.
+        None => Ok(db
+            .tasks
+            .find_one(filter)
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?
+            .is_some()),
+    }
+}
+
+/// Like [`save`], returning the whole task as stored afterwards (for claims).
+pub(super) async fn save_returning(
+    db: &Db,
+    before: &Task,
+    after: &Task,
+    extra: Document,
+) -> StoreResult<Option<Task>> {
+    let mut filter = unchanged_filter(before);
+    filter.extend(extra);
+    let Some(update) = changes(before, after) else {
+        return match db.tasks.find_one(filter).await.db()? {
+            Some(d) => task_from_doc(&d).map(Some),
+            None => Ok(None),
+        };
+    };
+    let found = db
+        .tasks
+        .find_one_and_update(filter, update)
+        .return_document(ReturnDocument::After)
+        .await
+        .db()?;
+    match found {
+        Some(d) => task_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The filter for "every bookkeeping field is as in `before`" (status, `worker_id`,
+/// `worker`, `activity`, `last_worker_ping`, `last_updated`): for writes that replace the
+/// whole document, so that no concurrent claim, ping or update is overwritten.
+pub(super) fn exact_filter(before: &Task) -> Document {
+    let text = |s: &str| {
+        if s.is_empty() {
+            Bson::Document(doc! { "$in": [Bson::Null, ""] })
+        } else {
+            Bson::String(s.to_string())
+        }
+    };
+    let mut filter = unchanged_filter(before);
+    filter.insert("worker", text(&before.worker));
+    filter.insert("activity", text(&before.activity));
+    filter.insert(
+        "last_worker_ping",
+        before.last_worker_ping.map_or(Bson::Null, date),
+    );
+    filter.insert("last_updated", before.last_updated.map_or(Bson::Null, date));
+    filter
+}
+
+/// Replace the whole document with `after` if its bookkeeping is still as in `before`
+/// ([`exact_filter`]). False when another writer changed it first.
+pub(super) async fn replace_if_unchanged(
+    db: &Db,
+    before: &Task,
+    after: &Task,
+) -> StoreResult<bool> {
+    let result = db
+        .tasks
+        .replace_one(exact_filter(before), task_to_doc(after))
+        .await
+        .db()?;
+    Ok(result.matched_count > 0)
+}
+
+/// Insert one task; false when its id exists (another writer was first).
+pub(super) async fn insert_new(db: &Db, task: &Task) -> StoreResult<bool> {
+    match db.tasks.insert_one(task_to_doc(task)).await {
+        Ok(_) => Ok(true),
+        Err(e) if duplicate_index(&e).is_some() => Ok(false),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+/// Tasks matching `q`, in the query's order.
+pub(super) async fn list(db: &Db, q: &TaskQuery) -> StoreResult<Vec<Task>> {
+    if q.limit == Some(0) {
+        // MongoDB reads a limit of 0 as "no limit".
+        return Ok(Vec::new());
+    }
+    let mut filter = Document::new();
+    if !q.statuses.is_empty() {
+        let statuses: Vec<&str> = q.statuses.iter().map(|s| s.as_str()).collect();
+        filter.insert("status", doc! { "$in": statuses });
+    }
+    if let Some(task_type) = &q.task_type {
+        filter.insert("task_type", task_type.as_str());
+    }
+    if let Some(job) = q.job {
+        filter.insert("job", oid(job));
+    }
+    if let Some(worker) = q.worker_id {
+        filter.insert("worker_id", oid(worker));
+    }
+    let sort = match q.order {
+        TaskOrder::Id => doc! { "_id": 1 },
+        TaskOrder::Schedule => doc! { "job_priority": -1, "priority": -1, "_id": 1 },
+        // Missing and null sort lowest, so descending puts never-updated tasks last.
+        TaskOrder::RecentlyUpdated => doc! { "last_updated": -1, "_id": 1 },
+    };
+    let mut find = db
+        .tasks
+        .find(filter)
+        .sort(sort)
+        .skip(u64::try_from(q.offset).unwrap_or(u64::MAX));
+    if let Some(limit) = q.limit {
+        find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    let docs = collect(find.await.db()?).await?;
+    docs.iter().map(task_from_doc).collect()
+}
+
+/// Number of tasks per status string.
+pub(super) async fn count_by_status(db: &Db) -> StoreResult<BTreeMap<String, u64>> {
+    let pipeline = vec![doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }];
+    let docs = collect(db.tasks.aggregate(pipeline).await.db()?).await?;
+    let mut counts = BTreeMap::new();
+    for d in &docs {
+        let f = codec::Fields::new(d, codec::TASKS);
+        let status = f.string("_id")?;
+        let n = u64::try_from(f.i64("n")?).unwrap_or_default();
+        *counts.entry(status).or_insert(0) += n;
+    }
+    Ok(counts)
+}

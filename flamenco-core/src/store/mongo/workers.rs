@@ -1,0 +1,180 @@
+//! The `flamenco_workers` collection: registration, lookups, "seen", sign-on/off, status
+//! requests and the ping/current-task bookkeeping that protocol operations do. Each is one
+//! single-document update (two where a request is cleared only if it matches).
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+
+use super::codec::{date, oid, worker_from_doc, worker_to_doc};
+use super::errors::{duplicate_index, map_err, Mongo};
+use super::Db;
+use crate::model::{worker_status, ObjectId, RequestedStatus, Worker};
+use crate::store::{Seen, SignOn, StoreError, StoreResult};
+
+fn by_id(id: ObjectId) -> Document {
+    doc! { "_id": oid(id) }
+}
+
+pub(super) async fn insert(db: &Db, w: &Worker) -> StoreResult<()> {
+    match db.workers.insert_one(worker_to_doc(w)).await {
+        Ok(_) => Ok(()),
+        Err(e) if duplicate_index(&e).is_some() => Err(StoreError::Duplicate(w.id)),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+pub(super) async fn get(db: &Db, id: ObjectId) -> StoreResult<Option<Worker>> {
+    match db.workers.find_one(by_id(id)).await.db()? {
+        Some(d) => worker_from_doc(&d).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn list(db: &Db) -> StoreResult<Vec<Worker>> {
+    let docs: Vec<Document> = db
+        .workers
+        .find(doc! {})
+        .sort(doc! { "_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    docs.iter().map(worker_from_doc).collect()
+}
+
+/// The `$set` of "seen" (v2 §8.4).
+fn seen_fields(seen: &Seen) -> Document {
+    let mut set = doc! { "last_activity": date(seen.now) };
+    if seen.mark_awake {
+        set.insert("status", worker_status::AWAKE);
+    }
+    if !seen.address.is_empty() {
+        set.insert("address", seen.address.as_str());
+    }
+    if !seen.software.is_empty() {
+        set.insert("software", seen.software.as_str());
+    }
+    set
+}
+
+/// "Seen"; false when the worker does not exist.
+pub(super) async fn seen(db: &Db, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+    let result = db
+        .workers
+        .update_one(by_id(id), doc! { "$set": seen_fields(seen) })
+        .await
+        .db()?;
+    Ok(result.matched_count > 0)
+}
+
+/// Sign-on (v2 §4.6): non-empty nickname and task types, `current_task` removed, plus
+/// "seen", in one update; false when the worker does not exist.
+pub(super) async fn sign_on(
+    db: &Db,
+    id: ObjectId,
+    sign_on: &SignOn,
+    seen: &Seen,
+) -> StoreResult<bool> {
+    let mut set = seen_fields(seen);
+    if let Some(nickname) = sign_on.nickname.as_deref().filter(|n| !n.is_empty()) {
+        set.insert("nickname", nickname);
+    }
+    if let Some(types) = sign_on
+        .supported_task_types
+        .as_ref()
+        .filter(|t| !t.is_empty())
+    {
+        set.insert("supported_task_types", types.clone());
+    }
+    let update = doc! { "$set": set, "$unset": { "current_task": "" } };
+    let result = db.workers.update_one(by_id(id), update).await.db()?;
+    Ok(result.matched_count > 0)
+}
+
+pub(super) async fn set_status_requested(
+    db: &Db,
+    id: ObjectId,
+    requested: Option<RequestedStatus>,
+) -> StoreResult<bool> {
+    let update = match requested {
+        Some(r) => doc! { "$set": { "status_requested": r.as_str() } },
+        None => doc! { "$unset": { "status_requested": "" } },
+    };
+    let result = db.workers.update_one(by_id(id), update).await.db()?;
+    Ok(result.matched_count > 0)
+}
+
+/// Remove the pending request if it is `status` (a second, conditional update).
+async fn clear_request_if(db: &Db, id: ObjectId, status: &str) -> StoreResult<()> {
+    db.workers
+        .update_one(
+            doc! { "_id": oid(id), "status_requested": status },
+            doc! { "$unset": { "status_requested": "" } },
+        )
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// The worker entered `status`: store it, note the contact, clear a matching request.
+pub(super) async fn ack_status(
+    db: &Db,
+    id: ObjectId,
+    status: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let result = db
+        .workers
+        .update_one(
+            by_id(id),
+            doc! { "$set": { "status": status, "last_activity": date(now) } },
+        )
+        .await
+        .db()?;
+    if result.matched_count == 0 {
+        return Ok(false);
+    }
+    clear_request_if(db, id, status).await?;
+    Ok(true)
+}
+
+/// A ping from this worker about a task (v2 §4.4 step 8): `current_task_updated`, and
+/// `current_task_status` when a status was reported.
+pub(super) async fn ping(
+    db: &Db,
+    id: ObjectId,
+    now: DateTime<Utc>,
+    reported_status: Option<&str>,
+) -> StoreResult<()> {
+    let mut set = doc! { "current_task_updated": date(now) };
+    if let Some(status) = reported_status.filter(|s| !s.is_empty()) {
+        set.insert("current_task_status", status);
+    }
+    db.workers
+        .update_one(by_id(id), doc! { "$set": set })
+        .await
+        .db()?;
+    Ok(())
+}
+
+pub(super) async fn set_current_task(db: &Db, id: ObjectId, task: ObjectId) -> StoreResult<()> {
+    db.workers
+        .update_one(by_id(id), doc! { "$set": { "current_task": oid(task) } })
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// Sign-off (v2 §4.7): status `down`; a pending `shutdown` request is fulfilled.
+pub(super) async fn signed_off(db: &Db, id: ObjectId) -> StoreResult<()> {
+    db.workers
+        .update_one(
+            by_id(id),
+            doc! { "$set": { "status": Bson::String(worker_status::DOWN.into()) } },
+        )
+        .await
+        .db()?;
+    clear_request_if(db, id, RequestedStatus::Shutdown.as_str()).await
+}

@@ -1,0 +1,355 @@
+//! The `jobs` table (standalone mode): insert a job with its tasks, read and list jobs,
+//! the job actions (cancel, re-queue, delete) and the job-status consumer's step. Each
+//! write is one write job, so one transaction; the decisions come from
+//! [`crate::jobs::status`].
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, Row};
+
+use super::rows::{
+    blob, col_i32, col_id, col_text, col_time, is_duplicate, map_err, ms, task_from_row, to_json,
+    Db, TASK_STATE_COLUMNS,
+};
+use super::{outbox, tasks};
+use crate::jobs::status::{self, ActionPlan, JobAction};
+use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
+use crate::store::{JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult};
+
+const JOB_COLUMNS: &str =
+    "id, name, job_type, priority, status, settings, created, updated, task_counts";
+
+fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("column jobs.{column}: {e}"))
+}
+
+fn job_from_row(row: &Row<'_>) -> StoreResult<Job> {
+    let settings = col_text(row, 5)?;
+    let counts = col_text(row, 8)?;
+    Ok(Job {
+        id: col_id(row, 0)?,
+        name: col_text(row, 1)?,
+        job_type: col_text(row, 2)?,
+        priority: col_i32(row, 3)?,
+        status: JobStatus::from_str_lossy(&col_text(row, 4)?),
+        settings: serde_json::from_str(&settings).map_err(|e| corrupt("settings", e))?,
+        created: col_time(row, 6)?,
+        updated: col_time(row, 7)?,
+        task_counts: serde_json::from_str(&counts).map_err(|e| corrupt("task_counts", e))?,
+    })
+}
+
+/// `Store::insert_job`: the job, then its tasks; a duplicate id fails the whole job.
+pub(super) fn insert(conn: &Connection, job: &Job, new_tasks: &[Task]) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, name, job_type, priority, status, settings, created, updated, \
+           task_counts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .db()?
+    .execute(params![
+        blob(job.id),
+        job.name,
+        job.job_type,
+        job.priority,
+        job.status.as_str(),
+        to_json(&job.settings)?,
+        ms(job.created),
+        ms(job.updated),
+        to_json(&job.task_counts)?,
+    ])
+    .map_err(|e| {
+        if is_duplicate(&e) {
+            StoreError::Duplicate(job.id)
+        } else {
+            map_err(e)
+        }
+    })?;
+    tasks::insert(conn, new_tasks)
+}
+
+pub(super) fn get(conn: &Connection, id: ObjectId) -> StoreResult<Option<Job>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .db()?;
+    let mut rows = stmt.query([blob(id)]).db()?;
+    match rows.next().db()? {
+        Some(row) => job_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `Store::list_jobs`: newest first (`created`, then id).
+pub(super) fn list(conn: &Connection, q: &JobQuery) -> StoreResult<Vec<Job>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
+    let mut args: Vec<Value> = Vec::new();
+    if !q.statuses.is_empty() {
+        let marks = vec!["?"; q.statuses.len()].join(", ");
+        sql.push_str(&format!(" WHERE status IN ({marks})"));
+        args.extend(
+            q.statuses
+                .iter()
+                .map(|s| Value::Text(s.as_str().to_string())),
+        );
+    }
+    sql.push_str(" ORDER BY created DESC, id DESC LIMIT ? OFFSET ?");
+    args.push(Value::Integer(
+        q.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+    ));
+    args.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+    let mut stmt = conn.prepare_cached(&sql).db()?;
+    let mut rows = stmt.query(params_from_iter(args)).db()?;
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next().db()? {
+        jobs.push(job_from_row(row)?);
+    }
+    Ok(jobs)
+}
+
+/// The job's tasks per status, now (through the `tasks_by_job_status` index).
+fn count_tasks(conn: &Connection, job: ObjectId) -> StoreResult<TaskCounts> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM tasks WHERE job = ?1 GROUP BY status")
+        .db()?;
+    let mut rows = stmt.query([blob(job)]).db()?;
+    let mut counts = TaskCounts::default();
+    while let Some(row) = rows.next().db()? {
+        let status: String = row.get(0).db()?;
+        let n: i64 = row.get(1).db()?;
+        counts.add(
+            &TaskStatus::from_str_lossy(&status),
+            u64::try_from(n).unwrap_or_default(),
+        );
+    }
+    Ok(counts)
+}
+
+/// Write the job's status, counts and `updated`.
+fn save(conn: &Connection, job: &Job) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET status = ?2, task_counts = ?3, updated = ?4 WHERE id = ?1",
+    )
+    .db()?
+    .execute(params![
+        blob(job.id),
+        job.status.as_str(),
+        to_json(&job.task_counts)?,
+        ms(job.updated),
+    ])
+    .db()?;
+    Ok(())
+}
+
+/// Every task of the job, without the bulky fields.
+fn task_states(conn: &Connection, job: ObjectId) -> StoreResult<Vec<Task>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {TASK_STATE_COLUMNS} FROM tasks t WHERE t.job = ?1 ORDER BY t.id"
+        ))
+        .db()?;
+    let mut rows = stmt.query([blob(job)]).db()?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().db()? {
+        out.push(task_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Apply the job's change from `from` to `to` to its tasks (§4.3): each task that changes
+/// gets a Manager-made update in the outbox, and takes its status as given (a re-queue
+/// moves a task out of a final status, which updates never do). Returns how many changed.
+fn cascade(
+    conn: &Connection,
+    job: ObjectId,
+    from: &JobStatus,
+    to: &JobStatus,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let mut changed = 0;
+    for before in task_states(conn, job)? {
+        let Some(new) = status::task_status_for_job_change(from, to, &before.status) else {
+            continue;
+        };
+        let update: TaskUpdate = status::cascade_update(before.id, &new, to, now);
+        outbox::insert(conn, &update)?;
+        let mut after = before.clone();
+        if new == TaskStatus::Queued {
+            after.worker_id = None;
+        }
+        after.status = new;
+        after.activity.clone_from(&update.activity);
+        after.last_updated = Some(now);
+        tasks::save_changes(conn, &before, &after)?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// `Store::job_action`.
+pub(super) fn action(
+    conn: &Connection,
+    id: ObjectId,
+    action: JobAction,
+    now: DateTime<Utc>,
+) -> StoreResult<JobActionOutcome> {
+    let Some(mut job) = get(conn, id)? else {
+        return Ok(JobActionOutcome::NotFound);
+    };
+    let counts = count_tasks(conn, id)?;
+    let plan = match status::plan_action(&job.status, action, &counts) {
+        Ok(plan) => plan,
+        Err(reason) => return Ok(JobActionOutcome::Refused(reason)),
+    };
+    match plan {
+        ActionPlan::Nothing => Ok(JobActionOutcome::Done { job, tasks: 0 }),
+        ActionPlan::Delete => {
+            let n = conn
+                .prepare_cached("DELETE FROM tasks WHERE job = ?1")
+                .db()?
+                .execute([blob(id)])
+                .db()?;
+            conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")
+                .db()?
+                .execute([blob(id)])
+                .db()?;
+            Ok(JobActionOutcome::Done {
+                job,
+                tasks: n as u64,
+            })
+        }
+        ActionPlan::ChangeStatus(to) => {
+            let changed = cascade(conn, id, &job.status, &to, now)?;
+            job.task_counts = count_tasks(conn, id)?;
+            job.status = status::job_status_after_cascade(&to, &job.task_counts);
+            job.updated = super::rows::as_stored(now);
+            save(conn, &job)?;
+            Ok(JobActionOutcome::Done {
+                job,
+                tasks: changed,
+            })
+        }
+    }
+}
+
+/// A job being worked on by [`apply_updates`]: as loaded, and as it is becoming.
+struct Working {
+    loaded: Job,
+    job: Job,
+}
+
+/// `Store::apply_updates_to_jobs`.
+pub(super) fn apply_updates(
+    conn: &Connection,
+    updates: &[TaskUpdate],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<JobStatusChange>> {
+    let mut jobs: HashMap<ObjectId, Working> = HashMap::new();
+    let mut order: Vec<ObjectId> = Vec::new();
+    let mut changes = Vec::new();
+    for update in updates {
+        if update.task_status.is_none() {
+            continue;
+        }
+        let Some(task) = tasks::get_state(conn, update.task_id)? else {
+            continue;
+        };
+        let Some(job_id) = task.job else {
+            continue;
+        };
+        let w = match jobs.entry(job_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let Some(loaded) = get(conn, job_id)? else {
+                    continue;
+                };
+                let mut job = loaded.clone();
+                job.task_counts = count_tasks(conn, job_id)?;
+                order.push(job_id);
+                e.insert(Working { loaded, job })
+            }
+        };
+        let Some(new) =
+            status::job_status_after_task_change(&w.job.status, &task.status, &w.job.task_counts)
+        else {
+            continue;
+        };
+        if status::derived_status_cascades(&new) {
+            cascade(conn, job_id, &w.job.status, &new, now)?;
+            w.job.task_counts = count_tasks(conn, job_id)?;
+        }
+        changes.push(JobStatusChange {
+            job: job_id,
+            from: w.job.status.clone(),
+            to: new.clone(),
+        });
+        w.job.status = new;
+    }
+    for id in order {
+        let w = &jobs[&id];
+        if w.job.status != w.loaded.status || w.job.task_counts != w.loaded.task_counts {
+            let mut job = w.job.clone();
+            job.updated = now;
+            save(conn, &job)?;
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{SqliteStore, DATABASE_FILE};
+    use crate::store::conformance::{nth_id, test_job};
+    use crate::store::{JobQuery, Store, TaskQuery};
+
+    /// A database at schema version 3 (before jobs) is migrated to 4 at open: its tasks
+    /// stay, jobs can be stored, and the new index replaces `tasks_by_job`.
+    #[tokio::test]
+    async fn version_3_databases_gain_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, tasks) = test_job(nth_id(0x61, 1), 0x62, 2);
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store.insert_tasks(&tasks).await.expect("insert tasks");
+            store.close().await.expect("close");
+        }
+        {
+            // Back to version 3, as an older Manager left it.
+            let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open");
+            conn.execute_batch(
+                "DROP TABLE jobs; DROP INDEX tasks_by_job_status; \
+                 CREATE INDEX tasks_by_job ON tasks (job); PRAGMA user_version = 3;",
+            )
+            .expect("downgrade");
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("reopen"));
+        let kept = store.list_tasks(&TaskQuery::default()).await.expect("list");
+        assert_eq!(kept.len(), 2, "the tasks survive the migration");
+        let (other, other_tasks) = test_job(nth_id(0x61, 2), 0x63, 1);
+        store
+            .insert_job(&other, &other_tasks)
+            .await
+            .expect("insert job");
+        assert_eq!(
+            store.list_jobs(&JobQuery::default()).await.expect("list")[0].id,
+            other.id
+        );
+        store.close().await.expect("close");
+        let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, 4);
+        let old_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'tasks_by_job'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("index");
+        assert_eq!(old_index, 0);
+    }
+}

@@ -1,0 +1,522 @@
+//! The MongoDB store against a real server: the test server `scripts/test.sh` starts
+//! (SecantusDB), or any MongoDB named by `FLAMENCO_TEST_MONGODB_URL`. The whole
+//! conformance suite, two Managers sharing one database, a database left by the Go
+//! Manager v2, the documents' shape, query plans, and failing fast when the server is
+//! unreachable. Each test uses a database of its own, dropped afterwards.
+//!
+//! Without `FLAMENCO_TEST_MONGODB_URL` the tests that need a server skip with a notice,
+//! except under `CI=true`, where they fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flamenco_core::model::{ObjectId, Task, TaskStatus, TaskUpdate};
+use flamenco_core::store::conformance::{
+    at, claim_request, nth_id, oid, prio_task, test_task, test_worker, worker_update,
+};
+use flamenco_core::store::mongo::testing::TestDatabase;
+use flamenco_core::store::mongo::MongoStore;
+use flamenco_core::store::{Store, StoreError};
+use flamenco_core::updates::WorkerUpdateOutcome;
+use futures::TryStreamExt;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{doc, Binary, Bson, Document};
+
+async fn make() -> Option<(Arc<dyn Store>, TestDatabase)> {
+    let db = TestDatabase::new("conformance")?;
+    let store = MongoStore::connect(&db.url)
+        .await
+        .expect("connect to the test MongoDB server");
+    Some((Arc::new(store), db))
+}
+
+/// Every conformance case, on a fresh database each.
+mod conformance {
+    flamenco_core::conformance_tests!(optional super::make);
+}
+
+/// A raw driver handle on the test database, for looking at and planting documents.
+async fn raw(db: &TestDatabase) -> mongodb::Database {
+    let client = mongodb::Client::with_uri_str(&db.url)
+        .await
+        .expect("raw client");
+    client.database(&db.name)
+}
+
+async fn all(coll: &mongodb::Collection<Document>, filter: Document) -> Vec<Document> {
+    coll.find(filter)
+        .sort(doc! { "_id": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+fn bson_id(id: ObjectId) -> Bson {
+    Bson::ObjectId(mongodb::bson::oid::ObjectId::from_bytes(id.bytes()))
+}
+
+/// Two Manager processes (two stores, two connection pools) on one database, eight
+/// workers each claiming and completing concurrently: every task is handed out exactly
+/// once, and each task's updates are queued in the order they happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
+    let Some(db) = TestDatabase::new("two_managers_on_one_database_never_hand_out_a_task_twice")
+    else {
+        return;
+    };
+    const TASKS: u32 = 200;
+    const WORKERS_EACH: u32 = 8;
+    let managers: Vec<Arc<dyn Store>> = vec![
+        Arc::new(MongoStore::connect(&db.url).await.expect("manager A")),
+        Arc::new(MongoStore::connect(&db.url).await.expect("manager B")),
+    ];
+    let tasks: Vec<Task> = (0..TASKS)
+        .map(|n| prio_task(nth_id(0x50, n), "sleeping", (n % 3) as i32, (n % 7) as i32))
+        .collect();
+    managers[0].insert_tasks(&tasks).await.expect("insert");
+
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (m, store) in managers.iter().enumerate() {
+        for n in 0..WORKERS_EACH {
+            let w = test_worker(
+                nth_id(0x60 + m as u8, n),
+                &format!("m{m}-w{n}"),
+                &["sleeping"],
+            );
+            store.insert_worker(&w).await.expect("worker");
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for tick in 0.. {
+                    let Some(claimed) = store
+                        .claim_task(&claim_request(&w, at(tick)))
+                        .await
+                        .expect("claim")
+                    else {
+                        break;
+                    };
+                    assert!(!claimed.already_assigned);
+                    assert_eq!(claimed.task.worker_id, Some(w.id));
+                    let done = worker_update(
+                        claimed.task.id,
+                        &w,
+                        Some(TaskStatus::Completed),
+                        "done",
+                        at(tick),
+                    );
+                    let outcome = store.apply_worker_update(w.id, done).await.expect("update");
+                    assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+                    mine.push(claimed.task.id);
+                }
+                (m, w.id, mine)
+            }));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut per_manager = [0usize; 2];
+    for h in handles {
+        let (m, worker_id, mine) = h.await.expect("claimer panicked");
+        per_manager[m] += mine.len();
+        for id in mine {
+            assert!(seen.insert(id), "task {id} was handed out twice");
+            let t = managers[1 - m]
+                .get_task(id)
+                .await
+                .expect("get")
+                .expect("task");
+            assert_eq!(t.worker_id, Some(worker_id));
+            assert_eq!(t.status, TaskStatus::Completed);
+        }
+    }
+    eprintln!(
+        "two managers: {TASKS} tasks claimed and completed in {:?} (A {}, B {})",
+        started.elapsed(),
+        per_manager[0],
+        per_manager[1]
+    );
+    assert_eq!(seen.len(), TASKS as usize);
+    assert!(
+        per_manager.iter().all(|&n| n > 0),
+        "both managers handed out tasks: {per_manager:?}"
+    );
+    // Per task, the outbox holds `active`, the assignment log line, then `completed`.
+    let queued = managers[1].outbox_peek(10_000).await.expect("peek");
+    assert_eq!(queued.len(), 3 * TASKS as usize);
+    let mut by_task: BTreeMap<ObjectId, Vec<&TaskUpdate>> = BTreeMap::new();
+    for u in &queued {
+        by_task.entry(u.task_id).or_default().push(u);
+    }
+    for (task, updates) in by_task {
+        let statuses: Vec<Option<&str>> = updates
+            .iter()
+            .map(|u| u.task_status.as_ref().map(|s| s.as_str()))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![Some("active"), None, Some("completed")],
+            "outbox order of task {task}"
+        );
+    }
+    for m in managers {
+        m.close().await.expect("close");
+    }
+}
+
+/// A database as the Go Manager v2 left it opens as it is: ObjectIds, binary secrets,
+/// numbers stored as doubles and int64, updates without our `seq`, the single settings
+/// document, v2's own indices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_database_opens_as_it_is() {
+    let Some(db) = TestDatabase::new("a_v2_database_opens_as_it_is") else {
+        return;
+    };
+    let raw = raw(&db).await;
+    let tasks = raw.collection::<Document>("flamenco_tasks");
+    let workers = raw.collection::<Document>("flamenco_workers");
+    let queue = raw.collection::<Document>("task_update_queue");
+    let settings = raw.collection::<Document>("settings");
+    tasks
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "status": 1, "priority": 1 })
+                .build(),
+        )
+        .await
+        .expect("v2 index");
+
+    let task_id = oid("5941a6d1c379cf4c1b4f9a1e");
+    let parent = oid("5941a6d1c379cf4c1b4f9a00");
+    tasks
+        .insert_one(doc! {
+            "_id": bson_id(task_id),
+            "_etag": "e1",
+            "job": bson_id(oid("5941a6d1c379cf4c1b4f9a0b")),
+            "manager": bson_id(oid("5941a6d1c379cf4c1b4f9a0c")),
+            "project": bson_id(oid("5941a6d1c379cf4c1b4f9a0d")),
+            "user": bson_id(oid("5941a6d1c379cf4c1b4f9a0e")),
+            "name": "render frame 1",
+            "status": "queued",
+            "priority": 50_i64,
+            "job_priority": 10_i32,
+            "job_type": "blender-render",
+            "task_type": "sleeping",
+            "commands": [
+                { "name": "echo", "settings": { "message": "hi", "frames": 3.0_f64 } },
+            ],
+            "parents": [bson_id(parent)],
+            "worker": "worker1",
+            "last_updated": mongodb::bson::DateTime::from_millis(1_497_000_000_000),
+        })
+        .await
+        .expect("v2 task");
+    let worker_id = oid("5941a6d1c379cf4c1b4f9a2e");
+    workers
+        .insert_one(doc! {
+            "_id": bson_id(worker_id),
+            "hashed_secret": Binary { subtype: BinarySubtype::Generic, bytes: b"$2a$10$abcdefghijklmnopqrstuv".to_vec() },
+            "nickname": "node1",
+            "address": "10.0.0.5",
+            "status": "awake",
+            "platform": "linux",
+            "time_cost": 0_i32,
+            "last_activity": mongodb::bson::DateTime::from_millis(1_497_000_000_000),
+            "supported_task_types": ["sleeping"],
+            "software": "Flamenco-Worker/2.0.6",
+        })
+        .await
+        .expect("v2 worker");
+    let u1 = oid("5941a6d1c379cf4c1b4f9a31");
+    let u2 = oid("5941a6d1c379cf4c1b4f9a32");
+    for (id, ms) in [(u2, 1_497_000_000_000_i64), (u1, 1_497_000_000_000)] {
+        queue
+            .insert_one(doc! {
+                "_id": bson_id(id),
+                "task_id": bson_id(task_id),
+                "task_status": "active",
+                "received_on_manager": mongodb::bson::DateTime::from_millis(ms),
+                "task_progress_percentage": 0_i32,
+                "current_command_idx": 0_i32,
+                "command_progress_percentage": 0_i32,
+                "worker": "",
+            })
+            .await
+            .expect("v2 update");
+    }
+    settings
+        .insert_one(doc! { "depsgraph_last_modified": "Fri, 09 Jun 2017 10:39:31 GMT" })
+        .await
+        .expect("v2 settings");
+
+    let store = MongoStore::connect(&db.url)
+        .await
+        .expect("open a v2 database");
+    let t = store
+        .get_task(task_id)
+        .await
+        .expect("get")
+        .expect("the v2 task");
+    assert_eq!(t.priority, 50);
+    assert_eq!(t.job_priority, 10);
+    assert_eq!(t.parents, vec![parent]);
+    assert_eq!(t.commands[0].settings["frames"], serde_json::json!(3.0));
+    assert_eq!(
+        t.last_updated,
+        chrono::DateTime::from_timestamp_millis(1_497_000_000_000)
+    );
+    let w = store
+        .get_worker(worker_id)
+        .await
+        .expect("get")
+        .expect("the v2 worker");
+    assert_eq!(w.hashed_secret, "$2a$10$abcdefghijklmnopqrstuv");
+    assert_eq!(w.status_requested, None);
+    let queued = store.outbox_peek(10).await.expect("peek");
+    assert_eq!(
+        queued.iter().map(|u| u.id).collect::<Vec<_>>(),
+        vec![u1, u2],
+        "v2's updates in their queueing (_id) order"
+    );
+    assert_eq!(
+        store
+            .get_setting("depsgraph_last_modified")
+            .await
+            .expect("setting")
+            .as_deref(),
+        Some("Fri, 09 Jun 2017 10:39:31 GMT")
+    );
+    store
+        .set_setting(
+            "depsgraph_last_modified",
+            Some("Sat, 10 Jun 2017 10:00:00 GMT"),
+        )
+        .await
+        .expect("set");
+    assert_eq!(
+        settings.count_documents(doc! {}).await.expect("count"),
+        1,
+        "still one settings document"
+    );
+
+    // The v2 worker claims the v2 task (its parent is not here, so it does not block);
+    // the new updates queue after v2's.
+    let claimed = store
+        .claim_task(&claim_request(&w, at(0)))
+        .await
+        .expect("claim")
+        .expect("the v2 task");
+    assert_eq!(claimed.task.id, task_id);
+    let queued = store.outbox_peek(10).await.expect("peek");
+    assert_eq!(queued.len(), 4);
+    assert_eq!(
+        &queued[..2].iter().map(|u| u.id).collect::<Vec<_>>(),
+        &[u1, u2]
+    );
+
+    let index_keys: Vec<Document> = tasks
+        .list_indexes()
+        .await
+        .expect("indexes")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("indexes")
+        .into_iter()
+        .map(|i| i.keys)
+        .collect();
+    assert_eq!(
+        index_keys
+            .iter()
+            .filter(|k| **k == doc! { "status": 1, "priority": 1 })
+            .count(),
+        1,
+        "v2's index is kept, not duplicated: {index_keys:?}"
+    );
+    store.close().await.expect("close");
+}
+
+/// What this store writes has v2's field names and BSON types, and omits empty fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_have_the_v2_shape() {
+    let Some(db) = TestDatabase::new("documents_have_the_v2_shape") else {
+        return;
+    };
+    let store = MongoStore::connect(&db.url).await.expect("connect");
+    let raw = raw(&db).await;
+    let mut t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    t.parents.clear();
+    t.etag.clear();
+    t.worker.clear();
+    let w = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
+    store
+        .insert_tasks(std::slice::from_ref(&t))
+        .await
+        .expect("insert");
+    store.insert_worker(&w).await.expect("worker");
+
+    let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
+    assert!(matches!(d.get("_id"), Some(Bson::ObjectId(_))), "{d}");
+    assert!(matches!(d.get("job"), Some(Bson::ObjectId(_))), "{d}");
+    assert!(matches!(d.get("priority"), Some(Bson::Int32(50))), "{d}");
+    for absent in [
+        "_etag",
+        "log",
+        "activity",
+        "parents",
+        "worker",
+        "worker_id",
+        "last_updated",
+    ] {
+        assert!(d.get(absent).is_none(), "{absent} should be omitted: {d}");
+    }
+    let d = &all(&raw.collection("flamenco_workers"), doc! {}).await[0];
+    assert!(
+        matches!(d.get("hashed_secret"), Some(Bson::Binary(b)) if b.bytes == w.hashed_secret.as_bytes()),
+        "{d}"
+    );
+    assert!(d.get("current_task").is_none(), "{d}");
+    assert!(d.get("status_requested").is_none(), "{d}");
+
+    store
+        .claim_task(&claim_request(&w, at(5)))
+        .await
+        .expect("claim")
+        .expect("task");
+    let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
+    assert_eq!(d.get_str("status").expect("status"), "active");
+    assert_eq!(d.get_str("worker").expect("worker"), "workerLnx");
+    assert!(matches!(d.get("worker_id"), Some(Bson::ObjectId(_))), "{d}");
+    assert!(
+        matches!(d.get("last_worker_ping"), Some(Bson::DateTime(_))),
+        "{d}"
+    );
+    let d = &all(&raw.collection("flamenco_workers"), doc! {}).await[0];
+    assert!(
+        matches!(d.get("current_task"), Some(Bson::ObjectId(_))),
+        "{d}"
+    );
+    let updates = all(&raw.collection("task_update_queue"), doc! {}).await;
+    assert_eq!(updates.len(), 2);
+    for u in &updates {
+        assert!(matches!(u.get("task_id"), Some(Bson::ObjectId(_))), "{u}");
+        assert!(
+            matches!(u.get("received_on_manager"), Some(Bson::DateTime(_))),
+            "{u}"
+        );
+        assert!(matches!(u.get("seq"), Some(Bson::Int64(_))), "{u}");
+        assert!(u.get("log").is_none() || u.get_str("log").is_ok_and(|l| !l.is_empty()));
+    }
+    assert!(
+        updates.iter().any(|u| u.get("task_status").is_none()),
+        "an update without status omits task_status"
+    );
+    store.close().await.expect("close");
+}
+
+/// The indexed lookups use their index; the claim's candidate query too where the server's
+/// planner can (MongoDB; SecantusDB's planner scans for a compound `$in` filter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_use_their_indexes() {
+    let Some(db) = TestDatabase::new("queries_use_their_indexes") else {
+        return;
+    };
+    let store = MongoStore::connect(&db.url).await.expect("connect");
+    let tasks: Vec<Task> = (0..50u32)
+        .map(|n| {
+            let mut t = prio_task(nth_id(0x70, n), if n % 2 == 0 { "a" } else { "b" }, 0, 50);
+            t.status = [
+                TaskStatus::Queued,
+                TaskStatus::Completed,
+                TaskStatus::Active,
+            ][n as usize % 3]
+                .clone();
+            t
+        })
+        .collect();
+    store.insert_tasks(&tasks).await.expect("insert");
+    let raw = raw(&db).await;
+    let explain = |filter: Document, sort: Document| {
+        let raw = raw.clone();
+        async move {
+            raw.run_command(doc! {
+                "explain": { "find": "flamenco_tasks", "filter": filter, "sort": sort, "limit": 8 },
+                "verbosity": "queryPlanner",
+            })
+            .await
+            .expect("explain")
+        }
+    };
+    let plan = explain(
+        doc! { "status": "active", "worker_id": bson_id(nth_id(0x71, 1)) },
+        doc! { "_id": 1 },
+    )
+    .await;
+    let winning = plan
+        .get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .expect("winning plan")
+        .to_string();
+    assert!(
+        winning.contains("IXSCAN"),
+        "already-assigned lookup: {winning}"
+    );
+
+    let (filter, sort) = MongoStore::claim_query(&["a".to_string()]);
+    let plan = explain(filter, sort).await;
+    let winning = plan
+        .get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .expect("winning plan")
+        .to_string();
+    let secantus = plan
+        .get_document("serverInfo")
+        .and_then(|s| s.get_str("host"))
+        .is_ok_and(|h| h == "secantus");
+    if secantus && !winning.contains("IXSCAN") {
+        eprintln!("NOTICE: SecantusDB scans for the claim query (a planner limit): {winning}");
+    } else {
+        assert!(winning.contains("IXSCAN"), "claim candidates: {winning}");
+        assert!(
+            !winning.contains("\"SORT\""),
+            "the index gives the order: {winning}"
+        );
+    }
+    store.close().await.expect("close");
+}
+
+/// An unreachable server is reported within a few seconds, with the URL (password hidden)
+/// and what to do. Needs no server.
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_with_a_clear_message() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("mongodb://flamenco:hunter2@127.0.0.1:{port}/farm");
+    let started = Instant::now();
+    let err = match MongoStore::connect(&url).await {
+        Ok(_) => panic!("connected to a closed port"),
+        Err(e) => e,
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    let StoreError::Unavailable(message) = &err else {
+        panic!("expected Unavailable, got {err:?}");
+    };
+    assert!(
+        message.starts_with(&format!(
+            "cannot reach MongoDB at mongodb://flamenco:****@127.0.0.1:{port}/farm: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("; check database_url or start MongoDB"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}

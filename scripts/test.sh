@@ -39,9 +39,12 @@ trap stop_test_server EXIT
 trap 'exit 130' INT TERM
 
 install_secantusdb() {
-    if [ -x "$SECANTUSD" ] &&
-        "$VENV/bin/python" -m pip show secantusdb 2>/dev/null |
-        grep -qx "Version: $SECANTUSDB_VERSION"; then
+    local installed=""
+    if [ -x "$SECANTUSD" ]; then
+        installed="$("$VENV/bin/python" -m pip show secantusdb 2>/dev/null |
+            sed -n 's/^Version: //p' || true)"
+    fi
+    if [ "$installed" = "$SECANTUSDB_VERSION" ]; then
         return
     fi
     echo "== installing SecantusDB $SECANTUSDB_VERSION into $VENV/"

@@ -73,6 +73,9 @@ fn main() -> ExitCode {
     // TLS everywhere uses rustls with ring's provider (no aws-lc C code).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Blocking work is store reads (a pool of a few connections) and bcrypt; a small
+        // pool keeps threads, and the memory each holds, bounded.
+        .max_blocking_threads(16)
         .enable_all()
         .build()
     {

@@ -56,6 +56,9 @@ pub struct Config {
     pub upstream_gzip: UpstreamGzip,
     /// A submitted job may compile into at most this many tasks (standalone mode).
     pub max_tasks_per_job: usize,
+    /// Standalone mode: finished jobs not updated for this long are deleted with their
+    /// tasks by the cleanup. `None` (the default) keeps them.
+    pub job_cleanup_max_age: Option<Duration>,
     /// When set, the job API (`/api/…`) needs `Authorization: Bearer <admin_token>`;
     /// when empty, it only answers clients on the loopback interface.
     pub admin_token: String,
@@ -143,6 +146,7 @@ impl Default for Config {
             max_request_body: 16 * 1024 * 1024,
             upstream_gzip: UpstreamGzip::Auto,
             max_tasks_per_job: crate::jobs::DEFAULT_MAX_TASKS_PER_JOB,
+            job_cleanup_max_age: None,
             admin_token: String::new(),
         }
     }
@@ -328,6 +332,9 @@ impl Config {
             "max_tasks_per_job",
             Value::Number((c.max_tasks_per_job as u64).into()),
         );
+        if let Some(age) = c.job_cleanup_max_age {
+            put("job_cleanup_max_age", d(age));
+        }
         put("admin_token", s(&c.admin_token));
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
@@ -362,6 +369,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "upstream_gzip",
     "max_tasks_per_job",
     "admin_token",
+    "job_cleanup_max_age",
 ];
 
 const MASK: &str = "****";
@@ -544,6 +552,7 @@ struct RawConfig {
     max_request_body: Option<PositiveCount>,
     upstream_gzip: Option<UpstreamGzip>,
     max_tasks_per_job: Option<PositiveCount>,
+    job_cleanup_max_age: Option<NonNegativeDuration>,
     admin_token: Option<String>,
 }
 
@@ -591,6 +600,9 @@ impl RawConfig {
         if let Some(PositiveCount(n)) = self.max_request_body {
             c.max_request_body = usize::try_from(n)
                 .map_err(|_| format!("max_request_body: {n} is too large for this platform"))?;
+        }
+        if let Some(age) = self.job_cleanup_max_age {
+            c.job_cleanup_max_age = Some(age.into());
         }
         if let Some(PositiveCount(n)) = self.max_tasks_per_job {
             c.max_tasks_per_job = usize::try_from(n)

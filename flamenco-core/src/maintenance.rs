@@ -75,7 +75,51 @@ impl Manager {
         if total > 0 {
             tracing::info!(deleted = total, "cleaned up finished tasks");
         }
+        if let Some(age) = self.config().job_cleanup_max_age {
+            if !self.config().is_upstream() {
+                self.cleanup_jobs(self.now() - chrono_duration(age)).await?;
+            }
+        }
         Ok(total)
+    }
+
+    /// Delete finished jobs (with their tasks) not updated since `cutoff`. Returns how
+    /// many jobs were deleted.
+    pub async fn cleanup_jobs(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ApiError> {
+        use crate::model::JobStatus;
+        use crate::store::JobQuery;
+        const PAGE: usize = 200;
+        let mut offset = 0;
+        let mut deleted = 0;
+        loop {
+            let page = self
+                .list_jobs(&JobQuery {
+                    statuses: vec![JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled],
+                    limit: Some(PAGE),
+                    offset,
+                })
+                .await?;
+            let mut kept = 0;
+            for job in &page {
+                if job.updated <= cutoff {
+                    self.delete_job(job.id).await?;
+                    deleted += 1;
+                } else {
+                    kept += 1;
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+            offset += kept;
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "cleaned up finished jobs");
+        }
+        Ok(deleted)
     }
 
     /// Clean slate (v2's `-cleanslate`): delete every cached task, in batches, and forget

@@ -24,7 +24,12 @@ use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, Binary, Bson, Document};
 
 async fn make() -> Option<(Arc<dyn Store>, TestDatabase)> {
-    let db = TestDatabase::new("conformance")?;
+    // The test harness names the thread after the test.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a conformance case")
+        .to_string();
+    let db = TestDatabase::new(&test)?;
     let store = MongoStore::connect(&db.url)
         .await
         .expect("connect to the test MongoDB server");
@@ -344,6 +349,12 @@ async fn documents_have_the_v2_shape() {
         return;
     };
     let store = MongoStore::connect(&db.url).await.expect("connect");
+    let described = store.describe();
+    assert!(
+        described.contains(&format!("/{}", db.name))
+            && described.ends_with(&format!(" (database {})", db.name)),
+        "{described}"
+    );
     let raw = raw(&db).await;
     let mut t = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
     t.parents.clear();

@@ -125,3 +125,62 @@ async fn cleanup_removes_old_finished_tasks_only() {
     );
     tm.stop().await;
 }
+
+/// Standalone mode with `job_cleanup_max_age`: a finished job and its tasks go once old
+/// enough; an unfinished job stays.
+#[tokio::test]
+async fn cleanup_removes_old_finished_jobs_when_enabled() {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let mut c = config();
+    c.job_cleanup_max_age = Some(Duration::from_secs(24 * 3600));
+    let tm = TestManager::start_with_clock(c, clock.clone()).await;
+    let submit = |frames: &str| flamenco_core::jobs::JobSubmission {
+        name: None,
+        job_type: "sleep".into(),
+        priority: None,
+        settings: serde_json::from_value(
+            json!({"frames": frames, "chunk_size": 1, "time_in_seconds": 1}),
+        )
+        .unwrap(),
+    };
+    let done = tm.manager.submit_job(submit("1")).await.unwrap();
+    let waiting = tm.manager.submit_job(submit("2")).await.unwrap();
+    let w = tm.register("w", "linux", &["sleep"]).await;
+    let (_, body) = w.task().await;
+    let task = flamenco_core::model::ObjectId::parse(body["_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        w.update(task, json!({"task_status": "completed"})).await,
+        StatusCode::NO_CONTENT
+    );
+    tm.manager.consume_outbox_now(1000).await.unwrap();
+    let finished = if tm.task(task).await.job == Some(done.id) {
+        done.id
+    } else {
+        waiting.id
+    };
+    let unfinished = if finished == done.id {
+        waiting.id
+    } else {
+        done.id
+    };
+    assert_eq!(
+        tm.manager
+            .get_job(finished)
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .to_string(),
+        "completed"
+    );
+
+    clock.advance(chrono::Duration::hours(23));
+    tm.manager.cleanup_now().await.unwrap();
+    assert!(tm.manager.get_job(finished).await.unwrap().is_some());
+    clock.advance(chrono::Duration::hours(2));
+    tm.manager.cleanup_now().await.unwrap();
+    assert!(tm.manager.get_job(finished).await.unwrap().is_none());
+    assert!(tm.manager.get_task(task).await.unwrap().is_none());
+    assert!(tm.manager.get_job(unfinished).await.unwrap().is_some());
+    tm.stop().await;
+}

@@ -150,11 +150,7 @@ impl MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     fn describe(&self) -> String {
-        format!(
-            "mongodb:{} (database {})",
-            self.shown_url,
-            self.database.name()
-        )
+        format!("{} (database {})", self.shown_url, self.database.name())
     }
 
     // ---- tasks ----

@@ -113,7 +113,10 @@ pub(super) async fn insert(db: &Db, updates: &[TaskUpdate]) -> StoreResult<()> {
         let Err(e) = db.updates.insert_many(docs.clone()).ordered(true).await else {
             return Ok(());
         };
-        let Some(i) = duplicate_index(&e) else {
+        let (Some(i), Some(ours)) = (
+            duplicate_index(&e),
+            duplicate_index(&e).and_then(|i| updates.get(offset + i)),
+        ) else {
             return Err(map_err(e));
         };
         // The documents before `i` are in. A duplicate that is this very document (an
@@ -121,11 +124,11 @@ pub(super) async fn insert(db: &Db, updates: &[TaskUpdate]) -> StoreResult<()> {
         // as inserted; any other duplicate id is an error.
         let stored = db
             .updates
-            .find_one(doc! { "_id": docs[i].get("_id").cloned().unwrap_or(Bson::Null) })
+            .find_one(doc! { "_id": oid(ours.id) })
             .await
             .db()?;
-        if stored.as_ref() != Some(&docs[i]) {
-            return Err(StoreError::Duplicate(updates[offset + i].id));
+        if stored.as_ref() != docs.get(i) {
+            return Err(StoreError::Duplicate(ours.id));
         }
         docs.drain(..=i);
         offset += i + 1;

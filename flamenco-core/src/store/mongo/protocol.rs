@@ -6,7 +6,8 @@
 //! filter holds what the decision was based on (status and `worker_id`, see
 //! [`tasks::save`]). If another writer (another request, another Manager on the same
 //! database) changed the task in between, nothing is written and the operation reads
-//! and decides again; a claim moves on to the next candidate instead.
+//! and decides again; a claim takes the best candidate still free instead (see
+//! [`pick_and_take`]).
 //!
 //! Only after the task write succeeded is the outbox written, then the worker's
 //! bookkeeping, and only then does the caller answer the worker. All writes use the
@@ -20,8 +21,9 @@
 //!   the worker got no 2xx. The worker keeps the update and sends it again; the second
 //!   time the task write is repeated (it only sets the same values) and the update is
 //!   queued. Delivery to the outbox is at-least-once, never lost once acknowledged.
-//! * a claim: the task is `active` for the worker, nothing is queued, and the worker got
-//!   no task. Its next `/task` finds this task as already assigned and queues the two
+//! * a claim (after the reservation, before or after its completion): the task is
+//!   `active` for the worker, nothing is queued, and the worker got no task. Its next
+//!   `/task` finds this task as already assigned, completes it and queues the two
 //!   assignment updates then.
 //! * a return, a sign-off, an un-assignment or a Manager-made update: the local state is
 //!   right but the Server is not told by this update; it learns the task's state from

@@ -61,7 +61,7 @@ pub(super) async fn insert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
             let failed_at = duplicate_index(&e);
             // An ordered insert stops at the first failure: the documents before it are
             // ours (they did not exist a moment ago). Take them out again.
-            let inserted = failed_at.unwrap_or(tasks.len());
+            let inserted = failed_at.unwrap_or(tasks.len()).min(tasks.len());
             if inserted > 0 {
                 let ours: Vec<Bson> = tasks[..inserted].iter().map(|t| oid(t.id)).collect();
                 if let Err(cleanup) = db.tasks.delete_many(doc! { "_id": { "$in": ours } }).await {

@@ -72,6 +72,15 @@ pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
             }
             Err(e) => problems.push(format!("cannot open the store: {e}")),
         }
+        if config.is_upstream() {
+            match server_reachable(&config.flamenco).await {
+                Ok(status) => println!("# Flamenco Server reachable (answered {status})"),
+                Err(e) => problems.push(format!(
+                    "cannot reach the Flamenco Server at {}: {e}; check `flamenco:` and the network",
+                    config.flamenco
+                )),
+            }
+        }
     }
     if problems.is_empty() {
         println!("# configuration OK");
@@ -81,4 +90,23 @@ pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
         eprintln!("problem: {p}");
     }
     bail!("{} problem(s) in the configuration", problems.len())
+}
+
+/// Any HTTP answer from the Server's base URL means it is reachable.
+async fn server_reachable(url: &str) -> Result<reqwest::StatusCode, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg = format!("{msg}: {s}");
+            source = s.source();
+        }
+        msg
+    })?;
+    Ok(resp.status())
 }

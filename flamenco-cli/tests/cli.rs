@@ -415,6 +415,26 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
     assert!(out.contains("store reachable: sqlite:"), "{out}");
     assert!(dir.path().join("store/flamenco.sqlite").exists());
 
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("flamenco-manager.yaml"),
+        format!(
+            "data_dir: ./store\nflamenco: http://127.0.0.1:{port}/\nmanager_id: 5852bc5198377351f95d103e\nmanager_secret: s3cr3t\n"
+        ),
+    )
+    .unwrap();
+    let out = flamenco(dir.path())
+        .args(["config", "check", "--connect"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach the Flamenco Server"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cr3t"));
+
     std::fs::write(dir.path().join("blocker"), "a file").unwrap();
     std::fs::write(
         dir.path().join("flamenco-manager.yaml"),

@@ -91,3 +91,62 @@ fn an_unreachable_database_url_is_reported_and_serve_refuses_to_start() {
         assert!(!text.contains("panicked"), "{text}");
     }
 }
+
+/// The operator commands against the test MongoDB: the same store, the same answers.
+#[tokio::test]
+async fn operator_commands_work_against_mongodb() {
+    use flamenco_core::store::mongo::testing::TestDatabase;
+    let Some(db) = TestDatabase::new("cli_operator_commands") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("flamenco-manager.yaml"),
+        format!("database_url: '{}'\n", db.url),
+    )
+    .expect("config");
+    let (config, _) =
+        flamenco_core::config::Config::load(Some(&dir.path().join("flamenco-manager.yaml")))
+            .expect("load");
+    let manager = flamenco_core::Manager::open(config)
+        .await
+        .expect("open mongo");
+    let tasks: Vec<flamenco_core::model::Task> = (0..3)
+        .map(|i| {
+            flamenco_core::model::Task::new(
+                format!("mongo-cli-{i}"),
+                "sleep",
+                vec![flamenco_core::model::Command::new(
+                    "sleep",
+                    serde_json::json!({"time_in_seconds": 1}),
+                )],
+            )
+        })
+        .collect();
+    let ids = manager.enqueue_tasks(tasks).await.expect("enqueue");
+    manager.close().await.expect("close");
+
+    let ok = |args: &[&str]| {
+        let (out, _) = run(dir.path(), args, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "flamenco {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = ok(&["config", "check", "--connect"]);
+    assert!(out.contains("store reachable: mongodb"), "{out}");
+    let out = ok(&["queue", "list", "--json"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let out = ok(&["queue", "show", &ids[0].to_hex()]);
+    assert!(out.contains("mongo-cli-0"), "{out}");
+    let out = ok(&["worker", "list", "--json"]);
+    assert!(out.is_empty(), "{out}");
+    let out = ok(&["cleanslate", "--yes"]);
+    assert!(out.contains("erased 3 tasks"), "{out}");
+    let out = ok(&["queue", "list", "--json"]);
+    assert!(out.is_empty(), "{out}");
+    let out = ok(&["purge-updates", "--yes"]);
+    assert!(out.contains("empty"), "{out}");
+}

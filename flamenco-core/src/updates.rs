@@ -52,6 +52,21 @@ pub fn local_status_after(current: &TaskStatus, new: &TaskStatus) -> Option<Task
     Some(new.clone())
 }
 
+/// The local effect of queueing `update` on `task` (v2 §7.2 step 2): the status per
+/// [`local_status_after`], a non-empty activity, and `last_updated`. The log and the
+/// progress fields are never stored on the task. Every backend applies updates this way.
+pub fn apply_locally(task: &mut Task, update: &TaskUpdate) {
+    if let Some(new) = &update.task_status {
+        if let Some(status) = local_status_after(&task.status, new) {
+            task.status = status;
+        }
+    }
+    if !update.activity.is_empty() {
+        task.activity.clone_from(&update.activity);
+    }
+    task.last_updated = Some(update.received_on_manager);
+}
+
 /// The answer to `GET /may-i-run/{id}` as far as the task is concerned (v2 §4.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MayIRun {

@@ -65,20 +65,7 @@ pub(super) fn kept_changing(task: ObjectId) -> StoreError {
     ))
 }
 
-/// The local effect of queueing `update` (v2 §7.2 step 2): the status per
-/// [`local_status_after`], a non-empty activity, and `last_updated`. The log and the
-/// progress fields are never stored on the task. (The same as the SQLite store's.)
-pub(super) fn apply_locally(task: &mut Task, update: &TaskUpdate) {
-    if let Some(new) = &update.task_status {
-        if let Some(status) = local_status_after(&task.status, new) {
-            task.status = status;
-        }
-    }
-    if !update.activity.is_empty() {
-        task.activity.clone_from(&update.activity);
-    }
-    task.last_updated = Some(update.received_on_manager);
-}
+pub(super) use crate::updates::apply_locally;
 
 // ---- claim ----
 

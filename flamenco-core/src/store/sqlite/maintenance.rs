@@ -8,7 +8,7 @@ use super::rows::{blob, col_id, ms, Db};
 use super::{outbox, tasks, workers};
 use crate::model::{worker_status, ObjectId};
 use crate::store::StoreResult;
-use crate::updates::{self, local_status_after};
+use crate::updates;
 
 /// `Store::fail_timed_out_tasks`.
 pub(super) fn fail_timed_out(
@@ -43,15 +43,7 @@ pub(super) fn fail_timed_out(
         let update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
         outbox::insert(conn, &update)?;
         let mut after = before.clone();
-        if let Some(st) = update
-            .task_status
-            .as_ref()
-            .and_then(|new| local_status_after(&after.status, new))
-        {
-            after.status = st;
-        }
-        after.activity.clone_from(&update.activity);
-        after.last_updated = Some(now);
+        updates::apply_locally(&mut after, &update);
         tasks::save_changes(conn, &before, &after)?;
         if let Some(w) = worker {
             conn.prepare_cached("UPDATE workers SET status = ?2 WHERE id = ?1")

@@ -12,24 +12,9 @@ use super::{outbox, tasks, workers};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
 use crate::store::{CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult};
 use crate::updates::{
-    self, check_worker_update, decide_return, local_status_after, MayIRun, Refetched,
-    ReturnOutcome, UpstreamCancel, WorkerUpdateOutcome,
+    self, apply_locally, check_worker_update, decide_return, MayIRun, Refetched, ReturnOutcome,
+    UpstreamCancel, WorkerUpdateOutcome,
 };
-
-/// The local effect of queueing `update` (v2 §7.2 step 2): the status per
-/// [`local_status_after`], a non-empty activity, and `last_updated`. The log and the
-/// progress fields are never stored on the task.
-fn apply_locally(task: &mut Task, update: &TaskUpdate) {
-    if let Some(new) = &update.task_status {
-        if let Some(status) = local_status_after(&task.status, new) {
-            task.status = status;
-        }
-    }
-    if !update.activity.is_empty() {
-        task.activity.clone_from(&update.activity);
-    }
-    task.last_updated = Some(update.received_on_manager);
-}
 
 /// Queue `update` and apply it to `task` in memory; the caller saves the task.
 fn queue_for(conn: &Connection, task: &mut Task, update: &TaskUpdate) -> StoreResult<()> {

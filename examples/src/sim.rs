@@ -18,10 +18,14 @@
 //!
 //! `--seed-config` opens the Manager's store through the SDK (the same file the daemon
 //! uses) to enqueue `--seed-tasks` `sleep` tasks before the run (or, for `burst`, during it).
+//! `--keep-queued` (with `cycles`) replaces every completed task with a new one, about
+//! five times a second, so the queue stays near `--seed-tasks` for the whole run: how the
+//! cycle rate depends on the queue's size is measured with it.
 //! `--pid` samples the Manager's resident memory and reports the peak.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +61,10 @@ pub struct Args {
     /// Bytes of log text in the second update of each cycle.
     #[arg(long, default_value_t = 2048)]
     pub log_bytes: usize,
+    /// With `cycles`: keep the queue near `--seed-tasks` by enqueueing a new task for
+    /// every completed one (needs --seed-config).
+    #[arg(long)]
+    pub keep_queued: bool,
     /// The Manager's process id, to report its peak resident memory.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -276,6 +284,34 @@ impl SimWorker {
 async fn seed(config_path: &std::path::Path, n: usize) -> Result<()> {
     let (config, _) = Config::load(Some(config_path))?;
     let manager = Manager::open(config).await?;
+    enqueue(&manager, n).await?;
+    manager.close().await?;
+    Ok(())
+}
+
+/// Replace completed tasks until `deadline`: every 200 ms, enqueue as many tasks as
+/// cycles completed since the last round.
+async fn keep_queued(
+    config_path: PathBuf,
+    completed: Arc<AtomicU64>,
+    deadline: Instant,
+) -> Result<u64> {
+    let (config, _) = Config::load(Some(&config_path))?;
+    let manager = Manager::open(config).await?;
+    let mut replaced = 0u64;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = completed.load(Ordering::Relaxed);
+        if done > replaced {
+            enqueue(&manager, (done - replaced) as usize).await?;
+            replaced = done;
+        }
+    }
+    manager.close().await?;
+    Ok(replaced)
+}
+
+async fn enqueue(manager: &Manager, n: usize) -> Result<()> {
     let mut left = n;
     while left > 0 {
         let batch = left.min(10_000);
@@ -294,7 +330,6 @@ async fn seed(config_path: &std::path::Path, n: usize) -> Result<()> {
         manager.enqueue_tasks(tasks).await?;
         left -= batch;
     }
-    manager.close().await?;
     Ok(())
 }
 
@@ -313,15 +348,29 @@ pub async fn run(args: Args) -> Result<Value> {
     if args.seed_tasks > 0 && args.seed_config.is_none() {
         bail!("--seed-tasks needs --seed-config (the Manager's config file)");
     }
+    if args.keep_queued && (args.scenario != Scenario::Cycles || args.seed_config.is_none()) {
+        bail!("--keep-queued needs --scenario cycles and --seed-config");
+    }
     if args.scenario != Scenario::Burst && args.seed_tasks > 0 {
         if let Some(cfg) = &args.seed_config {
             seed(cfg, args.seed_tasks).await?;
         }
     }
 
+    // Register (bcrypt on the Manager's side) a few workers at a time.
     let mut workers = Vec::with_capacity(args.workers);
+    let mut registering = tokio::task::JoinSet::new();
     for n in 0..args.workers {
-        workers.push(SimWorker::register(&base, n).await?);
+        if registering.len() >= 8 {
+            if let Some(done) = registering.join_next().await {
+                workers.push(done??);
+            }
+        }
+        let base = base.clone();
+        registering.spawn(async move { SimWorker::register(&base, n).await });
+    }
+    while let Some(done) = registering.join_next().await {
+        workers.push(done??);
     }
 
     let log = "x".repeat(args.log_bytes.saturating_sub(1)) + "\n";
@@ -344,9 +393,20 @@ pub async fn run(args: Args) -> Result<Value> {
         });
     }
 
+    let completed = Arc::new(AtomicU64::new(0));
+    let refill = match (&args.seed_config, args.keep_queued) {
+        (Some(cfg), true) => Some(tokio::spawn(keep_queued(
+            cfg.clone(),
+            completed.clone(),
+            deadline,
+        ))),
+        _ => None,
+    };
+
     let mut handles = Vec::new();
     for mut w in workers {
         let log = log.clone();
+        let completed = completed.clone();
         let scenario = args.scenario;
         let drained_at = drained_at.clone();
         handles.push(tokio::spawn(async move {
@@ -354,7 +414,9 @@ pub async fn run(args: Args) -> Result<Value> {
             while Instant::now() < deadline {
                 match scenario {
                     Scenario::Cycles => {
-                        if !w.cycle(&log).await {
+                        if w.cycle(&log).await {
+                            completed.fetch_add(1, Ordering::Relaxed);
+                        } else {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
@@ -410,6 +472,10 @@ pub async fn run(args: Args) -> Result<Value> {
         total.merge(h.await?);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let replaced = match refill {
+        Some(refill) => Some(refill.await??),
+        None => None,
+    };
     let mut endpoints = serde_json::Map::new();
     let mut all_requests = 0u64;
     for (name, e) in &total.endpoints {
@@ -438,6 +504,9 @@ pub async fn run(args: Args) -> Result<Value> {
         "task_cycles_per_second": total.cycles as f64 / elapsed,
         "endpoints": endpoints,
     });
+    if let Some(replaced) = replaced {
+        report["tasks_replaced"] = json!(replaced);
+    }
     if let Some(pid) = args.pid {
         let sampled = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());
         report["manager_peak_rss_bytes"] = json!(peak_rss(pid).unwrap_or(sampled).max(sampled));

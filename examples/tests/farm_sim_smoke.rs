@@ -13,7 +13,11 @@ async fn start_manager(dir: &std::path::Path) -> (String, std::path::PathBuf) {
     let config_path = dir.join("flamenco-manager.yaml");
     std::fs::write(
         &config_path,
-        format!("data_dir: {}\n", dir.join("data").display()),
+        // A load generator: the per-worker rate limit (docs/security.md) is off.
+        format!(
+            "data_dir: {}\nworker_request_rate: 0\n",
+            dir.join("data").display()
+        ),
     )
     .unwrap();
     let (config, _) = Config::load(Some(&config_path)).unwrap();
@@ -37,6 +41,7 @@ fn args(manager: &str, config: &std::path::Path, scenario: Scenario, seed: usize
         seed_config: Some(config.to_path_buf()),
         seed_tasks: seed,
         log_bytes: 2048,
+        keep_queued: false,
         pid: Some(std::process::id()),
     }
 }
@@ -65,6 +70,16 @@ async fn every_scenario_runs() {
         assert!(endpoints.contains_key(e), "{e} missing: {report}");
     }
     assert!(report["manager_peak_rss_bytes"].as_u64().unwrap() > 0);
+
+    // --keep-queued replaces completed tasks: more cycles than tasks seeded.
+    let mut keep = args(&url, &config, Scenario::Cycles, 20);
+    keep.keep_queued = true;
+    keep.duration = Duration::from_millis(2500);
+    let report = run(keep).await.unwrap();
+    assert_all_succeeded(&report);
+    let replaced = report["tasks_replaced"].as_u64().unwrap();
+    assert!(replaced > 0, "{report}");
+    assert!(report["task_cycles"].as_u64().unwrap() > 20, "{report}");
 
     let report = run(args(&url, &config, Scenario::MayIRun, 10))
         .await

@@ -34,15 +34,30 @@ fn file_problems(config: &Config) -> Vec<String> {
             problems.push("tlskey is set but tlscert is not: set both or neither".into())
         }
         (false, false) => {
+            let before = problems.len();
             for (key, path) in [("tlscert", &config.tlscert), ("tlskey", &config.tlskey)] {
                 if let Err(e) = std::fs::File::open(Path::new(path)) {
                     problems.push(format!("{key}: cannot read {path}: {e}"));
+                }
+            }
+            // Both readable: PEM, and the key belongs to the certificate, as `serve` checks.
+            if problems.len() == before {
+                if let Err(e) =
+                    flamenco_serve::tls::load(Path::new(&config.tlscert), Path::new(&config.tlskey))
+                {
+                    problems.push(e.to_string());
                 }
             }
         }
     }
     if config.is_upstream() {
         if let Err(e) = flamenco_core::upstream::check_config(config) {
+            problems.push(e.to_string());
+        }
+    }
+    let watch = config.watch_for_latest_image.trim();
+    if !watch.is_empty() {
+        if let Err(e) = flamenco_core::latest_image::watch::check_dir(Path::new(watch)) {
             problems.push(e.to_string());
         }
     }

@@ -23,6 +23,27 @@ pub async fn run(cli: &Cli) -> Result<()> {
         ),
     }
     let listen = config.listen.clone();
+    // The TLS files are read before anything starts: a bad certificate or key stops here
+    // with a message naming the file.
+    let mut serve_options = flamenco_serve::ServeOptions::from_config(&config)
+        .map_err(|e| anyhow::anyhow!("cannot serve HTTPS: {e}"))?;
+    let redirect_listen = config.tls_redirect_listen.trim().to_string();
+    if serve_options.tls.is_none() {
+        tracing::warn!("TLS not enabled: serving plain HTTP (set tlscert and tlskey for HTTPS)");
+    }
+    // One daemon per embedded store: held until this function returns (or the process
+    // dies, `kill -9` included). MongoDB stores may be shared by several Managers.
+    let _data_dir_lock = if config.database_url.trim().is_empty() {
+        let lock = flamenco_core::store::sqlite::DataDirLock::acquire(
+            &config.data_dir,
+            &format!("listening on {listen}"),
+        )
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+        tracing::info!("locked the data directory ({})", lock.path().display());
+        Some(lock)
+    } else {
+        None
+    };
     let manager = Arc::new(
         Manager::open(config)
             .await
@@ -30,14 +51,29 @@ pub async fn run(cli: &Cli) -> Result<()> {
     );
     tracing::info!("store: {}", manager.store().describe());
     let listener = flamenco_serve::bind(&listen).await?;
+    // Signal handlers go in before "listening on" is logged: a SIGTERM from then on is a
+    // clean shutdown.
+    let shutdown = flamenco_serve::shutdown_signal();
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or(listen);
+    let scheme = if serve_options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
-        "listening on {addr}; workers can use manager_url = http://<this host>:{}/",
+        "listening on {addr} ({scheme}); workers can use manager_url = {scheme}://<this host>:{}/",
         addr.rsplit(':').next().unwrap_or("8083")
     );
+    if !redirect_listen.is_empty() {
+        let redirect = flamenco_serve::bind(&redirect_listen)
+            .await
+            .context("tls_redirect_listen")?;
+        tracing::info!("redirecting plain HTTP on {redirect_listen} to https://");
+        serve_options.redirect_listener = Some(redirect);
+    }
 
     let (stop_loops, loops_stopped) = tokio::sync::watch::channel(false);
     let loops = tokio::spawn(flamenco_core::maintenance::run_loops(
@@ -56,8 +92,42 @@ pub async fn run(cli: &Cli) -> Result<()> {
     // Upstream mode: startup notification, downloads, pushes (nothing when standalone).
     let stop_upstream = tokio_util::sync::CancellationToken::new();
     let upstream = flamenco_core::upstream::spawn(manager.clone(), stop_upstream.clone());
-    let served =
-        flamenco_serve::serve(manager.clone(), listener, flamenco_serve::shutdown_signal()).await;
+    // The latest-image pipeline (the image of the previous run is loaded here) and, with
+    // watch_for_latest_image, its folder watcher. A folder that cannot be watched is a
+    // warning: /output-produced reports still update the image.
+    let images = manager.latest_images().clone();
+    let stop_watcher = tokio_util::sync::CancellationToken::new();
+    let watch_dir = manager.config().watch_for_latest_image.trim().to_string();
+    let watcher = if watch_dir.is_empty() {
+        None
+    } else {
+        match flamenco_core::latest_image::watch::spawn(
+            std::path::Path::new(&watch_dir),
+            images.clone(),
+            Default::default(),
+            stop_watcher.clone(),
+        ) {
+            Ok(task) => Some(task),
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; the latest image is updated from workers' /output-produced reports only"
+                );
+                None
+            }
+        }
+    };
+    let served = flamenco_serve::serve_with(manager.clone(), listener, serve_options, async move {
+        shutdown.await;
+        // Ends the /imagewatch streams, which would otherwise hold up the shutdown.
+        images.close();
+    })
+    .await;
+    stop_watcher.cancel();
+    if let Some(watcher) = watcher {
+        if let Err(e) = watcher.await {
+            tracing::error!("the latest-image watcher ended abnormally: {e}");
+        }
+    }
     let _ = stop_loops.send(true);
     // A push in progress completes before the loop returns.
     stop_upstream.cancel();

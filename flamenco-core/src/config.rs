@@ -1,7 +1,9 @@
 //! The Manager's settings: `flamenco-manager.yaml`, its defaults and its validation.
 //!
-//! Keys are v2's (manager-v2.md §1.2) plus `data_dir`, `worker_registration_secret`,
-//! `max_request_body`, `upstream_gzip`, `max_tasks_per_job`, `admin_token`. Durations accept `30s`, `5m`, `1h30m`; a bare
+//! Keys are v2's (manager-v2.md §1.2) plus `data_dir`, `database_synchronous`, `worker_registration_secret`,
+//! `max_request_body`, `upstream_gzip`, `max_tasks_per_job`, `admin_token`, and the serving
+//! limits (`tls_redirect_listen`, `max_connections`, `max_header_size`, `request_read_timeout`,
+//! `worker_request_rate`, `worker_request_burst`; docs/security.md). Durations accept `30s`, `5m`, `1h30m`; a bare
 //! integer means seconds. Unknown keys, wrong types and clashing variables are errors that
 //! name the key.
 
@@ -22,6 +24,9 @@ pub struct Config {
     pub database_url: String,
     /// Embedded store location (default `./flamenco-data`).
     pub data_dir: PathBuf,
+    /// The embedded store's `PRAGMA synchronous`: `normal` (default) or `full` (every commit
+    /// synced to disk: survives power loss, costs write throughput). Ignored by MongoDB.
+    pub database_synchronous: crate::store::sqlite::Synchronous,
     /// Address to bind, e.g. `[::0]:8083`, `:8083`, `127.0.0.1:8083`. Default `:8083`.
     pub listen: String,
     pub own_url: String,
@@ -62,6 +67,21 @@ pub struct Config {
     /// When set, the job API (`/api/…`) needs `Authorization: Bearer <admin_token>`;
     /// when empty, it only answers clients on the loopback interface.
     pub admin_token: String,
+    /// With TLS on: an extra plain-HTTP address (same syntax as `listen`) that answers every
+    /// request with 308 to the same path on `https://`. Empty: no redirect listener.
+    pub tls_redirect_listen: String,
+    /// At most this many client connections are served at once; further connections wait
+    /// (in the listen backlog) until one closes.
+    pub max_connections: usize,
+    /// Largest accepted request head (request line + headers), in bytes (431 above it).
+    pub max_header_size: usize,
+    /// A client must send a request's head, and then its body, within this time (and
+    /// finish a TLS handshake within it); idle keep-alive connections close after it.
+    pub request_read_timeout: Duration,
+    /// Requests per second one worker may make, on average; 0 turns the limit off.
+    pub worker_request_rate: u32,
+    /// How many requests one worker may make in a burst above `worker_request_rate`.
+    pub worker_request_burst: u32,
 }
 
 /// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
@@ -118,11 +138,46 @@ impl<'de> serde::Deserialize<'de> for UpstreamGzip {
     }
 }
 
+impl crate::store::sqlite::Synchronous {
+    /// The config-file spelling: `normal` or `full`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            crate::store::sqlite::Synchronous::Normal => "normal",
+            crate::store::sqlite::Synchronous::Full => "full",
+        }
+    }
+}
+
+/// `database_synchronous`: `normal` or `full` (any case).
+impl<'de> serde::Deserialize<'de> for crate::store::sqlite::Synchronous {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::store::sqlite::Synchronous;
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Synchronous;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`normal` or `full`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Synchronous, E> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "normal" => Ok(Synchronous::Normal),
+                    "full" => Ok(Synchronous::Full),
+                    _ => Err(E::custom(format!(
+                        "expected `normal` or `full` (SQLite's synchronous setting), got {v:?}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             database_url: String::new(),
             data_dir: PathBuf::from("./flamenco-data"),
+            database_synchronous: crate::store::sqlite::Synchronous::Normal,
             listen: ":8083".to_string(),
             own_url: String::new(),
             flamenco: String::new(),
@@ -148,6 +203,12 @@ impl Default for Config {
             max_tasks_per_job: crate::jobs::DEFAULT_MAX_TASKS_PER_JOB,
             job_cleanup_max_age: None,
             admin_token: String::new(),
+            tls_redirect_listen: String::new(),
+            max_connections: 1024,
+            max_header_size: 64 * 1024,
+            request_read_timeout: Duration::from_secs(30),
+            worker_request_rate: 50,
+            worker_request_burst: 100,
         }
     }
 }
@@ -276,6 +337,7 @@ impl Config {
         };
         put("database_url", s(&c.database_url));
         put("data_dir", s(&c.data_dir.to_string_lossy()));
+        put("database_synchronous", s(c.database_synchronous.as_str()));
         put("listen", s(&c.listen));
         put("own_url", s(&c.own_url));
         put("flamenco", s(&c.flamenco));
@@ -336,6 +398,24 @@ impl Config {
             put("job_cleanup_max_age", d(age));
         }
         put("admin_token", s(&c.admin_token));
+        put("tls_redirect_listen", s(&c.tls_redirect_listen));
+        put(
+            "max_connections",
+            Value::Number((c.max_connections as u64).into()),
+        );
+        put(
+            "max_header_size",
+            Value::Number((c.max_header_size as u64).into()),
+        );
+        put("request_read_timeout", d(c.request_read_timeout));
+        put(
+            "worker_request_rate",
+            Value::Number(c.worker_request_rate.into()),
+        );
+        put(
+            "worker_request_burst",
+            Value::Number(c.worker_request_burst.into()),
+        );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -345,6 +425,7 @@ impl Config {
 pub const KNOWN_KEYS: &[&str] = &[
     "database_url",
     "data_dir",
+    "database_synchronous",
     "listen",
     "own_url",
     "flamenco",
@@ -370,6 +451,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_tasks_per_job",
     "admin_token",
     "job_cleanup_max_age",
+    "tls_redirect_listen",
+    "max_connections",
+    "max_header_size",
+    "request_read_timeout",
+    "worker_request_rate",
+    "worker_request_burst",
 ];
 
 const MASK: &str = "****";
@@ -529,6 +616,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 struct RawConfig {
     database_url: Option<String>,
     data_dir: Option<String>,
+    database_synchronous: Option<crate::store::sqlite::Synchronous>,
     listen: Option<String>,
     own_url: Option<String>,
     flamenco: Option<String>,
@@ -554,6 +642,12 @@ struct RawConfig {
     max_tasks_per_job: Option<PositiveCount>,
     job_cleanup_max_age: Option<NonNegativeDuration>,
     admin_token: Option<String>,
+    tls_redirect_listen: Option<String>,
+    max_connections: Option<PositiveCount>,
+    max_header_size: Option<PositiveCount>,
+    request_read_timeout: Option<NonNegativeDuration>,
+    worker_request_rate: Option<u32>,
+    worker_request_burst: Option<PositiveCount>,
 }
 
 impl RawConfig {
@@ -568,6 +662,7 @@ impl RawConfig {
         }
         set!(database_url);
         set!(data_dir);
+        set!(database_synchronous);
         set!(listen);
         set!(own_url);
         set!(flamenco);
@@ -586,6 +681,17 @@ impl RawConfig {
         set!(worker_registration_secret);
         set!(upstream_gzip);
         set!(admin_token);
+        set!(tls_redirect_listen);
+        set!(request_read_timeout);
+        if let Some(v) = self.worker_request_rate {
+            c.worker_request_rate = v;
+        }
+        serving_limits(
+            &mut c,
+            self.max_connections,
+            self.max_header_size,
+            self.worker_request_burst,
+        )?;
         if let Some(v) = self.download_task_recheck_throttle {
             c.download_task_recheck_throttle = (!v.negative).then_some(v.magnitude);
         }
@@ -632,7 +738,87 @@ impl RawConfig {
         if !clashes.is_empty() {
             return Err(clashes.join("; "));
         }
+        check_tls_settings(&c)?;
         Ok(c)
+    }
+}
+
+/// The smallest `max_header_size` accepted: real workers send a few hundred bytes of
+/// headers, and anything under this would refuse ordinary clients.
+pub const MIN_HEADER_SIZE: usize = 1024;
+
+/// `max_connections`, `max_header_size`, `worker_request_burst`: counts with their own bounds.
+fn serving_limits(
+    c: &mut Config,
+    max_connections: Option<PositiveCount>,
+    max_header_size: Option<PositiveCount>,
+    worker_request_burst: Option<PositiveCount>,
+) -> Result<(), String> {
+    if let Some(PositiveCount(n)) = max_connections {
+        // A tokio semaphore holds at most usize::MAX >> 3 permits.
+        c.max_connections = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= usize::MAX >> 3)
+            .ok_or_else(|| format!("max_connections: {n} is too large"))?;
+    }
+    if let Some(PositiveCount(n)) = max_header_size {
+        let n = usize::try_from(n)
+            .map_err(|_| format!("max_header_size: {n} is too large for this platform"))?;
+        if n < MIN_HEADER_SIZE {
+            return Err(format!(
+                "max_header_size: {n} bytes is too small for ordinary clients; use at least {MIN_HEADER_SIZE} (the default is 65536)"
+            ));
+        }
+        c.max_header_size = n;
+    }
+    if let Some(PositiveCount(n)) = worker_request_burst {
+        c.worker_request_burst = u32::try_from(n).map_err(|_| {
+            format!(
+                "worker_request_burst: {n} is too large (at most {})",
+                u32::MAX
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// TLS needs both `tlscert` and `tlskey`; `tls_redirect_listen` only makes sense with TLS;
+/// the read timeout must leave a client some time.
+fn check_tls_settings(c: &Config) -> Result<(), String> {
+    match (c.tlscert.trim().is_empty(), c.tlskey.trim().is_empty()) {
+        (false, true) => {
+            return Err(
+                "tlscert is set but tlskey is not: HTTPS needs both (the PEM certificate and its private key); set tlskey, or remove tlscert to serve plain HTTP"
+                    .into(),
+            )
+        }
+        (true, false) => {
+            return Err(
+                "tlskey is set but tlscert is not: HTTPS needs both (the PEM certificate and its private key); set tlscert, or remove tlskey to serve plain HTTP"
+                    .into(),
+            )
+        }
+        (true, true) if !c.tls_redirect_listen.trim().is_empty() => {
+            return Err(
+                "tls_redirect_listen is set but TLS is not: it redirects plain HTTP to HTTPS, so set tlscert and tlskey too, or remove it"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    if c.request_read_timeout.is_zero() {
+        return Err(
+            "request_read_timeout: must be more than 0 (it is how long a client may take to send a request; default 30s)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl Config {
+    /// True when HTTPS is on: both `tlscert` and `tlskey` are set (manager-v2.md §1.5).
+    pub fn tls_enabled(&self) -> bool {
+        !self.tlscert.trim().is_empty() && !self.tlskey.trim().is_empty()
     }
 }
 
@@ -1279,6 +1465,64 @@ path_replacement:
     }
 
     #[test]
+    fn tls_and_serving_limit_keys() {
+        let d = Config::default();
+        assert!(!d.tls_enabled());
+        assert_eq!(d.max_connections, 1024);
+        assert_eq!(d.max_header_size, 65536);
+        assert_eq!(d.request_read_timeout, Duration::from_secs(30));
+        assert_eq!((d.worker_request_rate, d.worker_request_burst), (50, 100));
+
+        let c = parse(
+            "tlscert: c.pem\ntlskey: k.pem\ntls_redirect_listen: ':8080'\nmax_connections: 10\n\
+             max_header_size: 2048\nrequest_read_timeout: 2s\nworker_request_rate: 0\n\
+             worker_request_burst: 7\n",
+        )
+        .expect("parses");
+        assert!(c.tls_enabled());
+        assert_eq!(c.tls_redirect_listen, ":8080");
+        assert_eq!(c.max_connections, 10);
+        assert_eq!(c.max_header_size, 2048);
+        assert_eq!(c.request_read_timeout, Duration::from_secs(2));
+        assert_eq!((c.worker_request_rate, c.worker_request_burst), (0, 7));
+        let text = c.describe_effective();
+        assert!(text.contains("request_read_timeout: 2s"), "{text}");
+        assert_eq!(parse(&text).expect("reloads"), c);
+
+        // TLS: both or neither; the redirect listener needs TLS.
+        let err = parse_err("tlscert: c.pem\n");
+        assert!(err.contains("tlscert is set but tlskey is not"), "{err}");
+        let err = parse_err("tlskey: k.pem\n");
+        assert!(err.contains("tlskey is set but tlscert is not"), "{err}");
+        let err = parse_err("tls_redirect_listen: ':80'\n");
+        assert!(
+            err.contains("tls_redirect_listen is set but TLS is not"),
+            "{err}"
+        );
+
+        let err = parse_err("max_header_size: 100\n");
+        assert!(
+            err.contains("max_header_size: 100 bytes is too small"),
+            "{err}"
+        );
+        let err = parse_err("request_read_timeout: 0s\n");
+        assert!(
+            err.contains("request_read_timeout: must be more than 0"),
+            "{err}"
+        );
+        for (key, bad) in [
+            ("max_connections", "0"),
+            ("worker_request_burst", "0"),
+            ("worker_request_rate", "-1"),
+            ("worker_request_rate", "fast"),
+            ("request_read_timeout", "-5s"),
+        ] {
+            let err = parse_err(&format!("{key}: {bad}\n"));
+            assert!(err.contains(key), "{key}: {bad}: {err}");
+        }
+    }
+
+    #[test]
     fn job_keys_max_tasks_per_job_and_admin_token() {
         let d = Config::default();
         assert_eq!(d.max_tasks_per_job, 10_000);
@@ -1297,6 +1541,37 @@ path_replacement:
         }
         let err = parse_err("admin_token: [a]\n");
         assert!(err.contains("admin_token"), "{err}");
+    }
+
+    #[test]
+    fn database_synchronous_values() {
+        use crate::store::sqlite::Synchronous;
+        assert_eq!(Config::default().database_synchronous, Synchronous::Normal);
+        for (text, want) in [
+            ("normal", Synchronous::Normal),
+            ("NORMAL", Synchronous::Normal),
+            ("full", Synchronous::Full),
+            ("'Full'", Synchronous::Full),
+        ] {
+            let c = parse(&format!("database_synchronous: {text}\n")).expect(text);
+            assert_eq!(c.database_synchronous, want, "{text}");
+            let described = c.describe_effective();
+            assert!(
+                described.contains(&format!("database_synchronous: {}", want.as_str())),
+                "{described}"
+            );
+            assert_eq!(
+                parse(&described).expect("reloads").database_synchronous,
+                want
+            );
+        }
+        for bad in ["off", "2", "extra", "true", "[full]"] {
+            let err = parse_err(&format!("listen: ':1'\ndatabase_synchronous: {bad}\n"));
+            assert!(err.contains("database_synchronous"), "{bad}: {err}");
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        let err = parse_err("database_synchronous: off\n");
+        assert!(err.contains("`normal` or `full`"), "{err}");
     }
 
     #[test]

@@ -10,8 +10,10 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod jobs;
+pub mod latest_image;
 pub mod maintenance;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod seen;
@@ -19,6 +21,7 @@ pub mod store;
 pub mod updates;
 pub mod upstream;
 pub mod variables;
+pub mod worker_cache;
 
 pub use manager::{ApiError, Manager, NextTask, OpenError, Peer};
 

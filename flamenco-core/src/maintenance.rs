@@ -20,6 +20,9 @@ pub const CLEANUP_STARTUP_DELAY: Duration = Duration::from_secs(6 * 60);
 pub const CLEANUP_PERIOD: Duration = Duration::from_secs(10 * 60);
 /// How often workers' "seen" times are written (see [`crate::seen`]).
 pub const SEEN_FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// How far the wall clock may disagree with monotonic time between two timeout checks
+/// before it counts as a jump (see [`crate::clock::JumpGuard`]).
+pub const CLOCK_JUMP_TOLERANCE: Duration = Duration::from_secs(10);
 /// Tasks deleted per store call; cleanup and clean slate work in batches this size so
 /// they never hold the store's write lock for long.
 pub const DELETE_BATCH: usize = 1000;
@@ -31,6 +34,13 @@ pub struct TimeoutReport {
     pub failed_tasks: Vec<ObjectId>,
     /// Awake workers that were not seen and are now `timeout`.
     pub timed_out_workers: Vec<ObjectId>,
+}
+
+fn guard_grace(manager: &Manager) -> Duration {
+    manager
+        .config()
+        .active_task_timeout_interval
+        .max(manager.config().active_worker_timeout_interval)
 }
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
@@ -49,12 +59,47 @@ impl Manager {
         let failed_tasks = self.store().fail_timed_out_tasks(task_cutoff, now).await?;
         let timed_out_workers = self.store().time_out_workers(worker_cutoff).await?;
         if !timed_out_workers.is_empty() {
+            self.forget_cached_workers();
             tracing::warn!(workers = timed_out_workers.len(), "workers timed out");
         }
         Ok(TimeoutReport {
             failed_tasks,
             timed_out_workers,
         })
+    }
+
+    /// The guard the daemon's timeout loop uses against wall-clock jumps: after a jump,
+    /// timeout checks pause for the longer of the two timeout intervals.
+    pub fn timeout_jump_guard(&self) -> crate::clock::JumpGuard {
+        crate::clock::JumpGuard::new(CLOCK_JUMP_TOLERANCE, guard_grace(self))
+    }
+
+    /// One round of the daemon's timeout loop: [`Manager::check_timeouts_now`] unless
+    /// `guard` saw the wall clock jump (then `None`, with a warning). `mono` is the
+    /// monotonic time of the round.
+    pub async fn check_timeouts_guarded(
+        &self,
+        guard: &mut crate::clock::JumpGuard,
+        mono: tokio::time::Instant,
+    ) -> Result<Option<TimeoutReport>, ApiError> {
+        use crate::clock::JumpVerdict;
+        match guard.check(self.now(), mono) {
+            JumpVerdict::Run => self.check_timeouts_now().await.map(Some),
+            JumpVerdict::Jumped(by) => {
+                tracing::warn!(
+                    jump_seconds = by.num_seconds(),
+                    "the wall clock jumped by {}s between two timeout checks; \
+                     skipping timeout checks for {} so that workers can report on the new time",
+                    by.num_seconds(),
+                    crate::config::format_duration(guard_grace(self)),
+                );
+                Ok(None)
+            }
+            JumpVerdict::Deferred => {
+                tracing::debug!("timeout check deferred after a wall-clock jump");
+                Ok(None)
+            }
+        }
     }
 
     /// Run the task cleanup now: delete finished tasks untouched for
@@ -161,12 +206,15 @@ impl Manager {
 }
 
 /// Run the timeout check and the cleanup periodically until `shutdown` becomes true.
-/// The first timeout check waits `active_task_timeout_startup_delay`.
+/// The first timeout check waits `active_task_timeout_startup_delay`; intervals are
+/// monotonic time, and a wall-clock jump pauses the timeout checks
+/// ([`Manager::check_timeouts_guarded`]).
 pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
     let timeouts = {
         let manager = manager.clone();
         let shutdown = shutdown.clone();
         let delay = manager.config().active_task_timeout_startup_delay;
+        let guard = Arc::new(tokio::sync::Mutex::new(manager.timeout_jump_guard()));
         periodic(
             "timeout check",
             delay,
@@ -174,7 +222,15 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
             shutdown,
             move || {
                 let manager = manager.clone();
-                async move { manager.check_timeouts_now().await.map(|_| ()) }
+                let guard = guard.clone();
+                async move {
+                    let mut guard = guard.lock().await;
+                    let mono = tokio::time::Instant::now();
+                    manager
+                        .check_timeouts_guarded(&mut guard, mono)
+                        .await
+                        .map(|_| ())
+                }
             },
         )
     };

@@ -15,6 +15,8 @@ use crate::auth::{self, SecretCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::jobs::JobTypes;
+use crate::latest_image::{LatestImageInfo, LatestImages};
+use crate::metrics::Metrics;
 use crate::model::{
     worker_status, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
 };
@@ -22,13 +24,14 @@ use crate::protocol::{
     Invalid, MayIRunAnswer, OutputProduced, RegisterWorker, SignOnRequest, WorkerTaskUpdate,
     ACKNOWLEDGEABLE_STATUSES,
 };
-use crate::seen::SeenTracker;
+use crate::seen::{PingTracker, SeenTracker};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ClaimRequest, Claimed, Seen, SignOn, Store, StoreError, TaskQuery};
+use crate::store::{ClaimRequest, Claimed, Seen, SignOn, Store, StoreError, TaskPing, TaskQuery};
 use crate::updates::{self, MayIRun, ReturnOutcome, WorkerUpdateOutcome};
 use crate::upstream::refetch::Revalidation;
 use crate::upstream::{Upstream, UpstreamOptions, UpstreamStatus};
 use crate::variables::Substitutions;
+use crate::worker_cache::WorkerCache;
 
 /// How many `/output-produced` reports are remembered.
 const OUTPUTS_KEPT: usize = 100;
@@ -123,10 +126,18 @@ pub struct Manager {
     secrets: Arc<SecretCache>,
     outputs: Mutex<VecDeque<ProducedOutput>>,
     seen_tracker: SeenTracker,
+    /// may-i-run pings not written yet (see [`crate::seen`]).
+    ping_tracker: PingTracker,
+    /// Workers read in the last second (see [`crate::worker_cache`]).
+    worker_cache: WorkerCache,
     /// The Flamenco Server connection, in upstream mode.
     upstream: Option<Arc<Upstream>>,
     /// The job types jobs can be submitted with (standalone mode).
     job_types: Mutex<JobTypes>,
+    /// The last-rendered image pipeline (see [`crate::latest_image`]), made on first use.
+    latest_images: std::sync::OnceLock<Arc<LatestImages>>,
+    /// Prometheus metrics (see [`crate::metrics`]).
+    metrics: Metrics,
 }
 
 /// How many times one `/task` request may find its reserved task changed by the Server
@@ -136,16 +147,27 @@ const MAX_REVALIDATIONS: usize = 100;
 impl Manager {
     /// Open the store the configuration names (the embedded store in `data_dir` unless
     /// `database_url` is set to a `mongodb://` or `mongodb+srv://` URL) with the system
-    /// clock. An unreachable MongoDB is an error after about 2 s.
+    /// clock. An unreachable MongoDB is an error after about 2 s. `database_synchronous`
+    /// applies to the embedded store only (MongoDB's durability is its write concern).
     pub async fn open(config: Config) -> Result<Manager, OpenError> {
         let url = config.database_url.trim();
         let store: Arc<dyn Store> = if url.is_empty() {
             let dir: PathBuf = config.data_dir.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+            let options = crate::store::sqlite::SqliteOptions {
+                synchronous: config.database_synchronous,
+                ..Default::default()
+            };
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&dir, options))
                 .await
                 .map_err(|e| OpenError::Store(StoreError::Other(e.to_string())))??;
             Arc::new(store)
         } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            if config.database_synchronous != crate::store::sqlite::Synchronous::Normal {
+                tracing::warn!(
+                    "database_synchronous applies to the embedded store only; it is ignored with \
+                     database_url (MongoDB's durability is set by the URL's write concern, e.g. w=majority&journal=true)"
+                );
+            }
             Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
         } else {
             return Err(OpenError::Unsupported(format!(
@@ -186,6 +208,9 @@ impl Manager {
         let mut manager = Manager::with_store(Config::default(), store, clock);
         manager.substitutions = Substitutions::new(&config);
         manager.config = Arc::new(config);
+        if let Some(up) = &upstream {
+            up.client().attach_metrics(manager.metrics.clone());
+        }
         manager.upstream = upstream;
         Ok(manager)
     }
@@ -193,6 +218,11 @@ impl Manager {
     /// A manager over an already opened store and a given clock (tests, embedding).
     pub fn with_store(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Manager {
         let substitutions = Substitutions::new(&config);
+        let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::InstrumentedStore::new(
+            store,
+            metrics.clone(),
+        ));
         Manager {
             config: Arc::new(config),
             store,
@@ -201,8 +231,12 @@ impl Manager {
             secrets: Arc::new(SecretCache::new()),
             outputs: Mutex::new(VecDeque::new()),
             seen_tracker: SeenTracker::default(),
+            ping_tracker: PingTracker::default(),
+            worker_cache: WorkerCache::default(),
             upstream: None,
             job_types: Mutex::new(JobTypes::builtin()),
+            latest_images: std::sync::OnceLock::new(),
+            metrics,
         }
         .with_upstream_or_log()
     }
@@ -212,11 +246,19 @@ impl Manager {
     fn with_upstream_or_log(mut self) -> Manager {
         if self.config.is_upstream() {
             match Upstream::new(&self.config, UpstreamOptions::from_config(&self.config)) {
-                Ok(up) => self.upstream = Some(Arc::new(up)),
+                Ok(up) => {
+                    up.client().attach_metrics(self.metrics.clone());
+                    self.upstream = Some(Arc::new(up));
+                }
                 Err(e) => tracing::error!("upstream mode is off: {e}"),
             }
         }
         self
+    }
+
+    /// The Prometheus metrics of this Manager (see [`crate::metrics::scrape`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The Flamenco Server connection (upstream mode), if any.
@@ -263,6 +305,9 @@ impl Manager {
 
     /// Close the store cleanly (pending "seen" times are written first).
     pub async fn close(&self) -> Result<(), StoreError> {
+        if let Some(images) = self.latest_images.get() {
+            images.close();
+        }
         let flushed = self.flush_seen().await;
         let closed = self.store.close().await;
         flushed.and(closed)
@@ -280,16 +325,26 @@ impl Manager {
         if SeenTracker::needs_write_now(worker, &seen) {
             self.seen_tracker.forget(worker.id);
             self.store.worker_seen(worker.id, &seen).await?;
+            self.worker_cache.forget(worker.id);
         } else {
             self.seen_tracker.record(worker.id, seen);
         }
         Ok(())
     }
 
-    /// Write the pending "seen" times of workers to the store.
+    /// Drop every worker from the in-memory cache (after a bulk change in the store).
+    pub(crate) fn forget_cached_workers(&self) {
+        self.worker_cache.clear();
+    }
+
+    /// Write the pending "seen" times of workers and may-i-run pings to the store.
     pub async fn flush_seen(&self) -> Result<(), StoreError> {
         for (id, seen) in self.seen_tracker.take() {
             self.store.worker_seen(id, &seen).await?;
+        }
+        let pings = self.ping_tracker.take();
+        if !pings.is_empty() {
+            self.store.record_pings(&pings).await?;
         }
         Ok(())
     }
@@ -357,11 +412,18 @@ impl Manager {
     /// secret; later requests compare a keyed digest kept in memory.
     pub async fn authenticate(&self, worker_id: &str, secret: &str) -> Result<Worker, ApiError> {
         let id = ObjectId::parse(worker_id).map_err(|_| ApiError::Unauthorized)?;
-        let worker = self
-            .store
-            .get_worker(id)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let worker = match self.worker_cache.get(id) {
+            Some(worker) => worker,
+            None => {
+                let worker = self
+                    .store
+                    .get_worker(id)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                self.worker_cache.insert(&worker);
+                worker
+            }
+        };
         let ok = match self.secrets.check_fast(id, secret, &worker.hashed_secret) {
             Some(ok) => ok,
             None => {
@@ -394,11 +456,12 @@ impl Manager {
             nickname: req.nickname.filter(|n| !n.is_empty()),
             supported_task_types: req.supported_task_types.filter(|t| !t.is_empty()),
         };
-        if !self
+        let signed_on = self
             .store
             .worker_sign_on(worker.id, &sign_on, &self.seen(peer, true))
-            .await?
-        {
+            .await?;
+        self.worker_cache.forget(worker.id);
+        if !signed_on {
             return Err(ApiError::Unauthorized);
         }
         Ok(())
@@ -410,6 +473,7 @@ impl Manager {
             self.cancel_tasks_worker_stopped(worker).await?;
         }
         let requeued = self.store.sign_off_worker(worker.id, self.now()).await?;
+        self.worker_cache.forget(worker.id);
         if !requeued.is_empty() {
             tracing::info!(worker = %worker.identifier(), tasks = requeued.len(), "worker signed off; re-queued its active tasks");
         }
@@ -443,6 +507,7 @@ impl Manager {
             None => self.store.claim_task(&claim).await?,
             Some(up) => self.claim_revalidated(up, claim.clone()).await?,
         };
+        self.metrics.record_claim(claimed.as_ref());
         let Some(claimed) = claimed else {
             if let Some(up) = &self.upstream {
                 up.kick_for_empty_queue(self.config.download_task_recheck_throttle);
@@ -515,7 +580,9 @@ impl Manager {
     ) -> Result<(), ApiError> {
         self.mark_seen(worker, peer, true).await?;
         let update = body.into_update(task_id, &worker.identifier(), self.now())?;
-        match self.store.apply_worker_update(worker.id, update).await? {
+        let outcome = self.store.apply_worker_update(worker.id, update).await?;
+        self.metrics.record_task_update(&outcome);
+        match outcome {
             WorkerUpdateOutcome::Applied => Ok(()),
             WorkerUpdateOutcome::NotFound => {
                 Err(ApiError::NotFound(format!("Task {task_id} is unknown.")))
@@ -547,7 +614,24 @@ impl Manager {
                 status_requested: Some(req),
             });
         }
-        let decision = self.store.may_i_run(task_id, worker.id, self.now()).await?;
+        // The common case, answered from a read: the worker's own runnable task. The ping
+        // is written with the next flush (see `crate::seen`).
+        let now = self.now();
+        let state = self.store.get_task_state(task_id).await?;
+        let decision = match state {
+            Some(task)
+                if task.worker_id == Some(worker.id)
+                    && MayIRun::decide(Some(&task), worker.id) == MayIRun::Yes =>
+            {
+                self.ping_tracker.record(TaskPing {
+                    task_id,
+                    worker_id: worker.id,
+                    at: now,
+                });
+                MayIRun::Yes
+            }
+            _ => self.store.may_i_run(task_id, worker.id, now).await?,
+        };
         Ok(MayIRunAnswer {
             may_keep_running: decision == MayIRun::Yes,
             reason: decision.reason(task_id),
@@ -575,6 +659,20 @@ impl Manager {
     /// `POST /output-produced`: remember the paths (the latest-image pipeline uses them).
     pub fn output_produced(&self, worker: &Worker, body: OutputProduced) -> Result<(), ApiError> {
         body.validate().map_err(|e| ApiError::Unprocessable(e.0))?;
+        let images = self.latest_images();
+        for path in &body.paths {
+            let path = std::path::Path::new(path);
+            if path.is_absolute() {
+                images.submit(path);
+            } else {
+                tracing::warn!(
+                    worker = %worker.identifier(),
+                    "output-produced: {} is not an absolute path; it is not shown as the \
+                     latest image",
+                    path.display()
+                );
+            }
+        }
         let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
         if outputs.len() >= OUTPUTS_KEPT {
             outputs.pop_front();
@@ -591,6 +689,21 @@ impl Manager {
     pub fn produced_outputs(&self) -> Vec<ProducedOutput> {
         let outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
         outputs.iter().cloned().collect()
+    }
+
+    /// The last-rendered image pipeline, keeping its image in `<data_dir>`. The image of
+    /// the previous run is loaded on first use.
+    pub fn latest_images(&self) -> &Arc<LatestImages> {
+        self.latest_images.get_or_init(|| {
+            let images = LatestImages::new(self.config.data_dir.clone());
+            images.load_persisted();
+            Arc::new(images)
+        })
+    }
+
+    /// What is known about the latest image, if there is one.
+    pub fn latest_image_info(&self) -> Option<LatestImageInfo> {
+        self.latest_images().info()
     }
 
     /// `GET /status-change`: the pending request, if any.
@@ -614,6 +727,7 @@ impl Manager {
         self.store
             .ack_worker_status(worker.id, status, self.now())
             .await?;
+        self.worker_cache.forget(worker.id);
         Ok(())
     }
 
@@ -662,11 +776,12 @@ impl Manager {
         id: ObjectId,
         requested: Option<RequestedStatus>,
     ) -> Result<(), ApiError> {
-        if self
+        let known = self
             .store
             .set_worker_status_requested(id, requested)
-            .await?
-        {
+            .await?;
+        self.worker_cache.forget(id);
+        if known {
             Ok(())
         } else {
             Err(ApiError::NotFound(format!("worker {id} is unknown")))

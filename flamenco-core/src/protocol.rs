@@ -39,6 +39,21 @@ fn check_task_types(types: &[String]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Decode a worker request body the way the HTTP handlers do: JSON, unknown fields
+/// ignored, types strict. An empty body decodes as `{}` when `empty_is_object` is set
+/// (sign-on without a body). The error is v2's 400 text, `Unable to decode JSON: …`.
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    empty_is_object: bool,
+) -> Result<T, Invalid> {
+    let bytes: &[u8] = if body.is_empty() && empty_is_object {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(bytes).map_err(|e| Invalid(format!("Unable to decode JSON: {e}")))
+}
+
 /// `POST /register-worker` body.
 #[derive(Clone, Debug, Deserialize)]
 pub struct RegisterWorker {
@@ -240,6 +255,18 @@ mod tests {
         assert!(decode(r#"{"_id": "nope"}"#).is_err());
         assert!(decode(r#"{"received_on_manager": "yesterday"}"#).is_err());
         assert!(decode(r#"{"task_status": 3}"#).is_err());
+    }
+
+    #[test]
+    fn decode_body_like_the_handlers() {
+        let s: SignOnRequest = decode_body(b"", true).unwrap();
+        assert!(s.nickname.is_none());
+        let e = decode_body::<SignOnRequest>(b"", false).unwrap_err();
+        assert!(e.0.starts_with("Unable to decode JSON: "), "{e}");
+        let e = decode_body::<OutputProduced>(br#"{"paths": "/x"}"#, false).unwrap_err();
+        assert!(e.0.contains("invalid type"), "{e}");
+        let r: RegisterWorker = decode_body(br#"{"secret": "s", "extra": 1}"#, false).unwrap();
+        assert_eq!(r.secret, "s");
     }
 
     #[test]

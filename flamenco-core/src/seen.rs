@@ -7,12 +7,40 @@
 //! one batch by [`crate::Manager::flush_seen`] (about every second in the daemon, before
 //! every timeout check, and at close). `last_activity` is therefore at most a flush
 //! interval stale, far below any timeout.
+//!
+//! may-i-run pings are coalesced the same way ([`PingTracker`]): a worker asking about the
+//! task it already holds, while the task is runnable, gets its "yes" from a read, and the
+//! ping (`last_worker_ping`, `current_task_updated`) is written with the next flush. Only
+//! the latest ping per task is kept. Every other may-i-run (a task without a worker, a
+//! reassigned or stopped task) goes to the store at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::model::{worker_status, ObjectId, Worker};
-use crate::store::Seen;
+use crate::store::{Seen, TaskPing};
+
+/// Pending may-i-run pings, by task (the latest wins).
+#[derive(Debug, Default)]
+pub struct PingTracker {
+    pending: Mutex<HashMap<ObjectId, TaskPing>>,
+}
+
+impl PingTracker {
+    /// Remember a ping.
+    pub fn record(&self, ping: TaskPing) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(ping.task_id, ping);
+    }
+
+    /// Take every pending ping, oldest task id first (a stable write order).
+    pub fn take(&self) -> Vec<TaskPing> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pings: Vec<TaskPing> = pending.drain().map(|(_, p)| p).collect();
+        pings.sort_by_key(|p| p.task_id);
+        pings
+    }
+}
 
 /// Pending `last_activity` times, by worker.
 #[derive(Debug, Default)]
@@ -58,6 +86,46 @@ impl SeenTracker {
 mod tests {
     use super::*;
     use chrono::Utc;
+
+    #[test]
+    fn ping_tracker_keeps_the_latest_ping_per_task() {
+        let tracker = PingTracker::default();
+        let (t1, t2, w) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        let early = Utc::now();
+        let late = early + chrono::Duration::seconds(5);
+        tracker.record(TaskPing {
+            task_id: t1,
+            worker_id: w,
+            at: early,
+        });
+        tracker.record(TaskPing {
+            task_id: t2,
+            worker_id: w,
+            at: early,
+        });
+        tracker.record(TaskPing {
+            task_id: t1,
+            worker_id: w,
+            at: late,
+        });
+        let mut pings = tracker.take();
+        pings.sort_by_key(|p| p.task_id);
+        let mut want = vec![
+            TaskPing {
+                task_id: t1,
+                worker_id: w,
+                at: late,
+            },
+            TaskPing {
+                task_id: t2,
+                worker_id: w,
+                at: early,
+            },
+        ];
+        want.sort_by_key(|p| p.task_id);
+        assert_eq!(pings, want);
+        assert!(tracker.take().is_empty(), "take drains");
+    }
 
     fn worker() -> Worker {
         Worker {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use flamenco_core::model::Worker;
 use flamenco_core::{ApiError, Manager, Peer};
 
 use crate::error::HttpError;
+use crate::limits::WorkerRateLimiter;
 
 /// The worker whose Basic credentials came with the request.
 pub struct AuthedWorker(pub Worker);
@@ -32,14 +34,25 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
 }
 
 impl FromRequestParts<Arc<Manager>> for AuthedWorker {
-    type Rejection = HttpError;
+    /// 401 for missing or wrong credentials (v2's answer), 429 over the worker's request
+    /// rate limit ([`WorkerRateLimiter`], installed by [`crate::router`]).
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         manager: &Arc<Manager>,
     ) -> Result<Self, Self::Rejection> {
-        let (user, password) = basic_credentials(parts).ok_or(HttpError(ApiError::Unauthorized))?;
-        let worker = manager.authenticate(&user, &password).await?;
+        let (user, password) = basic_credentials(parts)
+            .ok_or_else(|| HttpError(ApiError::Unauthorized).into_response())?;
+        let worker = manager
+            .authenticate(&user, &password)
+            .await
+            .map_err(|e| HttpError(e).into_response())?;
+        if let Some(Some(limiter)) = parts.extensions.get::<Option<Arc<WorkerRateLimiter>>>() {
+            limiter
+                .check(worker.id)
+                .map_err(IntoResponse::into_response)?;
+        }
         Ok(AuthedWorker(worker))
     }
 }

@@ -13,13 +13,8 @@ use crate::error::HttpError;
 /// Decode a JSON request body; unknown fields are ignored. An empty body decodes as `{}`
 /// when `empty_is_object` is set (sign-on without a body).
 pub fn decode<T: DeserializeOwned>(body: &Bytes, empty_is_object: bool) -> Result<T, HttpError> {
-    let bytes: &[u8] = if body.is_empty() && empty_is_object {
-        b"{}"
-    } else {
-        body
-    };
-    serde_json::from_slice(bytes)
-        .map_err(|e| HttpError(ApiError::BadRequest(format!("Unable to decode JSON: {e}"))))
+    flamenco_core::protocol::decode_body(body, empty_is_object)
+        .map_err(|e| HttpError(ApiError::BadRequest(e.0)))
 }
 
 /// Serialize `value` as a JSON answer with a trailing newline.

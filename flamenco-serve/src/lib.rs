@@ -6,11 +6,17 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
+pub mod image_api;
 pub mod jobs_api;
 pub mod json;
+pub mod limits;
+pub mod metrics_api;
 pub mod openapi;
 pub mod server;
+pub mod status_api;
+pub mod tls;
 pub mod worker_api;
 
 use std::sync::Arc;
@@ -20,16 +26,30 @@ use axum::Router;
 use flamenco_core::Manager;
 use tower_http::trace::TraceLayer;
 
-pub use server::{bind, serve, shutdown_signal, BindError};
+pub use server::{bind, serve, serve_with, shutdown_signal, BindError, ServeOptions};
 
 /// The whole HTTP application: the worker API at the root, the job API under `/api/`
 /// (behind [`admin::layer`]) and the OpenAPI document describing both.
 pub fn router(manager: Arc<Manager>) -> Router {
     let limit = manager.config().max_request_body;
+    // The per-worker rate limit (limits.rs), checked by `auth::AuthedWorker` after
+    // authentication; the layer below makes it reachable from every request.
+    let rate_limit = limits::WorkerRateLimiter::from_config(manager.config());
     worker_api::routes()
         .merge(jobs_api::routes().route_layer(admin::layer(manager.clone())))
+        .merge(dashboard::routes())
+        .merge(image_api::routes())
+        .merge(status_api::routes())
+        .merge(status_api::action_routes().route_layer(admin::layer(manager.clone())))
         .route(openapi::PATH, axum::routing::get(openapi::serve))
+        .merge(metrics_api::routes())
+        // After every route: counts and times requests per route template (MatchedPath).
+        .layer(axum::middleware::from_fn_with_state(
+            manager.clone(),
+            metrics_api::track,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::Extension(rate_limit))
         .with_state(manager)
 }

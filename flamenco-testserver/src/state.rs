@@ -110,6 +110,9 @@ pub struct Data {
     pub task_order: Vec<String>,
     pub tasks: HashMap<String, TaskDoc>,
     pub logs: Vec<TaskLog>,
+    /// update id → its entry in `logs` (a re-sent update replaces its log in O(1), so
+    /// throughput measurements are not dominated by this double).
+    log_index: HashMap<String, usize>,
     /// Every task-update element that was processed, in arrival order (duplicates too).
     pub received_updates: Vec<Value>,
     /// Every successful startup body, per manager id.
@@ -301,9 +304,12 @@ impl Data {
                     received_on_manager: rom.as_str().unwrap_or_default().to_string(),
                     log: log.to_string(),
                 };
-                match self.logs.iter_mut().find(|l| l.update_id == uid) {
-                    Some(existing) => *existing = entry,
-                    None => self.logs.push(entry),
+                match self.log_index.get(&uid) {
+                    Some(&i) => self.logs[i] = entry,
+                    None => {
+                        self.log_index.insert(uid.clone(), self.logs.len());
+                        self.logs.push(entry);
+                    }
                 }
             }
             let task = self.tasks.get_mut(&tid).expect("task exists");

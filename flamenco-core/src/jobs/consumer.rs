@@ -126,5 +126,17 @@ pub async fn run(manager: Arc<Manager>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     }
+    // A clean shutdown leaves nothing behind that arrived before it: drain what is there
+    // (bounded, so a store that keeps failing cannot hold the shutdown up).
+    for _ in 0..16 {
+        match manager.consume_outbox_now(BATCH).await {
+            Ok(report) if report.consumed >= BATCH => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!("the last pass over the task-update outbox failed: {e}");
+                break;
+            }
+        }
+    }
     tracing::debug!("standalone outbox consumer stopped");
 }

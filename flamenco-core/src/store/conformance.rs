@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::store::{
     ClaimRequest, JobActionOutcome, JobQuery, JobStatusChange, MergeReport, Seen, SignOn, Store,
-    StoreError, TaskOrder, TaskQuery,
+    StoreError, TaskOrder, TaskPing, TaskQuery,
 };
 use crate::updates::{self, MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
@@ -470,6 +470,47 @@ pub async fn list_tasks_filters(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert_eq!(ids(q).await, Vec::<ObjectId>::new());
+}
+
+/// Counts per (status, task type), for the metrics scrape; empty combinations may be
+/// absent or zero.
+pub async fn count_tasks_by_status_and_type(store: Arc<dyn Store>) {
+    let counts = store.count_tasks_by_status_and_type().await.expect("count");
+    assert!(counts.values().all(|&n| n == 0), "{counts:?}");
+
+    let spec = [
+        (TaskStatus::Queued, "blender-render", 3),
+        (TaskStatus::Queued, "sleep", 2),
+        (TaskStatus::Active, "blender-render", 1),
+        (TaskStatus::Completed, "sleep", 4),
+        (TaskStatus::Other("paused".into()), "exr-merge", 1),
+    ];
+    let mut tasks = Vec::new();
+    let mut n = 0;
+    for (status, task_type, count) in &spec {
+        for _ in 0..*count {
+            let mut t = prio_task(nth_id(0x21, n), task_type, 0, 50);
+            t.status = status.clone();
+            tasks.push(t);
+            n += 1;
+        }
+    }
+    add_tasks(&store, &tasks).await;
+    let counts: BTreeMap<(String, String), u64> = store
+        .count_tasks_by_status_and_type()
+        .await
+        .expect("count")
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let expected: BTreeMap<(String, String), u64> = spec
+        .iter()
+        .map(|(s, t, n)| ((s.as_str().to_string(), t.to_string()), *n))
+        .collect();
+    assert_eq!(counts, expected);
+    // The per-status totals agree.
+    let by_status = store.count_tasks_by_status().await.expect("count");
+    assert_eq!(by_status.get("queued").copied(), Some(5));
 }
 
 /// Per-status counts; statuses without tasks may be absent or zero.
@@ -1235,6 +1276,88 @@ pub async fn worker_update_v2_task_rescheduling(store: Arc<dyn Store>) {
 }
 
 // ---- may-i-run, return, sign-off ----
+
+/// Coalesced may-i-run pings: the light state read, and pings written later only while the
+/// task is still runnable and the worker's (never claiming, never moving a ping back).
+pub async fn record_pings_only_for_own_runnable_tasks(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a4a4a4a4a4a4a4a4a4a4a4a4"), "pinger", &["sleeping"]);
+    let other = test_worker(oid("a5a5a5a5a5a5a5a5a5a5a5a5"), "other", &["sleeping"]);
+    add_worker(&store, &w).await;
+    add_worker(&store, &other).await;
+    let own = prio_task(oid("caaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 90);
+    let free = prio_task(oid("cbaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 10);
+    let stopped = prio_task(oid("ccaaaaaaaaaaaaaaaaaaaaaa"), "sleeping", 0, 50);
+    add_tasks(&store, &[own.clone(), free.clone(), stopped.clone()]).await;
+    assert_eq!(claimed_id(&store, &w, at(1)).await, Some(own.id));
+    assert_eq!(claimed_id(&store, &other, at(1)).await, Some(stopped.id));
+
+    let state = store
+        .get_task_state(own.id)
+        .await
+        .expect("state")
+        .expect("the task exists");
+    assert_eq!(state.worker_id, Some(w.id));
+    assert_eq!(state.status, TaskStatus::Active);
+    assert_eq!(
+        MayIRun::decide(Some(&state), w.id),
+        MayIRun::Yes,
+        "the light state is enough to decide"
+    );
+    assert!(store
+        .get_task_state(oid("9baaaaaaaaaaaaaaaaaaaaaa"))
+        .await
+        .expect("state")
+        .is_none());
+
+    let mut cancel = updates::assignment_status_update(stopped.id, at(2));
+    cancel.task_status = Some(TaskStatus::CancelRequested);
+    store.queue_update(cancel).await.expect("queue");
+    let outbox_before = store.outbox_len().await.expect("len");
+    let ping = |task: ObjectId, worker: ObjectId, secs: i64| TaskPing {
+        task_id: task,
+        worker_id: worker,
+        at: at(secs),
+    };
+    store
+        .record_pings(&[
+            ping(own.id, w.id, 20),
+            // Not assigned to anyone: a ping must not claim it.
+            ping(free.id, w.id, 20),
+            // Another worker's task.
+            ping(stopped.id, w.id, 20),
+            // cancel-requested: not runnable any more.
+            ping(stopped.id, other.id, 20),
+        ])
+        .await
+        .expect("record pings");
+    let after = task(&store, own.id).await;
+    assert_eq!(after.last_worker_ping, Some(at(20)));
+    assert_eq!(after.last_updated, Some(at(1)), "a ping is not an update");
+    assert_eq!(
+        worker(&store, w.id).await.current_task_updated,
+        Some(at(20))
+    );
+    let free_after = task(&store, free.id).await;
+    assert_eq!(free_after.worker_id, None, "a ping never claims a task");
+    assert_eq!(free_after.last_worker_ping, None);
+    assert_eq!(task(&store, stopped.id).await.last_worker_ping, Some(at(1)));
+    assert_ne!(
+        worker(&store, other.id).await.current_task_updated,
+        Some(at(20))
+    );
+
+    // An older ping never moves the time back.
+    store
+        .record_pings(&[ping(own.id, w.id, 5)])
+        .await
+        .expect("record pings");
+    assert_eq!(task(&store, own.id).await.last_worker_ping, Some(at(20)));
+    assert_eq!(
+        store.outbox_len().await.expect("len"),
+        outbox_before,
+        "pings queue nothing"
+    );
+}
 
 /// may-i-run answers (v2 §4.5, case 13); a yes pings the task and the worker.
 pub async fn may_i_run_outcomes(store: Arc<dyn Store>) {
@@ -2939,6 +3062,8 @@ macro_rules! conformance_tests {
             list_tasks_filters,
             list_tasks_orders,
             count_tasks_by_status,
+            count_tasks_by_status_and_type,
+            record_pings_only_for_own_runnable_tasks,
             claim_order,
             claim_filters_by_task_type,
             claim_parent_rules,

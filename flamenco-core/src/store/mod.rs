@@ -10,6 +10,7 @@
 
 #[doc(hidden)]
 pub mod conformance;
+pub mod instrumented;
 pub mod mongo;
 pub mod sqlite;
 
@@ -90,6 +91,14 @@ pub enum TaskOrder {
     Schedule,
     /// Most recently updated first (`last_updated` desc, tasks never updated last).
     RecentlyUpdated,
+}
+
+/// A may-i-run "yes" recorded in memory and written later ([`Store::record_pings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskPing {
+    pub task_id: ObjectId,
+    pub worker_id: ObjectId,
+    pub at: DateTime<Utc>,
 }
 
 /// What "seeing" a worker records (v2 §8.4).
@@ -190,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>>;
     /// Number of tasks per status string (statuses with no task may be absent).
     async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>>;
+    /// Number of tasks per (status, task type), in one grouped query (the metrics scrape
+    /// calls it; it must not list tasks). Combinations with no task may be absent.
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>>;
 
     /// Hand a task to a worker, atomically (compare-and-set on the status):
     /// 1. an `active` task already assigned to this worker is returned again;
@@ -227,6 +239,19 @@ pub trait Store: Send + Sync + 'static {
         worker_id: ObjectId,
         now: DateTime<Utc>,
     ) -> StoreResult<MayIRun>;
+
+    /// A task's state without its commands and log (enough for [`MayIRun::decide`]):
+    /// the fast, read-only path of may-i-run.
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.get_task(id).await
+    }
+
+    /// Write may-i-run pings that were answered from [`Store::get_task_state`] and kept in
+    /// memory: the task's `last_worker_ping` (never moved back) and the worker's
+    /// `current_task_updated`, each only while the task is still runnable and assigned to
+    /// that worker (a ping never claims a task). Pings of tasks that changed meanwhile are
+    /// dropped.
+    async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
 
     /// `POST /tasks/{id}/return`: decide with [`crate::updates::decide_return`] and apply it
     /// with [`crate::updates::return_update`] (a requeued task loses its `worker_id`).

@@ -7,12 +7,14 @@
 //! * Nothing here retries or sleeps: the loops decide (see `backoff`).
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 
 use crate::config::Config;
+use crate::metrics::{status_class, Metrics};
 use crate::model::{ObjectId, Task};
 
 use super::wire::{BatchAnswer, DepsgraphBody, StartupBody};
@@ -119,6 +121,8 @@ pub struct ServerClient {
     manager_id: String,
     secret: String,
     timeouts: Timeouts,
+    /// Where calls are counted and timed, once the Manager attached its metrics.
+    metrics: Arc<OnceLock<Metrics>>,
 }
 
 /// Install rustls's ring provider unless the program already installed one (reqwest is
@@ -182,6 +186,7 @@ impl ServerClient {
             manager_id,
             secret: config.manager_secret.clone(),
             timeouts,
+            metrics: Arc::new(OnceLock::new()),
         })
     }
 
@@ -213,8 +218,31 @@ impl ServerClient {
             .basic_auth(&self.secret, Some(""))
     }
 
+    /// Count and time this client's calls in `metrics` (`flamenco_upstream_*`). Only the
+    /// first call has an effect.
+    pub fn attach_metrics(&self, metrics: Metrics) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Send, read the whole answer, and record the call under `endpoint`.
     async fn send(
         &self,
+        endpoint: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), CallError> {
+        let start = Instant::now();
+        let result = Self::send_and_read(req).await;
+        if let Some(metrics) = self.metrics.get() {
+            let outcome = match &result {
+                Ok((status, _, _)) => status_class(status.as_u16()),
+                Err(_) => "network_error",
+            };
+            metrics.record_upstream_request(endpoint, outcome, start.elapsed());
+        }
+        result
+    }
+
+    async fn send_and_read(
         req: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, reqwest::header::HeaderMap, bytes::Bytes), CallError> {
         let resp = req.send().await.map_err(CallError::network)?;
@@ -231,7 +259,7 @@ impl ServerClient {
             .request(reqwest::Method::POST, self.manager_url("startup"))
             .header(CONTENT_TYPE, "application/json")
             .body(json);
-        let (status, _, body) = self.send(req).await?;
+        let (status, _, body) = self.send("startup", req).await?;
         if status.is_success() {
             Ok(())
         } else {
@@ -245,7 +273,7 @@ impl ServerClient {
         if let Some(since) = since {
             req = req.header("X-Flamenco-If-Updated-Since", since);
         }
-        let (status, headers, body) = self.send(req).await?;
+        let (status, headers, body) = self.send("download", req).await?;
         match status {
             StatusCode::NO_CONTENT => Ok(DepsgraphAnswer::NoJobs),
             StatusCode::NOT_MODIFIED => Ok(DepsgraphAnswer::NotModified),
@@ -284,7 +312,7 @@ impl ServerClient {
         } else {
             req = req.body(json.to_vec());
         }
-        let (status, _, body) = self.send(req).await?;
+        let (status, _, body) = self.send("push", req).await?;
         if !status.is_success() {
             return Err(CallError::status(status, &body));
         }
@@ -303,7 +331,7 @@ impl ServerClient {
         if !etag.is_empty() {
             req = req.header("If-None-Match", etag);
         }
-        let (status, _, body) = match self.send(req).await {
+        let (status, _, body) = match self.send("refetch", req).await {
             Ok(answer) => answer,
             Err(e) => return RefetchAnswer::Unknown(e.to_string()),
         };

@@ -49,7 +49,7 @@ use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskQuery,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskPing, TaskQuery,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
@@ -175,6 +175,10 @@ impl Store for MongoStore {
         self.run(tasks::count_by_status(&self.db)).await
     }
 
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
+        self.run(tasks::count_by_status_and_type(&self.db)).await
+    }
+
     async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
         self.run(protocol::claim(&self.db, req)).await
     }
@@ -201,6 +205,14 @@ impl Store for MongoStore {
     ) -> StoreResult<MayIRun> {
         self.run(protocol::may_i_run(&self.db, task_id, worker_id, now))
             .await
+    }
+
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.run(tasks::get_state(&self.db, id)).await
+    }
+
+    async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {
+        self.run(protocol::record_pings(&self.db, pings)).await
     }
 
     async fn return_task(

@@ -42,7 +42,7 @@ use super::codec::{date, oid};
 use super::errors::Mongo;
 use super::{outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult};
+use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
     WorkerUpdateOutcome,
@@ -376,6 +376,30 @@ pub(super) async fn may_i_run(
         }
     }
     Err(kept_changing(task_id))
+}
+
+/// `Store::record_pings`: one conditional update per ping (still runnable, still this
+/// worker's; `$max` never moves the ping back).
+pub(super) async fn record_pings(db: &Db, pings: &[TaskPing]) -> StoreResult<()> {
+    for ping in pings {
+        let matched = db
+            .tasks
+            .update_one(
+                doc! {
+                    "_id": oid(ping.task_id),
+                    "worker_id": oid(ping.worker_id),
+                    "status": { "$in": ["queued", "claimed-by-manager", "active"] },
+                },
+                doc! { "$max": { "last_worker_ping": date(ping.at) } },
+            )
+            .await
+            .db()?
+            .matched_count;
+        if matched > 0 {
+            workers::ping(db, ping.worker_id, ping.at, None).await?;
+        }
+    }
+    Ok(())
 }
 
 /// `Store::return_task`.

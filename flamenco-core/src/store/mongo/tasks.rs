@@ -441,6 +441,36 @@ pub(super) async fn list(db: &Db, q: &TaskQuery) -> StoreResult<Vec<Task>> {
 }
 
 /// Number of tasks per status string.
+/// Task counts per (status, task type): one `$group` aggregation.
+pub(super) async fn count_by_status_and_type(
+    db: &Db,
+) -> StoreResult<BTreeMap<(String, String), u64>> {
+    // Sorted and projected on the claim index's prefix (`status`, `task_type`), so the
+    // server can read the index alone instead of every task document.
+    let pipeline = vec![
+        doc! { "$sort": { "status": 1, "task_type": 1 } },
+        doc! { "$project": { "_id": 0, "status": 1, "task_type": 1 } },
+        doc! { "$group": {
+            "_id": { "status": "$status", "task_type": "$task_type" },
+            "n": { "$sum": 1 },
+        } },
+    ];
+    let docs = collect(db.tasks.aggregate(pipeline).await.db()?).await?;
+    let mut counts = BTreeMap::new();
+    for d in &docs {
+        let key = d.get_document("_id").map_err(|e| {
+            StoreError::Corrupt(format!("task count by status and type: no _id group: {e}"))
+        })?;
+        // A task without a task_type (never written by this program) counts as "".
+        let status = key.get_str("status").unwrap_or_default().to_string();
+        let task_type = key.get_str("task_type").unwrap_or_default().to_string();
+        let f = codec::Fields::new(d, codec::TASKS);
+        let n = u64::try_from(f.i64("n")?).unwrap_or_default();
+        *counts.entry((status, task_type)).or_insert(0) += n;
+    }
+    Ok(counts)
+}
+
 pub(super) async fn count_by_status(db: &Db) -> StoreResult<BTreeMap<String, u64>> {
     let pipeline = vec![doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }];
     let docs = collect(db.tasks.aggregate(pipeline).await.db()?).await?;

@@ -321,7 +321,9 @@ mod tests {
             let conn = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("open");
             conn.execute_batch(
                 "DROP TABLE jobs; DROP INDEX tasks_by_job_status; \
-                 CREATE INDEX tasks_by_job ON tasks (job); PRAGMA user_version = 3;",
+                 CREATE INDEX tasks_by_job ON tasks (job); \
+                 DROP INDEX tasks_by_status_type; CREATE INDEX tasks_by_status ON tasks (status); \
+                 PRAGMA user_version = 3;",
             )
             .expect("downgrade");
         }
@@ -342,7 +344,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .expect("version");
-        assert_eq!(version, 4);
+        assert_eq!(version, super::super::schema::LATEST_VERSION);
         let old_index: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'tasks_by_job'",

@@ -8,7 +8,9 @@
 //!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
+mod faults;
 mod jobs;
+mod lock;
 mod maintenance;
 mod outbox;
 mod protocol;
@@ -31,10 +33,12 @@ use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskQuery,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskPing, TaskQuery,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
+pub use faults::SimulatedFault;
+pub use lock::{DataDirLock, LockError, LOCK_FILE};
 use readers::ReadPool;
 use schema::ConnConfig;
 use writer::Writer;
@@ -129,6 +133,21 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Run SQLite's `PRAGMA integrity_check` on the database: an empty list when it is
+    /// sound, else what SQLite found wrong.
+    pub async fn integrity_check(&self) -> StoreResult<Vec<String>> {
+        self.readers.run(faults::integrity_check).await
+    }
+
+    /// For fault tests: make writes fail as on a full disk or a read-only database, or
+    /// (`None`) work again. See `faults` and docs/operations.md, "Fault tolerance".
+    #[doc(hidden)]
+    pub async fn simulate_fault(&self, fault: Option<SimulatedFault>) -> StoreResult<()> {
+        self.writer
+            .run_outside_transaction(move |c| faults::apply(c, fault))
+            .await
+    }
 }
 
 #[async_trait]
@@ -162,6 +181,10 @@ impl Store for SqliteStore {
         self.readers.run(tasks::count_by_status).await
     }
 
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
+        self.readers.run(tasks::count_by_status_and_type).await
+    }
+
     async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
         let req = req.clone();
         self.writer.run(move |c| protocol::claim(c, &req)).await
@@ -191,6 +214,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<MayIRun> {
         self.writer
             .run(move |c| protocol::may_i_run(c, task_id, worker_id, now))
+            .await
+    }
+
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.readers.run(move |c| tasks::get_state(c, id)).await
+    }
+
+    async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {
+        let pings = pings.to_vec();
+        self.writer
+            .run(move |c| protocol::record_pings(c, &pings))
             .await
     }
 

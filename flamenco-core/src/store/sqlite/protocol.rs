@@ -5,12 +5,12 @@
 //! [`crate::updates`], and writes the task, the outbox and the worker together.
 
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
-use super::rows::as_stored;
+use super::rows::{as_stored, blob, ms, Db};
 use super::{outbox, tasks, workers};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult};
+use crate::store::{CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult, TaskPing};
 use crate::updates::{
     self, apply_locally, check_worker_update, decide_return, MayIRun, Refetched, ReturnOutcome,
     UpstreamCancel, WorkerUpdateOutcome,
@@ -248,6 +248,32 @@ pub(super) fn may_i_run(
         workers::ping(conn, worker_id, now, None)?;
     }
     Ok(answer)
+}
+
+/// `Store::record_pings`: one statement per ping, only while the task is still runnable and
+/// assigned to that worker, never moving `last_worker_ping` back.
+pub(super) fn record_pings(conn: &Connection, pings: &[TaskPing]) -> StoreResult<()> {
+    let mut task_stmt = conn
+        .prepare_cached(
+            "UPDATE tasks SET last_worker_ping = ?3 \
+             WHERE id = ?1 AND worker_id = ?2 \
+               AND status IN ('queued', 'claimed-by-manager', 'active') \
+               AND COALESCE(last_worker_ping, 0) < ?3",
+        )
+        .db()?;
+    for ping in pings {
+        let changed = task_stmt
+            .execute(params![
+                blob(ping.task_id),
+                blob(ping.worker_id),
+                ms(ping.at)
+            ])
+            .db()?;
+        if changed > 0 {
+            workers::ping(conn, ping.worker_id, ping.at, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// `Store::return_task`.

@@ -24,19 +24,10 @@ pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
     match &e {
         E::SqliteFailure(f, msg) => {
             let text = msg.clone().unwrap_or_else(|| f.to_string());
+            if let Some(advice) = unavailable_advice(f.code) {
+                return StoreError::Unavailable(format!("{advice} (SQLite: {text})"));
+            }
             match f.code {
-                ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::ReadOnly
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-                | ErrorCode::PermissionDenied
-                | ErrorCode::OutOfMemory
-                | ErrorCode::FileLockingProtocolFailed
-                | ErrorCode::NoLargeFileSupport => {
-                    StoreError::Unavailable(format!("SQLite: {text}"))
-                }
                 ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
                     StoreError::Corrupt(format!("SQLite: {text}"))
                 }
@@ -49,6 +40,45 @@ pub(super) fn map_err(e: rusqlite::Error) -> StoreError {
         | E::InvalidColumnType(..) => StoreError::Corrupt(format!("SQLite: {e}")),
         _ => StoreError::Other(format!("SQLite: {e}")),
     }
+}
+
+/// What went wrong and what to do, for the SQLite errors that mean "the database cannot
+/// be written right now" (they answer 503 with this text; nothing was written).
+fn unavailable_advice(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::DiskFull => {
+            "the disk holding the database is full; free disk space on the data directory's \
+             file system (or move data_dir to a bigger disk), then retry"
+        }
+        ErrorCode::ReadOnly => {
+            "the database is read-only; check the permissions of the data directory, \
+             flamenco.sqlite and its -wal and -shm files, and that the file system is \
+             mounted read-write"
+        }
+        ErrorCode::SystemIoFailure => {
+            "the disk reported an I/O error on the database; check the disk and the file \
+             system (the kernel log says more), then retry"
+        }
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            "the database is locked by another process for longer than the busy timeout; \
+             retry, and check for a long-running `flamenco` command or another program \
+             holding flamenco.sqlite open"
+        }
+        ErrorCode::CannotOpen | ErrorCode::PermissionDenied => {
+            "the database file cannot be opened; check that the data directory exists and \
+             that this user may read and write it"
+        }
+        ErrorCode::OutOfMemory => "SQLite ran out of memory; retry, and check the host's memory",
+        ErrorCode::FileLockingProtocolFailed => {
+            "file locking failed on the database; keep data_dir on a local disk (not a \
+             network file system)"
+        }
+        ErrorCode::NoLargeFileSupport => {
+            "the database outgrew what the file system supports; move data_dir to a file \
+             system with large-file support"
+        }
+        _ => return None,
+    })
 }
 
 /// Is this a duplicate primary key or unique value?

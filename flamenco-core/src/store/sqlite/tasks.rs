@@ -311,6 +311,24 @@ pub(super) fn list(conn: &Connection, q: &TaskQuery) -> StoreResult<Vec<Task>> {
 }
 
 /// Number of tasks per status string.
+/// Task counts per (status, task type): one grouped query.
+pub(super) fn count_by_status_and_type(
+    conn: &Connection,
+) -> StoreResult<BTreeMap<(String, String), u64>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, task_type, count(*) FROM tasks GROUP BY status, task_type")
+        .db()?;
+    let mut rows = stmt.query([]).db()?;
+    let mut counts = BTreeMap::new();
+    while let Some(row) = rows.next().db()? {
+        let status: String = row.get(0).db()?;
+        let task_type: String = row.get(1).db()?;
+        let n: i64 = row.get(2).db()?;
+        counts.insert((status, task_type), u64::try_from(n).unwrap_or_default());
+    }
+    Ok(counts)
+}
+
 pub(super) fn count_by_status(conn: &Connection) -> StoreResult<BTreeMap<String, u64>> {
     let mut stmt = conn
         .prepare_cached("SELECT status, count(*) FROM tasks GROUP BY status")

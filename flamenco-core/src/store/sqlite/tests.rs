@@ -424,3 +424,139 @@ async fn claim_speed_with_a_big_queue() {
     );
     store.close().await.expect("close");
 }
+
+/// The metrics scrape's count per (status, task type) reads the covering index only: no
+/// table scan, no temporary B-tree.
+#[test]
+fn count_by_status_and_type_uses_a_covering_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ConnConfig {
+        synchronous: "NORMAL",
+        busy_timeout: Duration::from_secs(5),
+    };
+    let conn = schema::open_writer(&dir.path().join(DATABASE_FILE), &cfg).expect("open");
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT status, task_type, count(*) FROM tasks GROUP BY status, task_type",
+        )
+        .expect("explain")
+        .query_map([], |row| row.get::<_, String>(3))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(
+        plan,
+        ["SCAN tasks USING COVERING INDEX tasks_by_status_type"],
+        "{plan:?}"
+    );
+}
+
+/// `SqliteOptions::synchronous` (the `database_synchronous` key) really reaches SQLite:
+/// `PRAGMA synchronous` reads 1 (NORMAL) or 2 (FULL) on the writer's connection, which is
+/// the one that commits.
+#[tokio::test]
+async fn synchronous_option_sets_the_writer_pragma() {
+    for (synchronous, want) in [(Synchronous::Normal, 1i64), (Synchronous::Full, 2)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = SqliteOptions {
+            synchronous,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open_with(dir.path(), options).expect("open");
+        let got = store
+            .writer
+            .run_outside_transaction(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| crate::store::StoreError::Other(e.to_string()))
+            })
+            .await
+            .expect("read the pragma");
+        assert_eq!(got, want, "{synchronous:?}");
+        store.close().await.expect("close");
+    }
+}
+
+/// The metrics scrape's grouped count with 100,000 tasks: run with `--ignored --nocapture`
+/// to measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn count_by_status_and_type_speed_with_100k_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let types = ["blender-render", "sleep", "exr-merge", "file-management"];
+    let tasks: Vec<Task> = (0..100_000u32)
+        .map(|n| {
+            let mut t = prio_task(conformance::nth_id(0x10, n), types[n as usize % 4], 0, 50);
+            if n % 3 == 0 {
+                t.status = TaskStatus::Completed;
+            }
+            t
+        })
+        .collect();
+    store.insert_tasks(&tasks).await.expect("insert");
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let counts = store.count_tasks_by_status_and_type().await.expect("count");
+        println!("grouped count of 100,000 tasks: {:?}", started.elapsed());
+        assert_eq!(counts.values().sum::<u64>(), 100_000);
+    }
+    store.close().await.expect("close");
+}
+
+#[test]
+fn unavailable_sqlite_errors_say_what_to_do() {
+    use rusqlite::ffi;
+    for (code, advice) in [
+        (ffi::SQLITE_FULL, "free disk space"),
+        (
+            ffi::SQLITE_READONLY,
+            "check the permissions of the data directory",
+        ),
+        (ffi::SQLITE_IOERR, "check the disk and the file system"),
+        (ffi::SQLITE_BUSY, "locked by another process"),
+        (ffi::SQLITE_CANTOPEN, "may read and write it"),
+    ] {
+        let e = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        match super::rows::map_err(e) {
+            StoreError::Unavailable(m) => {
+                assert!(m.contains(advice), "{code}: {m}");
+                assert!(m.contains("(SQLite: "), "{code}: {m}");
+            }
+            other => panic!("{code}: {other:?}"),
+        }
+    }
+}
+
+/// Another program holding the write lock longer than the busy timeout: the write is
+/// refused as unavailable, says why, and goes through once the lock is released.
+#[tokio::test]
+async fn a_write_lock_held_elsewhere_is_unavailable_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions {
+        busy_timeout: std::time::Duration::from_millis(100),
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(dir.path(), options).expect("open");
+    let other = rusqlite::Connection::open(store.path()).expect("second connection");
+    other
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    match store.set_setting("k", Some("v")).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("locked by another process"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    other.execute_batch("ROLLBACK").expect("release");
+    store
+        .set_setting("k", Some("v"))
+        .await
+        .expect("now it works");
+    assert_eq!(
+        store.get_setting("k").await.expect("get").as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        store.integrity_check().await.expect("check"),
+        Vec::<String>::new()
+    );
+    store.close().await.expect("close");
+}

@@ -10,6 +10,10 @@
 //!
 //! `close` drains the jobs queued before it, then closes the connection; later jobs get
 //! [`StoreError::Unavailable`].
+//!
+//! A few jobs must run outside any transaction (connection settings such as
+//! `PRAGMA query_only`, which `BEGIN IMMEDIATE` itself would trip over): they run alone,
+//! between two batches ([`Writer::run_outside_transaction`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,12 +32,17 @@ trait PendingJob: Send {
     fn run(&mut self, conn: &Connection) -> bool;
     /// Send the reply, given how the transaction ended.
     fn finish(self: Box<Self>, commit: &StoreResult<()>);
+    /// False for a job that must run alone, outside any transaction.
+    fn in_transaction(&self) -> bool;
+    /// The job's own error, once it ran and failed.
+    fn error_text(&self) -> Option<String>;
 }
 
 struct Job<T, F> {
     work: Option<F>,
     result: Option<StoreResult<T>>,
     reply: oneshot::Sender<StoreResult<T>>,
+    transactional: bool,
 }
 
 impl<T, F> PendingJob for Job<T, F>
@@ -67,6 +76,20 @@ where
         };
         // The caller may have gone away; its write is committed anyway.
         let _ = self.reply.send(result);
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.transactional
+    }
+
+    fn error_text(&self) -> Option<String> {
+        match &self.result {
+            Some(Err(
+                StoreError::Unavailable(m) | StoreError::Corrupt(m) | StoreError::Other(m),
+            )) => Some(m.clone()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -115,6 +138,24 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.send(work, true).await
+    }
+
+    /// Run `work` on the write connection alone, outside any transaction (connection
+    /// settings); it runs after the jobs queued before it.
+    pub(super) async fn run_outside_transaction<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.send(work, false).await
+    }
+
+    async fn send<T, F>(&self, work: F, transactional: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
@@ -123,6 +164,7 @@ impl Writer {
             work: Some(work),
             result: None,
             reply,
+            transactional,
         });
         self.tx.send(Msg::Job(job)).map_err(|_| closed_error())?;
         answer.await.map_err(|_| closed_error())?
@@ -147,6 +189,8 @@ struct Inbox {
     closing: Option<oneshot::Sender<()>>,
     /// Every handle is gone.
     orphaned: bool,
+    /// A job that arrived during a batch but must run alone: it is next.
+    held: Option<Box<dyn PendingJob>>,
 }
 
 impl Inbox {
@@ -154,6 +198,9 @@ impl Inbox {
     fn wait(&mut self) -> Option<Box<dyn PendingJob>> {
         if self.closing.is_some() || self.orphaned {
             return None;
+        }
+        if let Some(job) = self.held.take() {
+            return Some(job);
         }
         match self.rx.recv() {
             Ok(Msg::Job(job)) => Some(job),
@@ -168,12 +215,16 @@ impl Inbox {
         }
     }
 
-    /// A job that is already waiting, if any.
+    /// A job that is already waiting and may join the open transaction, if any.
     fn waiting(&mut self) -> Option<Box<dyn PendingJob>> {
-        if self.closing.is_some() {
+        if self.closing.is_some() || self.held.is_some() {
             return None;
         }
         match self.rx.try_recv() {
+            Ok(Msg::Job(job)) if !job.in_transaction() => {
+                self.held = Some(job);
+                None
+            }
             Ok(Msg::Job(job)) => Some(job),
             Ok(Msg::Close(done)) => {
                 self.closing = Some(done);
@@ -189,15 +240,24 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize) {
         rx,
         closing: None,
         orphaned: false,
+        held: None,
     };
     let mut batch: Vec<Box<dyn PendingJob>> = Vec::with_capacity(max_batch);
-    while let Some(first) = inbox.wait() {
+    while let Some(mut first) = inbox.wait() {
+        if !first.in_transaction() {
+            first.run(&conn);
+            first.finish(&Ok(()));
+            continue;
+        }
         batch.push(first);
         run_batch(&conn, &mut batch, &mut inbox, max_batch);
     }
     // Jobs sent after the close request are dropped with the receiver; their callers
     // see "closed".
-    let Inbox { rx, closing, .. } = inbox;
+    let Inbox {
+        rx, closing, held, ..
+    } = inbox;
+    drop(held);
     drop(rx);
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the SQLite write connection");
@@ -245,7 +305,7 @@ fn run_in_transaction(
         }
         return Ok(());
     }
-    lost_transaction(conn)?;
+    lost_transaction(conn, None)?;
     let mut next = 1;
     loop {
         if next == batch.len() {
@@ -261,7 +321,7 @@ fn run_in_transaction(
         next += 1;
         exec(conn, "SAVEPOINT job")?;
         let ok = job.run(conn);
-        lost_transaction(conn)?;
+        lost_transaction(conn, job.error_text())?;
         if !ok {
             exec(conn, "ROLLBACK TO job")?;
         }
@@ -271,12 +331,14 @@ fn run_in_transaction(
 }
 
 /// SQLite rolls the whole transaction back by itself on some errors (disk full, I/O);
-/// the remaining jobs must not then run in autocommit mode.
-fn lost_transaction(conn: &Connection) -> StoreResult<()> {
+/// the remaining jobs must not then run in autocommit mode. `cause` is the error of the
+/// job that was running, which every job of the batch then hears.
+fn lost_transaction(conn: &Connection, cause: Option<String>) -> StoreResult<()> {
     if conn.is_autocommit() {
-        return Err(StoreError::Unavailable(
-            "SQLite aborted the write transaction".into(),
-        ));
+        return Err(StoreError::Unavailable(match cause {
+            Some(cause) => format!("SQLite aborted the write transaction: {cause}"),
+            None => "SQLite aborted the write transaction; retry".into(),
+        }));
     }
     Ok(())
 }
@@ -334,5 +396,36 @@ mod tests {
             writer.run(|_| Ok(())).await,
             Err(StoreError::Unavailable(_))
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn jobs_outside_transactions_run_alone_between_batches() {
+        let (_dir, writer) = writer();
+        let writer = std::sync::Arc::new(writer);
+        let mut handles = Vec::new();
+        for i in 0..300i64 {
+            let w = writer.clone();
+            handles.push(tokio::spawn(async move {
+                if i % 50 == 25 {
+                    // Outside a transaction, the connection is in autocommit mode.
+                    w.run_outside_transaction(|c| Ok(c.is_autocommit())).await
+                } else {
+                    w.run(move |c| {
+                        c.execute("INSERT INTO t (k) VALUES (?1)", [i]).db()?;
+                        Ok(!c.is_autocommit())
+                    })
+                    .await
+                }
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            assert!(h.await.expect("join").expect("job"), "job {i}");
+        }
+        let n: i64 = writer
+            .run(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).db())
+            .await
+            .expect("count");
+        assert_eq!(n, 294);
+        writer.close().await;
     }
 }

@@ -1,0 +1,419 @@
+//! Tests of the pipeline on images made with the `image` crate in a temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use image::{DynamicImage, ImageFormat, Rgb, Rgb32FImage, RgbImage, Rgba, RgbaImage};
+
+use super::convert::{convert_file, fit_within, ConvertError, ConvertLimits};
+use super::watch::{self, is_image_path, WatchOptions};
+use super::*;
+
+fn gradient(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+    })
+}
+
+fn write(dir: &Path, name: &str, image: &DynamicImage, format: ImageFormat) -> PathBuf {
+    let path = dir.join(name);
+    image
+        .save_with_format(&path, format)
+        .expect("write test image");
+    path
+}
+
+fn decode_jpeg(bytes: &[u8]) -> DynamicImage {
+    image::load_from_memory_with_format(bytes, ImageFormat::Jpeg).expect("output is a JPEG")
+}
+
+/// Wait until the pipeline shows `version`, or fail after `secs`.
+async fn wait_for_version(images: &LatestImages, version: u64, secs: u64) -> LatestImageInfo {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(info) = images.info() {
+            if info.version >= version {
+                return info;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no image version {version} within {secs} s (now {:?})",
+            images.info()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait until nothing is queued and the conversion task has had time to finish.
+async fn settle(images: &LatestImages) {
+    for _ in 0..500 {
+        if images.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[test]
+fn each_supported_format_is_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = DynamicImage::ImageRgb8(gradient(64, 48));
+    let files = [
+        write(dir.path(), "f.png", &rgb, ImageFormat::Png),
+        write(dir.path(), "f.jpg", &rgb, ImageFormat::Jpeg),
+        write(dir.path(), "f.tif", &rgb, ImageFormat::Tiff),
+        write(
+            dir.path(),
+            "f.exr",
+            &DynamicImage::ImageRgb32F(rgb.to_rgb32f()),
+            ImageFormat::OpenExr,
+        ),
+    ];
+    for path in &files {
+        let out = convert_file(path, &ConvertLimits::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!((out.width, out.height), (64, 48), "{}", path.display());
+        let back = decode_jpeg(&out.jpeg);
+        assert_eq!((back.width(), back.height()), (64, 48));
+    }
+}
+
+#[test]
+fn upper_case_and_long_extensions_and_content_sniffing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = DynamicImage::ImageRgb8(gradient(20, 10));
+    for (name, format) in [
+        ("a.PNG", ImageFormat::Png),
+        ("b.jpeg", ImageFormat::Jpeg),
+        ("c.TIFF", ImageFormat::Tiff),
+        // A PNG reported under a misleading name is still read by its content.
+        ("d.jpg", ImageFormat::Png),
+        ("e_without_extension", ImageFormat::Png),
+    ] {
+        let path = write(dir.path(), name, &rgb, format);
+        let out = convert_file(&path, &ConvertLimits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((out.width, out.height), (20, 10), "{name}");
+    }
+    for name in [
+        "x.png", "x.PNG", "x.jpg", "x.JPEG", "x.tif", "x.Tiff", "x.exr", "x.EXR",
+    ] {
+        assert!(is_image_path(Path::new(name)), "{name}");
+    }
+    for name in ["x.txt", "x.blend", "png", "x.png.part", "x."] {
+        assert!(!is_image_path(Path::new(name)), "{name}");
+    }
+}
+
+#[test]
+fn exr_is_tone_mapped_to_srgb() {
+    let dir = tempfile::tempdir().unwrap();
+    // Linear 0.5 is sRGB 188; above 1 clips to white; negative and NaN become black.
+    let values = [0.5f32, 4.0, -1.0, f32::NAN];
+    let img = Rgb32FImage::from_fn(32, 8, |x, _| {
+        let v = values[(x / 8) as usize];
+        Rgb([v, v, v])
+    });
+    let path = write(
+        dir.path(),
+        "linear.exr",
+        &DynamicImage::ImageRgb32F(img),
+        ImageFormat::OpenExr,
+    );
+    let out = convert_file(&path, &ConvertLimits::default()).expect("convert exr");
+    let back = decode_jpeg(&out.jpeg).into_rgb8();
+    let sample = |x: u32| i32::from(back.get_pixel(x, 4).0[0]);
+    assert!((sample(4) - 188).abs() <= 4, "0.5 → {}", sample(4));
+    assert!(sample(12) >= 250, "4.0 → {}", sample(12));
+    assert!(sample(20) <= 5, "-1.0 → {}", sample(20));
+    assert!(sample(28) <= 5, "NaN → {}", sample(28));
+}
+
+#[test]
+fn transparent_pixels_are_black() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = RgbaImage::from_fn(16, 16, |x, _| {
+        if x < 8 {
+            Rgba([255, 255, 255, 0])
+        } else {
+            Rgba([255, 255, 255, 255])
+        }
+    });
+    let path = write(
+        dir.path(),
+        "alpha.png",
+        &DynamicImage::ImageRgba8(img),
+        ImageFormat::Png,
+    );
+    let back =
+        decode_jpeg(&convert_file(&path, &ConvertLimits::default()).unwrap().jpeg).into_rgb8();
+    assert!(back.get_pixel(2, 8).0[0] < 10);
+    assert!(back.get_pixel(13, 8).0[0] > 245);
+}
+
+#[test]
+fn large_images_are_scaled_into_1920_by_1080_keeping_the_aspect_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "big.png",
+        &DynamicImage::ImageRgb8(gradient(4000, 3000)),
+        ImageFormat::Png,
+    );
+    let out = convert_file(&path, &ConvertLimits::default()).unwrap();
+    assert_eq!((out.width, out.height), (1440, 1080));
+    let back = decode_jpeg(&out.jpeg);
+    assert_eq!((back.width(), back.height()), (1440, 1080));
+    // The gradient survives: left is dark red, right is bright red.
+    let back = back.into_rgb8();
+    assert!(back.get_pixel(5, 540).0[0] < 20);
+    assert!(back.get_pixel(1434, 540).0[0] > 235);
+
+    assert_eq!(fit_within(3840, 2160, (1920, 1080)), (1920, 1080));
+    assert_eq!(fit_within(1000, 4000, (1920, 1080)), (270, 1080));
+    assert_eq!(fit_within(800, 600, (1920, 1080)), (800, 600));
+    assert_eq!(fit_within(100_000, 1, (1920, 1080)), (1920, 1));
+}
+
+#[test]
+fn bad_and_oversized_files_are_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ConvertLimits::default();
+
+    let corrupt = dir.path().join("corrupt.png");
+    let mut bytes = Vec::new();
+    DynamicImage::ImageRgb8(gradient(64, 64))
+        .write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)
+        .unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    assert!(matches!(
+        convert_file(&corrupt, &limits),
+        Err(ConvertError::Decode(_) | ConvertError::Io(_))
+    ));
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not an image").unwrap();
+    assert!(matches!(
+        convert_file(&text, &limits),
+        Err(ConvertError::Unsupported(_))
+    ));
+
+    // 20000 pixels wide: over the 16384 limit, refused before decoding the pixels.
+    let wide = write(
+        dir.path(),
+        "wide.png",
+        &DynamicImage::ImageLuma8(image::GrayImage::new(20_000, 1)),
+        ImageFormat::Png,
+    );
+    let err = convert_file(&wide, &limits).unwrap_err();
+    assert!(matches!(err, ConvertError::OverLimits(_)), "{err}");
+
+    let small_cap = ConvertLimits {
+        max_file_size: 100,
+        ..ConvertLimits::default()
+    };
+    let png = write(
+        dir.path(),
+        "ok.png",
+        &DynamicImage::ImageRgb8(gradient(64, 64)),
+        ImageFormat::Png,
+    );
+    let err = convert_file(&png, &small_cap).unwrap_err();
+    assert!(
+        matches!(err, ConvertError::TooLarge { max: 100, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("100 bytes"), "{err}");
+
+    assert!(matches!(
+        convert_file(dir.path(), &limits),
+        Err(ConvertError::NotAFile | ConvertError::Io(_))
+    ));
+    assert!(matches!(
+        convert_file(&dir.path().join("missing.png"), &limits),
+        Err(ConvertError::Io(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_pipeline_publishes_persists_and_skips_bad_files() {
+    let data = tempfile::tempdir().unwrap();
+    let renders = tempfile::tempdir().unwrap();
+    let images = LatestImages::new(data.path());
+    assert!(images.latest().is_none());
+    assert!(!images.load_persisted(), "nothing saved yet");
+    let mut events = images.subscribe();
+
+    let first = write(
+        renders.path(),
+        "frame_0001.png",
+        &DynamicImage::ImageRgb8(gradient(300, 200)),
+        ImageFormat::Png,
+    );
+    images.submit(&first);
+    let version = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .expect("an event within 20 s")
+        .expect("open");
+    assert_eq!(version, 1);
+    let info = images.info().unwrap();
+    assert_eq!((info.version, info.width, info.height), (1, 300, 200));
+    assert_eq!(info.source_path, first.display().to_string());
+    let latest = images.latest().unwrap();
+    assert_eq!(decode_jpeg(&latest.jpeg).width(), 300);
+    assert!(latest.etag.starts_with('"') && latest.etag.ends_with('"'));
+    let saved = std::fs::read(data.path().join(IMAGE_FILE)).expect("saved in data_dir");
+    assert_eq!(saved, latest.jpeg.as_ref());
+
+    // A corrupt file, a too-wide one and a missing one are skipped; the image stays.
+    let corrupt = renders.path().join("frame_0002.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let wide = write(
+        renders.path(),
+        "frame_0003.png",
+        &DynamicImage::ImageLuma8(image::GrayImage::new(20_000, 1)),
+        ImageFormat::Png,
+    );
+    images.submit(&corrupt);
+    images.submit(&wide);
+    images.submit(renders.path().join("frame_0004.png"));
+    settle(&images).await;
+    let info = images.info().unwrap();
+    assert_eq!(info.version, 1, "bad files do not replace the image");
+    assert_eq!(info.source_path, first.display().to_string());
+
+    // A good one after them is published as version 2.
+    let second = write(
+        renders.path(),
+        "frame_0005.jpg",
+        &DynamicImage::ImageRgb8(gradient(120, 90)),
+        ImageFormat::Jpeg,
+    );
+    images.submit(&second);
+    let info = wait_for_version(&images, 2, 20).await;
+    assert_eq!((info.width, info.height), (120, 90));
+
+    // The next start finds the saved image and its description.
+    let again = LatestImages::new(data.path());
+    assert!(again.load_persisted());
+    let loaded = again.info().unwrap();
+    assert_eq!((loaded.width, loaded.height), (120, 90));
+    assert_eq!(loaded.source_path, second.display().to_string());
+    assert_eq!(loaded.updated, info.updated);
+    assert_eq!(again.latest().unwrap().etag, images.latest().unwrap().etag);
+
+    // Closing ends subscriptions; later submissions do nothing.
+    images.close();
+    assert_eq!(events.next().await, None);
+    images.submit(&first);
+    assert_eq!(images.pending(), 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_the_oldest_path_and_never_waits() {
+    let data = tempfile::tempdir().unwrap();
+    let images = LatestImages::new(data.path());
+    // The conversion task cannot run while this (single-threaded) test does not await.
+    for i in 0..(QUEUE_CAPACITY + 10) {
+        images.submit(format!("/nonexistent/frame_{i:04}.png"));
+    }
+    assert_eq!(images.pending(), QUEUE_CAPACITY);
+    // A path already waiting is not queued twice.
+    images.submit(format!("/nonexistent/frame_{:04}.png", QUEUE_CAPACITY + 9));
+    assert_eq!(images.pending(), QUEUE_CAPACITY);
+    // The newest path is kept when the queue is full: a real frame submitted last is
+    // converted; the missing files before it are skipped.
+    let renders = tempfile::tempdir().unwrap();
+    let frame = write(
+        renders.path(),
+        "frame_9999.png",
+        &DynamicImage::ImageRgb8(gradient(40, 30)),
+        ImageFormat::Png,
+    );
+    images.submit(&frame);
+    assert_eq!(images.pending(), QUEUE_CAPACITY);
+    let info = wait_for_version(&images, 1, 30).await;
+    assert_eq!(info.source_path, frame.display().to_string());
+    settle(&images).await;
+    assert_eq!(images.pending(), 0);
+    assert_eq!(images.info().unwrap().version, 1);
+}
+
+#[test]
+fn an_unreadable_saved_image_is_ignored() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join(IMAGE_FILE), b"garbage").unwrap();
+    let images = LatestImages::new(data.path());
+    assert!(!images.load_persisted());
+    assert!(images.latest().is_none());
+}
+
+#[test]
+fn submitting_outside_a_runtime_is_a_logged_skip() {
+    let data = tempfile::tempdir().unwrap();
+    let images = LatestImages::new(data.path());
+    images.submit("/renders/frame.png");
+    assert_eq!(images.pending(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reports_images_in_new_subfolders() {
+    let data = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let images = Arc::new(LatestImages::new(data.path()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = WatchOptions {
+        quiet: Duration::from_millis(300),
+        tick: Duration::from_millis(100),
+    };
+    let task = watch::spawn(watched.path(), images.clone(), options, stop.clone()).expect("watch");
+
+    // A render job makes its output folders and writes a frame into them at once.
+    let nested = watched.path().join("shot_010").join("render");
+    std::fs::create_dir_all(&nested).unwrap();
+    let frame = write(
+        &nested,
+        "frame_0001.PNG",
+        &DynamicImage::ImageRgb8(gradient(160, 90)),
+        ImageFormat::Png,
+    );
+    // Files without an image extension are not reported.
+    std::fs::write(nested.join("render.log"), "Fra:1 Mem:12M").unwrap();
+    let info = wait_for_version(&images, 1, 30).await;
+    assert_eq!(info.source_path, frame.display().to_string());
+    assert_eq!((info.width, info.height), (160, 90));
+
+    // A second frame in an existing folder follows.
+    let second = write(
+        &nested,
+        "frame_0002.exr",
+        &DynamicImage::ImageRgb32F(DynamicImage::ImageRgb8(gradient(80, 45)).to_rgb32f()),
+        ImageFormat::OpenExr,
+    );
+    let info = wait_for_version(&images, 2, 30).await;
+    assert_eq!(info.source_path, second.display().to_string());
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the watcher stops when asked")
+        .expect("no panic");
+    images.close();
+}
+
+#[test]
+fn watching_a_missing_folder_or_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = watch::check_dir(&missing).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let file = dir.path().join("file.png");
+    std::fs::write(&file, b"x").unwrap();
+    let err = watch::check_dir(&file).unwrap_err();
+    assert!(err.to_string().contains("not a folder"), "{err}");
+    assert!(watch::check_dir(dir.path()).is_ok());
+}

@@ -1,0 +1,739 @@
+// Flamenco Manager dashboard: polls the JSON status API (/api/status, /api/status/workers,
+// /api/status/jobs) every 2 s (10 s after an error) and updates the page in place; sends
+// worker and job actions with the admin token when the Manager asks for one.
+// Plain JavaScript, no framework, no build step. See docs/dashboard.md.
+'use strict';
+
+(() => {
+  const POLL_OK_MS = 2000;
+  const POLL_ERROR_MS = 10000;
+  const IMAGE_FALLBACK_MS = 15000;
+  const TOKEN_KEY = 'flamenco-admin-token';
+  const UNREACHABLE = 'Unable to get the status report. Is the Manager still running & reachable?';
+
+  const TASK_CLASSES = {
+    queued: 'st-info', 'claimed-by-manager': 'st-info', active: 'st-run', completed: 'st-ok',
+    failed: 'st-bad', 'soft-failed': 'st-warn', canceled: 'st-idle', 'cancel-requested': 'st-warn',
+  };
+  const JOB_CLASSES = TASK_CLASSES;
+  const WORKER_CLASSES = {
+    awake: 'st-ok', asleep: 'st-info', down: 'st-idle', timeout: 'st-bad',
+    shutdown: 'st-idle', registered: 'st-idle', '': 'st-idle',
+  };
+  const ROW_CLASSES = { 'st-ok': 'row-ok', 'st-bad': 'row-bad', 'st-warn': 'row-warn', 'st-info': 'row-info' };
+  const TASK_ORDER = ['queued', 'claimed-by-manager', 'active', 'completed', 'failed', 'soft-failed',
+    'cancel-requested', 'canceled'];
+  const WORKER_ORDER = ['awake', 'asleep', 'registered', 'down', 'shutdown', 'timeout'];
+  const DEFAULT_ORDER = { nickname: 'asc', status: 'asc', platform: 'asc', software: 'asc', last_activity: 'desc' };
+
+  const state = {
+    mode: document.body.dataset.mode === 'upstream' ? 'upstream' : 'standalone',
+    workers: { sort: 'nickname', order: 'asc', offset: 0, limit: 25, total: 0 },
+    old: { sort: 'last_activity', order: 'desc', offset: 0, limit: 25, total: 0 },
+    jobs: { offset: 0, limit: 20, hasMore: false },
+    skewMs: 0,
+    timer: null,
+    pollSeq: 0,
+    pendingAction: null,
+    imageTimer: null,
+  };
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  /** Build an element: el('td', {class: 'x', title: 'y'}, child, 'text', …). */
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === 'class') node.className = value;
+      else if (key === 'text') node.textContent = value;
+      else if (value === true) node.setAttribute(key, '');
+      else node.setAttribute(key, String(value));
+    }
+    for (const child of children) {
+      if (child === undefined || child === null) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // ------------------------------------------------------------------ time
+
+  function serverNow() {
+    return Date.now() + state.skewMs;
+  }
+
+  /** v2's relative times: just now, N seconds/minutes/hours ago, else a date. */
+  function ago(iso) {
+    if (!iso) return 'never';
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return String(iso);
+    const seconds = Math.floor((serverNow() - t) / 1000);
+    if (seconds < 1) return 'just now';
+    if (seconds < 60) return seconds === 1 ? '1 second ago' : `${seconds} seconds ago`;
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes === 1 ? '1 minute ago' : `${minutes} minutes ago`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return hours === 1 ? '1 hour ago' : `${hours} hours ago`;
+    return new Date(t).toLocaleDateString('en-GB', { day: 'numeric', month: 'short', year: 'numeric' });
+  }
+
+  function fullDate(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return '';
+    return new Date(t).toLocaleString('en-GB', { dateStyle: 'full', timeStyle: 'long' });
+  }
+
+  /** A <time> that keeps its relative text up to date (see refreshTimes). */
+  function timeEl(iso) {
+    if (!iso) return el('span', { class: 'never', text: 'never' });
+    return el('time', { datetime: iso, 'data-ts': iso, title: fullDate(iso), text: ago(iso) });
+  }
+
+  function refreshTimes() {
+    for (const node of document.querySelectorAll('time[data-ts]')) {
+      const text = ago(node.dataset.ts);
+      if (node.textContent !== text) node.textContent = text;
+    }
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  class RequestError extends Error {}
+
+  async function errorText(resp) {
+    let text = '';
+    try {
+      text = await resp.text();
+    } catch (_) {
+      return resp.statusText;
+    }
+    try {
+      const body = JSON.parse(text);
+      if (body && typeof body.error === 'string') return body.error;
+    } catch (_) {
+      // not JSON: use the text
+    }
+    return text.trim() || resp.statusText;
+  }
+
+  async function getJSON(url) {
+    let resp;
+    try {
+      resp = await fetch(url, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    } catch (_) {
+      throw new RequestError(UNREACHABLE);
+    }
+    if (!resp.ok) throw new RequestError(`Error ${resp.status}: ${await errorText(resp)}`);
+    try {
+      return await resp.json();
+    } catch (_) {
+      throw new RequestError(`Error ${resp.status}: the answer is not valid JSON`);
+    }
+  }
+
+  function workersUrl(view, group) {
+    const q = new URLSearchParams({
+      group, sort: view.sort, order: view.order, offset: view.offset, limit: view.limit,
+    });
+    return `/api/status/workers?${q}`;
+  }
+
+  function jobsUrl() {
+    const q = new URLSearchParams({ offset: state.jobs.offset, limit: state.jobs.limit });
+    return `/api/status/jobs?${q}`;
+  }
+
+  // ------------------------------------------------------------------ polling
+
+  function schedule(ms) {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(poll, ms);
+  }
+
+  async function poll() {
+    clearTimeout(state.timer);
+    const seq = ++state.pollSeq;
+    try {
+      const requests = [
+        getJSON('/api/status'),
+        getJSON(workersUrl(state.workers, 'current')),
+        getJSON(workersUrl(state.old, 'old')),
+      ];
+      if (state.mode === 'standalone') requests.push(getJSON(jobsUrl()));
+      const [status, current, old, jobs] = await Promise.all(requests);
+      if (seq !== state.pollSeq) return; // a newer poll started meanwhile
+      const now = Date.parse(status.now);
+      if (!Number.isNaN(now)) state.skewMs = now - Date.now();
+      renderStatus(status);
+      renderWorkers(current, old);
+      if (jobs) renderJobs(jobs);
+      refreshTimes();
+      const refreshed = $('#last-refresh');
+      const stamp = new Date();
+      refreshed.textContent = stamp.toLocaleTimeString('en-GB');
+      refreshed.setAttribute('datetime', stamp.toISOString());
+      hideError();
+      if (pageBeyondEnd()) {
+        poll();
+        return;
+      }
+      schedule(POLL_OK_MS);
+    } catch (e) {
+      if (seq !== state.pollSeq) return;
+      showError(e instanceof RequestError ? e.message : `${UNREACHABLE} (${e})`);
+      schedule(POLL_ERROR_MS);
+    }
+  }
+
+  /** After workers vanished, a page past the end is empty: go back to the last page. */
+  function pageBeyondEnd() {
+    let moved = false;
+    for (const view of [state.workers, state.old]) {
+      if (view.offset > 0 && view.offset >= view.total) {
+        view.offset = Math.max(0, Math.floor((view.total - 1) / view.limit) * view.limit);
+        moved = true;
+      }
+    }
+    return moved;
+  }
+
+  function showError(message) {
+    const banner = $('#error-banner');
+    banner.textContent = message;
+    banner.hidden = false;
+  }
+
+  function hideError() {
+    const banner = $('#error-banner');
+    banner.hidden = true;
+    banner.textContent = '';
+  }
+
+  // ------------------------------------------------------------------ rendering: overview
+
+  function setText(selector, text, title) {
+    const node = $(selector);
+    if (!node) return;
+    if (node.textContent !== String(text)) node.textContent = String(text);
+    if (title !== undefined) node.title = title;
+  }
+
+  /** The entries of `counts` with the statuses of `order` first, in that order. */
+  function ordered(counts, order) {
+    const rank = (status) => {
+      const i = order.indexOf(status);
+      return i === -1 ? order.length : i;
+    };
+    return Object.entries(counts || {}).sort((a, b) => rank(a[0]) - rank(b[0]) || a[0].localeCompare(b[0]));
+  }
+
+  /** Keep one <li data-status> per status in `list`, in the given order. */
+  function renderCounts(list, counts, classes) {
+    const seen = new Set();
+    let index = 0;
+    for (const [status, n] of counts) {
+      seen.add(status);
+      let item = list.querySelector(`li[data-status="${CSS.escape(status)}"]`);
+      if (!item) {
+        item = el('li', { 'data-status': status },
+          el('span', { class: 'count', text: '0' }),
+          el('span', { class: 'label', text: status, title: status }));
+      }
+      item.className = `${classes[status] || 'st-idle'}${n === 0 ? ' is-zero' : ''}`;
+      const count = item.querySelector('.count');
+      if (count.textContent !== String(n)) count.textContent = String(n);
+      if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+      index += 1;
+    }
+    for (const item of [...list.children]) {
+      if (!seen.has(item.dataset.status)) item.remove();
+    }
+  }
+
+  function renderStatus(s) {
+    setText('#fm-version', s.version);
+    setText('#fm-mode', s.mode);
+    setText('#fm-store', s.store, s.store);
+    setText('#fm-server', s.server || '–', s.server || '');
+    renderCounts($('#task-counts'), ordered(s.tasks, TASK_ORDER), TASK_CLASSES);
+    setText('#tasks-total', s.tasks_total);
+    const byStatus = ordered(s.workers && s.workers.by_status, WORKER_ORDER);
+    renderCounts($('#worker-counts'), byStatus, WORKER_CLASSES);
+    setText('#workers-total', s.workers ? s.workers.total : 0);
+    if (state.mode === 'upstream' && $('#upstream-link')) renderUpstream(s.upstream, s.outbox || {});
+  }
+
+  function renderUpstream(up, outbox) {
+    const pill = $('#upstream-state');
+    if (!up) {
+      pill.textContent = 'not connected';
+      pill.className = 'pill badge st-bad';
+      setText('#up-last-error', 'the upstream connection is not configured correctly; see the Manager log');
+      return;
+    }
+    const failing = up.consecutive_push_failures > 0 || up.consecutive_download_failures > 0;
+    if (failing) {
+      pill.textContent = 'failing';
+      pill.className = 'pill badge st-bad';
+    } else if (up.last_success) {
+      pill.textContent = 'connected';
+      pill.className = 'pill badge st-ok';
+    } else {
+      pill.textContent = 'connecting';
+      pill.className = 'pill badge st-warn';
+    }
+    setText('#up-server', up.server, up.server);
+    for (const [selector, value] of [
+      ['#up-last-success', up.last_success],
+      ['#up-last-push', up.last_push],
+      ['#up-last-download', up.last_download],
+    ]) {
+      const node = $(selector);
+      const current = node.querySelector('time');
+      if (!current || current.dataset.ts !== value) node.replaceChildren(timeEl(value));
+    }
+    setText('#up-backlog', outbox.depth !== undefined ? outbox.depth : up.backlog);
+    setText('#up-set-aside', outbox.set_aside !== undefined ? outbox.set_aside : up.set_aside);
+    setText('#up-failures',
+      `${up.consecutive_push_failures} push, ${up.consecutive_download_failures} download in a row`);
+    const errorNode = $('#up-last-error');
+    if (up.last_error) {
+      const e = up.last_error;
+      const key = `${e.at}|${e.call}|${e.message}`;
+      if (errorNode.dataset.key !== key) {
+        errorNode.dataset.key = key;
+        errorNode.replaceChildren(`${e.call} failed `, timeEl(e.at), `: ${e.message}`);
+      }
+      errorNode.classList.toggle('has-error', failing);
+    } else {
+      errorNode.dataset.key = '';
+      setText('#up-last-error', 'none');
+      errorNode.classList.remove('has-error');
+    }
+  }
+
+  // ------------------------------------------------------------------ rendering: workers
+
+  function shortId(id, n) {
+    return `…${String(id).slice(-n)}`;
+  }
+
+  function shownSoftware(software) {
+    if (!software) return 'unknown';
+    return software.replace(/^Flamenco-Worker\//, '');
+  }
+
+  const ACTIONS = [
+    ['sleep', 'Sleep', 'Ask the worker to go to sleep: it stops taking tasks'],
+    ['wake', 'Wake', 'Ask the worker to wake up and take tasks again'],
+    ['shutdown', 'Shut down', 'Ask the worker to sign off and exit'],
+  ];
+
+  /**
+   * Why `action` makes no sense for worker `w` right now, or '' when it does. The Manager
+   * records any request; this only keeps the buttons to the ones that change something.
+   */
+  function actionBlocked(action, w) {
+    const status = w.status || 'registered';
+    const requested = w.status_requested || '';
+    if (status === 'registered') return 'The worker never signed on; it cannot be asked anything yet';
+    if (status === 'down' || status === 'shutdown') {
+      return `The worker is ${status}: it is not running and cannot obey a request`;
+    }
+    if (requested === 'shutdown') return 'The worker was already asked to shut down';
+    const now = status === 'timeout' ? 'timed out' : `is ${status}`;
+    switch (action) {
+      case 'sleep':
+        if (requested === 'asleep') return 'The worker was already asked to sleep';
+        if (status === 'asleep' && requested !== 'awake') return 'The worker is already asleep';
+        return '';
+      case 'wake':
+        if (requested === 'asleep') return '';
+        if (requested === 'awake') return 'The worker was already asked to wake up';
+        if (status === 'asleep') return '';
+        return `The worker ${now}, not asleep`;
+      case 'shutdown':
+        if (status === 'awake' || status === 'asleep') return '';
+        return `The worker ${now}; only an awake or asleep worker can be shut down`;
+      default:
+        return '';
+    }
+  }
+
+  function workerRow(w) {
+    const status = w.status || 'registered';
+    const cls = WORKER_CLASSES[w.status] || 'st-idle';
+    const title = `id ${w.id}${w.address ? `, address ${w.address}` : ''}`;
+    const task = w.current_task
+      ? el('span', { class: 'task' },
+        el('code', { title: w.current_task, text: shortId(w.current_task, 8) }), ' ',
+        w.current_task_status
+          ? el('span', { class: `badge ${TASK_CLASSES[w.current_task_status] || 'st-idle'}`, text: w.current_task_status })
+          : null,
+        w.current_task_updated ? ' ' : null,
+        w.current_task_updated ? timeEl(w.current_task_updated) : null)
+      : el('span', { class: 'none', text: '–' });
+    const unsupported = !w.supports_status_requests;
+    const why = `This worker runs ${w.software || 'unknown software'}, which does not support `
+      + 'status requests; Flamenco Worker 2.1 or newer is needed';
+    const buttons = ACTIONS.map(([action, label, help]) => {
+      const blocked = unsupported ? why : actionBlocked(action, w);
+      return el('button', {
+        type: 'button',
+        class: `btn${action === 'shutdown' ? ' btn-danger' : ''}`,
+        'data-action': action,
+        disabled: Boolean(blocked),
+        title: blocked || help,
+        text: label,
+      });
+    });
+    const requested = w.status_requested
+      ? el('span', { class: `badge badge-requested ${WORKER_CLASSES[w.status_requested] || 'st-idle'}`, text: w.status_requested })
+      : null;
+    return el('tr', { 'data-worker-id': w.id, class: ROW_CLASSES[cls] || 'row-idle' },
+      el('td', { class: 'nickname', 'data-label': 'Nickname', title },
+        w.nickname || '(no nickname)', el('span', { class: 'sub', text: shortId(w.id, 6) })),
+      el('td', { class: 'status', 'data-label': 'Status' },
+        el('span', { class: `badge ${cls}`, text: status })),
+      el('td', { class: `status-requested${requested ? '' : ' is-empty'}`, 'data-label': 'Requested' }, requested),
+      el('td', { class: 'platform', 'data-label': 'Platform', text: w.platform || '–' }),
+      el('td', { class: 'software', 'data-label': 'Software', title: w.software || '', text: shownSoftware(w.software) }),
+      el('td', { class: `task${w.current_task ? '' : ' is-empty'}`, 'data-label': 'Current task' }, task),
+      el('td', { class: 'last-seen', 'data-label': 'Last seen' }, timeEl(w.last_activity)),
+      el('td', { class: 'actions-cell', 'data-label': 'Actions' }, el('div', { class: 'actions' }, ...buttons)));
+  }
+
+  /** Update rows keyed by `key`, rebuilding only the ones whose data changed. */
+  function reconcile(tbody, items, keyAttr, build) {
+    const existing = new Map();
+    for (const row of tbody.children) existing.set(row.getAttribute(keyAttr), row);
+    const keep = new Set();
+    items.forEach((item, index) => {
+      const key = item.id;
+      const signature = JSON.stringify(item);
+      keep.add(key);
+      let row = existing.get(key);
+      if (!row || row.dataset.signature !== signature) {
+        const fresh = build(item);
+        fresh.dataset.signature = signature;
+        if (row) row.replaceWith(fresh);
+        row = fresh;
+      }
+      if (tbody.children[index] !== row) tbody.insertBefore(row, tbody.children[index] || null);
+    });
+    for (const [key, row] of existing) {
+      if (!keep.has(key)) row.remove();
+    }
+  }
+
+  function renderPager(nav, view, total, onChange) {
+    if (total <= view.limit && view.offset === 0) {
+      nav.hidden = true;
+      nav.replaceChildren();
+      return;
+    }
+    nav.hidden = false;
+    const first = total === 0 ? 0 : view.offset + 1;
+    const last = Math.min(view.offset + view.limit, total);
+    const prev = el('button', { type: 'button', class: 'btn', 'data-page': 'prev', disabled: view.offset === 0, text: '← Previous' });
+    const next = el('button', { type: 'button', class: 'btn', 'data-page': 'next', disabled: last >= total, text: 'Next →' });
+    prev.addEventListener('click', () => onChange(Math.max(0, view.offset - view.limit)));
+    next.addEventListener('click', () => onChange(view.offset + view.limit));
+    nav.replaceChildren(prev, el('span', { class: 'page-info', text: `${first}–${last} of ${total}` }), next);
+  }
+
+  function renderWorkers(current, old) {
+    state.workers.total = current.total;
+    state.old.total = old.total;
+    reconcile($('#workers-table tbody'), current.workers, 'data-worker-id', workerRow);
+    reconcile($('#old-workers-table tbody'), old.workers, 'data-worker-id', workerRow);
+    const empty = $('#workers-empty');
+    empty.hidden = current.total > 0;
+    empty.textContent = old.total > 0
+      ? 'No worker is connected right now; the ones seen before are listed below.'
+      : 'No workers have registered yet.';
+    $('#workers-table').closest('.table-wrap').hidden = current.total === 0;
+    setText('#workers-current-count', current.total ? `(${current.total})` : '');
+    setText('#old-workers-count', old.total);
+    $('#old-workers').hidden = old.total === 0;
+    renderPager($('#workers-pager'), state.workers, current.total, (offset) => {
+      state.workers.offset = offset;
+      poll();
+    });
+    renderPager($('#old-workers-pager'), state.old, old.total, (offset) => {
+      state.old.offset = offset;
+      poll();
+    });
+  }
+
+  function sortWorkers(key, order) {
+    const view = state.workers;
+    if (order) {
+      view.order = order;
+    } else if (view.sort === key) {
+      view.order = view.order === 'asc' ? 'desc' : 'asc';
+    } else {
+      view.order = DEFAULT_ORDER[key] || 'asc';
+    }
+    view.sort = key;
+    view.offset = 0;
+    for (const th of document.querySelectorAll('#workers-table th')) {
+      const button = th.querySelector('button.sort');
+      if (button && button.dataset.sort === key) {
+        th.setAttribute('aria-sort', view.order === 'asc' ? 'ascending' : 'descending');
+      } else {
+        th.removeAttribute('aria-sort');
+      }
+    }
+    const select = $('#workers-sort');
+    const value = `${key}:${view.order}`;
+    if (![...select.options].some((o) => o.value === value)) {
+      select.append(el('option', { value, text: `${key.replace('_', ' ')} (${view.order})` }));
+    }
+    select.value = value;
+    poll();
+  }
+
+  // ------------------------------------------------------------------ rendering: jobs
+
+  const FINAL_JOB_STATUSES = new Set(['completed', 'failed', 'canceled']);
+
+  function jobRow(job) {
+    const t = job.tasks || {};
+    const total = t.total || 0;
+    const done = t.completed || 0;
+    const extra = [];
+    if (t.active) extra.push(`${t.active} active`);
+    if (t.failed) extra.push(`${t.failed} failed`);
+    if (t['soft-failed']) extra.push(`${t['soft-failed']} soft-failed`);
+    if (t.canceled) extra.push(`${t.canceled} canceled`);
+    const failures = (t.failed || 0) + (t['soft-failed'] || 0) > 0;
+    const percent = total ? Math.floor((100 * done) / total) : 0;
+    const bar = el('progress', {
+      class: `progress${failures ? ' has-failures' : ''}`,
+      max: Math.max(total, 1), value: done, title: `${percent}% done`,
+      'aria-label': `${done} of ${total} tasks completed`,
+    });
+    const cancellable = !FINAL_JOB_STATUSES.has(job.status) && job.status !== 'cancel-requested';
+    const requeueable = job.status !== 'cancel-requested';
+    return el('tr', { 'data-job-id': job.id },
+      el('td', { class: 'job-name', 'data-label': 'Job', title: job.id },
+        job.name || '(unnamed)', el('span', { class: 'sub', text: `${job.job_type} · ${shortId(job.id, 6)}` })),
+      el('td', { 'data-label': 'Status' },
+        el('span', { class: `job-status badge ${JOB_CLASSES[job.status] || 'st-idle'}`, text: job.status })),
+      el('td', { class: 'progress-td', 'data-label': 'Progress' },
+        el('div', { class: 'progress-cell' }, bar,
+          el('span', { class: 'progress-text', text: `${done} of ${total} done${extra.length ? ` · ${extra.join(' · ')}` : ''}` }))),
+      el('td', { class: 'priority', 'data-label': 'Priority', text: job.priority }),
+      el('td', { class: 'updated', 'data-label': 'Updated' }, timeEl(job.updated)),
+      el('td', { class: 'actions-cell', 'data-label': 'Actions' },
+        el('div', { class: 'actions' },
+          el('button', {
+            type: 'button', class: 'btn btn-danger', 'data-action': 'cancel', disabled: !cancellable,
+            title: cancellable ? 'Cancel the job: queued tasks are canceled, running ones stopped' : `The job is ${job.status}`,
+            text: 'Cancel',
+          }),
+          el('button', {
+            type: 'button', class: 'btn', 'data-action': 'requeue', disabled: !requeueable,
+            title: requeueable ? 'Re-queue the job: its unfinished and failed tasks run again' : 'Wait until the cancel finished',
+            text: 'Re-queue',
+          }))));
+  }
+
+  function renderJobs(page) {
+    state.jobs.hasMore = Boolean(page.has_more);
+    reconcile($('#jobs-table tbody'), page.jobs || [], 'data-job-id', jobRow);
+    $('#jobs-empty').hidden = (page.jobs || []).length > 0 || state.jobs.offset > 0;
+    $('#jobs-table').closest('.table-wrap').hidden = (page.jobs || []).length === 0 && state.jobs.offset === 0;
+    const nav = $('#jobs-pager');
+    const view = state.jobs;
+    if (view.offset === 0 && !view.hasMore) {
+      nav.hidden = true;
+      nav.replaceChildren();
+      return;
+    }
+    nav.hidden = false;
+    const count = (page.jobs || []).length;
+    const prev = el('button', { type: 'button', class: 'btn', 'data-page': 'prev', disabled: view.offset === 0, text: '← Newer' });
+    const next = el('button', { type: 'button', class: 'btn', 'data-page': 'next', disabled: !view.hasMore, text: 'Older →' });
+    prev.addEventListener('click', () => { view.offset = Math.max(0, view.offset - view.limit); poll(); });
+    next.addEventListener('click', () => { view.offset += view.limit; poll(); });
+    const info = count ? `${view.offset + 1}–${view.offset + count}` : 'none';
+    nav.replaceChildren(prev, el('span', { class: 'page-info', text: `Jobs ${info}` }), next);
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  let messageTimer = null;
+
+  function showMessage(text, isError) {
+    const node = $('#action-message');
+    node.textContent = text;
+    node.classList.toggle('is-error', Boolean(isError));
+    node.hidden = false;
+    clearTimeout(messageTimer);
+    messageTimer = setTimeout(() => { node.hidden = true; }, isError ? 15000 : 5000);
+  }
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || '';
+    } catch (_) {
+      return '';
+    }
+  }
+
+  function askToken(retry, rejected) {
+    state.pendingAction = retry;
+    const form = $('#admin-token-form');
+    $('#admin-token-message').textContent = rejected ? 'The Manager did not accept that token; check admin_token in its configuration.' : '';
+    form.hidden = false;
+    $('#admin-token').focus();
+  }
+
+  async function act(url, label, button) {
+    const token = storedToken();
+    const headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (button) button.classList.add('busy');
+    let resp;
+    try {
+      resp = await fetch(url, { method: 'POST', headers });
+    } catch (_) {
+      showMessage(`${label}: the Manager could not be reached. Is it still running?`, true);
+      return;
+    } finally {
+      if (button) button.classList.remove('busy');
+    }
+    if (resp.status === 401) {
+      if (token) {
+        try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage disabled */ }
+      }
+      askToken(() => act(url, label, button), Boolean(token));
+      return;
+    }
+    if (!resp.ok) {
+      showMessage(`${label} refused (${resp.status}): ${await errorText(resp)}`, true);
+      return;
+    }
+    $('#admin-token-form').hidden = true;
+    showMessage(`${label}: done.`, false);
+    poll();
+  }
+
+  function onActionClick(event) {
+    const button = event.target.closest('button[data-action]');
+    if (!button || button.disabled) return;
+    const action = button.dataset.action;
+    const workerRowEl = button.closest('tr[data-worker-id]');
+    const jobRowEl = button.closest('[data-job-id]');
+    if (workerRowEl && ['sleep', 'wake', 'shutdown'].includes(action)) {
+      const id = workerRowEl.dataset.workerId;
+      const name = workerRowEl.querySelector('td.nickname').firstChild.textContent;
+      const what = { sleep: 'Sleep', wake: 'Wake', shutdown: 'Shut down' }[action];
+      act(`/api/workers/${encodeURIComponent(id)}/${action}`, `${what} worker ${name}`, button);
+    } else if (jobRowEl && ['cancel', 'requeue'].includes(action)) {
+      const id = jobRowEl.dataset.jobId;
+      const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
+      act(`/api/jobs/${encodeURIComponent(id)}/${action}`, `${what} job ${shortId(id, 6)}`, button);
+    }
+  }
+
+  function setUpTokenForm() {
+    const form = $('#admin-token-form');
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const input = $('#admin-token');
+      const token = input.value.trim();
+      if (!token) {
+        $('#admin-token-message').textContent = 'Enter the token first.';
+        return;
+      }
+      try {
+        sessionStorage.setItem(TOKEN_KEY, token);
+      } catch (_) {
+        $('#admin-token-message').textContent = 'This browser does not allow session storage; the token cannot be kept.';
+        return;
+      }
+      input.value = '';
+      form.hidden = true;
+      const retry = state.pendingAction;
+      state.pendingAction = null;
+      if (retry) retry();
+    });
+    $('#admin-token-cancel').addEventListener('click', () => {
+      state.pendingAction = null;
+      form.hidden = true;
+    });
+  }
+
+  // ------------------------------------------------------------------ latest image
+
+  function setUpLatestImage() {
+    const img = $('#latest-image-img');
+    const placeholder = $('#latest-image-placeholder');
+    if (!img) return;
+    let version = Date.now();
+    const reload = () => {
+      version += 1;
+      img.src = `/latest-image.jpg?v=${version}`;
+    };
+    img.addEventListener('load', () => {
+      img.hidden = false;
+      placeholder.hidden = true;
+    });
+    img.addEventListener('error', () => {
+      img.hidden = true;
+      placeholder.hidden = false;
+    });
+    reload();
+    if (typeof EventSource === 'undefined') {
+      state.imageTimer = setInterval(reload, IMAGE_FALLBACK_MS);
+      return;
+    }
+    const events = new EventSource('/imagewatch');
+    events.addEventListener('image', reload);
+    events.addEventListener('error', () => {
+      // A closed stream (404, Manager gone) is not retried by the browser: poll instead.
+      if (events.readyState === EventSource.CLOSED && !state.imageTimer) {
+        state.imageTimer = setInterval(reload, IMAGE_FALLBACK_MS);
+      }
+    });
+    events.addEventListener('open', () => {
+      if (state.imageTimer) {
+        clearInterval(state.imageTimer);
+        state.imageTimer = null;
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ start
+
+  function start() {
+    // Only the section for this mode stays: jobs in standalone mode, the link in upstream mode.
+    const unused = state.mode === 'standalone' ? $('#upstream-link') : $('#jobs');
+    if (unused) unused.remove();
+
+    document.addEventListener('click', onActionClick);
+    for (const button of document.querySelectorAll('#workers-table button.sort')) {
+      button.addEventListener('click', () => sortWorkers(button.dataset.sort));
+    }
+    $('#workers-sort').addEventListener('change', (event) => {
+      const [key, order] = event.target.value.split(':');
+      sortWorkers(key, order);
+    });
+    setUpTokenForm();
+    setUpLatestImage();
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden) poll();
+    });
+    poll();
+  }
+
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', start);
+  } else {
+    start();
+  }
+})();

@@ -5,6 +5,7 @@
 #
 # Usage: ./scripts/perf.sh [--runs N] [--duration 10s] [--workers 64] [--only NAME]
 #   NAME: cycles-100k | cycles-1k | empty-polls | may-i-run | rss-1000-workers
+#         (64 busy + 936 idle registered workers) | stress-1000-busy (1,000 busy workers)
 #
 # Output: target/perf/<name>-<run>.json (the simulator's report) and a summary table.
 # The simulator runs on the same machine as the Manager; on a 2-core machine they share
@@ -87,12 +88,13 @@ scenario cycles-100k --workers "$WORKERS" --duration "$DURATION" --scenario cycl
 scenario cycles-1k --workers "$WORKERS" --duration "$DURATION" --scenario cycles --seed-tasks 1000 --keep-queued
 scenario empty-polls --workers "$WORKERS" --duration "$DURATION" --scenario empty-polls
 scenario may-i-run --workers "$WORKERS" --duration "$DURATION" --scenario may-i-run --seed-tasks "$WORKERS"
-scenario rss-1000-workers --workers 1000 --duration "$DURATION" --scenario cycles --seed-tasks 100000 --keep-queued
+scenario rss-1000-workers --workers "$WORKERS" --registered-workers 1000 --duration "$DURATION" --scenario cycles --seed-tasks 100000 --keep-queued
+scenario stress-1000-busy --workers 1000 --duration "$DURATION" --scenario cycles --seed-tasks 100000 --keep-queued
 
 python3 - "$OUT" "$RUNS" <<'EOF'
 import json, os, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
-names = ["cycles-100k", "cycles-1k", "empty-polls", "may-i-run", "rss-1000-workers"]
+names = ["cycles-100k", "cycles-1k", "empty-polls", "may-i-run", "rss-1000-workers", "stress-1000-busy"]
 print("\nmedians of %d runs" % runs)
 print("%-18s %12s %12s %10s  %s" % ("scenario", "cycles/s", "req/s", "RSS MB", "p99 ms per endpoint"))
 med = {}

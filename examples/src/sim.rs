@@ -61,6 +61,10 @@ pub struct Args {
     /// Bytes of log text in the second update of each cycle.
     #[arg(long, default_value_t = 2048)]
     pub log_bytes: usize,
+    /// Register (and sign on) this many workers in all; those beyond `--workers` stay
+    /// idle for the run, keeping their connection open (a farm's size, not its load).
+    #[arg(long, default_value_t = 0)]
+    pub registered_workers: usize,
     /// With `cycles`: keep the queue near `--seed-tasks` by enqueueing a new task for
     /// every completed one (needs --seed-config).
     #[arg(long)]
@@ -358,9 +362,10 @@ pub async fn run(args: Args) -> Result<Value> {
     }
 
     // Register (bcrypt on the Manager's side) a few workers at a time.
-    let mut workers = Vec::with_capacity(args.workers);
+    let total_workers = args.workers.max(args.registered_workers);
+    let mut workers = Vec::with_capacity(total_workers);
     let mut registering = tokio::task::JoinSet::new();
-    for n in 0..args.workers {
+    for n in 0..total_workers {
         if registering.len() >= 8 {
             if let Some(done) = registering.join_next().await {
                 workers.push(done??);
@@ -372,6 +377,8 @@ pub async fn run(args: Args) -> Result<Value> {
     while let Some(done) = registering.join_next().await {
         workers.push(done??);
     }
+    // The idle ones: registered and signed on, their connections open, no requests.
+    let idle: Vec<SimWorker> = workers.split_off(args.workers.min(workers.len()));
 
     let log = "x".repeat(args.log_bytes.saturating_sub(1)) + "\n";
     let log = Arc::new(log);
@@ -471,6 +478,8 @@ pub async fn run(args: Args) -> Result<Value> {
     for h in handles {
         total.merge(h.await?);
     }
+    let idle_workers = idle.len();
+    drop(idle);
     let elapsed = start.elapsed().as_secs_f64();
     let replaced = match refill {
         Some(refill) => Some(refill.await??),
@@ -497,6 +506,7 @@ pub async fn run(args: Args) -> Result<Value> {
     let mut report = json!({
         "scenario": format!("{:?}", args.scenario),
         "workers": args.workers,
+        "idle_workers": idle_workers,
         "seconds": elapsed,
         "requests": all_requests,
         "requests_per_second": all_requests as f64 / elapsed,

@@ -42,6 +42,7 @@ fn args(manager: &str, config: &std::path::Path, scenario: Scenario, seed: usize
         seed_tasks: seed,
         log_bytes: 2048,
         keep_queued: false,
+        registered_workers: 0,
         pid: Some(std::process::id()),
     }
 }

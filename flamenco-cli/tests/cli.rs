@@ -1,6 +1,8 @@
 //! The `flamenco` binary run as a process: exit codes, messages, `serve` lifecycle, and
 //! the operator commands against a temporary embedded store.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,14 +26,6 @@ fn write_config(dir: &Path, listen: &str) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -126,7 +120,7 @@ fn wait_for_log(child: &mut Child, needle: &str, timeout: Duration) -> String {
 #[tokio::test]
 async fn serve_runs_on_zero_config_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     write_config(dir.path(), &format!("127.0.0.1:{port}"));
     let mut child = flamenco(dir.path())
         .arg("serve")
@@ -415,7 +409,7 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
     assert!(out.contains("store reachable: sqlite:"), "{out}");
     assert!(dir.path().join("store/flamenco.sqlite").exists());
 
-    let port = free_port();
+    let port = support::free_port();
     std::fs::write(
         dir.path().join("flamenco-manager.yaml"),
         format!(

@@ -1,6 +1,8 @@
 //! `flamenco job …` run as processes against a temporary embedded store, and a running
 //! `flamenco serve` picking up a job submitted from the command line.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -309,20 +311,12 @@ fn wait_for_log(child: &mut Child, needle: &str, timeout: Duration) -> String {
     panic!("{needle:?} not logged within {timeout:?}; log so far:\n{seen}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The README's demo: `flamenco serve`, `flamenco job submit sleep …`, a worker runs the
 /// tasks, the job ends `completed` without restarting anything.
 #[tokio::test]
 async fn a_running_daemon_runs_jobs_submitted_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     write_config(dir.path(), &format!("127.0.0.1:{port}"));
     let mut daemon = flamenco(dir.path())
         .arg("serve")

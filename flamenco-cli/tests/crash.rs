@@ -10,6 +10,8 @@
 //! closed port), so nothing drains the outbox: after the crash it must still hold every
 //! acknowledged update (in standalone mode the job consumer would acknowledge them).
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,7 +25,6 @@ use flamenco_core::store::sqlite::SqliteStore;
 use flamenco_core::store::Store;
 use flamenco_core::Manager;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -37,14 +38,6 @@ fn flamenco(dir: &Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 /// Upstream mode against a closed port: pushes fail, so the outbox keeps everything. The
 /// data directory is absolute: the test process (which seeds and checks the store) runs
 /// elsewhere than the daemon.
@@ -54,7 +47,7 @@ fn write_config(dir: &Path, name: &str, port: u16, database_url: Option<&str>) -
         "listen: '127.0.0.1:{port}'\ndata_dir: '{}'\nflamenco: http://127.0.0.1:{}/\n\
          manager_id: {}\nmanager_secret: crash-test\nown_url: http://127.0.0.1:{port}/\n",
         dir.join("data").display(),
-        free_port(),
+        support::free_port(),
         ObjectId::new().to_hex()
     );
     if let Some(url) = database_url {
@@ -74,31 +67,7 @@ async fn serve(dir: &Path, config: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn flamenco serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = String::new();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(line)) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains("listening on") {
-                    break;
-                }
-            }
-            _ => panic!("flamenco serve did not start; log:\n{seen}"),
-        }
-    }
-    // Keep draining the log so the child never blocks on it.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    support::wait_until_listening(&mut child, WAIT).await;
     child
 }
 
@@ -379,7 +348,7 @@ async fn assert_all_acked_are_stored(store: &dyn Store, acked: &[Acked]) {
 async fn kill_9_under_load_loses_no_acknowledged_update_sqlite() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = support::free_port();
     let config = write_config(dir.path(), "flamenco-manager.yaml", port, None);
     seed(&config, 5_000).await;
     let mut child = serve(dir.path(), &config).await;
@@ -409,7 +378,7 @@ async fn kill_9_under_load_loses_no_acknowledged_update_mongodb() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = support::free_port();
     let config = write_config(dir.path(), "flamenco-manager.yaml", port, Some(&db.url));
     seed(&config, 400).await;
     let mut child = serve(dir.path(), &config).await;
@@ -429,7 +398,7 @@ async fn kill_9_under_load_loses_no_acknowledged_update_mongodb() {
 async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (first_port, second_port) = (free_port(), free_port());
+    let (first_port, second_port) = (support::free_port(), support::free_port());
     let first_config = write_config(dir.path(), "first.yaml", first_port, None);
     let second_config = write_config(dir.path(), "second.yaml", second_port, None);
     seed(&first_config, 3).await;

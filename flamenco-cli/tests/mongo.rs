@@ -3,17 +3,11 @@
 //! that names the URL (password hidden) and says what to do, and neither panics.
 //! Needs no database server.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// Run the binary in `dir`, killing it if it runs longer than `limit`.
 fn run(dir: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
@@ -40,13 +34,13 @@ fn run(dir: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
 #[test]
 fn an_unreachable_database_url_is_reported_and_serve_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db_port = free_port();
+    let db_port = support::free_port();
     let shown = format!("mongodb://flamenco:****@127.0.0.1:{db_port}/farm");
     std::fs::write(
         dir.path().join("flamenco-manager.yaml"),
         format!(
             "listen: '127.0.0.1:{}'\ndatabase_url: mongodb://flamenco:hunter2@127.0.0.1:{db_port}/farm\n",
-            free_port()
+            support::free_port()
         ),
     )
     .expect("config");

@@ -3,6 +3,8 @@
 //! and refuses to start, as `config check` refuses the file, with a key that does not
 //! belong to the certificate.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,14 +22,6 @@ fn flamenco(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
     cmd.current_dir(dir).env_remove("RUST_LOG");
     cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// A self-signed certificate for 127.0.0.1: (cert path, key path, cert PEM).
@@ -75,7 +69,7 @@ fn wait_for(log: &Arc<Mutex<String>>, needle: &str, timeout: Duration) -> String
 async fn serve_over_https_logs_no_secret_at_debug_level() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key, cert_pem) = self_signed(dir.path(), "manager");
-    let (port, redirect_port) = (free_port(), free_port());
+    let (port, redirect_port) = (support::free_port(), support::free_port());
     std::fs::write(
         dir.path().join("flamenco-manager.yaml"),
         format!(
@@ -187,7 +181,7 @@ fn a_key_that_does_not_match_the_certificate_stops_serve_and_fails_config_check(
         dir.path().join("flamenco-manager.yaml"),
         format!(
             "listen: '127.0.0.1:{}'\ndata_dir: ./data\ntlscert: '{}'\ntlskey: '{}'\n",
-            free_port(),
+            support::free_port(),
             cert.display(),
             other_key.display()
         ),

@@ -2,6 +2,8 @@
 //! in this test process: `kill -9` during a push loses no acknowledged update, and the
 //! `push` / `queue outbox` commands.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -12,7 +14,6 @@ use flamenco_core::Manager;
 use flamenco_testserver::{Endpoint, Fault, ManagerCreds, NewJob, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,14 +25,6 @@ fn flamenco(dir: &Path) -> Command {
         .stdin(Stdio::null())
         .kill_on_drop(true);
     cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(dir: &Path, server: &TestServer, creds: &ManagerCreds, port: u16) -> PathBuf {
@@ -72,31 +65,7 @@ async fn serve(dir: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn flamenco serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = String::new();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(line)) => {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains("listening on") {
-                    break;
-                }
-            }
-            _ => panic!("flamenco serve did not start; log:\n{seen}"),
-        }
-    }
-    // Keep draining the log so the child never blocks on it.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    support::wait_until_listening(&mut child, WAIT).await;
     child
 }
 
@@ -191,7 +160,7 @@ async fn kill_9_during_a_push_loses_no_acknowledged_update() {
     let creds = server.add_manager();
     let job = server.add_job(&creds.id, NewJob::sleep(4, 1));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     write_config(dir.path(), &server, &creds, port);
     let base = format!("http://127.0.0.1:{port}");
 
@@ -275,7 +244,7 @@ async fn push_and_outbox_commands() {
     let creds = server.add_manager();
     let job = server.add_job(&creds.id, NewJob::sleep(2, 1));
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &server, &creds, free_port());
+    let path = write_config(dir.path(), &server, &creds, support::free_port());
 
     // Standalone: push explains itself.
     let standalone = tempfile::tempdir().unwrap();

@@ -116,12 +116,9 @@ pub async fn run(cli: &Cli) -> Result<()> {
             }
         }
     };
-    let served = flamenco_serve::serve_with(manager.clone(), listener, serve_options, async move {
-        shutdown.await;
-        // Ends the /imagewatch streams, which would otherwise hold up the shutdown.
-        images.close();
-    })
-    .await;
+    // serve_with ends the /imagewatch streams when the shutdown begins.
+    let served =
+        flamenco_serve::serve_with(manager.clone(), listener, serve_options, shutdown).await;
     stop_watcher.cancel();
     if let Some(watcher) = watcher {
         if let Err(e) = watcher.await {

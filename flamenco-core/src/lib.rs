@@ -18,6 +18,8 @@ pub mod model;
 pub mod protocol;
 pub mod seen;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 pub mod updates;
 pub mod upstream;
 pub mod variables;

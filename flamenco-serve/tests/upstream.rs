@@ -246,8 +246,15 @@ async fn case02_startup_notification() {
     farm.register("w1", &["sleep", "blender-render"]).await;
     farm.register("w2", &["sleep", "exr-merge"]).await;
     farm.start_loops();
-    wait_until("the startup notification arrived", || async {
-        !server.startups().is_empty()
+    // The Manager records the notification after the Server's answer arrives, so wait
+    // for the Manager's record, not for the double's receipt.
+    wait_until("the Manager recorded the startup notification", || async {
+        farm.manager
+            .upstream_status()
+            .await
+            .expect("upstream")
+            .startup_notified
+            .is_some()
     })
     .await;
     let (mid, body) = &server.startups()[0];
@@ -281,12 +288,9 @@ async fn case02_startup_notification() {
         String::from_utf8(decoded).unwrap(),
         format!("{}:", creds.token)
     );
-    let status = farm.manager.upstream_status().await.expect("upstream");
-    assert!(status.startup_notified.is_some());
-    // Sent once only.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(server.startups().len(), 1);
+    // Sent once only: once the loops have stopped, nothing more can be sent.
     farm.stop().await;
+    assert_eq!(server.startups().len(), 1);
 }
 
 /// The startup notification is retried (with backoff) until the Server takes it.
@@ -642,13 +646,29 @@ async fn server_outage_then_complete_flush() {
     for w in workers {
         w.await.expect("worker");
     }
-    // Keep the Server down for many push intervals (200 ms), half of it answering 503.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Keep the Server down for several pushes with dropped connections, then several
+    // answered 503. Pushes are sequential, so once two requests arrived under the 503
+    // fault, the first of them has failed and been counted.
+    let push_failures = || async {
+        farm.manager
+            .upstream_status()
+            .await
+            .expect("status")
+            .consecutive_push_failures
+    };
+    wait_until("three pushes failed on dropped connections", || async {
+        push_failures().await >= 3
+    })
+    .await;
     server.clear_faults();
     server.set_fault(Endpoint::TaskUpdateBatch, Fault::Status(503));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pushes_before_503 = server.requests_to(Endpoint::TaskUpdateBatch).len();
+    wait_until("two pushes were answered 503", || async {
+        server.requests_to(Endpoint::TaskUpdateBatch).len() >= pushes_before_503 + 2
+    })
+    .await;
     let status = farm.manager.upstream_status().await.expect("status");
-    assert!(status.consecutive_push_failures >= 2, "{status:?}");
+    assert!(status.consecutive_push_failures >= 4, "{status:?}");
     assert!(status.last_error.is_some());
     assert!(status.backlog >= 8 * 5, "{status:?}");
     let waiting: Vec<String> = farm
@@ -893,7 +913,13 @@ async fn download_keeps_running_tasks_with_their_worker() {
             && server.task_status(&task_hex).as_deref() == Some("claimed-by-manager")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Downloads are sequential: once the next one has started, the Manager has applied
+    // the one that brought the re-queued task.
+    let redownloaded = server.requests_to(Endpoint::Depsgraph).len();
+    wait_until("the next download started", || async {
+        server.requests_to(Endpoint::Depsgraph).len() > redownloaded
+    })
+    .await;
     let t = farm.task(task_id).await;
     assert_eq!(t.status, TaskStatus::Active);
     assert_eq!(t.worker_id, Some(w.id));

@@ -4,8 +4,8 @@
 //! `scripts/test.sh` starts a SecantusDB server and exports its URL as
 //! [`URL_VAR`] (`mongodb://127.0.0.1:PORT/`; tests append their own database names) and
 //! the server program as [`SERVER_VAR`] (for tests that start and stop a private server).
-//! Without the URL, MongoDB tests skip with a notice on stderr, except under `CI=true`,
-//! where they fail: CI must run them.
+//! Without the URL, MongoDB tests skip visibly ([`crate::testing::skip_or_fail`]), except
+//! under `CI=true`, where they fail: CI must run them.
 
 use std::time::Duration;
 
@@ -18,23 +18,17 @@ pub const URL_VAR: &str = "FLAMENCO_TEST_MONGODB_URL";
 /// The test server's program (`secantusd-py`), for tests that run a private server.
 pub const SERVER_VAR: &str = "FLAMENCO_TEST_SECANTUSD";
 
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The value of `var`, or `None` after a notice on stderr (`test` names the test).
-/// Under `CI=true` a missing value is a failure (panic).
+/// The value of `var`, or `None` after a visible skip notice (`test` names the test; see
+/// [`crate::testing::skip_or_fail`]). Under `CI=true` a missing value is a failure (panic).
 pub fn required_env(var: &str, test: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
-        _ if under_ci() => panic!(
-            "{var} is not set, so the MongoDB test {test} cannot run; \
-             run the tests with ./scripts/test.sh, which starts a test MongoDB server"
-        ),
         _ => {
-            eprintln!(
-                "NOTICE: skipping MongoDB test {test}: {var} is not set \
-                 (./scripts/test.sh starts a test server and sets it)"
+            crate::testing::skip_or_fail(
+                "MongoDB",
+                test,
+                &format!("{var} is not set"),
+                "./scripts/test.sh starts a test MongoDB server and sets it",
             );
             None
         }

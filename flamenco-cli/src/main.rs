@@ -85,7 +85,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    let result = runtime.block_on(commands::run(cli));
+    // Dropping the runtime would wait for every blocking thread, one stuck on a hung file
+    // system included; the work that matters is done (the store is closed), so give the
+    // rest a bounded time and exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -93,3 +98,6 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the process waits at exit for blocking threads still running.
+const RUNTIME_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

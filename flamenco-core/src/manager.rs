@@ -36,6 +36,10 @@ use crate::worker_cache::WorkerCache;
 /// How many `/output-produced` reports are remembered.
 const OUTPUTS_KEPT: usize = 100;
 
+/// How many bytes of paths the remembered `/output-produced` reports hold at most (of a
+/// long report, only its newest paths are kept).
+const OUTPUTS_MAX_BYTES: usize = 256 * 1024;
+
 /// Why a protocol or SDK call failed. Each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -656,30 +660,41 @@ impl Manager {
         }
     }
 
-    /// `POST /output-produced`: remember the paths (the latest-image pipeline uses them).
+    /// `POST /output-produced`: queue the paths for the latest-image pipeline (never waits,
+    /// never touches the files; one log line per report) and remember the report, within
+    /// [`OUTPUTS_KEPT`] reports and [`OUTPUTS_MAX_BYTES`] bytes of paths.
     pub fn output_produced(&self, worker: &Worker, body: OutputProduced) -> Result<(), ApiError> {
         body.validate().map_err(|e| ApiError::Unprocessable(e.0))?;
-        let images = self.latest_images();
-        for path in &body.paths {
-            let path = std::path::Path::new(path);
-            if path.is_absolute() {
-                images.submit(path);
-            } else {
-                tracing::warn!(
-                    worker = %worker.identifier(),
-                    "output-produced: {} is not an absolute path; it is not shown as the \
-                     latest image",
-                    path.display()
-                );
+        self.latest_images()
+            .submit_report(&worker.identifier(), &body.paths);
+        // Keep the newest paths of a long report: at most as many as the image queue holds,
+        // and within the byte budget.
+        let mut paths = body.paths;
+        let mut keep = 0;
+        let mut bytes = 0;
+        for p in paths.iter().rev().take(crate::latest_image::QUEUE_CAPACITY) {
+            if bytes + p.len() > OUTPUTS_MAX_BYTES {
+                break;
             }
+            bytes += p.len();
+            keep += 1;
         }
+        paths.drain(..paths.len() - keep);
         let mut outputs = self.outputs.lock().unwrap_or_else(|e| e.into_inner());
-        if outputs.len() >= OUTPUTS_KEPT {
-            outputs.pop_front();
+        let kept_bytes = |o: &VecDeque<ProducedOutput>| -> usize {
+            o.iter().flat_map(|r| &r.paths).map(String::len).sum()
+        };
+        let mut total = kept_bytes(&outputs);
+        while !outputs.is_empty()
+            && (outputs.len() >= OUTPUTS_KEPT || total + bytes > OUTPUTS_MAX_BYTES)
+        {
+            if let Some(old) = outputs.pop_front() {
+                total -= old.paths.iter().map(String::len).sum::<usize>();
+            }
         }
         outputs.push_back(ProducedOutput {
             worker_id: worker.id,
-            paths: body.paths,
+            paths,
             received: self.now(),
         });
         Ok(())

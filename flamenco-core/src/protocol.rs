@@ -177,21 +177,66 @@ impl WorkerTaskUpdate {
     }
 }
 
-/// `POST /output-produced` body.
+/// Most paths one `/output-produced` report may list; more is a 400 naming the limit. The
+/// real workers send one path per report.
+pub const MAX_OUTPUT_PATHS: usize = 1000;
+
+/// Longest path in a `/output-produced` report, in bytes (a longer one is a 422).
+pub const MAX_OUTPUT_PATH_LEN: usize = 4096;
+
+/// Largest `/output-produced` body, in bytes (413 beyond; `max_request_body` if lower).
+/// A real worker's report of one path is a few hundred bytes.
+pub const MAX_OUTPUT_PRODUCED_BODY: usize = 1024 * 1024;
+
+/// `POST /output-produced` body. Decoding stops at the [`MAX_OUTPUT_PATHS`]+1st path, so a
+/// body listing millions of paths costs no more memory than its bytes.
 #[derive(Clone, Debug, Deserialize)]
 pub struct OutputProduced {
+    #[serde(deserialize_with = "at_most_max_output_paths")]
     pub paths: Vec<String>,
 }
 
+fn at_most_max_output_paths<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Paths;
+    impl<'de> serde::de::Visitor<'de> for Paths {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_OUTPUT_PATHS} paths")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut paths = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(path) = seq.next_element::<String>()? {
+                if paths.len() == MAX_OUTPUT_PATHS {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "paths: at most {MAX_OUTPUT_PATHS} paths per report are accepted; \
+                         send the newest ones, or several reports"
+                    )));
+                }
+                paths.push(path);
+            }
+            Ok(paths)
+        }
+    }
+    deserializer.deserialize_seq(Paths)
+}
+
 impl OutputProduced {
-    /// An empty list is refused (v2: 422).
+    /// An empty list is refused (v2: 422), and so is a path over [`MAX_OUTPUT_PATH_LEN`].
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.paths.is_empty() {
             return Err(Invalid("paths must not be empty".into()));
         }
         for p in &self.paths {
-            if p.len() > 4096 {
-                return Err(Invalid("a path is longer than 4096 bytes".into()));
+            if p.len() > MAX_OUTPUT_PATH_LEN {
+                return Err(Invalid(format!(
+                    "a path is longer than {MAX_OUTPUT_PATH_LEN} bytes"
+                )));
             }
         }
         Ok(())
@@ -265,6 +310,15 @@ mod tests {
         assert!(e.0.starts_with("Unable to decode JSON: "), "{e}");
         let e = decode_body::<OutputProduced>(br#"{"paths": "/x"}"#, false).unwrap_err();
         assert!(e.0.contains("invalid type"), "{e}");
+        let many = |n: usize| {
+            let list: Vec<String> = (0..n).map(|i| format!("\"/r/{i}.png\"")).collect();
+            format!("{{\"paths\": [{}]}}", list.join(","))
+        };
+        let o: OutputProduced = decode_body(many(MAX_OUTPUT_PATHS).as_bytes(), false).unwrap();
+        assert_eq!(o.paths.len(), MAX_OUTPUT_PATHS);
+        let e = decode_body::<OutputProduced>(many(MAX_OUTPUT_PATHS + 1).as_bytes(), false)
+            .unwrap_err();
+        assert!(e.0.contains("at most 1000 paths"), "{e}");
         let r: RegisterWorker = decode_body(br#"{"secret": "s", "extra": 1}"#, false).unwrap();
         assert_eq!(r.secret, "s");
     }

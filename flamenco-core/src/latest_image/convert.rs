@@ -4,11 +4,18 @@
 //! straight alpha over black, scale to fit [`ConvertLimits::max_output`] keeping the aspect
 //! ratio, and encode as JPEG.
 //!
-//! CPU-bound and blocking: call it from `spawn_blocking`.
+//! Only regular files are read: the path is checked with `metadata` before it is opened,
+//! it is opened with `O_NONBLOCK` (so a FIFO swapped in between cannot block the open), and
+//! the open file is checked again. A FIFO, socket or device named like a frame is refused
+//! with [`ConvertError::NotAFile`].
+//!
+//! CPU-bound and blocking: call it off the async runtime (the pipeline uses its own
+//! threads, with a time limit; see the module above).
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
+use std::time::Duration;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
@@ -28,6 +35,10 @@ pub struct ConvertLimits {
     pub max_output: (u32, u32),
     /// JPEG quality, 1–100 (default 85, as v2).
     pub jpeg_quality: u8,
+    /// Longest one conversion may take (default 60 s). A conversion still running then is
+    /// abandoned (its thread finishes on its own, its result is dropped) and the next path
+    /// is taken; see [`super::MAX_CONVERSION_THREADS`].
+    pub max_duration: Duration,
 }
 
 impl Default for ConvertLimits {
@@ -38,6 +49,7 @@ impl Default for ConvertLimits {
             max_alloc: 1024 * 1024 * 1024,
             max_output: (1920, 1080),
             jpeg_quality: 85,
+            max_duration: Duration::from_secs(60),
         }
     }
 }
@@ -57,7 +69,7 @@ pub struct Converted {
 pub enum ConvertError {
     #[error("cannot read the file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("not a regular file")]
+    #[error("not a regular file (a folder, FIFO, socket or device); only image files are read")]
     NotAFile,
     #[error("the file is {size} bytes, more than the {max} bytes allowed")]
     TooLarge { size: u64, max: u64 },
@@ -88,11 +100,8 @@ impl From<image::ImageError> for ConvertError {
 /// Convert the image file at `path` (its format is recognised from its content, else its
 /// extension).
 pub fn convert_file(path: &Path, limits: &ConvertLimits) -> Result<Converted, ConvertError> {
-    let file = File::open(path)?;
+    let file = open_regular_file(path)?;
     let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(ConvertError::NotAFile);
-    }
     if meta.len() > limits.max_file_size {
         return Err(ConvertError::TooLarge {
             size: meta.len(),
@@ -116,6 +125,28 @@ pub fn convert_file(path: &Path, limits: &ConvertLimits) -> Result<Converted, Co
     reader.limits(decode_limits);
     let decoded = reader.decode()?;
     convert_image(decoded, limits)
+}
+
+/// Open `path` for reading if it is a regular file (symbolic links are followed), without
+/// ever blocking on a FIFO or device: the type is checked before the open, the open is
+/// non-blocking, and the open file's type is checked again (it may have been replaced).
+pub fn open_regular_file(path: &Path) -> Result<File, ConvertError> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(ConvertError::NotAFile);
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // No effect on regular files; a FIFO opened this way does not wait for a writer.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(ConvertError::NotAFile);
+    }
+    Ok(file)
 }
 
 /// Scale, tone-map and encode an already decoded image.

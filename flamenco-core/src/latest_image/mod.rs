@@ -2,40 +2,61 @@
 //! the `/latest-image` page show (manager-v2.md §9.3, with the bugs of §11 item 33 fixed).
 //!
 //! Paths come from two places: workers' `POST /output-produced` reports (through
-//! [`Manager::output_produced`](crate::Manager::output_produced)) and, when
-//! `watch_for_latest_image` is set, the folder watcher in [`watch`]. Both feed
-//! [`LatestImages::submit`], a bounded queue (at most [`QUEUE_CAPACITY`] paths; when it is
-//! full the oldest pending path is dropped and logged, so a caller never waits). One task
-//! takes the paths in order and converts each on the blocking thread pool ([`convert`]:
-//! decode PNG/JPEG/TIFF/EXR in-process with size limits, tone-map float images, scale to at
-//! most 1920×1080, encode as JPEG). A path that cannot be converted is logged and skipped;
-//! the previous image stays.
+//! [`LatestImages::submit_report`], which logs one summary line per report) and, when
+//! `watch_for_latest_image` is set, the folder watcher in [`watch`]. Both feed a bounded
+//! queue ([`queue`]: at most [`QUEUE_CAPACITY`] paths and [`QUEUE_MAX_BYTES`] bytes; when it
+//! is full the oldest waiting path is dropped, so a caller never waits).
+//!
+//! One task takes the paths in order. Each conversion runs on a thread of its own (not the
+//! runtime's blocking pool, which the store and bcrypt need) with a time limit
+//! ([`ConvertLimits::max_duration`]): a conversion that overruns it (a hung network mount)
+//! is abandoned and the next path is taken; at most [`MAX_CONVERSION_THREADS`] threads exist
+//! at once, abandoned ones included. On that thread: only a regular file is read (a FIFO,
+//! socket or device is skipped), a file already converted under any name ([`recent`]: same
+//! file name, size and modification time, e.g. after `move-to-final` renamed its folder) is
+//! skipped, and the rest is [`convert`]ed (decode PNG/JPEG/TIFF/EXR in-process with size
+//! limits, tone-map float images, scale to at most 1920×1080, encode as JPEG). A path that
+//! cannot be converted is skipped and the previous image stays; these skips are logged in
+//! summary ([`skips`]), never one line per path without bound.
 //!
 //! The newest image is kept in memory ([`LatestImage`]: the JPEG bytes, a version counter,
 //! an ETag) and written atomically to `<data_dir>/latest-image.jpg` (with its description in
 //! `latest-image.json`), from where it is loaded again at the next start. New images are
 //! announced to [`ImageEvents`] subscribers (the `/imagewatch` SSE stream). [`LatestImages::close`]
-//! stops the pipeline and ends every subscription; submitting afterwards is a no-op.
+//! stops the pipeline at once and ends every subscription (it never waits for a
+//! conversion); submitting afterwards is a no-op. [`LatestImages::stats`] counts what the
+//! pipeline did.
 
 pub mod convert;
+mod queue;
+pub mod recent;
+mod report;
+pub mod skips;
 pub mod watch;
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub use convert::{ConvertError, ConvertLimits, Converted};
+pub use queue::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
+pub use report::ReportSummary;
 
-/// How many paths may wait for conversion; beyond that the oldest waiting path is dropped.
-pub const QUEUE_CAPACITY: usize = 50;
+use queue::{PathQueue, Pushed};
+use recent::{FileIdentity, RecentFiles};
+use skips::SkipLog;
+
+/// At most this many conversion threads exist at once, abandoned (timed-out) ones included.
+/// When that many are stuck, the next conversion waits for one of them to end (the queue
+/// stays bounded meanwhile) and this is logged once.
+pub const MAX_CONVERSION_THREADS: usize = 3;
 
 /// The file the latest image is kept in, inside `data_dir`.
 pub const IMAGE_FILE: &str = "latest-image.jpg";
@@ -83,12 +104,55 @@ pub struct LatestImages {
 struct Shared {
     data_dir: PathBuf,
     limits: ConvertLimits,
-    queue: Mutex<VecDeque<PathBuf>>,
+    queue: Mutex<PathQueue>,
     wake: Notify,
     current: RwLock<Option<Arc<LatestImage>>>,
     announce: broadcast::Sender<u64>,
     closed: CancellationToken,
     worker_started: AtomicBool,
+    recent: Mutex<RecentFiles>,
+    skips: Mutex<SkipLog>,
+    counters: Counters,
+    /// Conversion threads alive, abandoned ones included.
+    threads: AtomicUsize,
+    thread_ended: Notify,
+    /// Held while writing `latest-image.jpg`, so an abandoned conversion that finishes
+    /// late never writes at the same time as the current one.
+    persist: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Counters {
+    submitted: AtomicU64,
+    dropped: AtomicU64,
+    conversions: AtomicU64,
+    published: AtomicU64,
+    already_converted: AtomicU64,
+    not_regular: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+/// What the pipeline did since it was made (`LatestImages::stats`), for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PipelineStats {
+    /// Paths that entered the queue.
+    pub submitted: u64,
+    /// Paths dropped from a full queue (the oldest go first).
+    pub dropped: u64,
+    /// Files decoded (the costly part): one per distinct file, whatever its paths.
+    pub conversions: u64,
+    /// New images published.
+    pub published: u64,
+    /// Paths skipped because the same file (name, size, modification time) was converted
+    /// already, e.g. reported by the worker and seen by the watcher, or renamed.
+    pub already_converted: u64,
+    /// Paths skipped because they are not regular files (FIFO, socket, device, folder).
+    pub not_regular: u64,
+    /// Paths skipped for another reason: missing, unreadable, not an image, over a limit.
+    pub failed: u64,
+    /// Conversions abandoned after [`ConvertLimits::max_duration`].
+    pub timed_out: u64,
 }
 
 impl LatestImages {
@@ -106,12 +170,18 @@ impl LatestImages {
             shared: Arc::new(Shared {
                 data_dir: data_dir.into(),
                 limits,
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(PathQueue::default()),
                 wake: Notify::new(),
                 current: RwLock::new(None),
                 announce,
                 closed: CancellationToken::new(),
                 worker_started: AtomicBool::new(false),
+                recent: Mutex::new(RecentFiles::default()),
+                skips: Mutex::new(SkipLog::default()),
+                counters: Counters::default(),
+                threads: AtomicUsize::new(0),
+                thread_ended: Notify::new(),
+                persist: Mutex::new(()),
             }),
         }
     }
@@ -209,42 +279,79 @@ impl LatestImages {
         self.latest().map(|i| i.info.clone())
     }
 
-    /// Queue a rendered file for conversion. Never waits: when [`QUEUE_CAPACITY`] paths are
-    /// already waiting, the oldest is dropped (and logged). A path already waiting is not
-    /// queued twice. After [`LatestImages::close`] this does nothing.
+    /// Queue a rendered file for conversion. Never waits: when the queue is full
+    /// ([`QUEUE_CAPACITY`] paths or [`QUEUE_MAX_BYTES`] bytes), the oldest waiting paths are
+    /// dropped (logged in summary). A path already waiting is not queued twice. After
+    /// [`LatestImages::close`] this does nothing.
     ///
     /// Must be called inside a Tokio runtime (the conversion task is started on the first
     /// call); outside one the path is logged and skipped.
     pub fn submit(&self, path: impl Into<PathBuf>) {
-        let path = path.into();
+        self.submit_all(std::iter::once(path.into()));
+    }
+
+    /// [`LatestImages::submit`] for several paths, in order (the last one is converted
+    /// last). Returns how many were queued.
+    pub fn submit_all(&self, paths: impl IntoIterator<Item = PathBuf>) -> usize {
         if self.shared.closed.is_cancelled() {
-            tracing::debug!(path = %path.display(), "latest image: shutting down, path ignored");
-            return;
+            tracing::debug!("latest image: shutting down, paths ignored");
+            return 0;
         }
         if !self.ensure_worker() {
-            tracing::warn!(
-                path = %path.display(),
-                "latest image: no async runtime to convert images in; path skipped"
-            );
-            return;
+            tracing::warn!("latest image: no async runtime to convert images in; paths skipped");
+            return 0;
         }
+        let mut queued = 0;
+        let mut dropped_total = 0;
+        let mut too_long = None;
         {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.contains(&path) {
-                return;
-            }
-            if queue.len() >= QUEUE_CAPACITY {
-                if let Some(dropped) = queue.pop_front() {
-                    tracing::warn!(
-                        dropped = %dropped.display(),
-                        "latest image: {QUEUE_CAPACITY} images are waiting for conversion; \
-                         skipping the oldest"
-                    );
+            for path in paths {
+                match queue.push(path.clone()) {
+                    Pushed::Queued { dropped } => {
+                        queued += 1;
+                        dropped_total += dropped;
+                    }
+                    Pushed::Duplicate => {}
+                    Pushed::TooLong => too_long = Some(path),
                 }
             }
-            queue.push_back(path);
         }
-        self.shared.wake.notify_one();
+        let counters = &self.shared.counters;
+        counters
+            .submitted
+            .fetch_add(queued as u64, Ordering::Relaxed);
+        counters
+            .dropped
+            .fetch_add(dropped_total as u64, Ordering::Relaxed);
+        if dropped_total > 0 || too_long.is_some() {
+            let mut skips = self.shared.skips.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if dropped_total > 0 {
+                skips.skip_many(
+                    now,
+                    "dropped from the full queue",
+                    dropped_total as u64,
+                    &format!(
+                        "latest image: {dropped_total} waiting paths dropped: more than \
+                         {QUEUE_CAPACITY} paths (or {QUEUE_MAX_BYTES} bytes) were waiting for \
+                         conversion; the newest are kept"
+                    ),
+                );
+            }
+            if let Some(path) = too_long {
+                skips.skip(
+                    now,
+                    "too long",
+                    &path,
+                    &format!("the path is longer than {QUEUE_MAX_BYTES} bytes"),
+                );
+            }
+        }
+        if queued > 0 {
+            self.shared.wake.notify_one();
+        }
+        queued
     }
 
     /// How many paths wait for conversion (not counting the one being converted).
@@ -256,6 +363,38 @@ impl LatestImages {
             .len()
     }
 
+    /// Whether nothing waits and no conversion is in progress (an abandoned one does not
+    /// count).
+    pub fn is_idle(&self) -> bool {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_idle()
+    }
+
+    /// What the pipeline did so far.
+    pub fn stats(&self) -> PipelineStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PipelineStats {
+            submitted: get(&c.submitted),
+            dropped: get(&c.dropped),
+            conversions: get(&c.conversions),
+            published: get(&c.published),
+            already_converted: get(&c.already_converted),
+            not_regular: get(&c.not_regular),
+            failed: get(&c.failed),
+            timed_out: get(&c.timed_out),
+        }
+    }
+
+    /// Conversion threads alive now, abandoned ones included (at most
+    /// [`MAX_CONVERSION_THREADS`]).
+    pub fn conversion_threads(&self) -> usize {
+        self.shared.threads.load(Ordering::Acquire)
+    }
+
     /// Listen for new images. The subscription ends when the pipeline is closed; dropping
     /// it is all a listener needs to do to go away.
     pub fn subscribe(&self) -> ImageEvents {
@@ -265,8 +404,10 @@ impl LatestImages {
         }
     }
 
-    /// Stop converting, drop the waiting paths and end every subscription. A conversion
-    /// in progress finishes on its thread but is neither saved nor published. Idempotent.
+    /// Stop converting, drop the waiting paths and end every subscription. Returns at
+    /// once: a conversion in progress is abandoned on its thread (it is neither saved nor
+    /// published), so a conversion stuck on a hung file system cannot hold up a shutdown.
+    /// Idempotent.
     pub fn close(&self) {
         self.shared.closed.cancel();
         self.shared
@@ -274,6 +415,11 @@ impl LatestImages {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        self.shared
+            .skips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush();
     }
 
     /// Whether [`LatestImages::close`] was called.
@@ -332,35 +478,45 @@ impl ImageEvents {
     }
 }
 
-/// The conversion task: one path at a time, each on the blocking pool.
+/// What one conversion thread found.
+enum Outcome {
+    Converted {
+        converted: Converted,
+        saved: Saved,
+        persisted: std::io::Result<()>,
+    },
+    AlreadyConverted,
+    Skipped {
+        reason: &'static str,
+        error: ConvertError,
+    },
+    /// Closed or abandoned meanwhile: nothing to publish.
+    Closed,
+}
+
+/// The conversion task: one path at a time, each on a thread of its own with a time limit.
 async fn run_conversions(shared: Arc<Shared>) {
     loop {
         let path = tokio::select! {
+            biased;
             _ = shared.closed.cancelled() => break,
             path = next_path(&shared) => path,
         };
-        let limits = shared.limits.clone();
-        let data_dir = shared.data_dir.clone();
-        let source = path.clone();
-        let closed = shared.closed.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let converted = convert::convert_file(&source, &limits)?;
-            if closed.is_cancelled() {
-                return Err(ConvertError::Closed);
-            }
-            let saved = Saved {
-                updated: Utc::now(),
-                source_path: source.display().to_string(),
-            };
-            let persisted = persist(&data_dir, &converted.jpeg, &saved);
-            Ok::<_, ConvertError>((converted, saved, persisted))
-        });
         let outcome = tokio::select! {
-            _ = shared.closed.cancelled() => break,
-            outcome = job => outcome,
+            biased;
+            _ = shared.closed.cancelled() => None,
+            outcome = convert_in_thread(&shared, &path) => outcome,
         };
+        let Some(outcome) = outcome else {
+            break;
+        };
+        let counters = &shared.counters;
         match outcome {
-            Ok(Ok((converted, saved, persisted))) => {
+            Outcome::Converted {
+                converted,
+                saved,
+                persisted,
+            } => {
                 if let Err(e) = persisted {
                     tracing::warn!(
                         "latest image: cannot save it in {}: {e}; it is served from memory \
@@ -368,30 +524,219 @@ async fn run_conversions(shared: Arc<Shared>) {
                         shared.data_dir.display()
                     );
                 }
+                counters.published.fetch_add(1, Ordering::Relaxed);
                 publish(&shared, saved, converted);
             }
-            Ok(Err(e)) => {
-                tracing::warn!(path = %path.display(), "latest image: skipped: {e}");
+            Outcome::AlreadyConverted => {
+                counters.already_converted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    "latest image: {} was converted already (under this or another name)",
+                    skips::shown(&path)
+                );
             }
-            Err(e) => {
-                tracing::error!(path = %path.display(), "latest image: conversion failed: {e}");
+            Outcome::Skipped { reason, error } => {
+                let counter = if matches!(error, ConvertError::NotAFile) {
+                    &counters.not_regular
+                } else {
+                    &counters.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                shared.skips.lock().unwrap_or_else(|e| e.into_inner()).skip(
+                    std::time::Instant::now(),
+                    reason,
+                    &path,
+                    &error.to_string(),
+                );
             }
+            Outcome::Closed => {}
         }
+        shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .done();
     }
+    shared
+        .skips
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .flush();
     tracing::debug!("latest image: conversion task stopped");
 }
 
+/// The next waiting path; meanwhile, a skip summary whose window ended is logged.
 async fn next_path(shared: &Shared) -> PathBuf {
     loop {
         if let Some(path) = shared
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+            .take()
         {
             return path;
         }
-        shared.wake.notified().await;
+        let due = shared.skips.lock().unwrap_or_else(|e| e.into_inner()).due();
+        match due {
+            None => shared.wake.notified().await,
+            Some(due) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {
+                        shared
+                            .skips
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .flush_if_due(std::time::Instant::now());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lowers the live-thread count when a conversion thread ends, panics included.
+struct ThreadSlot(Arc<Shared>);
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        self.0.threads.fetch_sub(1, Ordering::AcqRel);
+        self.0.thread_ended.notify_one();
+    }
+}
+
+/// Convert `path` on a new thread, waiting at most `max_duration` for it; `None` once the
+/// pipeline is closed.
+async fn convert_in_thread(shared: &Arc<Shared>, path: &Path) -> Option<Outcome> {
+    // Wait for a free thread slot (only when earlier conversions are stuck).
+    let mut warned = false;
+    while shared.threads.load(Ordering::Acquire) >= MAX_CONVERSION_THREADS {
+        if !warned {
+            warned = true;
+            tracing::warn!(
+                "latest image: {MAX_CONVERSION_THREADS} conversions are stuck (a hung file \
+                 system?); new images wait until one of them ends"
+            );
+        }
+        tokio::select! {
+            _ = shared.closed.cancelled() => return None,
+            _ = shared.thread_ended.notified() => {}
+        }
+    }
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = oneshot::channel();
+    shared.threads.fetch_add(1, Ordering::AcqRel);
+    let slot = ThreadSlot(shared.clone());
+    let spawned = std::thread::Builder::new()
+        .name("latest-image".into())
+        .spawn({
+            let path = path.to_path_buf();
+            let abandoned = abandoned.clone();
+            move || {
+                let shared = slot.0.clone();
+                let outcome = convert_one(&shared, &path, &abandoned);
+                let _ = tx.send(outcome);
+                drop(slot);
+            }
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the slot) was dropped: the count is right again.
+        return Some(Outcome::Skipped {
+            reason: "no thread",
+            error: ConvertError::Io(std::io::Error::other(format!(
+                "cannot start a conversion thread: {e}"
+            ))),
+        });
+    }
+    let limit = shared.limits.max_duration;
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(outcome)) => Some(outcome),
+        Ok(Err(_)) => Some(Outcome::Skipped {
+            reason: "failed",
+            error: ConvertError::Decode("the conversion thread ended without an answer".into()),
+        }),
+        Err(_) => {
+            abandoned.store(true, Ordering::Release);
+            shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                "latest image: converting {} took more than {} s; abandoned it (is the file \
+                 on a hung network mount?) and going on with the next image",
+                skips::shown(path),
+                limit.as_secs_f64()
+            );
+            Some(Outcome::Closed)
+        }
+    }
+}
+
+/// The short reason a skip is counted under in the log summary.
+fn reason_of(error: &ConvertError) -> &'static str {
+    match error {
+        ConvertError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "not found",
+        ConvertError::Io(_) => "unreadable",
+        ConvertError::NotAFile => "not a regular file",
+        ConvertError::TooLarge { .. } | ConvertError::OverLimits(_) => "over the limits",
+        ConvertError::Unsupported(_) => "not a supported image",
+        ConvertError::Decode(_) | ConvertError::Encode(_) => "not decodable",
+        ConvertError::Closed => "shutting down",
+    }
+}
+
+/// One conversion, on its own thread: regular files only, each distinct file once.
+fn convert_one(shared: &Shared, path: &Path, abandoned: &AtomicBool) -> Outcome {
+    #[cfg(test)]
+    tests::hang_if_asked(path);
+    let skipped = |error: ConvertError| Outcome::Skipped {
+        reason: reason_of(&error),
+        error,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return skipped(ConvertError::Io(e)),
+    };
+    if !meta.is_file() {
+        return skipped(ConvertError::NotAFile);
+    }
+    let identity = FileIdentity::new(path, &meta);
+    let forget = |shared: &Shared| {
+        shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&identity)
+    };
+    if !shared
+        .recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(identity.clone())
+    {
+        return Outcome::AlreadyConverted;
+    }
+    shared.counters.conversions.fetch_add(1, Ordering::Relaxed);
+    let converted = match convert::convert_file(path, &shared.limits) {
+        Ok(c) => c,
+        Err(e) => {
+            // Maybe half-written: a later report of the finished file may try again.
+            forget(shared);
+            return skipped(e);
+        }
+    };
+    let saved = Saved {
+        updated: Utc::now(),
+        source_path: path.display().to_string(),
+    };
+    let persisted = {
+        let _one_writer = shared.persist.lock().unwrap_or_else(|e| e.into_inner());
+        if shared.closed.is_cancelled() || abandoned.load(Ordering::Acquire) {
+            forget(shared);
+            return Outcome::Closed;
+        }
+        persist(&shared.data_dir, &converted.jpeg, &saved)
+    };
+    Outcome::Converted {
+        converted,
+        saved,
+        persisted,
     }
 }
 

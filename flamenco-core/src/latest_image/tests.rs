@@ -405,3 +405,326 @@ fn watching_a_missing_folder_or_a_file_is_a_clear_error() {
     assert!(err.to_string().contains("not a folder"), "{err}");
     assert!(watch::check_dir(dir.path()).is_ok());
 }
+
+/// Test hook, called on the conversion thread before anything else: a file named
+/// `hang-*` stands for a file on a hung network mount. The thread does not return until
+/// `<path>.release` exists (or 120 s passed).
+pub(super) fn hang_if_asked(path: &Path) {
+    let hangs = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("hang-"));
+    if !hangs {
+        return;
+    }
+    let mut release = path.as_os_str().to_owned();
+    release.push(".release");
+    let release = PathBuf::from(release);
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while !release.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn release(path: &Path) {
+    let mut release = path.as_os_str().to_owned();
+    release.push(".release");
+    std::fs::write(PathBuf::from(release), b"").unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo (coreutils)");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Wait until `cond` holds for the pipeline, or fail after `secs` naming `what`.
+async fn wait_until(
+    images: &LatestImages,
+    secs: u64,
+    what: &str,
+    cond: impl Fn(&LatestImages) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond(images) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not {what} within {secs} s: {:?}, idle {}, image {:?}",
+            images.stats(),
+            images.is_idle(),
+            images.info()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
+    write(
+        dir,
+        name,
+        &DynamicImage::ImageRgb8(gradient(w, h)),
+        ImageFormat::Png,
+    )
+}
+
+#[test]
+fn frame_numbers_come_from_the_last_digits_of_the_name() {
+    use super::watch::frame_number;
+    assert_eq!(frame_number(Path::new("/r/frame_0042.png")), Some(42));
+    assert_eq!(frame_number(Path::new("shot_010_frame_0007.exr")), Some(7));
+    assert_eq!(frame_number(Path::new("/r/12-34.png")), Some(34));
+    assert_eq!(frame_number(Path::new("0100.png")), Some(100));
+    assert_eq!(frame_number(Path::new("/r/preview.png")), None);
+}
+
+#[test]
+fn a_fifo_is_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("frame_0001.png");
+    mkfifo(&fifo);
+    // Opening a FIFO for reading without O_NONBLOCK would wait for a writer forever.
+    let err = convert_file(&fifo, &ConvertLimits::default()).unwrap_err();
+    assert!(matches!(err, ConvertError::NotAFile), "{err}");
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    let err = convert::open_regular_file(&fifo).unwrap_err();
+    assert!(matches!(err, ConvertError::NotAFile), "{err}");
+    // /dev/null is a character device.
+    let err = convert_file(Path::new("/dev/null"), &ConvertLimits::default()).unwrap_err();
+    assert!(matches!(err, ConvertError::NotAFile), "{err}");
+}
+
+#[tokio::test]
+async fn a_fifo_is_skipped_and_the_next_image_is_shown() {
+    let data = tempfile::tempdir().unwrap();
+    let renders = tempfile::tempdir().unwrap();
+    let images = LatestImages::new(data.path());
+    let fifo = renders.path().join("frame_0001.png");
+    mkfifo(&fifo);
+    images.submit(&fifo);
+    let real = png(renders.path(), "frame_0002.png", 32, 18);
+    images.submit(&real);
+    let info = wait_for_version(&images, 1, 30).await;
+    assert_eq!(info.source_path, real.display().to_string());
+    wait_until(&images, 30, "idle", |i| i.is_idle()).await;
+    let stats = images.stats();
+    assert_eq!(stats.not_regular, 1, "{stats:?}");
+    assert_eq!(stats.conversions, 1, "{stats:?}");
+    assert_eq!(stats.published, 1, "{stats:?}");
+    // close() never waits for the pipeline.
+    let closing = tokio::task::spawn_blocking(move || images.close());
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("close returns")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_hung_conversion_is_abandoned_and_cannot_wedge_the_pipeline() {
+    let data = tempfile::tempdir().unwrap();
+    let renders = tempfile::tempdir().unwrap();
+    let limits = ConvertLimits {
+        max_duration: Duration::from_millis(300),
+        ..ConvertLimits::default()
+    };
+    let images = LatestImages::with_limits(data.path(), limits);
+    // As many hung files as there may be threads: each is abandoned after its time limit.
+    let hung: Vec<PathBuf> = (0..MAX_CONVERSION_THREADS)
+        .map(|i| png(renders.path(), &format!("hang-{i}.png"), 8, 8))
+        .collect();
+    for path in &hung {
+        images.submit(path);
+    }
+    let real = png(renders.path(), "frame_0001.png", 16, 9);
+    images.submit(&real);
+    wait_until(&images, 30, "all hung ones abandoned", |i| {
+        i.stats().timed_out == MAX_CONVERSION_THREADS as u64
+    })
+    .await;
+    // Every thread is taken by a stuck conversion: the real frame waits (the queue holds
+    // it), it is not lost.
+    assert_eq!(images.conversion_threads(), MAX_CONVERSION_THREADS);
+    assert!(images.info().is_none());
+    // One hung file system answers: its thread ends and the real frame is converted.
+    release(&hung[0]);
+    let info = wait_for_version(&images, 1, 30).await;
+    assert_eq!(info.source_path, real.display().to_string());
+    let stats = images.stats();
+    assert_eq!(
+        stats.published, 1,
+        "the abandoned conversion is not published"
+    );
+    assert_eq!(stats.timed_out, MAX_CONVERSION_THREADS as u64, "{stats:?}");
+
+    // close() returns at once although two conversions are still stuck.
+    assert!(images.conversion_threads() >= 2);
+    let images = Arc::new(images);
+    let closing = tokio::task::spawn_blocking({
+        let images = images.clone();
+        move || images.close()
+    });
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("close returns while conversions are stuck")
+        .unwrap();
+    for path in &hung[1..] {
+        release(path);
+    }
+    wait_until(&images, 30, "the stuck threads ended", |i| {
+        i.conversion_threads() == 0
+    })
+    .await;
+    assert_eq!(images.stats().published, 1, "nothing published after close");
+}
+
+#[tokio::test]
+async fn a_report_is_summarised_and_only_its_newest_paths_are_queued() {
+    let data = tempfile::tempdir().unwrap();
+    let images = LatestImages::new(data.path());
+    let mut paths: Vec<String> = (0..200).map(|i| format!("/r/frame_{i:04}.png")).collect();
+    paths.push("relative/frame.png".into());
+    paths.push("frame\nFAKE LINE".into());
+    let summary = images.submit_report("worker (1.2.3.4)", &paths);
+    assert_eq!(summary.paths, 202);
+    assert_eq!(summary.relative, 2);
+    assert_eq!(summary.older, 200 - QUEUE_CAPACITY);
+    assert_eq!(summary.queued, QUEUE_CAPACITY);
+    assert_eq!(
+        summary.first_skipped.as_deref(),
+        Some("\"relative/frame.png\"")
+    );
+    assert_eq!(images.pending(), QUEUE_CAPACITY);
+    assert_eq!(images.stats().dropped, 0, "nothing had to be dropped");
+    images.close();
+}
+
+/// A watcher on a temporary folder, with short timings.
+fn watch_fast(dir: &Path, images: &Arc<LatestImages>) -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = WatchOptions {
+        quiet: Duration::from_millis(300),
+        tick: Duration::from_millis(100),
+    };
+    watch::spawn(dir, images.clone(), options, stop.clone()).expect("watch");
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_skips_a_fifo_and_shows_the_next_frame() {
+    let data = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let images = Arc::new(LatestImages::new(data.path()));
+    let stop = watch_fast(watched.path(), &images);
+    mkfifo(&watched.path().join("frame_0001.png"));
+    wait_until(&images, 30, "the FIFO skipped", |i| {
+        i.stats().not_regular == 1
+    })
+    .await;
+    let real = png(watched.path(), "frame_0002.png", 24, 12);
+    let info = wait_for_version(&images, 1, 30).await;
+    assert_eq!(info.source_path, real.display().to_string());
+    stop.cancel();
+    let closing = tokio::task::spawn_blocking({
+        let images = images.clone();
+        move || images.close()
+    });
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .expect("close returns")
+        .unwrap();
+}
+
+/// What the real worker and `move-to-final` do: frames are written into
+/// `…__intermediate` (each reported by the worker too), then the folder is renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_shot_is_not_converted_again_and_its_last_frame_stays() {
+    let data = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let images = Arc::new(LatestImages::new(data.path()));
+    let stop = watch_fast(watched.path(), &images);
+    let intermediate = watched.path().join("shot__intermediate");
+    std::fs::create_dir(&intermediate).unwrap();
+    let mut frames = Vec::new();
+    for frame in 1..=4 {
+        frames.push(png(
+            &intermediate,
+            &format!("frame_{frame:04}.png"),
+            40,
+            20 + frame,
+        ));
+    }
+    let last = frames[3].clone();
+    wait_until(&images, 30, "the watcher's 4 frames converted", |i| {
+        i.stats().conversions == 4 && i.is_idle()
+    })
+    .await;
+    let info = images.info().unwrap();
+    assert_eq!(info.source_path, last.display().to_string());
+    assert_eq!(info.height, 24, "frame 4");
+    // The worker's reports of the same frames (late, as 2.5 throttles them).
+    images.submit_all(frames.iter().cloned());
+    wait_until(&images, 30, "the worker's reports handled", |i| {
+        i.stats().already_converted == 4 && i.is_idle()
+    })
+    .await;
+    let before = images.stats();
+    assert_eq!(
+        before.conversions, 4,
+        "each frame converted once: {before:?}"
+    );
+    assert_eq!(images.info().unwrap(), info);
+
+    // move-to-final: the watcher lists the renamed folder's frames again.
+    let final_dir = watched.path().join("shot");
+    std::fs::rename(&intermediate, &final_dir).unwrap();
+    wait_until(&images, 30, "the renamed frames seen", |i| {
+        i.stats().already_converted >= before.already_converted + 4 && i.is_idle()
+    })
+    .await;
+    let after = images.stats();
+    assert_eq!(after.conversions, 4, "nothing converted again: {after:?}");
+    assert_eq!(after.published, before.published);
+    assert_eq!(
+        images.info().unwrap(),
+        info,
+        "the last frame stays the image"
+    );
+    stop.cancel();
+    images.close();
+}
+
+/// Frames that arrive all at once with the same modification time (a folder moved in
+/// from elsewhere) are taken in frame order, so the last frame is the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_moved_in_together_end_with_the_last_frame() {
+    let data = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir_in(watched.path().parent().unwrap()).unwrap();
+    let images = Arc::new(LatestImages::new(data.path()));
+    let stop = watch_fast(watched.path(), &images);
+    let shot = elsewhere.path().join("shot");
+    std::fs::create_dir(&shot).unwrap();
+    let when = std::time::SystemTime::now() - Duration::from_secs(3600);
+    // Written in an order that is neither the frame order nor (likely) the hash order.
+    for frame in [3u32, 1, 4, 2] {
+        let path = png(&shot, &format!("frame_{frame:04}.png"), 40, 20 + frame);
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(when).unwrap();
+    }
+    let moved = watched.path().join("shot");
+    std::fs::rename(&shot, &moved).unwrap();
+    wait_until(&images, 30, "4 frames converted", |i| {
+        i.stats().conversions == 4 && i.is_idle()
+    })
+    .await;
+    let info = images.info().unwrap();
+    assert_eq!(
+        info.source_path,
+        moved.join("frame_0004.png").display().to_string()
+    );
+    assert_eq!(info.height, 24);
+    assert_eq!(images.stats().published, 4);
+    stop.cancel();
+    images.close();
+}

@@ -2,25 +2,36 @@
 //! watched recursively, new subfolders included; image files (`.png`, `.jpg`, `.jpeg`,
 //! `.tif`, `.tiff`, `.exr`, any case) that are created, written or renamed into it are
 //! reported to the pipeline once they have had no writes for [`WatchOptions::quiet`]
-//! (2 s; checked every [`WatchOptions::tick`], 1 s), oldest first, so the most recently
-//! written file becomes the latest image.
+//! (2 s; checked every [`WatchOptions::tick`], 1 s), in the order they were last written,
+//! so the most recently written file becomes the latest image.
 //!
-//! A folder created inside the tree is scanned once when it appears, so files written
-//! into it before its watch was in place are not missed. Files renamed away or removed
-//! stop being tracked. Existing files are not reported at start (as in v2).
+//! A folder created or renamed inside the tree is scanned once when it appears, so files
+//! written into it before its watch was in place are not missed. The files found by one
+//! scan have no write order of their own: they are reported by modification time, then by
+//! frame number (the last group of digits of the file name), then by name, so the last
+//! frame of a shot comes last. (Frames that were shown already, e.g. a folder renamed by
+//! `move-to-final`, are not converted again: the pipeline recognises them, see
+//! [`super::recent`].) Files renamed away or removed stop being tracked. Existing files are
+//! not reported at start (as in v2).
+//!
+//! The watcher runs on a thread of its own, not on the async runtime: listing a folder on
+//! a hung network mount blocks that thread only. Stopping it waits at most [`STOP_GRACE`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::LatestImages;
+use super::{LatestImages, QUEUE_CAPACITY};
+
+/// How long stopping the watcher waits for its thread (stuck on a hung file system, it is
+/// left behind and the shutdown goes on).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// File name extensions of images the watcher reports (compared case-insensitively).
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "exr"];
@@ -87,8 +98,26 @@ pub fn check_dir(dir: &Path) -> Result<(), WatchError> {
         .map_err(|source| WatchError::Unreadable { dir: shown, source })
 }
 
+/// The frame number in a file name: the last group of digits of its stem
+/// (`shot_010_frame_0042.png` → 42).
+pub fn frame_number(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    let end = stem.rfind(|c: char| c.is_ascii_digit())? + 1;
+    let start = stem[..end]
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    stem[start..end].parse().ok()
+}
+
+enum Msg {
+    Event(notify::Result<Event>),
+    Stop,
+}
+
 /// Watch `dir` recursively and submit finished image files to `images`, until `stop` is
-/// cancelled (or `images` is closed). Must be called inside a Tokio runtime.
+/// cancelled (or `images` is closed). Must be called inside a Tokio runtime. The returned
+/// task ends when the watcher's thread has ended, or [`STOP_GRACE`] after `stop` if the
+/// thread is stuck.
 pub fn spawn(
     dir: &Path,
     images: Arc<LatestImages>,
@@ -96,10 +125,12 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
     check_dir(dir)?;
-    let (tx, rx) = mpsc::channel::<notify::Result<Event>>(1024);
-    // notify calls this on its own thread, never inside the runtime, so it may block.
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = mpsc::sync_channel::<Msg>(1024);
+    let events = tx.clone();
+    // notify calls this on its own thread, so it may block while the channel is full.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        let _ = tx.blocking_send(event);
+        let _ = events.send(Msg::Event(event));
     })
     .map_err(|source| WatchError::Watch {
         dir: dir.display().to_string(),
@@ -111,40 +142,79 @@ pub fn spawn(
             dir: dir.display().to_string(),
             source,
         })?;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("latest-image-watch".into())
+        .spawn(move || {
+            // submit() starts the conversion task on this runtime.
+            let _runtime = runtime.enter();
+            debounce(watcher, rx, &images, options, &thread_stop);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| WatchError::Watch {
+            dir: dir.display().to_string(),
+            source: notify::Error::io(e),
+        })?;
     tracing::info!(
         "watching {} (and its subfolders) for rendered images",
         dir.display()
     );
-    Ok(tokio::spawn(debounce(watcher, rx, images, options, stop)))
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut done_rx => return,
+            _ = stop.cancelled() => {}
+        }
+        // Wake the thread if it waits for events; it checks `stop` at least every tick.
+        let _ = tx.try_send(Msg::Stop);
+        if tokio::time::timeout(STOP_GRACE, done_rx).await.is_err() {
+            tracing::warn!(
+                "latest image: the folder watcher did not stop within {} s (a hung file \
+                 system?); leaving it behind",
+                STOP_GRACE.as_secs()
+            );
+        }
+    }))
 }
 
-async fn debounce(
+/// The watcher's thread: track writes, report quiet files every tick.
+fn debounce(
     watcher: notify::RecommendedWatcher,
-    mut rx: mpsc::Receiver<notify::Result<Event>>,
-    images: Arc<LatestImages>,
+    rx: mpsc::Receiver<Msg>,
+    images: &LatestImages,
     options: WatchOptions,
-    stop: CancellationToken,
+    stop: &CancellationToken,
 ) {
     let mut tracked = Tracked::default();
-    let mut tick = tokio::time::interval(options.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_tick = Instant::now() + options.tick;
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            event = rx.recv() => match event {
-                Some(Ok(event)) => tracked.handle(&event, Instant::now()),
-                Some(Err(e)) => tracing::warn!("latest image: watcher error: {e}"),
-                None => break,
-            },
-            _ = tick.tick() => {
-                if images.is_closed() {
-                    break;
-                }
-                for path in tracked.quiet_since(Instant::now(), options.quiet) {
-                    tracing::debug!(path = %path.display(), "latest image: file finished");
-                    images.submit(path);
-                }
+        if stop.is_cancelled() || images.is_closed() {
+            break;
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + options.tick;
+            let mut done = tracked.quiet_since(now, options.quiet);
+            // Only the newest can wait in the pipeline's queue anyway.
+            let older = done.len().saturating_sub(QUEUE_CAPACITY);
+            if older > 0 {
+                tracing::debug!(
+                    "latest image: {} files finished at once; reporting the newest \
+                     {QUEUE_CAPACITY}",
+                    done.len()
+                );
+                done.drain(..older);
             }
+            if !done.is_empty() {
+                images.submit_all(done);
+            }
+            continue;
+        }
+        match rx.recv_timeout(next_tick - now) {
+            Ok(Msg::Event(Ok(event))) => tracked.handle(&event, Instant::now()),
+            Ok(Msg::Event(Err(e))) => tracing::warn!("latest image: watcher error: {e}"),
+            Ok(Msg::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
     }
     // The receiver goes first, so notify's thread never waits on a full channel.
@@ -156,7 +226,10 @@ async fn debounce(
 /// Files seen being written, with the time of their last write.
 #[derive(Default)]
 struct Tracked {
-    last_write: HashMap<PathBuf, Instant>,
+    /// The time of each file's last write, and a sequence number that orders writes seen
+    /// at the same instant (the files of one scan).
+    last_write: HashMap<PathBuf, (Instant, u64)>,
+    next_seq: u64,
     overflow_logged: bool,
 }
 
@@ -225,8 +298,10 @@ impl Tracked {
         if !is_image_path(path) {
             return;
         }
+        self.next_seq += 1;
+        let seq = self.next_seq;
         if let Some(t) = self.last_write.get_mut(path) {
-            *t = now;
+            *t = (now, seq);
             return;
         }
         if self.last_write.len() >= MAX_TRACKED {
@@ -239,7 +314,7 @@ impl Tracked {
             }
             return;
         }
-        self.last_write.insert(path.to_path_buf(), now);
+        self.last_write.insert(path.to_path_buf(), (now, seq));
     }
 
     fn forget(&mut self, path: &Path) {
@@ -252,39 +327,47 @@ impl Tracked {
         }
     }
 
-    /// Track the image files already in a new folder (and its subfolders). Entries that
-    /// cannot be read are skipped.
+    /// Track the image files already in a new folder (and its subfolders), in the order
+    /// of their modification times, frame numbers and names. Entries that cannot be read
+    /// are skipped.
     fn scan(&mut self, dir: &Path, now: Instant) {
         let mut budget = MAX_SCANNED;
+        let mut found: Vec<(Option<SystemTime>, Option<u64>, PathBuf)> = Vec::new();
         let mut stack = vec![(dir.to_path_buf(), 0usize)];
-        while let Some((dir, depth)) = stack.pop() {
+        'dirs: while let Some((dir, depth)) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 if budget == 0 {
-                    return;
+                    break 'dirs;
                 }
                 budget -= 1;
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
+                let path = entry.path();
                 if kind.is_dir() && depth < 16 {
-                    stack.push((entry.path(), depth + 1));
-                } else if kind.is_file() {
-                    self.touch(&entry.path(), now);
+                    stack.push((path, depth + 1));
+                } else if kind.is_file() && is_image_path(&path) {
+                    let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                    found.push((modified, frame_number(&path), path));
                 }
             }
+        }
+        found.sort();
+        for (_, _, path) in found {
+            self.touch(&path, now);
         }
     }
 
     /// The files that have had no writes for `quiet`, oldest write first; they are no
     /// longer tracked.
     fn quiet_since(&mut self, now: Instant, quiet: Duration) -> Vec<PathBuf> {
-        let mut done: Vec<(PathBuf, Instant)> = self
+        let mut done: Vec<(PathBuf, (Instant, u64))> = self
             .last_write
             .iter()
-            .filter(|(_, t)| now.saturating_duration_since(**t) >= quiet)
+            .filter(|(_, (t, _))| now.saturating_duration_since(*t) >= quiet)
             .map(|(p, t)| (p.clone(), *t))
             .collect();
         done.sort_by_key(|(_, t)| *t);

@@ -118,7 +118,7 @@ fn lenient_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ObjectId>, 
 #[derive(Clone, Debug, Default)]
 pub struct DepsgraphBody {
     pub tasks: Vec<Task>,
-    /// Tasks of the answer that could not be decoded (each logged).
+    /// Tasks of the answer that could not be decoded (logged in one line).
     pub undecodable: usize,
 }
 
@@ -130,15 +130,24 @@ impl DepsgraphBody {
         }
         let raw: Raw = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let mut body = DepsgraphBody::default();
+        // One log line per answer, however many of its tasks do not decode.
+        let mut first_error = None;
         for value in raw.depsgraph.unwrap_or_default() {
             let id = value.get("_id").cloned();
             match serde_json::from_value::<Task>(value) {
                 Ok(task) => body.tasks.push(task),
                 Err(e) => {
-                    tracing::warn!(task = ?id, "ignoring a task of the depsgraph that does not decode: {e}");
+                    first_error.get_or_insert((id, e));
                     body.undecodable += 1;
                 }
             }
+        }
+        if let Some((id, e)) = first_error {
+            tracing::warn!(
+                first = ?id,
+                "ignoring {} task(s) of the depsgraph that do not decode; the first: {e}",
+                body.undecodable
+            );
         }
         Ok(body)
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -16,6 +16,7 @@ use axum::Router;
 use flamenco_core::model::{ObjectId, Worker};
 use flamenco_core::protocol::{
     OutputProduced, RegisterWorker, SignOnRequest, StatusRequested, WorkerTaskUpdate,
+    MAX_OUTPUT_PRODUCED_BODY,
 };
 use flamenco_core::{ApiError, Manager, NextTask};
 use http_body::Frame;
@@ -36,7 +37,12 @@ pub fn routes() -> Router<Arc<Manager>> {
         .route("/tasks/{task_id}/update", post(task_update))
         .route("/tasks/{task_id}/return", post(return_task))
         .route("/may-i-run/{task_id}", get(may_i_run))
-        .route("/output-produced", post(output_produced))
+        .route(
+            "/output-produced",
+            // A report never needs max_request_body (16 MiB): refuse big ones before
+            // reading them (docs/latest-image.md).
+            post(output_produced).layer(DefaultBodyLimit::max(MAX_OUTPUT_PRODUCED_BODY)),
+        )
         .route("/status-change", get(status_change))
         .route("/ack-status-change/{status}", post(ack_status_change))
         .route("/kick", any(kick))
@@ -162,11 +168,24 @@ async fn return_task(
     Ok(no_content())
 }
 
+/// `POST /output-produced`: 204 at once. The body is at most [`MAX_OUTPUT_PRODUCED_BODY`]
+/// (or `max_request_body` if lower; 413 beyond) and lists at most `MAX_OUTPUT_PATHS` paths
+/// (decoding stops after that: 400 naming the limit); the paths are queued for the latest
+/// image without touching the files or waiting for the queue (docs/latest-image.md).
 async fn output_produced(
     State(manager): State<Arc<Manager>>,
     AuthedWorker(worker): AuthedWorker,
     body: Bytes,
 ) -> Result<Response> {
+    let max = manager.config().max_request_body;
+    if body.len() > max {
+        return Ok(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({
+                "error": format!("the request body is larger than max_request_body ({max} bytes)")
+            }),
+        ));
+    }
     let req: OutputProduced = decode(&body, false)?;
     manager.output_produced(&worker, req)?;
     Ok(no_content())

@@ -466,6 +466,7 @@ pub async fn scrape(manager: &Manager) -> String {
     if let Some(upstream) = manager.upstream() {
         register_upstream(&mut reg, &upstream.status());
     }
+    manager.latest_images().stats().register(&mut reg);
 
     let mut out = String::new();
     // Writing to a String cannot fail; the encoder only reports formatter errors.

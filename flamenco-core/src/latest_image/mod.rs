@@ -155,6 +155,60 @@ pub struct PipelineStats {
     pub timed_out: u64,
 }
 
+impl PipelineStats {
+    /// Add these counts to a `/metrics` scrape (docs/metrics.md, "The latest image").
+    pub fn register(&self, reg: &mut prometheus_client::registry::Registry) {
+        use prometheus_client::metrics::counter::{ConstCounter, Counter};
+        use prometheus_client::metrics::family::Family;
+        for (name, help, value) in [
+            (
+                "flamenco_latest_image_paths_queued",
+                "Paths queued for the latest image (worker reports and the watched folder)",
+                self.submitted,
+            ),
+            (
+                "flamenco_latest_image_paths_dropped",
+                "Waiting paths dropped because the queue was full (the oldest go first)",
+                self.dropped,
+            ),
+            (
+                "flamenco_latest_image_conversions",
+                "Files decoded for the latest image (each distinct file once)",
+                self.conversions,
+            ),
+            (
+                "flamenco_latest_image_published",
+                "New latest images published",
+                self.published,
+            ),
+            (
+                "flamenco_latest_image_timeouts",
+                "Conversions abandoned after their time limit (a hung file system?)",
+                self.timed_out,
+            ),
+        ] {
+            reg.register(name, help, ConstCounter::new(value));
+        }
+        let skipped = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        for (reason, value) in [
+            ("already_converted", self.already_converted),
+            ("not_regular", self.not_regular),
+            ("failed", self.failed),
+        ] {
+            skipped
+                .get_or_create(&vec![("reason", reason)])
+                .inc_by(value);
+        }
+        reg.register(
+            "flamenco_latest_image_paths_skipped",
+            "Paths not converted: already_converted (the same file under any name), \
+             not_regular (FIFO, socket, device, folder), failed (missing, unreadable, not an \
+             image, over a limit)",
+            skipped,
+        );
+    }
+}
+
 impl LatestImages {
     /// A pipeline that keeps its image in `data_dir`, with the default [`ConvertLimits`].
     /// Nothing is read yet: call [`LatestImages::load_persisted`] for the image of the

@@ -728,3 +728,30 @@ async fn frames_moved_in_together_end_with_the_last_frame() {
     stop.cancel();
     images.close();
 }
+
+#[test]
+fn the_counts_are_exposed_as_metrics() {
+    let stats = PipelineStats {
+        submitted: 12,
+        conversions: 4,
+        published: 4,
+        already_converted: 8,
+        not_regular: 1,
+        ..PipelineStats::default()
+    };
+    let mut reg = prometheus_client::registry::Registry::default();
+    stats.register(&mut reg);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    for line in [
+        "flamenco_latest_image_paths_queued_total 12",
+        "flamenco_latest_image_conversions_total 4",
+        "flamenco_latest_image_published_total 4",
+        "flamenco_latest_image_timeouts_total 0",
+        "flamenco_latest_image_paths_skipped_total{reason=\"already_converted\"} 8",
+        "flamenco_latest_image_paths_skipped_total{reason=\"not_regular\"} 1",
+        "flamenco_latest_image_paths_skipped_total{reason=\"failed\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}

@@ -47,16 +47,8 @@ pub async fn run(cli: &Cli, cmd: &WorkerCommand) -> Result<()> {
     };
     let id = parse_id("worker id", id)?;
     let manager = open(cli).await?;
+    // Refused (nothing recorded) for a worker that cannot obey, with the API's message.
     manager.request_worker_status(id, Some(status)).await?;
-    if let Some(w) = manager.get_worker(id).await? {
-        if !w.supports_status_requests() {
-            eprintln!(
-                "note: worker {id} runs {:?}, which does not understand status requests \
-                 (Flamenco Worker 2.1 and newer do); the request is kept until it upgrades",
-                w.software
-            );
-        }
-    }
     println!("requested status {status} for worker {id}");
     manager.close().await?;
     Ok(())

@@ -785,12 +785,23 @@ impl Manager {
     }
 
     /// Ask a worker to go to sleep, wake up or shut down (`None` withdraws the request).
-    /// 2.0.x workers are never sent the request; the call still records it.
+    /// The API, the dashboard and the CLI all come here, so they follow one rule: a
+    /// worker that cannot obey (Flamenco Worker 2.0.x, see
+    /// [`Worker::status_request_refusal`]) gets nothing recorded, and the caller a
+    /// [`ApiError::Conflict`] saying why. A withdrawal is always allowed.
     pub async fn request_worker_status(
         &self,
         id: ObjectId,
         requested: Option<RequestedStatus>,
     ) -> Result<(), ApiError> {
+        if let Some(requested) = requested {
+            let Some(worker) = self.store.get_worker(id).await? else {
+                return Err(ApiError::NotFound(format!("worker {id} is unknown")));
+            };
+            if let Some(why) = worker.status_request_refusal(requested) {
+                return Err(ApiError::Conflict(why));
+            }
+        }
         let known = self
             .store
             .set_worker_status_requested(id, requested)

@@ -50,8 +50,10 @@ pub struct SeenTracker {
 
 impl SeenTracker {
     /// Must this contact be written now (it changes the status, address or software)?
+    /// A contact wakes only a worker whose status the Manager inferred
+    /// ([`worker_status::woken_by_contact`]), never an `asleep` or `shutdown` one.
     pub fn needs_write_now(worker: &Worker, seen: &Seen) -> bool {
-        (seen.mark_awake && worker.status != worker_status::AWAKE)
+        (seen.mark_awake && worker_status::woken_by_contact(&worker.status))
             || (!seen.address.is_empty() && seen.address != worker.address)
             || (!seen.software.is_empty() && seen.software != worker.software)
     }

@@ -525,8 +525,9 @@ async fn shutdown(State(m): State<Arc<Manager>>, Path(raw): Path<String>) -> Res
     request_status(&m, &raw, RequestedStatus::Shutdown).await
 }
 
-/// Record the request, as `flamenco worker sleep|wake|shutdown` does, but refuse it (409)
-/// for a worker that cannot obey (Flamenco Worker 2.0.x).
+/// Record the request through `Manager::request_worker_status`, as `flamenco worker
+/// sleep|wake|shutdown` does: the same rule and message (409 for a worker that cannot
+/// obey, Flamenco Worker 2.0.x).
 async fn request_status(
     manager: &Manager,
     raw: &str,
@@ -543,18 +544,6 @@ async fn request_status(
             "worker {id} is unknown"
         ))));
     };
-    if !worker.supports_status_requests() {
-        let software = if worker.software.is_empty() {
-            "unknown software".to_string()
-        } else {
-            worker.software.clone()
-        };
-        return Err(HttpError(ApiError::Conflict(format!(
-            "worker {} runs {software}, which does not understand status requests; \
-             only Flamenco Worker 2.1 and newer can be asked to sleep, wake or shut down",
-            worker.identifier()
-        ))));
-    }
     manager.request_worker_status(id, Some(requested)).await?;
     tracing::info!(worker = %worker.identifier(), %requested, "worker status change requested from the dashboard");
     let now = manager.now();

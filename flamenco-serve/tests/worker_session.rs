@@ -264,8 +264,21 @@ async fn status_requests_reach_new_workers_only() {
         .request_worker_status(new.id, Some(RequestedStatus::Asleep))
         .await
         .unwrap();
-    tm.manager
+    // A 2.0.x worker cannot obey: the SDK (and so the API and the CLI) refuses. A request
+    // already in the store (a database from an older version) is never sent to it either.
+    let refused = tm
+        .manager
         .request_worker_status(old.id, Some(RequestedStatus::Asleep))
+        .await
+        .expect_err("a 2.0.x worker cannot be asked to sleep");
+    assert!(
+        matches!(&refused, flamenco_core::ApiError::Conflict(m) if m.contains("2.1")),
+        "{refused:?}"
+    );
+    assert_eq!(tm.worker(old.id).await.status_requested, None);
+    tm.manager
+        .store()
+        .set_worker_status_requested(old.id, Some(RequestedStatus::Asleep))
         .await
         .unwrap();
 
@@ -342,6 +355,99 @@ async fn status_requests_reach_new_workers_only() {
     assert_eq!(
         new.post_empty("/ack-status-change/bogus").await.status(),
         StatusCode::BAD_REQUEST
+    );
+    tm.stop().await;
+}
+
+/// A worker's status is what it acknowledged: a 2.5 worker that acknowledged `asleep` and
+/// then pushes the stopped task's last log lines, or asks may-i-run, stays `asleep` (the
+/// dashboard keeps offering Wake); only its next acknowledgement or sign-on changes it.
+#[tokio::test]
+async fn task_updates_never_wake_an_asleep_worker() {
+    let tm = TestManager::start().await;
+    let w = tm.register("w", "linux", &["sleep"]).await;
+    let t = echo_sleep_task("t");
+    let id = t.id;
+    tm.enqueue(vec![t]).await;
+    assert_eq!(w.task().await.0, StatusCode::OK);
+    assert_eq!(
+        w.update(id, json!({"task_status": "active", "log": "starting"}))
+            .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(tm.worker(w.id).await.status, "awake");
+
+    // Asked to sleep: may-i-run says stop, the worker acknowledges, then sends the log
+    // of the task it stopped, and fails it: whatever the answers, it stays asleep.
+    tm.manager
+        .request_worker_status(w.id, Some(RequestedStatus::Asleep))
+        .await
+        .unwrap();
+    let (_, body) = w.may_i_run(id).await;
+    assert_eq!(body["status_requested"], "asleep");
+    assert_eq!(
+        w.post_empty("/ack-status-change/asleep").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(tm.worker(w.id).await.status, "asleep");
+    let code = w
+        .update(
+            id,
+            json!({"log": "TERMinating subprocess", "activity": "stopping"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "its own task's log is taken");
+    assert_eq!(tm.worker(w.id).await.status, "asleep", "after a {code}");
+    let code = w.update(id, json!({"task_status": "failed"})).await;
+    assert_eq!(tm.worker(w.id).await.status, "asleep", "after a {code}");
+    let code = w
+        .update(common::oid("9"), json!({"log": "a task that is not here"}))
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    w.may_i_run(id).await;
+    assert_eq!(tm.worker(w.id).await.status, "asleep");
+    // The contact is still noted (no timeout for a sleeping worker that talks).
+    let seen = tm.worker(w.id).await.last_activity;
+    assert!(seen.is_some());
+
+    // `shutdown` acknowledged: a late update does not bring it back either.
+    assert_eq!(
+        w.post_empty("/ack-status-change/shutdown").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    w.update(id, json!({"log": "bye"})).await;
+    assert_eq!(tm.worker(w.id).await.status, "shutdown");
+
+    // Its acknowledgement wakes it; so does a sign-on.
+    assert_eq!(
+        w.post_empty("/ack-status-change/asleep").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
+    assert_eq!(tm.worker(w.id).await.status, "awake");
+    tm.stop().await;
+}
+
+/// A request does not outlive a sign-off: a worker asked to sleep that signs off before
+/// obeying starts afresh when it comes back (v2.0.6 → 2.5 with the same id, in the issue),
+/// instead of going straight to sleep.
+#[tokio::test]
+async fn sign_off_withdraws_a_pending_request() {
+    let tm = TestManager::start().await;
+    let w = tm.register("w", "linux", &["sleep"]).await;
+    tm.manager
+        .request_worker_status(w.id, Some(RequestedStatus::Asleep))
+        .await
+        .unwrap();
+    assert_eq!(w.sign_off().await, StatusCode::NO_CONTENT);
+    let stored = tm.worker(w.id).await;
+    assert_eq!(stored.status, "down");
+    assert_eq!(stored.status_requested, None);
+    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
+    assert_eq!(w.task().await.0, StatusCode::NO_CONTENT, "no 423: it works");
+    assert_eq!(
+        w.get("/status-change").await.status(),
+        StatusCode::NO_CONTENT
     );
     tm.stop().await;
 }

@@ -127,6 +127,21 @@ pub mod worker_status {
     pub const TIMEOUT: &str = "timeout";
     pub const ASLEEP: &str = "asleep";
     pub const SHUTDOWN: &str = "shutdown";
+    /// Flamenco Manager 2.1+'s name for `down`, found in databases it wrote.
+    pub const OFFLINE: &str = "offline";
+
+    /// Statuses a worker's contact (`/task`, a task update, may-i-run) turns into
+    /// `awake`: the ones the Manager inferred without the worker saying so (just
+    /// registered, signed off, timed out). A status the worker declared itself by
+    /// acknowledgement (`asleep`, `error`, `testing`, `shutdown`, `awake`) changes only by
+    /// its next acknowledgement or sign-on: a 2.5 worker acknowledges `asleep` and then
+    /// still pushes the stopped task's log, and must stay `asleep`.
+    pub const WOKEN_BY_CONTACT: [&str; 4] = [REGISTERED, DOWN, TIMEOUT, OFFLINE];
+
+    /// Whether a worker in `status` becomes `awake` when it contacts the Manager.
+    pub fn woken_by_contact(status: &str) -> bool {
+        WOKEN_BY_CONTACT.contains(&status)
+    }
 }
 
 /// A status change the Manager can ask of a 2.1+ worker.

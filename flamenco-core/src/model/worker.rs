@@ -52,7 +52,27 @@ impl Worker {
     pub fn supports_status_requests(&self) -> bool {
         software_supports_status_requests(&self.software)
     }
-}
+
+    /// Why this worker cannot be asked to change status, or `None` when it can. The one
+    /// rule behind the API, the dashboard and the CLI (`Manager::request_worker_status`):
+    /// only Flamenco Worker 2.1 and newer obey a request, so for any other software
+    /// nothing is recorded, whatever the request.
+    pub fn status_request_refusal(&self, requested: RequestedStatus) -> Option<String> {
+        if self.supports_status_requests() {
+            return None;
+        }
+        let software = if self.software.is_empty() {
+            "unknown software (it has not contacted this Manager yet)".to_string()
+        } else {
+            self.software.clone()
+        };
+        Some(format!(
+            "worker {} runs {software}, which does not understand status requests, so it \
+             cannot be asked to go {requested}; only Flamenco Worker 2.1 and newer can be \
+             asked to sleep, wake or shut down (stop a 2.0 worker on its machine instead)",
+            self.identifier()
+        ))
+    }}
 
 /// `Flamenco-Worker/2.0.*` (and anything that is not a Flamenco Worker version string)
 /// does not understand status-change requests; `Flamenco-Worker/2.1` and newer do.

@@ -29,6 +29,9 @@ use crate::store::{
 };
 use crate::updates::{self, MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
+mod worker_states;
+pub use worker_states::*;
+
 // ---- fixtures ----
 
 /// A fixed time, `offset_ms` after 2023-11-14T22:13:20Z.
@@ -1515,7 +1518,7 @@ pub async fn return_task_outcomes(store: Arc<dyn Store>) {
 }
 
 /// Sign-off (v2 §4.7): the worker's active tasks go back to `claimed-by-manager` (keeping
-/// `worker`/`worker_id`), the worker goes `down`, a `shutdown` request is fulfilled.
+/// `worker`/`worker_id`), the worker goes `down`, a pending request is withdrawn.
 pub async fn sign_off_requeues_active_tasks(store: Arc<dyn Store>) {
     let mut lnx = test_worker(oid("a2a2a2a2a2a2a2a2a2a2a2a2"), "workerLnx", &["sleeping"]);
     lnx.status = worker_status::AWAKE.into();
@@ -1576,14 +1579,15 @@ pub async fn sign_off_requeues_active_tasks(store: Arc<dyn Store>) {
     assert_eq!(w.status, worker_status::DOWN);
     assert_eq!(w.status_requested, None);
 
-    // A pending request other than shutdown stays; a second sign-off finds nothing.
+    // A pending request other than shutdown is withdrawn too
+    // (`sign_off_withdraws_pending_requests`); a second sign-off finds nothing.
     assert_eq!(
         store.sign_off_worker(win.id, now).await.expect("sign off"),
         vec![other.id]
     );
     let w = worker(&store, win.id).await;
     assert_eq!(w.status, worker_status::DOWN);
-    assert_eq!(w.status_requested, Some(RequestedStatus::Asleep));
+    assert_eq!(w.status_requested, None);
     assert_eq!(
         store.sign_off_worker(win.id, now).await.expect("sign off"),
         Vec::<ObjectId>::new()
@@ -3085,6 +3089,9 @@ macro_rules! conformance_tests {
             worker_seen_semantics,
             worker_sign_on_v2_sequence,
             worker_status_request_set_and_ack,
+            contact_never_overrides_an_acknowledged_status,
+            sign_on_wakes_an_asleep_worker,
+            sign_off_withdraws_pending_requests,
             settings_set_get_clear,
             merge_downloaded_tasks_keeps_running_tasks,
             reserve_confirm_release,

@@ -44,12 +44,9 @@ pub(super) async fn list(db: &Db) -> StoreResult<Vec<Worker>> {
     docs.iter().map(worker_from_doc).collect()
 }
 
-/// The `$set` of "seen" (v2 §8.4).
+/// The `$set` of "seen" (v2 §8.4), without the status (see [`seen`] and [`sign_on`]).
 fn seen_fields(seen: &Seen) -> Document {
     let mut set = doc! { "last_activity": date(seen.now) };
-    if seen.mark_awake {
-        set.insert("status", worker_status::AWAKE);
-    }
     if !seen.address.is_empty() {
         set.insert("address", seen.address.as_str());
     }
@@ -59,11 +56,34 @@ fn seen_fields(seen: &Seen) -> Document {
     set
 }
 
-/// "Seen"; false when the worker does not exist.
+/// "Seen"; false when the worker does not exist. `mark_awake` wakes only the statuses in
+/// [`worker_status::WOKEN_BY_CONTACT`] (or a missing status): the condition is in the
+/// filter of one update, and when it does not hold, a second update writes the rest.
 pub(super) async fn seen(db: &Db, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+    let set = seen_fields(seen);
+    if seen.mark_awake {
+        let mut wakeable: Vec<Bson> = worker_status::WOKEN_BY_CONTACT
+            .iter()
+            .map(|s| Bson::String(s.to_string()))
+            .collect();
+        wakeable.push(Bson::Null);
+        let mut waking = set.clone();
+        waking.insert("status", worker_status::AWAKE);
+        let result = db
+            .workers
+            .update_one(
+                doc! { "_id": oid(id), "status": { "$in": wakeable } },
+                doc! { "$set": waking },
+            )
+            .await
+            .db()?;
+        if result.matched_count > 0 {
+            return Ok(true);
+        }
+    }
     let result = db
         .workers
-        .update_one(by_id(id), doc! { "$set": seen_fields(seen) })
+        .update_one(by_id(id), doc! { "$set": set })
         .await
         .db()?;
     Ok(result.matched_count > 0)
@@ -78,6 +98,8 @@ pub(super) async fn sign_on(
     seen: &Seen,
 ) -> StoreResult<bool> {
     let mut set = seen_fields(seen);
+    // The worker process started afresh: awake, whatever it was.
+    set.insert("status", worker_status::AWAKE);
     if let Some(nickname) = sign_on.nickname.as_deref().filter(|n| !n.is_empty()) {
         set.insert("nickname", nickname);
     }
@@ -167,14 +189,19 @@ pub(super) async fn set_current_task(db: &Db, id: ObjectId, task: ObjectId) -> S
     Ok(())
 }
 
-/// Sign-off (v2 §4.7): status `down`; a pending `shutdown` request is fulfilled.
+/// Sign-off (v2 §4.7): status `down`, and any pending request is withdrawn: a `shutdown`
+/// is fulfilled, and a request the worker left without obeying does not carry over to its
+/// next start (docs/worker-api.md, "Status requests").
 pub(super) async fn signed_off(db: &Db, id: ObjectId) -> StoreResult<()> {
     db.workers
         .update_one(
             by_id(id),
-            doc! { "$set": { "status": Bson::String(worker_status::DOWN.into()) } },
+            doc! {
+                "$set": { "status": Bson::String(worker_status::DOWN.into()) },
+                "$unset": { "status_requested": "" },
+            },
         )
         .await
         .db()?;
-    clear_request_if(db, id, RequestedStatus::Shutdown.as_str()).await
+    Ok(())
 }

@@ -65,12 +65,16 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<Worker>> {
     Ok(workers)
 }
 
-/// "Seen" (v2 §8.4); false when the worker does not exist.
+/// "Seen" (v2 §8.4); false when the worker does not exist. `mark_awake` wakes only the
+/// statuses in [`worker_status::WOKEN_BY_CONTACT`]: an `asleep` or `shutdown` worker stays
+/// so until it acknowledges another status or signs on.
 pub(super) fn seen(conn: &Connection, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+    let [s1, s2, s3, s4] = worker_status::WOKEN_BY_CONTACT;
     let n = conn
         .prepare_cached(
             "UPDATE workers SET last_activity = ?2, \
-               status = CASE WHEN ?3 THEN 'awake' ELSE status END, \
+               status = CASE WHEN ?3 AND status IN (?6, ?7, ?8, ?9) THEN 'awake' \
+                             ELSE status END, \
                address = CASE WHEN ?4 = '' THEN address ELSE ?4 END, \
                software = CASE WHEN ?5 = '' THEN software ELSE ?5 END \
              WHERE id = ?1",
@@ -82,13 +86,18 @@ pub(super) fn seen(conn: &Connection, id: ObjectId, seen: &Seen) -> StoreResult<
             seen.mark_awake,
             seen.address,
             seen.software,
+            s1,
+            s2,
+            s3,
+            s4,
         ])
         .db()?;
     Ok(n > 0)
 }
 
-/// Sign-on (v2 §4.6): non-empty nickname and task types, `current_task` removed, plus
-/// "seen"; false when the worker does not exist.
+/// Sign-on (v2 §4.6): non-empty nickname and task types, `current_task` removed, status
+/// `awake` whatever it was (the worker process started afresh), plus "seen"; false when
+/// the worker does not exist.
 pub(super) fn sign_on(
     conn: &Connection,
     id: ObjectId,
@@ -102,7 +111,7 @@ pub(super) fn sign_on(
     };
     let n = conn
         .prepare_cached(
-            "UPDATE workers SET current_task = NULL, \
+            "UPDATE workers SET current_task = NULL, status = 'awake', \
                nickname = CASE WHEN ?2 = '' THEN nickname ELSE ?2 END, \
                supported_task_types = coalesce(?3, supported_task_types) \
              WHERE id = ?1",
@@ -177,20 +186,13 @@ pub(super) fn set_current_task(conn: &Connection, id: ObjectId, task: ObjectId) 
     Ok(())
 }
 
-/// Sign-off (v2 §4.7): status `down`; a pending `shutdown` request is fulfilled.
+/// Sign-off (v2 §4.7): status `down`, and any pending request is withdrawn: a `shutdown`
+/// is fulfilled, and a request the worker left without obeying does not carry over to its
+/// next start (docs/worker-api.md, "Status requests").
 pub(super) fn signed_off(conn: &Connection, id: ObjectId) -> StoreResult<()> {
-    conn.prepare_cached(
-        "UPDATE workers SET status = ?2, \
-           status_requested = CASE WHEN status_requested = ?3 THEN NULL \
-                                   ELSE status_requested END \
-         WHERE id = ?1",
-    )
-    .db()?
-    .execute(params![
-        blob(id),
-        worker_status::DOWN,
-        RequestedStatus::Shutdown.as_str()
-    ])
-    .db()?;
+    conn.prepare_cached("UPDATE workers SET status = ?2, status_requested = NULL WHERE id = ?1")
+        .db()?
+        .execute(params![blob(id), worker_status::DOWN])
+        .db()?;
     Ok(())
 }

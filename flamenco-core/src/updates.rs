@@ -38,11 +38,21 @@ pub fn check_worker_update(task: Option<&Task>, worker_id: ObjectId) -> WorkerUp
 /// The local status after an update that asks for `new`, or `None` when the local status
 /// stays as it is (the update is still queued for the job source).
 ///
-/// * `canceled`, `failed`, `completed` always apply (v2).
+/// * `canceled`, `failed`, `completed` always apply (v2), except `canceled` on a
+///   `completed` task.
 /// * Nothing leaves `cancel-requested` except those three (v2).
 /// * Unlike v2, a task in a final status (`completed`, `failed`, `canceled`) is not moved
 ///   back to a non-final one by an update: only an explicit re-queue does that.
+/// * Unlike v2, `completed` stays when `canceled` is reported: the work is done. This
+///   happens after a Manager restart: a worker whose `completed` update is still in its
+///   queue asks for a task, gets its own `active` task again (v2's already-assigned rule),
+///   its queued `completed` arrives, may-i-run then tells it to stop the second run, and
+///   Flamenco Worker 2.0.x reports that as `canceled` (which would cancel the whole job in
+///   standalone mode). Found by the real-worker tests (flamenco-cli/tests/real_worker.rs).
 pub fn local_status_after(current: &TaskStatus, new: &TaskStatus) -> Option<TaskStatus> {
+    if *current == TaskStatus::Completed && *new == TaskStatus::Canceled {
+        return None;
+    }
     if new.is_final() {
         return Some(new.clone());
     }
@@ -427,6 +437,7 @@ mod tests {
         assert_eq!(local_status_after(&Completed, &Active), None);
         assert_eq!(local_status_after(&Failed, &Active), None);
         assert_eq!(local_status_after(&Completed, &Failed), Some(Failed));
+        assert_eq!(local_status_after(&Completed, &Canceled), None);
         assert_eq!(local_status_after(&CancelRequested, &Active), None);
         assert_eq!(
             local_status_after(&CancelRequested, &Canceled),

@@ -14,9 +14,6 @@ use axum::response::{IntoResponse, Response};
 use flamenco_core::Manager;
 use sha2::{Digest, Sha256};
 
-/// Every route of the dashboard, as `(method, path)`.
-pub const ROUTES: &[(&str, &str)] = &[("get", "/"), ("get", "/assets/{file}")];
-
 const PAGE: &str = include_str!("../assets/dashboard.html");
 
 /// The embedded assets: `(name, content type, content)`.
@@ -43,11 +40,10 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
                    script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The dashboard routes (no admin check: reading the dashboard needs none).
-pub fn routes() -> axum::Router<Arc<Manager>> {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/", get(page))
-        .route("/assets/{file}", get(asset))
+pub fn routes() -> crate::routes::Routes {
+    crate::routes::Routes::new()
+        .get("/", page)
+        .get("/assets/{file}", asset)
 }
 
 /// The page with the version and the mode filled in.

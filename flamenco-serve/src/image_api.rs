@@ -13,8 +13,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use flamenco_core::Manager;
 
 /// The image's name in `/imagewatch` events (v2 sends the file's base name).
@@ -30,24 +28,14 @@ const NO_IMAGE: &str = "no image has been rendered yet: one appears when a worke
      output (POST /output-produced) or a file is written under watch_for_latest_image";
 
 /// The routes of this module.
-pub fn routes() -> Router<Arc<Manager>> {
-    Router::new()
-        .route("/latest-image.jpg", get(image))
-        .route("/static/latest-image.jpg", get(image))
-        .route("/api/latest-image", get(info))
-        .route("/imagewatch", get(imagewatch))
-        .route("/latest-image", get(page))
+pub fn routes() -> crate::routes::Routes {
+    crate::routes::Routes::new()
+        .get("/latest-image.jpg", image)
+        .get("/static/latest-image.jpg", image)
+        .get("/api/latest-image", info)
+        .get("/imagewatch", imagewatch)
+        .get("/latest-image", page)
 }
-
-/// Every route of [`routes`], as `(method, path)`; the OpenAPI test checks that each is
-/// served and documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/latest-image.jpg"),
-    ("get", "/static/latest-image.jpg"),
-    ("get", "/api/latest-image"),
-    ("get", "/imagewatch"),
-    ("get", "/latest-image"),
-];
 
 /// `GET /latest-image.jpg` (and v2's `/static/latest-image.jpg`): the JPEG, revalidated by
 /// its ETag on every use.

@@ -3,8 +3,8 @@
 //! "..."}` (`field` when one field of the request is at fault) with a 4xx status.
 //!
 //! Every route needs [`crate::admin::AdminAccess`] (applied by [`crate::router`]).
-//! The routes are listed once, in [`ROUTES`], which builds the router and which the
-//! OpenAPI test compares with `docs/openapi.json`.
+//! The routes are listed once, in the `routes!` table below; [`crate::routes::Routes`]
+//! records them for the OpenAPI test, which compares them with `docs/openapi.json`.
 
 use std::sync::Arc;
 
@@ -30,12 +30,9 @@ pub const MAX_LIMIT: usize = 1000;
 
 macro_rules! routes {
     ($( $method:ident $path:literal => $handler:path ),* $(,)?) => {
-        /// Every route of the job API, as `(method, path)` (axum's path syntax).
-        pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
-
         /// The job API routes, without the admin check (see [`crate::router`]).
-        pub fn routes() -> axum::Router<Arc<Manager>> {
-            axum::Router::new() $( .route($path, axum::routing::$method($handler)) )*
+        pub fn routes() -> crate::routes::Routes {
+            crate::routes::Routes::new() $( .$method($path, $handler) )*
         }
     };
 }

@@ -14,6 +14,7 @@ pub mod json;
 pub mod limits;
 pub mod metrics_api;
 pub mod openapi;
+pub mod routes;
 pub mod server;
 pub mod status_api;
 pub mod tls;
@@ -31,18 +32,35 @@ pub use server::{bind, serve, serve_with, shutdown_signal, BindError, ServeOptio
 /// The whole HTTP application: the worker API at the root, the job API under `/api/`
 /// (behind [`admin::layer`]) and the OpenAPI document describing both.
 pub fn router(manager: Arc<Manager>) -> Router {
+    application(manager).0
+}
+
+/// Every route [`router`] serves, as registered (see [`routes::Routes`]): what the
+/// OpenAPI test compares with `docs/openapi.json`.
+pub fn route_table(manager: Arc<Manager>) -> Vec<routes::Route> {
+    application(manager).1
+}
+
+/// The router and its route table, built together so that they cannot differ. Add routes
+/// through [`routes::Routes`] only.
+fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
     let limit = manager.config().max_request_body;
     // The per-worker rate limit (limits.rs), checked by `auth::AuthedWorker` after
     // authentication; the layer below makes it reachable from every request.
     let rate_limit = limits::WorkerRateLimiter::from_config(manager.config());
-    worker_api::routes()
-        .merge(jobs_api::routes().route_layer(admin::layer(manager.clone())))
+    let admin = |routes: routes::Routes| {
+        routes.map_router(|r| r.route_layer(admin::layer(manager.clone())))
+    };
+    let (routes, table) = worker_api::routes()
+        .merge(admin(jobs_api::routes()))
         .merge(dashboard::routes())
         .merge(image_api::routes())
         .merge(status_api::routes())
-        .merge(status_api::action_routes().route_layer(admin::layer(manager.clone())))
-        .route(openapi::PATH, axum::routing::get(openapi::serve))
+        .merge(admin(status_api::action_routes()))
+        .get(openapi::PATH, openapi::serve)
         .merge(metrics_api::routes())
+        .into_parts();
+    let router = routes
         // After every route: counts and times requests per route template (MatchedPath).
         .layer(axum::middleware::from_fn_with_state(
             manager.clone(),
@@ -51,5 +69,6 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .layer(axum::Extension(rate_limit))
-        .with_state(manager)
+        .with_state(manager);
+    (router, table)
 }

@@ -13,23 +13,18 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use flamenco_core::metrics;
 use flamenco_core::Manager;
 
 /// Where the metrics are served.
 pub const PATH: &str = "/metrics";
 
-/// The routes of this module, for the OpenAPI check.
-pub const ROUTES: &[(&str, &str)] = &[("get", PATH)];
-
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
 /// `GET /metrics`.
-pub fn routes() -> Router<Arc<Manager>> {
-    Router::new().route(PATH, get(serve))
+pub fn routes() -> crate::routes::Routes {
+    crate::routes::Routes::new().get(PATH, serve)
 }
 
 /// `GET /metrics`: the OpenMetrics text exposition. Reads a few counts from the store; a

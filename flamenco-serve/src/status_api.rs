@@ -40,38 +40,21 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// The largest `limit` accepted.
 pub const MAX_LIMIT: usize = 500;
 
-/// The read-only routes, as `(method, path)`.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/as-json"),
-    ("get", "/api/status"),
-    ("get", "/api/status/workers"),
-    ("get", "/api/status/jobs"),
-];
-
-/// The worker actions (admin-protected), as `(method, path)`.
-pub const ACTION_ROUTES: &[(&str, &str)] = &[
-    ("post", "/api/workers/{worker_id}/sleep"),
-    ("post", "/api/workers/{worker_id}/wake"),
-    ("post", "/api/workers/{worker_id}/shutdown"),
-];
-
 /// The read-only routes (no admin check).
-pub fn routes() -> axum::Router<Arc<Manager>> {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/as-json", get(as_json))
-        .route("/api/status", get(status))
-        .route("/api/status/workers", get(workers))
-        .route("/api/status/jobs", get(jobs))
+pub fn routes() -> crate::routes::Routes {
+    crate::routes::Routes::new()
+        .get("/as-json", as_json)
+        .get("/api/status", status)
+        .get("/api/status/workers", workers)
+        .get("/api/status/jobs", jobs)
 }
 
 /// The worker actions, without the admin check (see [`crate::router`]).
-pub fn action_routes() -> axum::Router<Arc<Manager>> {
-    use axum::routing::post;
-    axum::Router::new()
-        .route("/api/workers/{worker_id}/sleep", post(sleep))
-        .route("/api/workers/{worker_id}/wake", post(wake))
-        .route("/api/workers/{worker_id}/shutdown", post(shutdown))
+pub fn action_routes() -> crate::routes::Routes {
+    crate::routes::Routes::new()
+        .post("/api/workers/{worker_id}/sleep", sleep)
+        .post("/api/workers/{worker_id}/wake", wake)
+        .post("/api/workers/{worker_id}/shutdown", shutdown)
 }
 
 /// A JSON answer the browser must not cache.

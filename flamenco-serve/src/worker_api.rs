@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
-use axum::Router;
 use flamenco_core::model::{ObjectId, Worker};
 use flamenco_core::protocol::{
     OutputProduced, RegisterWorker, SignOnRequest, StatusRequested, WorkerTaskUpdate,
@@ -24,45 +23,32 @@ use http_body::Frame;
 use crate::auth::{AuthedWorker, PeerInfo};
 use crate::error::HttpError;
 use crate::json::{decode, json_bytes, json_response};
+use crate::routes::Routes;
 
 type Result<T> = std::result::Result<T, HttpError>;
 
 /// The worker API routes.
-pub fn routes() -> Router<Arc<Manager>> {
-    Router::new()
-        .route("/register-worker", post(register_worker))
-        .route("/sign-on", post(sign_on))
-        .route("/sign-off", post(sign_off))
-        .route("/task", post(next_task))
-        .route("/tasks/{task_id}/update", post(task_update))
-        .route("/tasks/{task_id}/return", post(return_task))
-        .route("/may-i-run/{task_id}", get(may_i_run))
-        .route(
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/register-worker", register_worker)
+        .post("/sign-on", sign_on)
+        .post("/sign-off", sign_off)
+        .post("/task", next_task)
+        .post("/tasks/{task_id}/update", task_update)
+        .post("/tasks/{task_id}/return", return_task)
+        .get("/may-i-run/{task_id}", may_i_run)
+        .post(
             "/output-produced",
             // A report never needs max_request_body (16 MiB): refuse big ones before
             // reading them (docs/latest-image.md).
-            post(output_produced).layer(DefaultBodyLimit::max(MAX_OUTPUT_PRODUCED_BODY)),
+            output_produced.layer(axum::extract::DefaultBodyLimit::max(
+                MAX_OUTPUT_PRODUCED_BODY,
+            )),
         )
-        .route("/status-change", get(status_change))
-        .route("/ack-status-change/{status}", post(ack_status_change))
-        .route("/kick", any(kick))
+        .get("/status-change", status_change)
+        .post("/ack-status-change/{status}", ack_status_change)
+        .any("/kick", kick)
 }
-
-/// Every route of [`routes`], as `(method, path)` (`any` for every method); the OpenAPI
-/// test checks that each is served and documented.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/register-worker"),
-    ("post", "/sign-on"),
-    ("post", "/sign-off"),
-    ("post", "/task"),
-    ("post", "/tasks/{task_id}/update"),
-    ("post", "/tasks/{task_id}/return"),
-    ("get", "/may-i-run/{task_id}"),
-    ("post", "/output-produced"),
-    ("get", "/status-change"),
-    ("post", "/ack-status-change/{status}"),
-    ("any", "/kick"),
-];
 
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

@@ -456,6 +456,27 @@ fn documented(doc: &Value) -> BTreeSet<(String, String)> {
     out
 }
 
+/// `path` with every `{param}` replaced by `value`.
+fn fill_params(path: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push_str(value);
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let tm = TestManager::start().await;
@@ -475,26 +496,23 @@ async fn openapi_document_lists_every_route() {
         "the served document is docs/openapi.json"
     );
 
-    // The routes the router is built from, `any` standing for GET and POST.
+    // The routes the router was built with (recorded as they were registered, so a new
+    // route is checked here without being listed anywhere), `ANY` standing for GET and
+    // POST.
     let mut routes = BTreeSet::new();
-    let tables = [
-        flamenco_serve::jobs_api::ROUTES,
-        flamenco_serve::worker_api::ROUTES,
-        flamenco_serve::metrics_api::ROUTES,
-        flamenco_serve::dashboard::ROUTES,
-        flamenco_serve::status_api::ROUTES,
-        flamenco_serve::status_api::ACTION_ROUTES,
-        flamenco_serve::image_api::ROUTES,
-        &[("get", flamenco_serve::openapi::PATH)],
-    ];
-    for (method, path) in tables.iter().flat_map(|t| t.iter()) {
-        let methods: Vec<String> = if *method == "any" {
-            vec!["GET".into(), "POST".into()]
-        } else {
-            vec![method.to_uppercase()]
+    let table = flamenco_serve::route_table(tm.manager.clone());
+    assert!(table.len() > 20, "the whole application: {table:?}");
+    for route in table {
+        let methods = match route.method {
+            "ANY" => vec!["GET", "POST"],
+            m => vec![m],
         };
         for m in methods {
-            routes.insert((m, path.to_string()));
+            assert!(
+                routes.insert((m.to_string(), route.path.to_string())),
+                "{m} {} is registered twice",
+                route.path
+            );
         }
     }
     assert_eq!(
@@ -512,6 +530,8 @@ async fn openapi_document_lists_every_route() {
             .replace("{worker_id}", &id)
             .replace("{file}", "dashboard.js")
             .replace("{status}", "awake");
+        // Any other parameter: an id.
+        let concrete = fill_params(&concrete, &id);
         let resp = tm
             .client
             .request(method.parse().unwrap(), tm.url(&concrete))

@@ -14,7 +14,9 @@
 //! at once, abandoned ones included. On that thread: only a regular file is read (a FIFO,
 //! socket or device is skipped), a file already converted under any name ([`recent`]: same
 //! file name, size and modification time, e.g. after `move-to-final` renamed its folder) is
-//! skipped, and the rest is [`convert`]ed (decode PNG/JPEG/TIFF/EXR in-process with size
+//! skipped, a file written before the current image's file (by modification time) is
+//! skipped, so a late or renamed old frame never replaces a newer one, and the rest is
+//! [`convert`]ed (decode PNG/JPEG/TIFF/EXR in-process with size
 //! limits, tone-map float images, scale to at most 1920×1080, encode as JPEG). A path that
 //! cannot be converted is skipped and the previous image stays; these skips are logged in
 //! summary ([`skips`]), never one line per path without bound.
@@ -37,6 +39,7 @@ pub mod watch;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -57,6 +60,10 @@ use skips::SkipLog;
 /// When that many are stuck, the next conversion waits for one of them to end (the queue
 /// stays bounded meanwhile) and this is logged once.
 pub const MAX_CONVERSION_THREADS: usize = 3;
+
+/// A file whose modification time is later than now by more than this (a skewed clock) is
+/// shown, but does not become the time later files must not be older than.
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// The file the latest image is kept in, inside `data_dir`.
 pub const IMAGE_FILE: &str = "latest-image.jpg";
@@ -119,6 +126,9 @@ struct Shared {
     /// Held while writing `latest-image.jpg`, so an abandoned conversion that finishes
     /// late never writes at the same time as the current one.
     persist: Mutex<()>,
+    /// The modification time of the current image's file: a file written before it does
+    /// not replace it.
+    newest_source: Mutex<Option<SystemTime>>,
 }
 
 #[derive(Default)]
@@ -128,6 +138,7 @@ struct Counters {
     conversions: AtomicU64,
     published: AtomicU64,
     already_converted: AtomicU64,
+    older: AtomicU64,
     not_regular: AtomicU64,
     failed: AtomicU64,
     timed_out: AtomicU64,
@@ -147,6 +158,9 @@ pub struct PipelineStats {
     /// Paths skipped because the same file (name, size, modification time) was converted
     /// already, e.g. reported by the worker and seen by the watcher, or renamed.
     pub already_converted: u64,
+    /// Paths skipped because the file was written before the current image's file (e.g.
+    /// the previous render of a shot, moved aside by `move-to-final`).
+    pub older: u64,
     /// Paths skipped because they are not regular files (FIFO, socket, device, folder).
     pub not_regular: u64,
     /// Paths skipped for another reason: missing, unreadable, not an image, over a limit.
@@ -192,6 +206,7 @@ impl PipelineStats {
         let skipped = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         for (reason, value) in [
             ("already_converted", self.already_converted),
+            ("older", self.older),
             ("not_regular", self.not_regular),
             ("failed", self.failed),
         ] {
@@ -201,7 +216,8 @@ impl PipelineStats {
         }
         reg.register(
             "flamenco_latest_image_paths_skipped",
-            "Paths not converted: already_converted (the same file under any name), \
+            "Paths not converted: already_converted (the same file under any name), older \
+             (written before the current image's file), \
              not_regular (FIFO, socket, device, folder), failed (missing, unreadable, not an \
              image, over a limit)",
             skipped,
@@ -236,6 +252,7 @@ impl LatestImages {
                 threads: AtomicUsize::new(0),
                 thread_ended: Notify::new(),
                 persist: Mutex::new(()),
+                newest_source: Mutex::new(None),
             }),
         }
     }
@@ -288,6 +305,7 @@ impl LatestImages {
                     .map(DateTime::<Utc>::from)
             })
             .unwrap_or_else(Utc::now);
+        let source_modified = saved.as_ref().and_then(|s| s.source_modified);
         let source_path = saved
             .map(|s| s.source_path)
             .unwrap_or_else(|| path.display().to_string());
@@ -307,6 +325,11 @@ impl LatestImages {
             return false;
         }
         *current = Some(Arc::new(LatestImage::new(info, Bytes::from(jpeg))));
+        *self
+            .shared
+            .newest_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = source_modified.map(SystemTime::from);
         true
     }
 
@@ -437,6 +460,7 @@ impl LatestImages {
             conversions: get(&c.conversions),
             published: get(&c.published),
             already_converted: get(&c.already_converted),
+            older: get(&c.older),
             not_regular: get(&c.not_regular),
             failed: get(&c.failed),
             timed_out: get(&c.timed_out),
@@ -540,6 +564,8 @@ enum Outcome {
         persisted: std::io::Result<()>,
     },
     AlreadyConverted,
+    /// Written before the current image's file.
+    Older,
     Skipped {
         reason: &'static str,
         error: ConvertError,
@@ -579,7 +605,23 @@ async fn run_conversions(shared: Arc<Shared>) {
                     );
                 }
                 counters.published.fetch_add(1, Ordering::Relaxed);
+                if let Some(modified) = saved.source_modified.map(SystemTime::from) {
+                    // A time far in the future (a skewed clock) would hide every later file.
+                    if modified <= SystemTime::now() + FUTURE_TOLERANCE {
+                        *shared
+                            .newest_source
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(modified);
+                    }
+                }
                 publish(&shared, saved, converted);
+            }
+            Outcome::Older => {
+                counters.older.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    "latest image: {} was written before the current image's file; not shown",
+                    skips::shown(&path)
+                );
             }
             Outcome::AlreadyConverted => {
                 counters.already_converted.fetch_add(1, Ordering::Relaxed);
@@ -766,6 +808,16 @@ fn convert_one(shared: &Shared, path: &Path, abandoned: &AtomicBool) -> Outcome 
     {
         return Outcome::AlreadyConverted;
     }
+    let modified = meta.modified().ok();
+    let newest = *shared
+        .newest_source
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let (Some(modified), Some(newest)) = (modified, newest) {
+        if modified < newest {
+            return Outcome::Older;
+        }
+    }
     shared.counters.conversions.fetch_add(1, Ordering::Relaxed);
     let converted = match convert::convert_file(path, &shared.limits) {
         Ok(c) => c,
@@ -778,6 +830,7 @@ fn convert_one(shared: &Shared, path: &Path, abandoned: &AtomicBool) -> Outcome 
     let saved = Saved {
         updated: Utc::now(),
         source_path: path.display().to_string(),
+        source_modified: modified.map(DateTime::<Utc>::from),
     };
     let persisted = {
         let _one_writer = shared.persist.lock().unwrap_or_else(|e| e.into_inner());
@@ -827,6 +880,9 @@ fn publish(shared: &Shared, saved: Saved, converted: Converted) {
 struct Saved {
     updated: DateTime<Utc>,
     source_path: String,
+    /// The source file's modification time (absent in files of older versions).
+    #[serde(default)]
+    source_modified: Option<DateTime<Utc>>,
 }
 
 fn persist(data_dir: &Path, jpeg: &[u8], saved: &Saved) -> std::io::Result<()> {

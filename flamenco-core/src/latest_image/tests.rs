@@ -755,3 +755,54 @@ fn the_counts_are_exposed_as_metrics() {
         assert!(text.contains(line), "{line} in\n{text}");
     }
 }
+
+/// `move-to-final` over an existing final folder first moves the previous render aside
+/// (`shot` → `shot-<timestamp>`). Those older frames, never converted by this Manager (it
+/// restarted since), must not replace the new shot's last frame; nor after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_render_moved_aside_does_not_replace_the_newest_frame() {
+    let data = tempfile::tempdir().unwrap();
+    let watched = tempfile::tempdir().unwrap();
+    let images = Arc::new(LatestImages::new(data.path()));
+    let stop = watch_fast(watched.path(), &images);
+    // The previous render, written an hour ago, outside what this pipeline has seen.
+    let elsewhere = tempfile::tempdir_in(watched.path().parent().unwrap()).unwrap();
+    let previous = elsewhere.path().join("shot-previous");
+    std::fs::create_dir(&previous).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for frame in 1..=3u32 {
+        let path = png(&previous, &format!("frame_{frame:04}.png"), 30, 10 + frame);
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    // The new render's frame, shown.
+    let shot = watched.path().join("shot");
+    std::fs::create_dir(&shot).unwrap();
+    let newest = png(&shot, "frame_0003.png", 40, 24);
+    wait_until(&images, 30, "the new frame shown", |i| {
+        i.stats().published == 1 && i.is_idle()
+    })
+    .await;
+    // The old render arrives in the tree.
+    std::fs::rename(&previous, watched.path().join("shot-previous")).unwrap();
+    wait_until(&images, 30, "the old frames skipped", |i| {
+        i.stats().older == 3 && i.is_idle()
+    })
+    .await;
+    let info = images.info().unwrap();
+    assert_eq!(info.source_path, newest.display().to_string());
+    assert_eq!(images.stats().conversions, 1, "old frames are not decoded");
+    stop.cancel();
+    images.close();
+
+    // After a restart the saved image keeps the rule.
+    let again = LatestImages::new(data.path());
+    assert!(again.load_persisted());
+    again.submit(watched.path().join("shot-previous").join("frame_0002.png"));
+    wait_until(&again, 30, "the old frame skipped", |i| {
+        i.stats().older == 1 && i.is_idle()
+    })
+    .await;
+    assert_eq!(again.info().unwrap().source_path, newest.display().to_string());
+    again.close();
+}

@@ -252,8 +252,7 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let mut config = Config::from_yaml(&text, &path)?;
-        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        let config = Config::from_yaml(&text, &path)?;
         Ok((config, ConfigSource::File(path)))
     }
 
@@ -270,9 +269,6 @@ impl Config {
         // First pass: generic YAML, to report syntax errors, every unknown key at once,
         // and to recognise an empty document.
         let generic: serde_yaml::Value = serde_yaml::from_str(text).map_err(|err| {
-    ///
-    /// Relative paths in the file are relative to the file's directory
-    /// ([`Config::resolve_paths`]).
             let message = err.to_string();
             // A duplicate key is reported at the start of its mapping; point at the key.
             invalid(duplicate_key_message(&message, text).unwrap_or(message))
@@ -289,29 +285,6 @@ impl Config {
                 return Err(invalid(format!(
                     "expected a mapping of settings (key: value) at the top level, found {}",
                     yaml_kind(other)
-    /// Make the relative paths of a file's settings relative to `dir`, the file's
-    /// directory: `data_dir` (its default `./flamenco-data` included), `tlscert`, `tlskey`
-    /// and `watch_for_latest_image`. Absolute paths and empty settings are kept. Called by
-    /// [`Config::load`]; without a file, relative paths stay relative to the working
-    /// directory.
-    pub fn resolve_paths(&mut self, dir: &Path) {
-        if dir.as_os_str().is_empty() {
-            return;
-        }
-        self.data_dir = relative_to(dir, &self.data_dir);
-        for value in [
-            &mut self.tlscert,
-            &mut self.tlskey,
-            &mut self.watch_for_latest_image,
-        ] {
-            if !value.trim().is_empty() {
-                *value = relative_to(dir, Path::new(value.as_str()))
-                    .to_string_lossy()
-                    .into_owned();
-            }
-        }
-    }
-
                 )))
             }
         }
@@ -499,23 +472,6 @@ fn mask(secret: &str) -> String {
 /// `mongodb://user:pass@host/db` → `mongodb://user:****@host/db`; URLs without a
 /// password are returned unchanged.
 fn mask_url_password(url: &str) -> String {
-/// `path` joined to `dir` when relative (without `.` components), `path` itself when absolute.
-fn relative_to(dir: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        return path.to_path_buf();
-    }
-    let joined: PathBuf = dir
-        .join(path)
-        .components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect();
-    if joined.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        joined
-    }
-}
-
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[after_scheme..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

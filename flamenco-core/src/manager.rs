@@ -98,9 +98,6 @@ pub struct Peer {
     pub host: String,
     /// Remote `host:port`, as v2 stored at registration.
     pub host_port: String,
-    /// [`Manager::open_existing`] found no store where the configuration points.
-    #[error("{0}")]
-    NoStore(String),
     /// User-Agent header.
     pub user_agent: String,
 }
@@ -170,50 +167,18 @@ impl Manager {
             Arc::new(store)
         } else if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
             if config.database_synchronous != crate::store::sqlite::Synchronous::Normal {
-        Self::open_mode(config, true).await
-    }
-
-    /// Like [`Manager::open`], but only a store that exists: the embedded database file in
-    /// `data_dir`, or a MongoDB database that holds a Manager's collections. Otherwise
-    /// [`OpenError::NoStore`], naming where it looked, and nothing is created. For tools
-    /// that must not work on a new, empty store by mistake (the CLI's commands).
-    pub async fn open_existing(config: Config) -> Result<Manager, OpenError> {
-        Self::open_mode(config, false).await
-    }
-
-    async fn open_mode(config: Config, create: bool) -> Result<Manager, OpenError> {
                 tracing::warn!(
                     "database_synchronous applies to the embedded store only; it is ignored with \
                      database_url (MongoDB's durability is set by the URL's write concern, e.g. w=majority&journal=true)"
-            let file = dir.join(crate::store::sqlite::DATABASE_FILE);
-            if !create && !file.is_file() {
-                let shown = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
-                return Err(OpenError::NoStore(format!(
-                    "there is no Manager database at {} (data_dir {})",
-                    shown.display(),
-                    dir.display()
-                )));
-            }
                 );
             }
-                create,
-            if create {
-                Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
-            } else {
-                match crate::store::mongo::MongoStore::connect_existing(url).await? {
-                    Some(store) => Arc::new(store),
-                    None => {
-                        return Err(OpenError::NoStore(format!(
-                            "the MongoDB database at {} holds no Manager data (none of its collections)",
-                            crate::store::mongo::redact(url)
-                        )))
-                    }
-                }
-            }
+            Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
         } else {
-            return Err(OpenError::Unsupported(
-                config.check_database_url().err().unwrap_or_default(),
-            ));
+            return Err(OpenError::Unsupported(format!(
+                "database_url {:?} is not a MongoDB URL (mongodb:// or mongodb+srv://); \
+                 remove it to use the embedded store in data_dir",
+                crate::store::mongo::redact(url)
+            )));
         };
         Manager::try_with_store(config, store, Arc::new(SystemClock))
     }
@@ -820,12 +785,23 @@ impl Manager {
     }
 
     /// Ask a worker to go to sleep, wake up or shut down (`None` withdraws the request).
-    /// 2.0.x workers are never sent the request; the call still records it.
+    /// The API, the dashboard and the CLI all come here, so they follow one rule: a
+    /// worker that cannot obey (Flamenco Worker 2.0.x, see
+    /// [`Worker::status_request_refusal`]) gets nothing recorded, and the caller a
+    /// [`ApiError::Conflict`] saying why. A withdrawal is always allowed.
     pub async fn request_worker_status(
         &self,
         id: ObjectId,
         requested: Option<RequestedStatus>,
     ) -> Result<(), ApiError> {
+        if let Some(requested) = requested {
+            let Some(worker) = self.store.get_worker(id).await? else {
+                return Err(ApiError::NotFound(format!("worker {id} is unknown")));
+            };
+            if let Some(why) = worker.status_request_refusal(requested) {
+                return Err(ApiError::Conflict(why));
+            }
+        }
         let known = self
             .store
             .set_worker_status_requested(id, requested)

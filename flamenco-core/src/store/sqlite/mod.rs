@@ -80,10 +80,6 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-    /// Create the data directory and the database when missing (the default). When false,
-    /// a missing database is an error and nothing is created (the CLI's commands other
-    /// than `serve` must not start an empty store by mistake).
-    pub create: bool,
         SqliteOptions {
             synchronous: Synchronous::Normal,
             busy_timeout: Duration::from_secs(5),
@@ -93,7 +89,6 @@ impl Default for SqliteOptions {
     }
 }
 
-            create: true,
 /// The [`Store`] on an embedded SQLite database.
 pub struct SqliteStore {
     path: PathBuf,
@@ -107,7 +102,7 @@ impl SqliteStore {
         Self::open_with(data_dir, SqliteOptions::default())
     }
 
-    /// Open the store in `data_dir`, creating it if needed unless `options.create` is false.
+    /// Open (creating if needed) the store in `data_dir`.
     pub fn open_with(data_dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -115,12 +110,6 @@ impl SqliteStore {
                 data_dir.display()
             ))
         })?;
-        if !options.create && !data_dir.join(DATABASE_FILE).is_file() {
-            return Err(StoreError::Unavailable(format!(
-                "there is no database at {}",
-                data_dir.join(DATABASE_FILE).display()
-            )));
-        }
         let dir = std::path::absolute(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("bad data directory {}: {e}", data_dir.display()))
         })?;

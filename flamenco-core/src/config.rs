@@ -3,7 +3,7 @@
 //! Keys are v2's (manager-v2.md §1.2) plus `data_dir`, `database_synchronous`, `worker_registration_secret`,
 //! `max_request_body`, `upstream_gzip`, `max_tasks_per_job`, `admin_token`, and the serving
 //! limits (`tls_redirect_listen`, `max_connections`, `max_header_size`, `request_read_timeout`,
-//! `worker_request_rate`, `worker_request_burst`; docs/security.md). Durations accept `30s`, `5m`, `1h30m`; a bare
+//! `worker_request_rate`, `worker_request_burst`, `allowed_hosts`; docs/security.md). Durations accept `30s`, `5m`, `1h30m`; a bare
 //! integer means seconds. Unknown keys, wrong types and clashing variables are errors that
 //! name the key.
 
@@ -82,6 +82,10 @@ pub struct Config {
     pub worker_request_rate: u32,
     /// How many requests one worker may make in a burst above `worker_request_rate`.
     pub worker_request_burst: u32,
+    /// Extra host names (lower case, no port) the dashboard and `/api/` answer to, besides
+    /// `localhost`, IP literals, this machine's host name and `own_url`'s host; `*` answers
+    /// to any name (docs/security.md, "DNS rebinding").
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
@@ -209,6 +213,7 @@ impl Default for Config {
             request_read_timeout: Duration::from_secs(30),
             worker_request_rate: 50,
             worker_request_burst: 100,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -416,6 +421,10 @@ impl Config {
             "worker_request_burst",
             Value::Number(c.worker_request_burst.into()),
         );
+        put(
+            "allowed_hosts",
+            Value::Sequence(c.allowed_hosts.iter().map(|h| s(h)).collect()),
+        );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -457,6 +466,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "request_read_timeout",
     "worker_request_rate",
     "worker_request_burst",
+    "allowed_hosts",
 ];
 
 const MASK: &str = "****";
@@ -648,6 +658,7 @@ struct RawConfig {
     request_read_timeout: Option<NonNegativeDuration>,
     worker_request_rate: Option<u32>,
     worker_request_burst: Option<PositiveCount>,
+    allowed_hosts: Option<Vec<AllowedHost>>,
 }
 
 impl RawConfig {
@@ -685,6 +696,9 @@ impl RawConfig {
         set!(request_read_timeout);
         if let Some(v) = self.worker_request_rate {
             c.worker_request_rate = v;
+        }
+        if let Some(hosts) = self.allowed_hosts {
+            c.allowed_hosts = hosts.into_iter().map(|AllowedHost(h)| h).collect();
         }
         serving_limits(
             &mut c,
@@ -813,6 +827,56 @@ fn check_tls_settings(c: &Config) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// One `allowed_hosts` entry: a host name (letters, digits, `-`, `.`; stored in lower case,
+/// a trailing `.` removed), an IP literal, or `*`. Checked in the deserializer so that the
+/// error names the key and line.
+#[derive(Debug)]
+struct AllowedHost(String);
+
+impl<'de> serde::Deserialize<'de> for AllowedHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        check_allowed_host(&raw)
+            .map(AllowedHost)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Validate and normalise one `allowed_hosts` entry.
+pub fn check_allowed_host(raw: &str) -> Result<String, String> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name == "*" {
+        return Ok(name);
+    }
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_string());
+    }
+    let hint = "an allowed_hosts entry is a host name as typed in the browser's address bar, without scheme, port or path (e.g. `manager.farm.example`), or `*` for any name";
+    if name.is_empty() {
+        return Err(format!("empty host name: {hint}"));
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "host name {raw:?} is {} characters long; at most 253: {hint}",
+            name.len()
+        ));
+    }
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !labels_ok {
+        return Err(format!("{raw:?} is not a host name: {hint}"));
+    }
+    Ok(name)
 }
 
 impl Config {
@@ -1646,5 +1710,32 @@ path_replacement:
             assert_eq!(format_duration(d), s);
             assert_eq!(parse_duration(s).map(|v| v.magnitude), Ok(d), "{s}");
         }
+    }
+
+    #[test]
+    fn allowed_hosts_are_normalised_and_checked() {
+        assert!(Config::default().allowed_hosts.is_empty());
+        let c =
+            parse("allowed_hosts: [Manager.Farm.Example., render-01, '[::1]', 10.0.0.5, '*']\n")
+                .expect("parses");
+        assert_eq!(
+            c.allowed_hosts,
+            ["manager.farm.example", "render-01", "::1", "10.0.0.5", "*"]
+        );
+        assert!(c.describe_effective().contains("- manager.farm.example"));
+        for (bad, why) in [
+            ("http://manager.farm", "not a host name"),
+            ("manager:8083", "not a host name"),
+            ("manager/path", "not a host name"),
+            ("''", "empty host name"),
+            ("-bad.example", "not a host name"),
+        ] {
+            let err = parse_err(&format!("allowed_hosts:\n  - ok.example\n  - {bad}\n"));
+            assert!(err.contains("allowed_hosts"), "{bad}: {err}");
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(err.contains("line 2"), "{bad}: {err}");
+        }
+        let err = parse_err("allowed_hosts: manager.farm\n");
+        assert!(err.contains("allowed_hosts"), "{err}");
     }
 }

@@ -357,7 +357,9 @@ impl Manager {
         Seen {
             now: self.now(),
             address: peer.host.clone(),
-            software: peer.user_agent.clone(),
+            // Registration and sign-on refuse a longer User-Agent (400); other requests
+            // record at most the limit.
+            software: crate::protocol::bounded_software(&peer.user_agent).to_string(),
             mark_awake,
         }
     }
@@ -386,6 +388,7 @@ impl Manager {
             })?;
         }
         req.validate()?;
+        crate::protocol::check_software(&peer.user_agent)?;
         let secret = req.secret.clone();
         let hashed_secret = tokio::task::spawn_blocking(move || auth::hash_secret(&secret))
             .await
@@ -456,6 +459,7 @@ impl Manager {
         peer: &Peer,
     ) -> Result<(), ApiError> {
         req.validate()?;
+        crate::protocol::check_software(&peer.user_agent)?;
         let sign_on = SignOn {
             nickname: req.nickname.filter(|n| !n.is_empty()),
             supported_task_types: req.supported_task_types.filter(|t| !t.is_empty()),

@@ -6,10 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{empty_as_none, ObjectId, RequestedStatus, TaskStatus, TaskUpdate};
 
-/// Longest accepted secret, nickname, platform or task type, in bytes.
+/// Longest accepted secret or activity, in bytes.
 const MAX_SHORT_TEXT: usize = 1024;
+/// Longest accepted worker nickname, in bytes (docs/worker-api.md, "Size limits").
+pub const MAX_NICKNAME: usize = 256;
+/// Longest accepted worker platform, in bytes.
+pub const MAX_PLATFORM: usize = 64;
+/// Longest accepted `software`: the worker's `User-Agent` header, in bytes.
+pub const MAX_SOFTWARE: usize = 256;
+/// Longest accepted task type, in bytes.
+pub const MAX_TASK_TYPE: usize = 64;
 /// Most task types a worker may declare.
-const MAX_TASK_TYPES: usize = 256;
+pub const MAX_TASK_TYPES: usize = 64;
 
 /// A request body that decoded but does not make sense: 400 with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,13 +25,36 @@ const MAX_TASK_TYPES: usize = 256;
 pub struct Invalid(pub String);
 
 fn check_short(field: &str, value: &str) -> Result<(), Invalid> {
-    if value.len() > MAX_SHORT_TEXT {
+    check_len(field, value, MAX_SHORT_TEXT)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.len() > max {
         return Err(Invalid(format!(
-            "{field} is {} bytes long; at most {MAX_SHORT_TEXT} are accepted",
+            "{field} is {} bytes long; at most {max} are accepted",
             value.len()
         )));
     }
     Ok(())
+}
+
+/// The worker's `software` (its `User-Agent` header, stored at registration and sign-on)
+/// must fit [`MAX_SOFTWARE`].
+pub fn check_software(user_agent: &str) -> Result<(), Invalid> {
+    check_len("software (the User-Agent header)", user_agent, MAX_SOFTWARE)
+}
+
+/// `user_agent` cut to at most [`MAX_SOFTWARE`] bytes (at a character boundary), for the
+/// requests that record it without refusing a longer one.
+pub fn bounded_software(user_agent: &str) -> &str {
+    if user_agent.len() <= MAX_SOFTWARE {
+        return user_agent;
+    }
+    let mut end = MAX_SOFTWARE;
+    while !user_agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    &user_agent[..end]
 }
 
 fn check_task_types(types: &[String]) -> Result<(), Invalid> {
@@ -34,7 +65,7 @@ fn check_task_types(types: &[String]) -> Result<(), Invalid> {
         )));
     }
     for t in types {
-        check_short("a supported task type", t)?;
+        check_len("a supported task type", t, MAX_TASK_TYPE)?;
     }
     Ok(())
 }
@@ -73,8 +104,8 @@ impl RegisterWorker {
             return Err(Invalid("secret must not be empty".into()));
         }
         check_short("secret", &self.secret)?;
-        check_short("platform", &self.platform)?;
-        check_short("nickname", &self.nickname)?;
+        check_len("platform", &self.platform, MAX_PLATFORM)?;
+        check_len("nickname", &self.nickname, MAX_NICKNAME)?;
         check_task_types(&self.supported_task_types)
     }
 }
@@ -91,7 +122,7 @@ pub struct SignOnRequest {
 impl SignOnRequest {
     pub fn validate(&self) -> Result<(), Invalid> {
         if let Some(n) = &self.nickname {
-            check_short("nickname", n)?;
+            check_len("nickname", n, MAX_NICKNAME)?;
         }
         if let Some(types) = &self.supported_task_types {
             check_task_types(types)?;
@@ -319,6 +350,13 @@ mod tests {
         let e = decode_body::<OutputProduced>(many(MAX_OUTPUT_PATHS + 1).as_bytes(), false)
             .unwrap_err();
         assert!(e.0.contains("at most 1000 paths"), "{e}");
+        assert_eq!(
+            bounded_software("Flamenco-Worker/2.5"),
+            "Flamenco-Worker/2.5"
+        );
+        let long = format!("a{}", "é".repeat(MAX_SOFTWARE));
+        assert_eq!(bounded_software(&long).len(), MAX_SOFTWARE - 1);
+        assert!(check_software(&"x".repeat(MAX_SOFTWARE + 1)).is_err());
         let r: RegisterWorker = decode_body(br#"{"secret": "s", "extra": 1}"#, false).unwrap();
         assert_eq!(r.secret, "s");
     }

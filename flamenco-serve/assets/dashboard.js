@@ -594,12 +594,14 @@
 
   async function act(url, label, button) {
     const token = storedToken();
-    const headers = { Accept: 'application/json' };
+    // The Manager refuses state-changing requests that are not declared as JSON (any page
+    // can send text/plain cross-site; docs/security.md), so actions say application/json.
+    const headers = { Accept: 'application/json', 'Content-Type': 'application/json' };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (button) button.classList.add('busy');
     let resp;
     try {
-      resp = await fetch(url, { method: 'POST', headers });
+      resp = await fetch(url, { method: 'POST', headers, body: '{}' });
     } catch (_) {
       showMessage(`${label}: the Manager could not be reached. Is it still running?`, true);
       return;

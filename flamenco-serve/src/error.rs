@@ -3,6 +3,9 @@
 //! 401 keeps v2's plain-text body and `WWW-Authenticate` header; every other error is a JSON
 //! object `{"error": "..."}`, which the 2.5 worker can parse where it reads error bodies
 //! (`/tasks/{id}/return`) and ignores elsewhere.
+//!
+//! A 500 is logged at ERROR here; a 503 for an unavailable store only at DEBUG, marked for
+//! [`crate::outage`], which logs the outage once.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,6 +72,14 @@ impl IntoResponse for HttpError {
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if let ApiError::Store(StoreError::Unavailable(reason)) = &self.0 {
+            // Logged once per outage by outage.rs, not per request.
+            tracing::debug!("answering 503: {}", self.0);
+            let mut resp = json_error(status, &self.0.to_string());
+            resp.extensions_mut()
+                .insert(crate::outage::StoreUnavailable(reason.clone()));
+            return resp;
+        }
         if status.is_server_error() {
             tracing::error!("{}", self.0);
         }

@@ -8,12 +8,15 @@ pub mod admin;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod hosts;
 pub mod image_api;
+pub mod intent;
 pub mod jobs_api;
 pub mod json;
 pub mod limits;
 pub mod metrics_api;
 pub mod openapi;
+pub mod outage;
 pub mod routes;
 pub mod server;
 pub mod status_api;
@@ -30,7 +33,8 @@ use tower_http::trace::TraceLayer;
 pub use server::{bind, serve, serve_with, shutdown_signal, BindError, ServeOptions};
 
 /// The whole HTTP application: the worker API at the root, the job API under `/api/`
-/// (behind [`admin::layer`]) and the OpenAPI document describing both.
+/// (behind [`admin::layer`] and [`intent::check`]) and the OpenAPI document describing
+/// both; every route but the worker API behind [`hosts::check`].
 pub fn router(manager: Arc<Manager>) -> Router {
     application(manager).0
 }
@@ -48,27 +52,48 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
     // The per-worker rate limit (limits.rs), checked by `auth::AuthedWorker` after
     // authentication; the layer below makes it reachable from every request.
     let rate_limit = limits::WorkerRateLimiter::from_config(manager.config());
-    let admin = |routes: routes::Routes| {
-        routes.map_router(|r| r.route_layer(admin::layer(manager.clone())))
+    // State-changing routes: the admin check, and before it the cross-site checks
+    // (intent.rs: Origin/Referer and Content-Type).
+    let intent_policy = Arc::new(intent::IntentPolicy::from_config(manager.config()));
+    let actions = |routes: routes::Routes| {
+        routes.map_router(|r| {
+            r.route_layer(admin::layer(manager.clone())).route_layer(
+                axum::middleware::from_fn_with_state(intent_policy.clone(), intent::check),
+            )
+        })
     };
-    let (routes, table) = worker_api::routes()
-        .merge(admin(jobs_api::routes()))
+    // Every route a browser uses answers only to the Manager's own host names (hosts.rs,
+    // DNS rebinding). Add browser-facing routes here, not to the worker API below.
+    let browser = routes::Routes::new()
+        .merge(actions(jobs_api::routes()))
         .merge(dashboard::routes())
         .merge(image_api::routes())
         .merge(status_api::routes())
-        .merge(admin(status_api::action_routes()))
+        .merge(actions(status_api::action_routes()))
         .get(openapi::PATH, openapi::serve)
         .merge(metrics_api::routes())
-        .into_parts();
-    let router = routes
-        // After every route: counts and times requests per route template (MatchedPath).
-        .layer(axum::middleware::from_fn_with_state(
-            manager.clone(),
-            metrics_api::track,
-        ))
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
-        .layer(axum::Extension(rate_limit))
-        .with_state(manager);
+        .map_router(|r| {
+            r.route_layer(axum::middleware::from_fn_with_state(
+                Arc::new(hosts::HostPolicy::from_config(manager.config())),
+                hosts::check,
+            ))
+        });
+    // The worker API answers to any host name, with no per-request check of its own here.
+    let (routes, table) = worker_api::routes().merge(browser).into_parts();
+    let router =
+        routes
+            // After every route: counts and times requests per route template (MatchedPath).
+            .layer(axum::middleware::from_fn_with_state(
+                (manager.clone(), Arc::new(outage::OutageLog::new())),
+                metrics_api::track,
+            ))
+            .layer(DefaultBodyLimit::max(limit))
+            // 5xx answers are logged by error.rs (and a store outage once, by outage.rs), so the
+            // trace layer's own "response failed" line is DEBUG, not a second ERROR.
+            .layer(TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ))
+            .layer(axum::Extension(rate_limit))
+            .with_state(manager);
     (router, table)
 }

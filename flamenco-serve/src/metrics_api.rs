@@ -62,7 +62,13 @@ fn method_label(method: &Method) -> &'static str {
 /// and time it (until the response's headers) in
 /// `flamenco_http_request_duration_seconds{method,route}`. Install it with
 /// `Router::layer` after every route is added, so that [`MatchedPath`] is known.
-pub async fn track(State(manager): State<Arc<Manager>>, req: Request, next: Next) -> Response {
+///
+/// It also passes every answer to the router's [`crate::outage::OutageLog`].
+pub async fn track(
+    State((manager, outage)): State<(Arc<Manager>, Arc<crate::outage::OutageLog>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
     let route = req
@@ -77,6 +83,7 @@ pub async fn track(State(manager): State<Arc<Manager>>, req: Request, next: Next
         response.status().as_u16(),
         start.elapsed(),
     );
+    outage.observe(&route, &response);
     response
 }
 

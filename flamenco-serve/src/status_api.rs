@@ -158,14 +158,23 @@ async fn as_json(State(manager): State<Arc<Manager>>) -> Response {
     match as_json_report(&manager).await {
         Ok(report) => fresh_json(&report),
         Err(e) => {
-            tracing::error!("/as-json: {e}");
-            json_error(
+            let mut resp = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
                     "the status report is not available: the database could not be read ({e}); \
                      check the Manager's log and its database, then try again"
                 ),
-            )
+            );
+            match &e {
+                // An outage is logged once, by outage.rs.
+                ApiError::Store(flamenco_core::store::StoreError::Unavailable(reason)) => {
+                    tracing::debug!("/as-json: {e}");
+                    resp.extensions_mut()
+                        .insert(crate::outage::StoreUnavailable(reason.clone()));
+                }
+                _ => tracing::error!("/as-json: {e}"),
+            }
+            resp
         }
     }
 }

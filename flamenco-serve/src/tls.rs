@@ -3,7 +3,7 @@
 //! rustls with the *ring* provider only (no aws-lc, no OpenSSL). The files are read when the
 //! Manager starts (and by `flamenco config check`); every failure names the setting, the file
 //! and what to do: unreadable file, no certificate or no private key in it, malformed PEM,
-//! or a key that does not belong to the certificate. Only HTTP/1.1 is offered over ALPN,
+//! a passphrase-protected key, or a key that does not belong to the certificate. Only HTTP/1.1 is offered over ALPN,
 //! as on plain HTTP.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub enum TlsError {
     NoCertificate { path: PathBuf, detail: String },
     #[error("tlskey: {path} holds no PEM private key (expected a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block): {detail}")]
     NoKey { path: PathBuf, detail: String },
+    #[error("tlskey: the private key in {path} is encrypted (protected by a passphrase), and the Manager cannot ask for one when it starts. Write a decrypted copy that only the Manager's user can read, e.g. `openssl pkey -in {path} -out manager-key.pem && chmod 600 manager-key.pem`, and point tlskey at it")]
+    EncryptedKey { path: PathBuf },
     #[error("tlskey: the private key in {key} does not belong to the certificate in {cert}. Point tlskey at the key the certificate was issued for (the first certificate in the file must be the server's own)")]
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("cannot use tlscert {cert} with tlskey {key}: {source}")]
@@ -52,6 +54,11 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
             detail: "no certificate block found".into(),
         });
     }
+    if is_encrypted_key(&key_pem) {
+        return Err(TlsError::EncryptedKey {
+            path: key.to_path_buf(),
+        });
+    }
     let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::NoKey {
         path: key.to_path_buf(),
         detail: e.to_string(),
@@ -76,6 +83,17 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A passphrase-protected key: PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's traditional
+/// form (an `RSA`/`EC PRIVATE KEY` block with `Proc-Type: 4,ENCRYPTED`). rustls reads
+/// neither, and would only say that it found no key.
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    String::from_utf8_lossy(pem).lines().any(|line| {
+        let line = line.trim();
+        line == "-----BEGIN ENCRYPTED PRIVATE KEY-----"
+            || line.eq_ignore_ascii_case("Proc-Type: 4,ENCRYPTED")
+    })
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

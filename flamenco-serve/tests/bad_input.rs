@@ -243,6 +243,174 @@ async fn registration_secret_requires_a_valid_token() {
     tm.stop().await;
 }
 
+/// docs/worker-api.md, "Size limits": a field over its limit at registration or sign-on is
+/// a 400 naming the field, and nothing is stored; other requests record at most
+/// `MAX_SOFTWARE` bytes of the User-Agent.
+#[tokio::test]
+async fn oversized_worker_fields_are_400_naming_the_field() {
+    use flamenco_core::protocol::{
+        MAX_NICKNAME, MAX_PLATFORM, MAX_SOFTWARE, MAX_TASK_TYPE, MAX_TASK_TYPES,
+    };
+    let tm = TestManager::start().await;
+    let register = |user_agent: String, body: serde_json::Value| {
+        let request = tm
+            .client
+            .post(tm.url("/register-worker"))
+            .header("User-Agent", user_agent)
+            .json(&body);
+        async move {
+            let resp = request.send().await.expect("send");
+            let status = resp.status();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let body = |nickname: String, platform: String, types: Vec<String>| {
+        json!({"secret": "s3cret", "nickname": nickname, "platform": platform,
+               "supported_task_types": types})
+    };
+    let ok_types = || vec!["sleep".to_string()];
+    let ua = "Flamenco-Worker/2.5".to_string();
+
+    // The probe: a 60 KB User-Agent.
+    let cases = [
+        (
+            "x".repeat(60_000),
+            body("w".into(), "linux".into(), ok_types()),
+            "software (the User-Agent header)",
+        ),
+        (
+            ua.clone(),
+            body("n".repeat(MAX_NICKNAME + 1), "linux".into(), ok_types()),
+            "nickname",
+        ),
+        (
+            ua.clone(),
+            body("w".into(), "p".repeat(MAX_PLATFORM + 1), ok_types()),
+            "platform",
+        ),
+        (
+            ua.clone(),
+            body(
+                "w".into(),
+                "linux".into(),
+                vec!["t".repeat(MAX_TASK_TYPE + 1)],
+            ),
+            "a supported task type",
+        ),
+        (
+            ua.clone(),
+            body(
+                "w".into(),
+                "linux".into(),
+                (0..=MAX_TASK_TYPES).map(|i| format!("type-{i}")).collect(),
+            ),
+            "supported_task_types",
+        ),
+    ];
+    for (user_agent, request, field) in cases {
+        let (status, answer) = register(user_agent, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with(field), "{field}: {error}");
+        assert!(error.contains("at most"), "{field}: {error}");
+    }
+    assert!(tm.manager.list_workers().await.unwrap().is_empty());
+
+    // Exactly at every limit: accepted, stored as sent.
+    let (status, worker) = register(
+        "u".repeat(MAX_SOFTWARE),
+        body(
+            "n".repeat(MAX_NICKNAME),
+            "p".repeat(MAX_PLATFORM),
+            (0..MAX_TASK_TYPES)
+                .map(|i| format!("{i:0>width$}", width = MAX_TASK_TYPE))
+                .collect(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{worker}");
+    assert_eq!(tm.manager.list_workers().await.unwrap().len(), 1);
+
+    // Sign-on: the same limits; the worker is left as it was.
+    let w = tm.register("render-01", "linux", &["sleeping"]).await;
+    let sign_on = |user_agent: String, body: serde_json::Value| {
+        let request = tm
+            .client
+            .post(tm.url("/sign-on"))
+            .basic_auth(w.id.to_hex(), Some(&w.secret))
+            .header("User-Agent", user_agent)
+            .json(&body);
+        async move {
+            let resp = request.send().await.expect("send");
+            let status = resp.status();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let before = tm.worker(w.id).await;
+    let (status, answer) = sign_on("x".repeat(60_000), json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("User-Agent"));
+    let (status, answer) = sign_on(
+        ua.clone(),
+        json!({"nickname": "n".repeat(MAX_NICKNAME + 1)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("nickname"));
+    let stored = tm.worker(w.id).await;
+    assert_eq!(
+        (
+            &stored.status,
+            &stored.nickname,
+            &stored.software,
+            stored.last_activity
+        ),
+        (
+            &before.status,
+            &before.nickname,
+            &before.software,
+            before.last_activity
+        )
+    );
+    assert_eq!(stored.nickname, "render-01");
+    assert_eq!(stored.software, "Flamenco-Worker/2.5");
+
+    // Any other request records at most MAX_SOFTWARE bytes of a long User-Agent.
+    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
+    let long = format!("Flamenco-Worker/2.5 {}", "x".repeat(60_000));
+    let resp = tm
+        .client
+        .post(tm.url("/task"))
+        .basic_auth(w.id.to_hex(), Some(&w.secret))
+        .header("User-Agent", long.as_str())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    tm.manager.flush_seen().await.expect("flush");
+    let software = tm.worker(w.id).await.software;
+    assert_eq!(
+        software.len(),
+        MAX_SOFTWARE,
+        "{} bytes stored",
+        software.len()
+    );
+    assert!(long.starts_with(&software), "a prefix of what was sent");
+    tm.stop().await;
+}
+
 /// A token as PyJWT 1.x makes it for worker 2.5: HS256 with float `exp`/`iat`.
 fn jwt(secret: &str) -> String {
     use base64::Engine;

@@ -203,6 +203,7 @@ async fn bad_requests_are_4xx_naming_the_field() {
     let resp = tm
         .client
         .post(tm.url("/api/jobs"))
+        .header("Content-Type", "application/json")
         .body("{not json")
         .send()
         .await

@@ -1,6 +1,6 @@
 //! HTTPS: a self-signed certificate made in the test (rcgen), a Manager serving it, clients
 //! that do and do not trust it, plain HTTP on the HTTPS port, the redirect listener, and
-//! the start-up errors for missing, unreadable and mismatched files.
+//! the start-up errors for missing, unreadable, mismatched and passphrase-protected files.
 
 mod common;
 
@@ -373,4 +373,55 @@ async fn bad_tls_settings_are_clear_errors_at_start() {
     let err = Config::from_yaml("tls_redirect_listen: ':8080'\n", Path::new("x.yaml"))
         .expect_err("redirect without TLS");
     assert!(err.to_string().contains("tls_redirect_listen"), "{err}");
+}
+
+/// A throwaway P-256 key, encrypted with the passphrase `secret` by
+/// `openssl pkcs8 -topk8 -v2 aes-256-cbc` (PKCS#8).
+const ENCRYPTED_PKCS8_KEY: &str = "\
+-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAixXm8Kw0C4sgICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEDfJpOgdN/CSfNiLYgReKz0EgZBU
+UlcweBnV29i+PT1l7WOX7CN6hR6IzYD+C7bdvOaV1PIEggNkXSgIW7RFIlywweiF
+rtNTfHK5db6kSjoK01/ExZ1KNdfOUAUhbMdaM+cxGBE9Y4GgeEiujh12ED6OOLaH
+InDL5fMX4NyWEHTuVyeGXXwVhYnhHd1dVBEr2OZIcTAwGoZF74ZQQmJ1bnrVQOA=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+
+/// The same key in OpenSSL's traditional encrypted form (`openssl ec -aes256`).
+const ENCRYPTED_TRADITIONAL_KEY: &str = "\
+-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-256-CBC,B19212CC106E2CB2DBB1DDA826195BEC
+
+kVaRP63dPEkGQnNPpAF01wKmG6kAvn1IX7Zcq08DZZGGGkmpidS03LZTbCvdKcJO
+HyipOPV+FnfQEyCRaT0Ef4IcH0KYc4N+BIZ+McMTFSwfa5x/Fma1or4zcLQhg2I5
+Xaqxl9h/EsWBrflzZLqf9TXcOu0KtGQw7oWEYQ/GSQk=
+-----END EC PRIVATE KEY-----
+";
+
+#[test]
+fn an_encrypted_key_is_named_as_encrypted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = self_signed(dir.path(), "server");
+    for (name, pem) in [
+        ("pkcs8", ENCRYPTED_PKCS8_KEY),
+        ("traditional", ENCRYPTED_TRADITIONAL_KEY),
+    ] {
+        let key = dir.path().join(format!("{name}-encrypted-key.pem"));
+        std::fs::write(&key, pem).expect("write key");
+        let mut config = tls_config(&certs, "");
+        config.tlskey = key.display().to_string();
+        let msg = ServeOptions::from_config(&config)
+            .err()
+            .expect("an encrypted key is refused")
+            .to_string();
+        assert!(msg.starts_with("tlskey:"), "{name}: {msg}");
+        assert!(
+            msg.contains("is encrypted (protected by a passphrase)"),
+            "{name}: {msg}"
+        );
+        assert!(msg.contains(&key.display().to_string()), "{name}: {msg}");
+        assert!(msg.contains("openssl pkey -in"), "{name}: {msg}");
+        assert!(!msg.contains("no items found"), "{name}: {msg}");
+    }
 }

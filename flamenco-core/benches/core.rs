@@ -40,6 +40,7 @@ fn worker() -> Worker {
     Worker {
         id: ObjectId::new(),
         hashed_secret: String::new(),
+        secret_sha256: String::new(),
         nickname: "bench".into(),
         address: "127.0.0.1".into(),
         status: "awake".into(),

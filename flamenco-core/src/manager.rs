@@ -5,13 +5,15 @@
 //! request worker status changes. The daemon, the CLI, the tests and the examples all go
 //! through it.
 
+mod worker_auth;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::{self, SecretCache};
+use crate::auth::{self, AuthGuard, SecretCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::jobs::JobTypes;
@@ -70,6 +72,13 @@ pub enum ApiError {
     /// 500: something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 429: too many failed or unverified logins, or no bcrypt slot in time
+    /// (`auth::guard`); `retry_after` goes into the `Retry-After` header.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// 400: one field of a request is not acceptable; `field` names it (`job_type`,
     /// `settings.frames`, …) and `message` says why.
     #[error("{message}")]
@@ -128,6 +137,8 @@ pub struct Manager {
     clock: Arc<dyn Clock>,
     substitutions: Substitutions,
     secrets: Arc<SecretCache>,
+    /// bcrypt slots and unverified-login limits (see [`crate::auth::guard`]).
+    auth_guard: AuthGuard,
     outputs: Mutex<VecDeque<ProducedOutput>>,
     seen_tracker: SeenTracker,
     /// may-i-run pings not written yet (see [`crate::seen`]).
@@ -233,6 +244,7 @@ impl Manager {
             clock,
             substitutions,
             secrets: Arc::new(SecretCache::new()),
+            auth_guard: AuthGuard::default(),
             outputs: Mutex::new(VecDeque::new()),
             seen_tracker: SeenTracker::default(),
             ping_tracker: PingTracker::default(),
@@ -389,14 +401,11 @@ impl Manager {
         }
         req.validate()?;
         crate::protocol::check_software(&peer.user_agent)?;
-        let secret = req.secret.clone();
-        let hashed_secret = tokio::task::spawn_blocking(move || auth::hash_secret(&secret))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("unable to hash the worker secret: {e}")))?;
+        let stored = self.hash_new_secret(&req.secret).await?;
         let worker = Worker {
             id: ObjectId::new(),
-            hashed_secret,
+            hashed_secret: stored.hashed_secret,
+            secret_sha256: stored.secret_sha256,
             nickname: req.nickname,
             address: peer.host_port.clone(),
             status: worker_status::REGISTERED.to_string(),
@@ -413,42 +422,6 @@ impl Manager {
         self.store.insert_worker(&worker).await?;
         tracing::info!(worker = %worker.id, nickname = %worker.nickname, platform = %worker.platform, "registered worker");
         Ok(worker)
-    }
-
-    /// HTTP Basic credentials → the worker. The slow hash is checked once per worker and
-    /// secret; later requests compare a keyed digest kept in memory.
-    pub async fn authenticate(&self, worker_id: &str, secret: &str) -> Result<Worker, ApiError> {
-        let id = ObjectId::parse(worker_id).map_err(|_| ApiError::Unauthorized)?;
-        let worker = match self.worker_cache.get(id) {
-            Some(worker) => worker,
-            None => {
-                let worker = self
-                    .store
-                    .get_worker(id)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
-                self.worker_cache.insert(&worker);
-                worker
-            }
-        };
-        let ok = match self.secrets.check_fast(id, secret, &worker.hashed_secret) {
-            Some(ok) => ok,
-            None => {
-                let secrets = self.secrets.clone();
-                let secret = secret.to_string();
-                let hash = worker.hashed_secret.clone();
-                tokio::task::spawn_blocking(move || {
-                    secrets.verify_slow_and_cache(id, &secret, &hash)
-                })
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-            }
-        };
-        if ok {
-            Ok(worker)
-        } else {
-            Err(ApiError::Unauthorized)
-        }
     }
 
     /// `POST /sign-on`.

@@ -133,6 +133,7 @@ mod tests {
         Worker {
             id: ObjectId::new(),
             hashed_secret: String::new(),
+            secret_sha256: String::new(),
             nickname: "w".into(),
             address: "10.0.0.1".into(),
             status: "awake".into(),

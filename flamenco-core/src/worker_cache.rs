@@ -100,6 +100,7 @@ mod tests {
         Worker {
             id: ObjectId::new(),
             hashed_secret: String::new(),
+            secret_sha256: String::new(),
             nickname: nickname.to_string(),
             address: String::new(),
             status: "awake".to_string(),

@@ -279,6 +279,26 @@ async fn a_v2_database_opens_as_it_is() {
         .expect("the v2 worker");
     assert_eq!(w.hashed_secret, "$2a$10$abcdefghijklmnopqrstuv");
     assert_eq!(w.status_requested, None);
+    // No fast hash in a v2 document. Storing one (upgrade on login) keeps `hashed_secret`
+    // the bcrypt binary a v2 Manager reads, and adds a string field v2 ignores.
+    assert_eq!(w.secret_sha256, "");
+    assert!(store
+        .set_worker_secret_sha256(worker_id, &w.hashed_secret, "hmac-sha256$a$b$c")
+        .await
+        .expect("set fast hash"));
+    let raw_worker = workers
+        .find_one(doc! { "_id": bson_id(worker_id) })
+        .await
+        .expect("find")
+        .expect("the v2 worker");
+    assert!(
+        matches!(raw_worker.get("hashed_secret"), Some(Bson::Binary(b)) if b.bytes == b"$2a$10$abcdefghijklmnopqrstuv"),
+        "{raw_worker}"
+    );
+    assert_eq!(
+        raw_worker.get_str("secret_sha256").expect("string"),
+        "hmac-sha256$a$b$c"
+    );
     let queued = store.outbox_peek(10).await.expect("peek");
     assert_eq!(
         queued.iter().map(|u| u.id).collect::<Vec<_>>(),

@@ -34,8 +34,10 @@ fn basic_credentials(parts: &Parts) -> Option<(String, String)> {
 }
 
 impl FromRequestParts<Arc<Manager>> for AuthedWorker {
-    /// 401 for missing or wrong credentials (v2's answer), 429 over the worker's request
-    /// rate limit ([`WorkerRateLimiter`], installed by [`crate::router`]).
+    /// 401 for missing or wrong credentials (v2's answer); 429 with `Retry-After` when the
+    /// worker id or the client address made too many failed or unverified logins
+    /// (`flamenco_core::auth::guard`), or over the worker's request rate limit
+    /// ([`WorkerRateLimiter`], installed by [`crate::router`]).
     type Rejection = Response;
 
     async fn from_request_parts(
@@ -44,8 +46,12 @@ impl FromRequestParts<Arc<Manager>> for AuthedWorker {
     ) -> Result<Self, Self::Rejection> {
         let (user, password) = basic_credentials(parts)
             .ok_or_else(|| HttpError(ApiError::Unauthorized).into_response())?;
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
         let worker = manager
-            .authenticate(&user, &password)
+            .authenticate_from(&user, &password, client)
             .await
             .map_err(|e| HttpError(e).into_response())?;
         if let Some(Some(limiter)) = parts.extensions.get::<Option<Arc<WorkerRateLimiter>>>() {

@@ -65,6 +65,19 @@ impl IntoResponse for HttpError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, message);
+                // Whole seconds, rounded up, at least 1 (RFC 9110's delay-seconds).
+                let secs =
+                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return resp;
+            }
             ApiError::InvalidField { field, message } => {
                 let body = serde_json::json!({ "error": message, "field": field });
                 return crate::json::json_response(StatusCode::BAD_REQUEST, &body);

@@ -578,6 +578,7 @@ async fn manager_with_worker(config: Config) -> (Arc<Manager>, ObjectId, tempfil
     let worker = flamenco_core::model::Worker {
         id: ObjectId::new(),
         hashed_secret: String::new(),
+        secret_sha256: String::new(),
         nickname: "w".into(),
         address: "10.0.0.5:4000".into(),
         status: "awake".into(),

@@ -15,6 +15,11 @@ pub struct Worker {
     /// Slow hash of the secret (bcrypt, `$2a$`/`$2b$`), as v2 stored it.
     #[serde(skip)]
     pub hashed_secret: String,
+    /// Fast hash of the whole secret (salted HMAC-SHA256, see `auth::digest`), written next
+    /// to `hashed_secret` for secrets of 32 bytes or more; empty when there is none (short
+    /// secrets, workers registered by v2 that have not logged in here yet).
+    #[serde(skip)]
+    pub secret_sha256: String,
     pub nickname: String,
     pub address: String,
     /// `""` just registered, `awake`, `down`, `timeout`, `asleep`, … (see `worker_status`).

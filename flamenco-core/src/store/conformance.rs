@@ -96,6 +96,7 @@ pub fn test_worker(id: ObjectId, nickname: &str, task_types: &[&str]) -> Worker 
     Worker {
         id,
         hashed_secret: "$2a$10$abcdefghijklmnopqrstuv".into(),
+        secret_sha256: String::new(),
         nickname: nickname.into(),
         address: "192.168.3.4".into(),
         status: String::new(),
@@ -1615,6 +1616,7 @@ pub async fn workers_insert_get_list(store: Arc<dyn Store>) {
     full.current_task_status = "active".into();
     full.current_task_updated = Some(at(20));
     full.status_requested = Some(RequestedStatus::Asleep);
+    full.secret_sha256 = "hmac-sha256$fp$salt$digest".into();
     let bare = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "", &[]);
     add_worker(&store, &full).await;
     add_worker(&store, &bare).await;
@@ -1637,6 +1639,67 @@ pub async fn workers_insert_get_list(store: Arc<dyn Store>) {
         other => panic!("expected Duplicate, got {other:?}"),
     }
     assert_eq!(store.list_workers().await.expect("list").len(), 2);
+}
+
+/// The fast hash of a worker's secret (`secret_sha256`): written at registration, set
+/// later only while the bcrypt `hashed_secret` is the one given (compare-and-set), and
+/// nothing else about the worker changes.
+pub async fn worker_secret_sha256_set_if_hash_unchanged(store: Arc<dyn Store>) {
+    let mut w = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "w", &["sleeping"]);
+    w.last_activity = Some(at(5));
+    add_worker(&store, &w).await;
+    assert_eq!(worker(&store, w.id).await.secret_sha256, "");
+
+    // A different bcrypt hash: refused, nothing written.
+    let written = store
+        .set_worker_secret_sha256(w.id, "$2a$10$another-hash", "hmac-sha256$x$y$z")
+        .await
+        .expect("set");
+    assert!(!written);
+    assert_eq!(worker(&store, w.id).await, w);
+
+    // The current one: written, and only that field changes.
+    let written = store
+        .set_worker_secret_sha256(w.id, &w.hashed_secret, "hmac-sha256$a$b$c")
+        .await
+        .expect("set");
+    assert!(written);
+    let mut expected = w.clone();
+    expected.secret_sha256 = "hmac-sha256$a$b$c".into();
+    assert_eq!(worker(&store, w.id).await, expected);
+    assert_eq!(
+        store.list_workers().await.expect("list"),
+        vec![expected.clone()]
+    );
+
+    // Replaced by a later upgrade.
+    assert!(store
+        .set_worker_secret_sha256(w.id, &w.hashed_secret, "hmac-sha256$d$e$f")
+        .await
+        .expect("set"));
+    assert_eq!(
+        worker(&store, w.id).await.secret_sha256,
+        "hmac-sha256$d$e$f"
+    );
+
+    // Unknown worker: false.
+    assert!(!store
+        .set_worker_secret_sha256(oid("a9a9a9a9a9a9a9a9a9a9a9a9"), &w.hashed_secret, "x")
+        .await
+        .expect("set"));
+
+    // "Seen" and sign-on keep it.
+    let seen = Seen {
+        now: at(50),
+        address: "10.0.0.9".into(),
+        software: "Flamenco-Worker/2.5".into(),
+        mark_awake: true,
+    };
+    assert!(store.worker_seen(w.id, &seen).await.expect("seen"));
+    assert_eq!(
+        worker(&store, w.id).await.secret_sha256,
+        "hmac-sha256$d$e$f"
+    );
 }
 
 /// "Seen" (v2 §8.4): `last_activity` always; `awake` only when asked; address and
@@ -3086,6 +3149,7 @@ macro_rules! conformance_tests {
             return_task_outcomes,
             sign_off_requeues_active_tasks,
             workers_insert_get_list,
+            worker_secret_sha256_set_if_hash_unchanged,
             worker_seen_semantics,
             worker_sign_on_v2_sequence,
             worker_status_request_set_and_ack,

@@ -86,6 +86,7 @@ instrumented! {
     fn insert_worker(&self, worker: &Worker) -> StoreResult<()>;
     fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>>;
     fn list_workers(&self) -> StoreResult<Vec<Worker>>;
+    fn set_worker_secret_sha256(&self, id: ObjectId, hashed_secret: &str, secret_sha256: &str) -> StoreResult<bool>;
     fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool>;
     fn worker_sign_on(&self, id: ObjectId, sign_on: &SignOn, seen: &Seen) -> StoreResult<bool>;
     fn set_worker_status_requested(&self, id: ObjectId, requested: Option<RequestedStatus>) -> StoreResult<bool>;

@@ -292,6 +292,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>>;
     /// All workers, ordered by id.
     async fn list_workers(&self) -> StoreResult<Vec<Worker>>;
+    /// Store the fast hash of a worker's secret (`secret_sha256`, see `auth::digest`) when
+    /// its bcrypt `hashed_secret` is still the given one (compare-and-set: a worker whose
+    /// hash changed meanwhile is left alone). False when nothing was written.
+    async fn set_worker_secret_sha256(
+        &self,
+        id: ObjectId,
+        hashed_secret: &str,
+        secret_sha256: &str,
+    ) -> StoreResult<bool>;
     /// Record contact from a worker. Returns false when the worker does not exist.
     async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool>;
     /// Sign-on: nickname/types as given (when non-empty), `current_task` removed, plus

@@ -120,6 +120,7 @@ impl Farm {
             let worker = Worker {
                 id: ObjectId::new(),
                 hashed_secret: "not-used".into(),
+                secret_sha256: String::new(),
                 nickname: format!("w{i}"),
                 address: "127.0.0.1:5000".into(),
                 status: "awake".into(),

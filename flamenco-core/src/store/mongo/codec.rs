@@ -5,7 +5,9 @@
 //! * Empty optional fields are omitted, as v2 did (`_etag`, `job`, `log`, `activity`,
 //!   `parents`, `worker`, `worker_id`, the times, `current_task`, …); a missing field
 //!   reads as empty.
-//! * `hashed_secret` is written as BSON binary (v2's type) and read from binary or string.
+//! * `hashed_secret` is written as BSON binary (v2's type) and read from binary or string;
+//!   it stays bcrypt, so a v2 Manager still accepts the worker. `secret_sha256` (ours: the
+//!   fast hash, `auth::digest`) is a string next to it, omitted when empty; v2 ignores it.
 //! * Command settings are free-form: JSON integers become int32/int64, other numbers
 //!   doubles (an integer above `i64::MAX` too); v2 stored every number as a double, and a
 //!   double reads back as a JSON float. Other BSON types a foreign writer may have used
@@ -439,6 +441,9 @@ pub(super) fn worker_to_doc(w: &Worker) -> Document {
     if let Some(r) = w.status_requested {
         d.insert("status_requested", r.as_str());
     }
+    if !w.secret_sha256.is_empty() {
+        d.insert("secret_sha256", w.secret_sha256.as_str());
+    }
     d
 }
 
@@ -468,6 +473,7 @@ pub(super) fn worker_from_doc(d: &Document) -> StoreResult<Worker> {
         current_task_status: f.string("current_task_status")?,
         current_task_updated: f.opt_time("current_task_updated")?,
         status_requested,
+        secret_sha256: f.string("secret_sha256")?,
     })
 }
 

@@ -268,6 +268,21 @@ impl Store for MongoStore {
         self.run(workers::list(&self.db)).await
     }
 
+    async fn set_worker_secret_sha256(
+        &self,
+        id: ObjectId,
+        hashed_secret: &str,
+        secret_sha256: &str,
+    ) -> StoreResult<bool> {
+        self.run(workers::set_secret_sha256(
+            &self.db,
+            id,
+            hashed_secret,
+            secret_sha256,
+        ))
+        .await
+    }
+
     async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
         self.run(workers::seen(&self.db, id, seen)).await
     }

@@ -44,6 +44,30 @@ pub(super) async fn list(db: &Db) -> StoreResult<Vec<Worker>> {
     docs.iter().map(worker_from_doc).collect()
 }
 
+/// Store the fast hash of a worker's secret if its bcrypt hash is still `hashed_secret`
+/// (v2 wrote it as binary; a string is matched too); false when nothing matched.
+pub(super) async fn set_secret_sha256(
+    db: &Db,
+    id: ObjectId,
+    hashed_secret: &str,
+    secret_sha256: &str,
+) -> StoreResult<bool> {
+    let as_binary = Bson::Binary(mongodb::bson::Binary {
+        subtype: mongodb::bson::spec::BinarySubtype::Generic,
+        bytes: hashed_secret.as_bytes().to_vec(),
+    });
+    let filter = doc! {
+        "_id": oid(id),
+        "hashed_secret": { "$in": [as_binary, hashed_secret] },
+    };
+    let result = db
+        .workers
+        .update_one(filter, doc! { "$set": { "secret_sha256": secret_sha256 } })
+        .await
+        .db()?;
+    Ok(result.matched_count > 0)
+}
+
 /// The `$set` of "seen" (v2 §8.4), without the status (see [`seen`] and [`sign_on`]).
 fn seen_fields(seen: &Seen) -> Document {
     let mut set = doc! { "last_activity": date(seen.now) };

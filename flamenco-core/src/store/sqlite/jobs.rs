@@ -323,6 +323,7 @@ mod tests {
                 "DROP TABLE jobs; DROP INDEX tasks_by_job_status; \
                  CREATE INDEX tasks_by_job ON tasks (job); \
                  DROP INDEX tasks_by_status_type; CREATE INDEX tasks_by_status ON tasks (status); \
+                 ALTER TABLE workers DROP COLUMN secret_sha256; \
                  PRAGMA user_version = 3;",
             )
             .expect("downgrade");

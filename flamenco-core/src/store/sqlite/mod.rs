@@ -287,6 +287,18 @@ impl Store for SqliteStore {
         self.readers.run(workers::list).await
     }
 
+    async fn set_worker_secret_sha256(
+        &self,
+        id: ObjectId,
+        hashed_secret: &str,
+        secret_sha256: &str,
+    ) -> StoreResult<bool> {
+        let (hashed, fast) = (hashed_secret.to_string(), secret_sha256.to_string());
+        self.writer
+            .run(move |c| workers::set_secret_sha256(c, id, &hashed, &fast))
+            .await
+    }
+
     async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
         let seen = seen.clone();
         self.writer.run(move |c| workers::seen(c, id, &seen)).await

@@ -312,7 +312,7 @@ pub(super) fn update_from_row(row: &Row<'_>) -> StoreResult<TaskUpdate> {
 /// The columns [`worker_from_row`] reads, for `SELECT … FROM workers`.
 pub(super) const WORKER_COLUMNS: &str = "id, hashed_secret, nickname, address, status, \
     platform, time_cost, supported_task_types, software, current_task, last_activity, \
-    current_task_status, current_task_updated, status_requested";
+    current_task_status, current_task_updated, status_requested, secret_sha256";
 
 pub(super) fn worker_from_row(row: &Row<'_>) -> StoreResult<Worker> {
     let status_requested = match col_opt_text(row, 13)? {
@@ -337,5 +337,6 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> StoreResult<Worker> {
         current_task_status: col_text(row, 11)?,
         current_task_updated: col_opt_time(row, 12)?,
         status_requested,
+        secret_sha256: col_text(row, 14)?,
     })
 }

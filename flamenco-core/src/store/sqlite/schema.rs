@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 5;
+pub(super) const LATEST_VERSION: i64 = 6;
 
 /// Version 1: the initial schema.
 ///
@@ -147,7 +147,13 @@ CREATE INDEX tasks_by_status_type ON tasks (status, task_type);
 DROP INDEX tasks_by_status;
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5];
+/// Version 6: the fast hash of a worker's secret next to its bcrypt hash (`auth::digest`,
+/// docs/security.md "Worker secrets"); empty for workers that have none yet.
+const V6: &str = "
+ALTER TABLE workers ADD COLUMN secret_sha256 TEXT NOT NULL DEFAULT '';
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]
@@ -288,4 +294,38 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by a version-5 program: its workers get an empty
+    /// `secret_sha256` (bcrypt decides until their first login upgrades them).
+    #[test]
+    fn v6_adds_an_empty_secret_sha256_to_existing_workers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v5.sqlite");
+        let mut conn = Connection::open(&path).expect("open");
+        for migration in &MIGRATIONS[..5] {
+            conn.execute_batch(migration).expect("v1..v5");
+        }
+        conn.pragma_update(None, "user_version", 5)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO workers (id, hashed_secret) VALUES (x'0102030405060708090a0b0c', '$2a$10$x')",
+            [],
+        )
+        .expect("a v5 worker");
+        migrate(&mut conn, &path).expect("migrate");
+        assert_eq!(user_version(&conn).expect("version"), LATEST_VERSION);
+        let (hashed, fast): (String, String) = conn
+            .query_row(
+                "SELECT hashed_secret, secret_sha256 FROM workers",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the worker");
+        assert_eq!((hashed.as_str(), fast.as_str()), ("$2a$10$x", ""));
+    }
 }

@@ -14,8 +14,8 @@ pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO workers (id, hashed_secret, nickname, address, status, platform, \
            time_cost, supported_task_types, software, current_task, last_activity, \
-           current_task_status, current_task_updated, status_requested) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+           current_task_status, current_task_updated, status_requested, secret_sha256) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )
     .db()?
     .execute(params![
@@ -33,6 +33,7 @@ pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
         w.current_task_status,
         opt_ms(w.current_task_updated),
         w.status_requested.map(|s| s.as_str()),
+        w.secret_sha256,
     ])
     .map_err(|e| {
         if is_duplicate(&e) {
@@ -63,6 +64,24 @@ pub(super) fn list(conn: &Connection) -> StoreResult<Vec<Worker>> {
         workers.push(worker_from_row(row)?);
     }
     Ok(workers)
+}
+
+/// Store the fast hash of a worker's secret, if its bcrypt hash is still `hashed_secret`;
+/// false when the worker does not exist or its hash changed meanwhile.
+pub(super) fn set_secret_sha256(
+    conn: &Connection,
+    id: ObjectId,
+    hashed_secret: &str,
+    secret_sha256: &str,
+) -> StoreResult<bool> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE workers SET secret_sha256 = ?3 WHERE id = ?1 AND hashed_secret = ?2",
+        )
+        .db()?
+        .execute(params![blob(id), hashed_secret, secret_sha256])
+        .db()?;
+    Ok(n > 0)
 }
 
 /// "Seen" (v2 §8.4); false when the worker does not exist. `mark_awake` wakes only the

@@ -10,6 +10,7 @@
 //!   served, and `allowed_hosts` adds names.
 //! * The same actions from the Manager's own origin, and from clients that send no Origin
 //!   (the CLI, curl), still work; so does the worker API under any host name.
+//! * No CORS preflight is ever granted.
 
 mod common;
 
@@ -47,6 +48,26 @@ async fn raw(tm: &TestManager, head: &str, body: &str) -> (u16, Value) {
         .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The whole answer to one request, as text (status line, headers, body).
+async fn raw_text(tm: &TestManager, head: &str) -> String {
+    let addr = tm.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("{head}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write the request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer within 30 s")
+    .expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// The `Host` the Manager's own pages send: its loopback address and port.
@@ -414,5 +435,49 @@ async fn the_worker_api_answers_to_any_host_name() {
     let (status, task) = raw(&tm, &head("POST", "/task", "10.9.8.7", &[&auth]), "").await;
     assert_eq!(status, 200, "{task}");
     assert_eq!(task["_id"], oid("1aaa").to_hex());
+    tm.stop().await;
+}
+
+/// A CORS preflight is never granted, so a browser never sends another site's JSON or
+/// DELETE request: no route answers with an `Access-Control-Allow-*` header.
+#[tokio::test]
+async fn cors_preflights_are_never_granted() {
+    let tm = TestManager::start().await;
+    let host = own_host(&tm);
+    for path in [
+        "/api/jobs",
+        "/api/workers/0123456789abcdef01234567/shutdown",
+        "/task",
+    ] {
+        let answer = raw_text(
+            &tm,
+            &head(
+                "OPTIONS",
+                path,
+                &host,
+                &[
+                    EVIL_ORIGIN,
+                    "Access-Control-Request-Method: POST",
+                    "Access-Control-Request-Headers: content-type",
+                ],
+            ),
+        )
+        .await;
+        let status: u16 = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+        assert!(!(200..300).contains(&status), "{path}: {answer}");
+        let head_part = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            !head_part.contains("access-control-allow"),
+            "{path}: {answer}"
+        );
+    }
     tm.stop().await;
 }

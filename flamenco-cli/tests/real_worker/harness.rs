@@ -41,8 +41,8 @@ pub fn repo_root() -> PathBuf {
 pub const V2_0_6: &str = "2.0.6";
 pub const V2_5: &str = "2.5";
 
-/// The installed worker's executable, or why it cannot run (a visible skip outside CI, a
-/// failure under `CI=true`). Returns `None` after reporting the skip.
+/// Whether the worker `version` is installed. When it is not: a visible skip outside CI
+/// (then `false`), a failure under `CI=true`.
 pub fn worker_available(version: &str, test: &str) -> bool {
     let exe = worker_exe(version);
     if exe.is_file() {

@@ -1,23 +1,58 @@
 //! Dispatching the subcommands, and what they share: loading the configuration and
-//! opening the store through `flamenco-core` (never through the daemon's HTTP).
+//! opening the store through `flamenco-core` (never through the daemon's HTTP). Only
+//! `serve` creates a store; every other command opens an existing one, or says where it
+//! looked and how to point it at the right one.
 
 use anyhow::Result;
-use flamenco_core::config::{Config, ConfigSource};
-use flamenco_core::Manager;
+use flamenco_core::config::{Config, ConfigSource, DEFAULT_CONFIG_FILE};
+use flamenco_core::{Manager, OpenError};
 
 use crate::{Cli, Command};
 
-/// Load the configuration the global `--config` names (or the default file).
+/// Load the configuration the global `--config` (or `FLAMENCO_CONFIG`) names, or the
+/// default file.
 pub fn load_config(cli: &Cli) -> Result<(Config, ConfigSource)> {
     Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Open the configured store.
+/// Where the configuration came from, for messages.
+pub fn describe_source(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::File(p) => format!(
+            "the configuration is {}",
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+        ),
+        ConfigSource::Defaults => {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|_| "the working directory".into());
+            format!(
+                "no configuration file was found (no --config, no FLAMENCO_CONFIG, no \
+                 {DEFAULT_CONFIG_FILE} in {cwd}), so the defaults apply"
+            )
+        }
+    }
+}
+
+/// What to do when the store is not where the configuration points.
+pub const POINT_AT_THE_MANAGER: &str = "Point the command at the Manager's configuration with \
+     `-c PATH/flamenco-manager.yaml` or FLAMENCO_CONFIG=PATH/flamenco-manager.yaml, or run it \
+     in the Manager's directory; only `flamenco serve` creates a new store";
+
+/// Open the configured store, which must exist (see [`Manager::open_existing`]).
 pub async fn open(cli: &Cli) -> Result<Manager> {
-    let (config, _) = load_config(cli)?;
-    Manager::open(config)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
+    let (config, source) = load_config(cli)?;
+    match Manager::open_existing(config).await {
+        Ok(manager) => Ok(manager),
+        Err(OpenError::NoStore(where_)) => Err(anyhow::anyhow!(
+            "no Manager store found: {where_}; {}. {}",
+            describe_source(&source),
+            POINT_AT_THE_MANAGER
+        )),
+        Err(e) => Err(anyhow::anyhow!("cannot open the store: {e}")),
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {

@@ -1,95 +1,76 @@
 //! `flamenco config check`: load and validate the configuration, print the effective
-//! settings (secrets masked), and list every problem found.
+//! settings (secrets masked), and list every problem found: the same checks `serve` makes
+//! before it starts ([`serving_check`]), so the two cannot disagree.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use flamenco_core::config::{Config, ConfigSource};
-use flamenco_core::Manager;
+use flamenco_core::config_check::ServingCheck;
+use flamenco_core::{Manager, OpenError};
 
 use crate::commands::load_config;
 use crate::Cli;
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Load and validate the configuration, then print the effective settings.
-    /// Exit status 0 when valid, 1 with every problem listed.
+    /// Load and validate the configuration as `serve` does, then print the effective
+    /// settings. Exit status 0 when valid (warnings are printed), 1 with every problem
+    /// listed.
     Check {
-        /// Also open the store (the embedded database, or MongoDB at database_url).
+        /// Also open the store (the embedded database, or MongoDB at database_url) and
+        /// reach the Flamenco Server (upstream mode). Nothing is created.
         #[arg(long)]
         connect: bool,
     },
 }
 
-/// Problems the loader does not see: files the settings point at.
-fn file_problems(config: &Config) -> Vec<String> {
-    let mut problems = Vec::new();
-    match (config.tlscert.is_empty(), config.tlskey.is_empty()) {
-        (true, true) => {}
-        (false, true) => {
-            problems.push("tlscert is set but tlskey is not: set both or neither".into())
-        }
-        (true, false) => {
-            problems.push("tlskey is set but tlscert is not: set both or neither".into())
-        }
-        (false, false) => {
-            let before = problems.len();
-            for (key, path) in [("tlscert", &config.tlscert), ("tlskey", &config.tlskey)] {
-                if let Err(e) = std::fs::File::open(Path::new(path)) {
-                    problems.push(format!("{key}: cannot read {path}: {e}"));
-                }
-            }
-            // Both readable: PEM, and the key belongs to the certificate, as `serve` checks.
-            if problems.len() == before {
-                if let Err(e) =
-                    flamenco_serve::tls::load(Path::new(&config.tlscert), Path::new(&config.tlskey))
-                {
-                    problems.push(e.to_string());
-                }
-            }
+/// Everything `serve` checks before it starts: flamenco-core's
+/// [`Config::validate_for_serving`] plus what needs the HTTP layer (the TLS certificate and
+/// key parse and belong together).
+pub fn serving_check(config: &Config) -> ServingCheck {
+    let mut check = config.validate_for_serving();
+    let tls_files_readable = !check
+        .problems
+        .iter()
+        .any(|p| p.starts_with("tlscert:") || p.starts_with("tlskey:"));
+    if config.tls_enabled() && tls_files_readable {
+        if let Err(e) =
+            flamenco_serve::tls::load(Path::new(&config.tlscert), Path::new(&config.tlskey))
+        {
+            check.problems.push(e.to_string());
         }
     }
-    if config.is_upstream() {
-        if let Err(e) = flamenco_core::upstream::check_config(config) {
-            problems.push(e.to_string());
-        }
-    }
-    let watch = config.watch_for_latest_image.trim();
-    if !watch.is_empty() {
-        if let Err(e) = flamenco_core::latest_image::watch::check_dir(Path::new(watch)) {
-            problems.push(e.to_string());
-        }
-    }
-    if config.database_url.is_empty() && config.data_dir.is_file() {
-        problems.push(format!(
-            "data_dir {} is a file; it must be a directory (it is created if missing)",
-            config.data_dir.display()
-        ));
-    }
-    problems
+    check
 }
 
 pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
     let ConfigCommand::Check { connect } = cmd;
     let (config, source) = load_config(cli)?;
     match source {
-        ConfigSource::File(p) => println!("# configuration loaded from {}", p.display()),
-        ConfigSource::Defaults => println!("# no configuration file; defaults apply"),
+        ConfigSource::File(p) => outln!("# configuration loaded from {}", p.display())?,
+        ConfigSource::Defaults => outln!("# no configuration file; defaults apply")?,
     }
-    println!("{}", config.describe_effective());
-    let mut problems = file_problems(&config);
+    outln!("{}", config.describe_effective())?;
+    let ServingCheck {
+        mut problems,
+        warnings,
+    } = serving_check(&config);
     if *connect {
-        match Manager::open(config.clone()).await {
+        match Manager::open_existing(config.clone()).await {
             Ok(manager) => {
-                println!("# store reachable: {}", manager.store().describe());
+                outln!("# store reachable: {}", manager.store().describe())?;
                 manager.close().await?;
+            }
+            Err(OpenError::NoStore(where_)) => {
+                outln!("# no store yet: {where_}; `flamenco serve` creates it")?
             }
             Err(e) => problems.push(format!("cannot open the store: {e}")),
         }
         if config.is_upstream() {
             match server_reachable(&config.flamenco).await {
-                Ok(status) => println!("# Flamenco Server reachable (answered {status})"),
+                Ok(status) => outln!("# Flamenco Server reachable (answered {status})")?,
                 Err(e) => problems.push(format!(
                     "cannot reach the Flamenco Server at {}: {e}; check `flamenco:` and the network",
                     config.flamenco
@@ -97,8 +78,11 @@ pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
             }
         }
     }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if problems.is_empty() {
-        println!("# configuration OK");
+        outln!("# configuration OK")?;
         return Ok(());
     }
     for p in &problems {

@@ -1,9 +1,10 @@
-//! `flamenco cleanslate` and `flamenco purge-updates`: erase cached tasks (and the
-//! download watermark), or the task-update outbox. Both show counts first, ask for
+//! `flamenco cleanslate` and `flamenco purge-updates`: erase cached tasks (with the jobs
+//! they belong to, in standalone mode, and the download watermark), or the task-update
+//! outbox. Both show counts first, ask for
 //! confirmation on a terminal (`--yes` for scripts), and delete in batches with a
 //! progress bar, so they are safe while a daemon runs.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -27,8 +28,7 @@ fn confirm(question: &str, yes: bool) -> Result<()> {
     if !std::io::stdin().is_terminal() {
         bail!("{question} Refusing without confirmation: stdin is not a terminal; pass --yes to proceed");
     }
-    print!("{question} Type 'yes' to proceed: ");
-    std::io::stdout().flush()?;
+    out!("{question} Type 'yes' to proceed: ")?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     if answer.trim() != "yes" {
@@ -52,33 +52,54 @@ fn progress(total: u64) -> ProgressBar {
 
 pub async fn cleanslate(cli: &Cli, args: &EraseArgs) -> Result<()> {
     let manager = open(cli).await?;
+    let result = cleanslate_with(&manager, args).await;
+    manager.close().await?;
+    result
+}
+
+async fn job_count(manager: &flamenco_core::Manager) -> Result<usize> {
+    Ok(manager
+        .list_jobs(&flamenco_core::store::JobQuery::default())
+        .await?
+        .len())
+}
+
+async fn cleanslate_with(manager: &flamenco_core::Manager, args: &EraseArgs) -> Result<()> {
     let counts = manager.task_counts().await?;
     let total: u64 = counts.values().sum();
+    let jobs_before = job_count(manager).await?;
     if total == 0 {
-        println!("no cached tasks; nothing to erase");
+        outln!("no cached tasks; nothing to erase")?;
         manager
             .store()
             .set_setting(flamenco_core::store::WATERMARK_SETTING, None)
             .await?;
-        manager.close().await?;
         return Ok(());
     }
-    println!("cached tasks: {total}");
+    outln!("cached tasks: {total}")?;
     for (status, n) in &counts {
-        println!("  {status:<20} {n}");
+        outln!("  {status:<20} {n}")?;
+    }
+    if jobs_before > 0 {
+        outln!("jobs: {jobs_before}")?;
     }
     confirm(
         &format!(
-            "Erase all {total} cached tasks and the download watermark? Workers and the \
-             task-update outbox are kept."
+            "Erase all {total} cached tasks{} and the download watermark? Workers and the \
+             task-update outbox are kept.",
+            if jobs_before > 0 {
+                format!(", with the {jobs_before} job(s) they belong to,")
+            } else {
+                String::new()
+            }
         ),
         args.yes,
     )?;
     let bar = progress(total);
     let deleted = manager.clean_slate(|n| bar.set_position(n)).await?;
     bar.finish_and_clear();
-    println!("erased {deleted} tasks");
-    manager.close().await?;
+    let jobs_erased = jobs_before.saturating_sub(job_count(manager).await?);
+    outln!("erased {deleted} tasks and {jobs_erased} jobs")?;
     Ok(())
 }
 
@@ -86,11 +107,11 @@ pub async fn purge_updates(cli: &Cli, args: &EraseArgs) -> Result<()> {
     let manager = open(cli).await?;
     let total = manager.outbox_len().await?;
     if total == 0 {
-        println!("the task-update outbox is empty; nothing to erase");
+        outln!("the task-update outbox is empty; nothing to erase")?;
         manager.close().await?;
         return Ok(());
     }
-    println!("task updates waiting in the outbox: {total}");
+    outln!("task updates waiting in the outbox: {total}")?;
     confirm(
         &format!("Erase all {total} queued task updates? The job source will never see them."),
         args.yes,
@@ -98,7 +119,7 @@ pub async fn purge_updates(cli: &Cli, args: &EraseArgs) -> Result<()> {
     let bar = progress(total);
     let deleted = manager.purge_outbox(|n| bar.set_position(n)).await?;
     bar.finish_and_clear();
-    println!("erased {deleted} task updates");
+    outln!("erased {deleted} task updates")?;
     manager.close().await?;
     Ok(())
 }

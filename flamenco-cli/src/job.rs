@@ -13,8 +13,8 @@ use flamenco_core::store::JobQuery;
 use serde_json::{Map, Value};
 
 use crate::commands::open;
-use crate::output::{ago, json_line, table};
-use crate::queue::parse_id;
+use crate::ids::{self, Kind};
+use crate::output::{ago, cut, json_doc, json_line, short_id, table};
 use crate::Cli;
 
 #[derive(Subcommand, Debug)]
@@ -39,11 +39,9 @@ pub enum JobCommand {
         /// 1–100 (default 50); higher is scheduled first.
         #[arg(long)]
         priority: Option<i32>,
-        /// Print the job as JSON.
-        #[arg(long)]
-        json: bool,
     },
-    /// List jobs, newest first, as a table (or JSON lines with --json).
+    /// List jobs, newest first, as a table (or JSON lines with --json). The table shows
+    /// short ids (the last 8 characters), which the other commands accept.
     List {
         /// Only jobs with this status (repeatable).
         #[arg(long)]
@@ -54,9 +52,6 @@ pub enum JobCommand {
         /// Skip this many jobs first (paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
     },
     /// Show one job in full, with its task counts.
     Show {
@@ -160,6 +155,7 @@ fn progress(job: &Job) -> String {
 }
 
 pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
+    let json = cli.json;
     match cmd {
         JobCommand::Submit {
             job_type,
@@ -167,7 +163,6 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             file,
             name,
             priority,
-            json,
         } => {
             let sub = submission(
                 job_type.as_deref(),
@@ -177,20 +172,28 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
                 *priority,
             )?;
             let manager = open(cli).await?;
-            let result = manager.submit_job(sub).await;
+            let result = manager.submit_job_with_warnings(sub).await;
             manager.close().await?;
-            let job = result?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+            let submitted = result?;
+            let job = &submitted.job;
+            if json {
+                let mut value = serde_json::to_value(job)?;
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("warnings".into(), submitted.warnings.clone().into());
+                }
+                json_doc(&value)?;
             } else {
-                println!(
+                outln!(
                     "submitted job {} {:?} ({}): {} task(s), {}",
                     job.id,
                     job.name,
                     job.job_type,
                     job.task_counts.total(),
                     job.status
-                );
+                )?;
+            }
+            for w in &submitted.warnings {
+                eprintln!("warning: {w}");
             }
             Ok(())
         }
@@ -198,7 +201,6 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             status,
             limit,
             offset,
-            json,
         } => {
             let statuses = status
                 .iter()
@@ -215,83 +217,122 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             let now = manager.now();
             manager.close().await?;
             let jobs = jobs?;
-            if *json {
+            if json {
                 for j in &jobs {
                     json_line(j)?;
                 }
                 return Ok(());
             }
-            let mut out = table(&[
-                "id", "name", "type", "status", "priority", "tasks", "created", "updated",
-            ]);
+            let mut out = table(
+                &["id", "name", "type", "status", "prio", "tasks", "updated"],
+                &["id", "status", "prio", "updated"],
+            );
             for j in &jobs {
                 out.add_row(vec![
-                    j.id.to_hex(),
-                    j.name.clone(),
+                    short_id(&j.id),
+                    cut(&j.name, 40),
                     j.job_type.clone(),
                     j.status.to_string(),
                     j.priority.to_string(),
                     progress(j),
-                    ago(Some(j.created), now),
                     ago(Some(j.updated), now),
                 ]);
             }
-            println!("{out}");
+            outln!("{out}")?;
             eprintln!(
-                "{} job(s) shown (limit {limit}, offset {offset})",
+                "{} job(s) shown (limit {limit}, offset {offset}); --json for every field",
                 jobs.len()
             );
             Ok(())
         }
         JobCommand::Show { id } => {
-            let id = parse_id("job id", id)?;
+            ids::parse("job id", id)?;
             let manager = open(cli).await?;
-            let job = manager.get_job(id).await;
-            manager.close().await?;
-            let job = job?.with_context(|| format!("job {id} is unknown"))?;
-            println!("{}", serde_json::to_string_pretty(&job)?);
-            Ok(())
-        }
-        JobCommand::Cancel { id } | JobCommand::Requeue { id } | JobCommand::Delete { id } => {
-            let id = parse_id("job id", id)?;
-            let manager = open(cli).await?;
-            let result = match cmd {
-                JobCommand::Cancel { .. } => manager.cancel_job(id).await.map(|j| {
-                    format!(
-                        "job {id} is {}{}",
-                        j.status,
-                        if j.status == JobStatus::CancelRequested {
-                            "; its running tasks stop when their workers next ask may-i-run"
-                        } else {
-                            ""
-                        }
-                    )
-                }),
-                JobCommand::Requeue { .. } => manager
-                    .requeue_job(id)
+            let job = match ids::resolve(&manager, Kind::Job, "job id", id).await {
+                Ok(id) => manager
+                    .get_job(id)
                     .await
-                    .map(|j| format!("job {id} is {} ({})", j.status, progress(&j))),
-                _ => manager
-                    .delete_job(id)
-                    .await
-                    .map(|n| format!("deleted job {id} and its {n} task(s)")),
+                    .map_err(anyhow::Error::from)
+                    .and_then(|j| j.with_context(|| format!("job {id} is unknown"))),
+                Err(e) => Err(e),
             };
             manager.close().await?;
-            println!("{}", result?);
-            Ok(())
+            let job = job?;
+            if json {
+                json_line(&job)
+            } else {
+                json_doc(&job)
+            }
+        }
+        JobCommand::Cancel { id } | JobCommand::Requeue { id } | JobCommand::Delete { id } => {
+            ids::parse("job id", id)?;
+            let manager = open(cli).await?;
+            let result = act(&manager, cmd, id, json).await;
+            manager.close().await?;
+            let text = result?;
+            outln!("{text}")
         }
         JobCommand::Types => {
             let manager = open(cli).await?;
             let types = manager.job_types().describe();
             manager.close().await?;
-            let mut out = table(&["job type", "description"]);
+            if json {
+                for (name, description) in types {
+                    json_line(&serde_json::json!({"name": name, "description": description}))?;
+                }
+                return Ok(());
+            }
+            let mut out = table(&["job type", "description"], &["job type"]);
             for (name, description) in types {
                 out.add_row(vec![name, description]);
             }
-            println!("{out}");
-            Ok(())
+            outln!("{out}")
         }
     }
+}
+
+/// Cancel, re-queue or delete: the line to print (the job as JSON with `json`).
+async fn act(
+    manager: &flamenco_core::Manager,
+    cmd: &JobCommand,
+    raw: &str,
+    json: bool,
+) -> Result<String> {
+    let id = ids::resolve(manager, Kind::Job, "job id", raw).await?;
+    Ok(match cmd {
+        JobCommand::Cancel { .. } => {
+            let j = manager.cancel_job(id).await?;
+            if json {
+                serde_json::to_string(&j)?
+            } else {
+                format!(
+                    "job {id} is {}{}",
+                    j.status,
+                    if j.status == JobStatus::CancelRequested {
+                        "; its running tasks stop when their workers next ask may-i-run"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+        JobCommand::Requeue { .. } => {
+            let j = manager.requeue_job(id).await?;
+            if json {
+                serde_json::to_string(&j)?
+            } else {
+                format!("job {id} is {} ({})", j.status, progress(&j))
+            }
+        }
+        _ => {
+            let n = manager.delete_job(id).await?;
+            if json {
+                serde_json::json!({"deleted_job": id, "deleted_tasks": n}).to_string()
+            } else {
+                format!("deleted job {id} and its {n} task(s)")
+            }
+        }
+    })
 }
 
 #[cfg(test)]

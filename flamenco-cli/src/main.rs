@@ -3,11 +3,34 @@
 //! A thin shell over `flamenco-core` and `flamenco-serve`: `serve` runs the daemon; the
 //! other commands open the same store the daemon uses and call the SDK directly.
 //!
+//! Conventions (docs/cli.md): data goes to stdout (`--json` for JSON), logs and notes to
+//! stderr (warnings only, unless `-v`; no colour unless stderr is a terminal and `NO_COLOR`
+//! is unset); a closed stdout (`| head`) ends the command quietly with status 0.
+//!
 //! Exit status: 0 success, 1 an error (printed to stderr with what to do), 2 bad usage.
+
+/// `println!` for command output: a closed pipe ends the process quietly (status 0)
+/// instead of panicking (see [`output::write_stdout`]).
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for command output (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
 
 mod commands;
 mod config_cmd;
 mod erase;
+mod ids;
 mod job;
 mod logging;
 mod output;
@@ -21,24 +44,36 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const EXIT_CODES: &str = "Exit status:\n  0    success\n  1    an error (the message on stderr says what went wrong and what to do)\n  2    bad usage (unknown command or option)\n  130  `serve` stopped by a second signal during shutdown";
+const EXIT_CODES: &str = "Exit status:\n  0    success\n  1    an error (the message on stderr says what went wrong and what to do)\n  2    bad usage (unknown command or option)\n  130  `serve` stopped by a second signal during shutdown\n\nEnvironment:\n  FLAMENCO_CONFIG  the configuration file, as --config\n  NO_COLOR         set (non-empty): no colour in logs (there is none anyway unless stderr is a terminal)\n  RUST_LOG         log levels, e.g. RUST_LOG=flamenco_core=debug (wins over -v/--debug)\n  COLUMNS          the table width when stdout is not a terminal\n\nSee docs/cli.md.";
 
 /// Flamenco Manager: a render-farm task queue for Flamenco Workers.
 #[derive(Parser, Debug)]
-#[command(name = "flamenco", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(name = "flamenco", version, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// Configuration file (default: flamenco-manager.yaml in the working directory, if any).
-    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    /// Configuration file (default: flamenco-manager.yaml in the working directory, if
+    /// any). Relative paths in it are relative to its directory.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "PATH",
+        env = "FLAMENCO_CONFIG"
+    )]
     pub config: Option<PathBuf>,
-    /// Log more (info level for every component).
+    /// Log more: info level for every component (commands other than `serve` log only
+    /// warnings by default).
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
     /// Log everything (debug level); wins over --verbose.
     #[arg(long, global = true)]
     pub debug: bool,
-    /// Log as JSON lines instead of text.
+    /// Print data as JSON: one object per line for lists, one document otherwise.
+    /// (For `serve`, which prints no data, it also selects JSON logs, as it used to.)
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,7 +104,13 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.verbose, cli.debug, cli.json);
+    let serving = matches!(cli.command, Command::Serve);
+    let format = if serving && cli.json {
+        logging::LogFormat::Json
+    } else {
+        cli.log_format
+    };
+    logging::init(serving, cli.verbose, cli.debug, format);
     // TLS everywhere uses rustls with ring's provider (no aws-lc C code).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -93,7 +134,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::error_text(&e));
             ExitCode::FAILURE
         }
     }

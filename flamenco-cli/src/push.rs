@@ -15,18 +15,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::commands::open;
-use crate::output::{ago, json_line, table};
+use crate::output::{ago, json_line, short_id, table};
 use crate::Cli;
 
 /// `flamenco push` options.
 #[derive(Args, Debug)]
 pub struct PushArgs {
-    /// Show what would be sent (batches and updates), and send nothing.
+    /// Show what would be sent (batches and updates), and send nothing. With --json:
+    /// each batch as the exact JSON body that would be sent, one per line.
     #[arg(long)]
     pub dry_run: bool,
-    /// With --dry-run: print each batch as the exact JSON body that would be sent.
-    #[arg(long, requires = "dry_run")]
-    pub json: bool,
     /// First put the set-aside updates back in the outbox, so they are tried again.
     #[arg(long)]
     pub retry_set_aside: bool,
@@ -35,13 +33,10 @@ pub struct PushArgs {
 /// `flamenco queue outbox` options.
 #[derive(Args, Debug)]
 pub struct OutboxArgs {
-    /// Show at most this many waiting and this many set-aside updates.
+    /// Show at most this many waiting and this many set-aside updates. With --json: one
+    /// JSON object per line (`{"state": "waiting"|"set-aside", …}`) after a summary object.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
-    /// One JSON object per line (`{"state": "waiting"|"set-aside", …}`) after a summary
-    /// object.
-    #[arg(long)]
-    pub json: bool,
 }
 
 fn first_line(text: &str, max: usize) -> String {
@@ -61,23 +56,28 @@ fn status_of(u: &TaskUpdate) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+const NOT_UPSTREAM: &str = "not in upstream mode: set `flamenco:` (the Flamenco Server URL), `manager_id` and `manager_secret` in the configuration to push task updates";
+
 fn require_upstream(manager: &Manager) -> Result<String> {
     match manager.upstream() {
         Some(up) => Ok(up.client().base().to_string()),
-        None => bail!(
-            "not in upstream mode: set `flamenco:` (the Flamenco Server URL), `manager_id` and `manager_secret` in the configuration to push task updates"
-        ),
+        None => bail!("{NOT_UPSTREAM}"),
     }
 }
 
 pub async fn push(cli: &Cli, args: &PushArgs) -> Result<()> {
+    // Said before looking for the store: a standalone Manager has nothing to push.
+    let (config, _) = crate::commands::load_config(cli)?;
+    if !config.is_upstream() {
+        bail!("{NOT_UPSTREAM}");
+    }
     let manager = open(cli).await?;
-    let result = push_with(&manager, args).await;
+    let result = push_with(&manager, args, cli.json).await;
     manager.close().await?;
     result
 }
 
-async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
+async fn push_with(manager: &Manager, args: &PushArgs, json: bool) -> Result<()> {
     let server = require_upstream(manager)?;
     let store = manager.store();
     let batch_size = manager.config().task_update_push_max_count.max(1) as usize;
@@ -85,16 +85,16 @@ async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
         let waiting = store.outbox_peek(usize::MAX).await?;
         let aside = store.outbox_set_aside_len().await?;
         let batches = waiting.len().div_ceil(batch_size);
-        if args.json {
+        if json {
             for batch in waiting.chunks(batch_size) {
-                println!("{}", String::from_utf8_lossy(&push_body(batch)));
+                outln!("{}", String::from_utf8_lossy(&push_body(batch)))?;
             }
             if waiting.is_empty() {
-                println!("[]");
+                outln!("[]")?;
             }
             return Ok(());
         }
-        println!(
+        outln!(
             "would push {} update(s) in {} batch(es) of at most {batch_size} to {server}{}",
             waiting.len(),
             batches.max(1),
@@ -103,25 +103,28 @@ async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
             } else {
                 ""
             }
-        );
+        )?;
         if !waiting.is_empty() {
-            let mut t = table(&["batch", "update", "task", "status", "activity", "log lines"]);
+            let mut t = table(
+                &["batch", "update", "task", "status", "activity", "log lines"],
+                &["batch", "update", "task", "status"],
+            );
             for (i, u) in waiting.iter().enumerate() {
                 t.add_row(vec![
                     (i / batch_size + 1).to_string(),
-                    u.id.to_string(),
-                    u.task_id.to_string(),
+                    short_id(&u.id),
+                    short_id(&u.task_id),
                     status_of(u),
                     first_line(&u.activity, 50),
                     u.log.lines().count().to_string(),
                 ]);
             }
-            println!("{t}");
+            outln!("{t}")?;
         }
         if aside > 0 {
-            println!(
+            outln!(
                 "{aside} set-aside update(s) would not be sent (see `flamenco queue outbox`; add --retry-set-aside to send them too)"
-            );
+            )?;
         }
         return Ok(());
     }
@@ -153,7 +156,15 @@ async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = result.with_context(|| format!("pushing to the Flamenco Server at {server}"))?;
     let aside_now = store.outbox_set_aside_len().await?;
-    println!(
+    if json {
+        json_line(&json!({
+            "server": server, "sent": summary.sent, "acknowledged": summary.acknowledged,
+            "set_aside": summary.set_aside, "canceled": summary.canceled,
+            "cancel_requested": summary.cancel_requested, "remaining": summary.remaining,
+            "set_aside_in_all": aside_now,
+        }))?;
+    } else {
+        outln!(
         "pushed to {server}: sent {}, acknowledged {}, set aside {}, canceled {} ({} running task(s) now cancel-requested); {} waiting, {aside_now} set aside in all",
         summary.sent,
         summary.acknowledged,
@@ -161,7 +172,8 @@ async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
         summary.canceled,
         summary.cancel_requested,
         summary.remaining,
-    );
+    )?;
+    }
     if summary.remaining > 0 {
         eprintln!(
             "note: {} update(s) are still waiting: the Server acknowledged nothing of the last batch; they will be retried (and set aside if it never does)",
@@ -173,19 +185,19 @@ async fn push_with(manager: &Manager, args: &PushArgs) -> Result<()> {
 
 pub async fn outbox(cli: &Cli, args: &OutboxArgs) -> Result<()> {
     let manager = open(cli).await?;
-    let result = outbox_with(&manager, args).await;
+    let result = outbox_with(&manager, args, cli.json).await;
     manager.close().await?;
     result
 }
 
-async fn outbox_with(manager: &Manager, args: &OutboxArgs) -> Result<()> {
+async fn outbox_with(manager: &Manager, args: &OutboxArgs, json: bool) -> Result<()> {
     let store = manager.store();
     let waiting_len = store.outbox_len().await?;
     let aside_len = store.outbox_set_aside_len().await?;
     let waiting = store.outbox_peek(args.limit).await?;
     let aside = store.outbox_set_aside(args.limit).await?;
     let server = manager.upstream().map(|u| u.client().base().to_string());
-    if args.json {
+    if json {
         json_line(&json!({"waiting": waiting_len, "set_aside": aside_len, "server": server}))?;
         for u in &waiting {
             json_line(&json!({"state": "waiting", "update": u}))?;
@@ -198,52 +210,58 @@ async fn outbox_with(manager: &Manager, args: &OutboxArgs) -> Result<()> {
     }
     let now = manager.now();
     match &server {
-        Some(s) => println!("outbox: {waiting_len} waiting, {aside_len} set aside (Server {s})"),
-        None => println!(
+        Some(s) => outln!("outbox: {waiting_len} waiting, {aside_len} set aside (Server {s})")?,
+        None => outln!(
             "outbox: {waiting_len} waiting, {aside_len} set aside (standalone: nothing is pushed)"
-        ),
+        )?,
     }
     if !waiting.is_empty() {
-        println!("\nwaiting, oldest first:");
-        let mut t = table(&["update", "received", "task", "status", "activity", "worker"]);
+        outln!("\nwaiting, oldest first:")?;
+        let mut t = table(
+            &["update", "received", "task", "status", "activity", "worker"],
+            &["update", "received", "task", "status"],
+        );
         for u in &waiting {
             t.add_row(vec![
-                u.id.to_string(),
+                short_id(&u.id),
                 ago(Some(u.received_on_manager), now),
-                u.task_id.to_string(),
+                short_id(&u.task_id),
                 status_of(u),
                 first_line(&u.activity, 40),
                 u.worker.clone(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}")?;
         if waiting_len as usize > waiting.len() {
-            println!("… and {} more", waiting_len as usize - waiting.len());
+            outln!("… and {} more", waiting_len as usize - waiting.len())?;
         }
     }
     if !aside.is_empty() {
-        println!("\nset aside (the Server never acknowledged them; `flamenco push --retry-set-aside` tries again):");
-        let mut t = table(&[
-            "update",
-            "task",
-            "status",
-            "attempts",
-            "set aside",
-            "activity",
-        ]);
+        outln!("\nset aside (the Server never acknowledged them; `flamenco push --retry-set-aside` tries again):")?;
+        let mut t = table(
+            &[
+                "update",
+                "task",
+                "status",
+                "attempts",
+                "set aside",
+                "activity",
+            ],
+            &["update", "task", "status", "attempts", "set aside"],
+        );
         for a in &aside {
             t.add_row(vec![
-                a.update.id.to_string(),
-                a.update.task_id.to_string(),
+                short_id(&a.update.id),
+                short_id(&a.update.task_id),
                 status_of(&a.update),
                 a.attempts.to_string(),
                 ago(Some(a.set_aside_at), now),
                 first_line(&a.update.activity, 40),
             ]);
         }
-        println!("{t}");
+        outln!("{t}")?;
         if aside_len as usize > aside.len() {
-            println!("… and {} more", aside_len as usize - aside.len());
+            outln!("… and {} more", aside_len as usize - aside.len())?;
         }
     }
     Ok(())

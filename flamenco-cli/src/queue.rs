@@ -2,16 +2,18 @@
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Subcommand, ValueEnum};
-use flamenco_core::model::{ObjectId, TaskStatus};
+use flamenco_core::model::TaskStatus;
 use flamenco_core::store::{TaskOrder, TaskQuery};
 
 use crate::commands::open;
-use crate::output::{ago, json_line, table};
+use crate::ids::{self, Kind};
+use crate::output::{ago, cut, json_doc, json_line, short_id, table};
 use crate::Cli;
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
-    /// List tasks as a table (or JSON lines with --json).
+    /// List tasks as a table (or JSON lines with --json). The table shows short ids (the
+    /// last 8 characters), which the other commands accept.
     List {
         /// Only tasks with this status (repeatable).
         #[arg(long)]
@@ -19,10 +21,10 @@ pub enum QueueCommand {
         /// Only tasks of this task type.
         #[arg(long = "type")]
         task_type: Option<String>,
-        /// Only tasks of this job (id).
+        /// Only tasks of this job (id or short id).
         #[arg(long)]
         job: Option<String>,
-        /// Only tasks assigned to this worker (id).
+        /// Only tasks assigned to this worker (id or short id).
         #[arg(long)]
         worker: Option<String>,
         /// Order of the listing.
@@ -34,13 +36,10 @@ pub enum QueueCommand {
         /// Skip this many tasks first (paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
     },
-    /// Show one task in full.
+    /// Show one task in full (JSON).
     Show {
-        /// The task id.
+        /// The task id (or short id).
         id: String,
         /// Show the commands as a worker on this platform receives them (variables and
         /// path replacements substituted).
@@ -63,12 +62,6 @@ pub enum SortBy {
     Updated,
 }
 
-/// Parse an id given on the command line; the error names the argument.
-pub fn parse_id(what: &str, raw: &str) -> Result<ObjectId> {
-    ObjectId::parse(raw)
-        .map_err(|_| anyhow!("{what} {raw:?} is not an id: ids are 24 hexadecimal characters"))
-}
-
 pub async fn run(cli: &Cli, cmd: &QueueCommand) -> Result<()> {
     match cmd {
         QueueCommand::List {
@@ -79,82 +72,125 @@ pub async fn run(cli: &Cli, cmd: &QueueCommand) -> Result<()> {
             sort,
             limit,
             offset,
-            json,
         } => {
             let statuses = status
                 .iter()
                 .map(|s| TaskStatus::parse_known(s).map_err(|e| anyhow!("--status: {e}")))
                 .collect::<Result<Vec<_>>>()?;
-            let query = TaskQuery {
-                statuses,
-                task_type: task_type.clone(),
-                job: job.as_deref().map(|j| parse_id("--job", j)).transpose()?,
-                worker_id: worker
-                    .as_deref()
-                    .map(|w| parse_id("--worker", w))
-                    .transpose()?,
-                order: match sort {
-                    SortBy::Id => TaskOrder::Id,
-                    SortBy::Priority => TaskOrder::Schedule,
-                    SortBy::Updated => TaskOrder::RecentlyUpdated,
-                },
-                limit: Some(*limit),
-                offset: *offset,
-            };
-            let manager = open(cli).await?;
-            let tasks = manager.list_tasks(&query).await?;
-            let now = manager.now();
-            if *json {
-                for t in &tasks {
-                    json_line(&task_json(t))?;
+            for (what, raw) in [("--job", job), ("--worker", worker)] {
+                if let Some(raw) = raw {
+                    ids::parse(what, raw)?;
                 }
-            } else {
-                let mut out = table(&[
-                    "id", "job", "name", "type", "status", "priority", "worker", "activity",
-                    "updated",
-                ]);
-                for t in &tasks {
-                    out.add_row(vec![
-                        t.id.to_hex(),
-                        t.job.map(|j| j.to_hex()).unwrap_or_else(|| "-".into()),
-                        t.name.clone(),
-                        t.task_type.clone(),
-                        t.status.to_string(),
-                        format!("{}/{}", t.job_priority, t.priority),
-                        if t.worker.is_empty() {
-                            "-".into()
-                        } else {
-                            t.worker.clone()
-                        },
-                        t.activity.clone(),
-                        ago(t.last_updated, now),
-                    ]);
-                }
-                println!("{out}");
-                eprintln!(
-                    "{} task(s) shown (limit {limit}, offset {offset})",
-                    tasks.len()
-                );
             }
+            let manager = open(cli).await?;
+            let result = list(
+                &manager, cli.json, statuses, task_type, job, worker, *sort, *limit, *offset,
+            )
+            .await;
             manager.close().await?;
-            Ok(())
+            result
         }
         QueueCommand::Outbox(args) => crate::push::outbox(cli, args).await,
         QueueCommand::Show { id, platform } => {
-            let id = parse_id("task id", id)?;
+            ids::parse("task id", id)?;
             let manager = open(cli).await?;
-            let mut task = manager
-                .get_task(id)
-                .await?
-                .with_context(|| format!("task {id} is unknown"))?;
-            if let Some(platform) = platform {
-                manager.substitute(platform, &mut task.commands);
-            }
-            println!("{}", serde_json::to_string_pretty(&task_json(&task))?);
+            let result = show(&manager, id, platform.as_deref()).await;
             manager.close().await?;
-            Ok(())
+            let task = result?;
+            if cli.json {
+                json_line(&task)
+            } else {
+                json_doc(&task)
+            }
         }
     }
+}
+
+async fn show(
+    manager: &flamenco_core::Manager,
+    raw: &str,
+    platform: Option<&str>,
+) -> Result<serde_json::Value> {
+    let id = ids::resolve(manager, Kind::Task, "task id", raw).await?;
+    let mut task = manager
+        .get_task(id)
+        .await?
+        .with_context(|| format!("task {id} is unknown"))?;
+    if let Some(platform) = platform {
+        manager.substitute(platform, &mut task.commands);
+    }
+    Ok(task_json(&task))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn list(
+    manager: &flamenco_core::Manager,
+    json: bool,
+    statuses: Vec<TaskStatus>,
+    task_type: &Option<String>,
+    job: &Option<String>,
+    worker: &Option<String>,
+    sort: SortBy,
+    limit: usize,
+    offset: usize,
+) -> Result<()> {
+    let job = match job {
+        Some(raw) => Some(ids::resolve(manager, Kind::Job, "--job", raw).await?),
+        None => None,
+    };
+    let worker_id = match worker {
+        Some(raw) => Some(ids::resolve(manager, Kind::Worker, "--worker", raw).await?),
+        None => None,
+    };
+    let query = TaskQuery {
+        statuses,
+        task_type: task_type.clone(),
+        job,
+        worker_id,
+        order: match sort {
+            SortBy::Id => TaskOrder::Id,
+            SortBy::Priority => TaskOrder::Schedule,
+            SortBy::Updated => TaskOrder::RecentlyUpdated,
+        },
+        limit: Some(limit),
+        offset,
+    };
+    let tasks = manager.list_tasks(&query).await?;
+    let now = manager.now();
+    if json {
+        for t in &tasks {
+            json_line(&task_json(t))?;
+        }
+        return Ok(());
+    }
+    let mut out = table(
+        &[
+            "id", "job", "name", "status", "prio", "worker", "activity", "updated",
+        ],
+        &["id", "job", "status", "prio", "updated"],
+    );
+    for t in &tasks {
+        out.add_row(vec![
+            short_id(&t.id),
+            t.job.map(|j| short_id(&j)).unwrap_or_else(|| "-".into()),
+            cut(&t.name, 30),
+            t.status.to_string(),
+            format!("{}/{}", t.job_priority, t.priority),
+            if t.worker.is_empty() {
+                "-".into()
+            } else {
+                cut(&t.worker, 20)
+            },
+            cut(&t.activity, 40),
+            ago(t.last_updated, now),
+        ]);
+    }
+    outln!("{out}")?;
+    eprintln!(
+        "{} task(s) shown (limit {limit}, offset {offset}); --json for every field",
+        tasks.len()
+    );
+    Ok(())
 }
 
 /// The task's JSON plus the local bookkeeping a worker never sees.

@@ -22,6 +22,18 @@ pub async fn run(cli: &Cli) -> Result<()> {
             flamenco_core::config::DEFAULT_CONFIG_FILE
         ),
     }
+    // The same checks as `flamenco config check`, every problem at once.
+    let check = crate::config_cmd::serving_check(&config);
+    if !check.problems.is_empty() {
+        anyhow::bail!(
+            "refusing to start: {} problem(s) in the configuration:\n  {}",
+            check.problems.len(),
+            check.problems.join("\n  ")
+        );
+    }
+    for w in &check.warnings {
+        tracing::warn!("{w}");
+    }
     let listen = config.listen.clone();
     // The TLS files are read before anything starts: a bad certificate or key stops here
     // with a message naming the file.
@@ -109,9 +121,12 @@ pub async fn run(cli: &Cli) -> Result<()> {
         ) {
             Ok(task) => Some(task),
             Err(e) => {
-                tracing::warn!(
-                    "{e}; the latest image is updated from workers' /output-produced reports only"
-                );
+                // A missing folder was already warned about by the check above.
+                if check.warnings.is_empty() {
+                    tracing::warn!(
+                        "{e}; the latest image is updated from workers' /output-produced reports only"
+                    );
+                }
                 None
             }
         }

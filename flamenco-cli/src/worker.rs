@@ -5,19 +5,15 @@ use clap::Subcommand;
 use flamenco_core::model::RequestedStatus;
 
 use crate::commands::open;
-use crate::output::{ago, json_line, table};
-use crate::queue::parse_id;
+use crate::ids::{self, Kind};
+use crate::output::{ago, cut, json_doc, json_line, short_id, table};
 use crate::Cli;
 
 #[derive(Subcommand, Debug)]
 pub enum WorkerCommand {
-    /// List registered workers.
-    List {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one worker in full.
+    /// List registered workers (short ids; --json for every field).
+    List,
+    /// Show one worker in full (JSON).
     Show { id: String },
     /// Ask a 2.1+ worker to go to sleep (it stops fetching tasks).
     Sleep { id: String },
@@ -28,77 +24,101 @@ pub enum WorkerCommand {
 }
 
 pub async fn run(cli: &Cli, cmd: &WorkerCommand) -> Result<()> {
-    let (id, status) = match cmd {
-        WorkerCommand::List { json } => return list(cli, *json).await,
+    let (raw, status) = match cmd {
+        WorkerCommand::List => return list(cli).await,
         WorkerCommand::Show { id } => {
-            let id = parse_id("worker id", id)?;
+            ids::parse("worker id", id)?;
             let manager = open(cli).await?;
-            let w = manager
-                .get_worker(id)
-                .await?
-                .with_context(|| format!("worker {id} is unknown"))?;
-            println!("{}", serde_json::to_string_pretty(&w)?);
+            let result = show(&manager, id).await;
             manager.close().await?;
-            return Ok(());
+            let w = result?;
+            return if cli.json {
+                json_line(&w)
+            } else {
+                json_doc(&w)
+            };
         }
         WorkerCommand::Sleep { id } => (id, RequestedStatus::Asleep),
         WorkerCommand::Wake { id } => (id, RequestedStatus::Awake),
         WorkerCommand::Shutdown { id } => (id, RequestedStatus::Shutdown),
     };
-    let id = parse_id("worker id", id)?;
+    ids::parse("worker id", raw)?;
     let manager = open(cli).await?;
-    // Refused (nothing recorded) for a worker that cannot obey, with the API's message.
-    manager.request_worker_status(id, Some(status)).await?;
-    println!("requested status {status} for worker {id}");
+    let result = request(&manager, raw, status, cli.json).await;
     manager.close().await?;
-    Ok(())
+    result
 }
 
-async fn list(cli: &Cli, json: bool) -> Result<()> {
-    let manager = open(cli).await?;
-    let workers = manager.list_workers().await?;
-    let now = manager.now();
+async fn show(manager: &flamenco_core::Manager, raw: &str) -> Result<flamenco_core::model::Worker> {
+    let id = ids::resolve(manager, Kind::Worker, "worker id", raw).await?;
+    manager
+        .get_worker(id)
+        .await?
+        .with_context(|| format!("worker {id} is unknown"))
+}
+
+async fn request(
+    manager: &flamenco_core::Manager,
+    raw: &str,
+    status: RequestedStatus,
+    json: bool,
+) -> Result<()> {
+    let id = ids::resolve(manager, Kind::Worker, "worker id", raw).await?;
+    // Refused (nothing recorded) for a worker that cannot obey, with the API's message.
+    manager.request_worker_status(id, Some(status)).await?;
+    let worker = manager.get_worker(id).await?;
     if json {
+        return json_line(&worker);
+    }
+    outln!("requested status {status} for worker {id}")
+}
+
+async fn list(cli: &Cli) -> Result<()> {
+    let manager = open(cli).await?;
+    let workers = manager.list_workers().await;
+    let now = manager.now();
+    manager.close().await?;
+    let workers = workers?;
+    if cli.json {
         for w in &workers {
             json_line(w)?;
         }
-    } else {
-        let mut out = table(&[
+        return Ok(());
+    }
+    let mut out = table(
+        &[
             "id",
             "nickname",
             "status",
             "platform",
             "software",
             "task",
-            "task status",
             "last seen",
+        ],
+        &["id", "task", "last seen"],
+    );
+    for w in &workers {
+        let status = match (w.status.as_str(), w.status_requested) {
+            ("", _) => "registered".to_string(),
+            (s, Some(r)) => format!("{s} (→ {r})"),
+            (s, None) => s.to_string(),
+        };
+        let task = match (&w.current_task, w.current_task_status.as_str()) {
+            (Some(t), "") => short_id(t),
+            (Some(t), s) => format!("{} {s}", short_id(t)),
+            (None, _) => "-".into(),
+        };
+        out.add_row(vec![
+            short_id(&w.id),
+            cut(&w.nickname, 24),
+            status,
+            w.platform.clone(),
+            cut(&w.software, 20),
+            task,
+            ago(w.last_activity, now),
         ]);
-        for w in &workers {
-            let status = match (w.status.as_str(), w.status_requested) {
-                ("", _) => "registered".to_string(),
-                (s, Some(r)) => format!("{s} (→ {r})"),
-                (s, None) => s.to_string(),
-            };
-            out.add_row(vec![
-                w.id.to_hex(),
-                w.nickname.clone(),
-                status,
-                w.platform.clone(),
-                w.software.clone(),
-                w.current_task
-                    .map(|t| t.to_hex())
-                    .unwrap_or_else(|| "-".into()),
-                if w.current_task_status.is_empty() {
-                    "-".into()
-                } else {
-                    w.current_task_status.clone()
-                },
-                ago(w.last_activity, now),
-            ]);
-        }
-        println!("{out}");
-        eprintln!("{} worker(s)", workers.len());
     }
-    manager.close().await?;
+    outln!("{out}")?;
+    eprintln!("{} worker(s); --json for every field", workers.len());
     Ok(())
 }

@@ -11,22 +11,7 @@ use std::time::{Duration, Instant};
 use flamenco_core::config::Config;
 use flamenco_core::model::{Command as TaskCommand, Task};
 use flamenco_core::Manager;
-
-fn flamenco(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
-    cmd.current_dir(dir).env_remove("RUST_LOG");
-    cmd
-}
-
-fn write_config(dir: &Path, listen: &str) -> std::path::PathBuf {
-    let path = dir.join("flamenco-manager.yaml");
-    std::fs::write(
-        &path,
-        format!("listen: '{listen}'\ndata_dir: ./data\nactive_task_timeout_interval: 2m\n"),
-    )
-    .unwrap();
-    path
-}
+use support::{flamenco, run, run_err, run_ok, write_config};
 
 #[test]
 fn version_and_help() {
@@ -88,6 +73,14 @@ fn serve_refuses_a_port_in_use() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot listen on"), "{stderr}");
+    // The error is said once: one line, the OS's reason once.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
 }
 
 /// Wait until the child logs `needle` on stderr; returns everything read so far.
@@ -205,9 +198,16 @@ async fn queue_and_worker_commands_read_the_daemons_store() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     for id in &ids {
-        assert!(stdout.contains(&id.to_hex()), "{stdout}");
+        // Tables show short ids: the last 8 characters.
+        let hex = id.to_hex();
+        assert!(stdout.contains(&hex[16..]), "{stdout}");
+        assert!(!stdout.contains(&hex), "{stdout}");
     }
     assert!(stdout.contains("cli-task-2"));
+    // A short id is accepted back.
+    let shown = run_ok(dir.path(), &["queue", "show", &ids[1].to_hex()[16..]]);
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(v["_id"], ids[1].to_hex());
 
     let out = flamenco(dir.path())
         .args(["queue", "list", "--json", "--status", "completed"])
@@ -268,16 +268,6 @@ async fn seed(dir: &Path, n: usize, extra_yaml: &str) -> Vec<flamenco_core::mode
     let ids = manager.enqueue_tasks(tasks).await.unwrap();
     manager.close().await.unwrap();
     ids
-}
-
-fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = flamenco(dir).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "flamenco {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -405,9 +395,14 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
         "data_dir: ./store\n",
     )
     .unwrap();
+    // No store yet: said, and nothing is created (only `serve` creates one).
+    let out = run_ok(dir.path(), &["config", "check", "--connect"]);
+    assert!(out.contains("no store yet"), "{out}");
+    assert!(out.contains("store/flamenco.sqlite"), "{out}");
+    assert!(!dir.path().join("store").exists());
+    support::create_store(dir.path());
     let out = run_ok(dir.path(), &["config", "check", "--connect"]);
     assert!(out.contains("store reachable: sqlite:"), "{out}");
-    assert!(dir.path().join("store/flamenco.sqlite").exists());
 
     let port = support::free_port();
     std::fs::write(
@@ -442,7 +437,6 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is a file"), "{stderr}");
-    assert!(stderr.contains("cannot open the store"), "{stderr}");
 }
 
 #[test]
@@ -450,8 +444,365 @@ fn help_documents_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_ok(dir.path(), &["help"]);
     assert!(out.contains("Exit status"), "{out}");
+    // Every command is listed, and the summary line above them names them all.
+    let commands: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for c in [
+        "serve",
+        "job",
+        "queue",
+        "worker",
+        "config",
+        "cleanslate",
+        "purge-updates",
+        "push",
+    ] {
+        assert!(
+            commands.contains(&c),
+            "{c} missing from {commands:?}:\n{out}"
+        );
+    }
+    let summary = out.lines().next().unwrap_or("");
     assert!(
-        out.contains("cleanslate") && out.contains("purge-updates"),
+        !summary.contains("serve, queue, worker, config"),
+        "the summary must not name only some commands: {summary}"
+    );
+    assert!(
+        out.contains("FLAMENCO_CONFIG") && out.contains("NO_COLOR"),
         "{out}"
     );
+}
+
+// ---- the store the commands work on (issue: the CLI never silently works on the wrong store)
+
+#[test]
+fn commands_other_than_serve_refuse_to_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["queue", "list"][..],
+        &[
+            "job",
+            "submit",
+            "sleep",
+            "--set",
+            "frames=1",
+            "--set",
+            "time_in_seconds=1",
+        ],
+        &["worker", "list"],
+        &["cleanslate", "--yes"],
+    ] {
+        let err = run_err(dir.path(), args);
+        assert!(err.contains("no Manager store found"), "{args:?}: {err}");
+        assert!(
+            err.contains("flamenco-data/flamenco.sqlite"),
+            "names where it looked: {err}"
+        );
+        assert!(err.contains("no flamenco-manager.yaml in"), "{err}");
+        assert!(
+            err.contains("-c PATH") && err.contains("FLAMENCO_CONFIG"),
+            "says how to point it elsewhere: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one error line: {err}");
+    }
+    assert!(
+        !dir.path().join("flamenco-data").exists(),
+        "nothing was created"
+    );
+    // With a configuration file, the message names the file and its data_dir.
+    let path = write_config(dir.path(), "127.0.0.1:0");
+    let err = run_err(dir.path(), &["queue", "list"]);
+    // Absolute paths: the user may not know which directory the command ran in.
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains(
+            &dir.path()
+                .join("data/flamenco.sqlite")
+                .display()
+                .to_string()
+        ),
+        "{err}"
+    );
+    assert!(err.contains("data/flamenco.sqlite"), "{err}");
+    assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn data_dir_is_relative_to_the_config_file_and_flamenco_config_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager_dir = dir.path().join("manager");
+    std::fs::create_dir(&manager_dir).unwrap();
+    support::new_store(&manager_dir, "127.0.0.1:0");
+    assert!(manager_dir.join("data/flamenco.sqlite").is_file());
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+
+    // -c from another directory: the store beside the file is used.
+    let out = run_ok(
+        &elsewhere,
+        &[
+            "-c",
+            "../manager/flamenco-manager.yaml",
+            "job",
+            "submit",
+            "sleep",
+            "--set",
+            "frames=1-4",
+            "--set",
+            "time_in_seconds=1",
+        ],
+    );
+    assert!(out.starts_with("submitted job"), "{out}");
+    assert!(
+        !elsewhere.join("data").exists(),
+        "no store beside the caller"
+    );
+    let shown = run_ok(
+        &elsewhere,
+        &["-c", "../manager/flamenco-manager.yaml", "config", "check"],
+    );
+    assert!(
+        shown.contains("data_dir: ../manager/data"),
+        "data_dir resolved against the file: {shown}"
+    );
+
+    // FLAMENCO_CONFIG does the same.
+    let out = flamenco(&elsewhere)
+        .env("FLAMENCO_CONFIG", manager_dir.join("flamenco-manager.yaml"))
+        .args(["--json", "job", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // -c wins over FLAMENCO_CONFIG.
+    let out = flamenco(&elsewhere)
+        .env("FLAMENCO_CONFIG", "/nonexistent/flamenco-manager.yaml")
+        .args(["-c", "../manager/flamenco-manager.yaml", "job", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = flamenco(&elsewhere)
+        .env("FLAMENCO_CONFIG", "/nonexistent/flamenco-manager.yaml")
+        .args(["job", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/flamenco-manager.yaml"));
+}
+
+// ---- conventions (docs/cli.md)
+
+/// Seed `n` tasks with long names and activities in a new store in `dir`.
+async fn seed_long(dir: &Path, n: usize) -> Vec<flamenco_core::model::ObjectId> {
+    write_config(dir, "127.0.0.1:0");
+    let (config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
+    let manager = Manager::open(config).await.unwrap();
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| {
+            let mut t = Task::new(
+                format!("a-rather-long-task-name-for-shot-{i:04}-that-goes-on-and-on"),
+                "blender-render",
+                vec![TaskCommand::new(
+                    "sleep",
+                    serde_json::json!({"time_in_seconds": 1}),
+                )],
+            );
+            t.activity =
+                "Rendering frame 1234 of shot 010 with a very long activity text that never ends"
+                    .into();
+            t
+        })
+        .collect();
+    let ids = manager.enqueue_tasks(tasks).await.unwrap();
+    manager.close().await.unwrap();
+    ids
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more than a pipe buffer holds, so a write must fail once the reader is gone.
+    seed_long(dir.path(), 1000).await;
+    for args in [&["queue", "list", "--json"][..], &["queue", "list"]] {
+        let mut child = flamenco(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -1`: read one line, then close the pipe.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(!first.is_empty());
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn tables_fit_80_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = seed_long(dir.path(), 3).await;
+    let out = flamenco(dir.path())
+        .env("COLUMNS", "80")
+        .args(["queue", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}\n{table}",
+            line.chars().count()
+        );
+    }
+    // Each id fits on its row unbroken (short ids), and long cells are cut.
+    for id in &ids {
+        assert!(table.contains(&id.to_hex()[16..]), "{table}");
+    }
+    assert!(table.contains('…'), "long cells are cut: {table}");
+    // The same for the other tables.
+    for args in [&["worker", "list"][..], &["job", "list"], &["job", "types"]] {
+        let out = flamenco(dir.path())
+            .env("COLUMNS", "80")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            assert!(line.chars().count() <= 80, "{args:?}: {line}");
+        }
+    }
+}
+
+#[test]
+fn logs_stay_out_of_command_output_and_carry_no_colour_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    support::new_store(dir.path(), "127.0.0.1:0");
+    let submit = [
+        "job",
+        "submit",
+        "sleep",
+        "--set",
+        "frames=1-4",
+        "--set",
+        "time_in_seconds=1",
+    ];
+    let out = run(dir.path(), &submit);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "no log lines by default: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // -v asks for them; on a pipe they carry no colour codes.
+    let mut args = vec!["-v"];
+    args.extend(submit);
+    let out = run(dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI codes off a terminal: {stderr:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // --log-format json: JSON lines on stderr.
+    let mut args = vec!["-v", "--log-format", "json"];
+    args.extend(submit);
+    let out = run(dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(first).expect("a JSON log line");
+    assert_eq!(v["level"], "INFO");
+}
+
+/// On a terminal (a pseudo-terminal made by `script`), logs are coloured unless
+/// `NO_COLOR` is set.
+#[test]
+fn no_color_is_honoured_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        let msg = "`script` (util-linux) is missing: cannot make a terminal for the NO_COLOR test";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    support::new_store(dir.path(), "127.0.0.1:0");
+    let bin = env!("CARGO_BIN_EXE_flamenco");
+    let run_on_tty = |no_color: bool| -> String {
+        let mut cmd = Command::new("script");
+        cmd.current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("FLAMENCO_CONFIG")
+            .args([
+                "-qec",
+                &format!("{bin} -v job submit sleep --set frames=1 --set time_in_seconds=1"),
+                "/dev/null",
+            ]);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = run_on_tty(false);
+    assert!(coloured.contains("INFO"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "colour on a terminal: {coloured:?}"
+    );
+    let plain = run_on_tty(true);
+    assert!(plain.contains("INFO"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR: {plain:?}");
+}
+
+/// `config check` refuses what `serve` refuses: the same validation.
+#[test]
+fn config_check_and_serve_refuse_the_same_settings() {
+    for (yaml, needle) in [
+        ("listen: '127.0.0.1:99999'\n", "port 99999 is out of range"),
+        ("listen: garbage\n", "invalid listen address \"garbage\""),
+        (
+            "database_url: 'postgres://user:pw@db/flamenco'\n",
+            "is not a MongoDB URL",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("flamenco-manager.yaml"),
+            format!("data_dir: ./data\n{yaml}"),
+        )
+        .unwrap();
+        let check = run_err(dir.path(), &["config", "check"]);
+        assert!(check.contains(needle), "config check, {yaml}: {check}");
+        let serve = run_err(dir.path(), &["serve"]);
+        assert!(serve.contains(needle), "serve, {yaml}: {serve}");
+        assert!(serve.contains("refusing to start"), "{serve}");
+        assert!(!serve.contains("pw@"), "the password is not shown: {serve}");
+        assert!(!dir.path().join("data").exists(), "serve created nothing");
+    }
 }

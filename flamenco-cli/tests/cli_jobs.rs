@@ -5,50 +5,11 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn flamenco(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
-    cmd.current_dir(dir).env_remove("RUST_LOG");
-    cmd
-}
-
-fn write_config(dir: &Path, listen: &str) {
-    std::fs::write(
-        dir.join("flamenco-manager.yaml"),
-        format!("listen: '{listen}'\ndata_dir: ./data\n"),
-    )
-    .unwrap();
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    flamenco(dir).args(args).output().unwrap()
-}
-
-fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "flamenco {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Run, expect exit status 1, return stderr.
-fn run_err(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "flamenco {args:?}: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{flamenco, new_store, run_err, run_ok, write_config};
 
 fn submit_sleep(dir: &Path) -> Value {
     let out = run_ok(
@@ -66,13 +27,17 @@ fn submit_sleep(dir: &Path) -> Value {
             "--json",
         ],
     );
-    serde_json::from_str(&out).expect("the job as JSON")
+    let mut job: Value = serde_json::from_str(&out).expect("the job as JSON");
+    // `warnings` is part of the submit answer only.
+    assert_eq!(job["warnings"], json!([]));
+    job.as_object_mut().unwrap().remove("warnings");
+    job
 }
 
 #[test]
 fn job_commands_against_a_temporary_store() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:0");
+    new_store(dir.path(), "127.0.0.1:0");
     let job = submit_sleep(dir.path());
     let id = job["_id"].as_str().unwrap().to_string();
     assert_eq!(job["status"], "queued");
@@ -105,7 +70,7 @@ fn job_commands_against_a_temporary_store() {
         "{out}"
     );
     let table = run_ok(dir.path(), &["job", "list"]);
-    assert!(table.contains(&id), "{table}");
+    assert!(table.contains(&id[16..]), "short ids: {table}");
     assert!(table.contains("0/4 completed, 4 queued"), "{table}");
     assert!(table.contains("exec-command"), "{table}");
     let lines = run_ok(dir.path(), &["job", "list", "--json", "--status", "queued"]);
@@ -161,7 +126,7 @@ fn job_commands_against_a_temporary_store() {
 #[test]
 fn job_submit_errors_name_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:0");
+    new_store(dir.path(), "127.0.0.1:0");
     let cases: &[(&[&str], &str)] = &[
         (
             &[
@@ -245,7 +210,7 @@ fn job_submit_errors_name_the_setting() {
 #[test]
 fn job_submit_from_a_file_with_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "127.0.0.1:0");
+    new_store(dir.path(), "127.0.0.1:0");
     std::fs::write(
         dir.path().join("job.yaml"),
         "name: shot 010\njob_type: blender-render\npriority: 40\nsettings:\n  filepath: /shared/shot.blend\n  render_output: /render/shot/frame-######\n  frames: 1-10\n  chunk_size: 5\n",
@@ -412,4 +377,133 @@ async fn a_running_daemon_runs_jobs_submitted_from_the_command_line() {
     assert!(exit.success(), "exit status {exit:?}");
     let shown: Value = serde_json::from_str(&run_ok(dir.path(), &["job", "show", &id])).unwrap();
     assert_eq!(shown["status"], "completed");
+}
+
+#[test]
+fn job_submit_lists_every_missing_or_bad_setting_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    new_store(dir.path(), "127.0.0.1:0");
+    let err = run_err(dir.path(), &["job", "submit", "sleep"]);
+    assert!(err.contains("setting `frames`: required"), "{err}");
+    assert!(err.contains("setting `time_in_seconds`: required"), "{err}");
+    let err = run_err(
+        dir.path(),
+        &[
+            "job",
+            "submit",
+            "blender-render",
+            "--set",
+            "chunk_size=0",
+            "--set",
+            "colour=red",
+            "--priority",
+            "0",
+        ],
+    );
+    for needle in [
+        "priority 0 is out of range",
+        "setting `colour`: unknown setting",
+        "setting `filepath`: required",
+        "setting `render_output`: required",
+        "setting `frames`: required",
+        "setting `chunk_size`",
+        "6 problems",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+    assert!(run_ok(dir.path(), &["--json", "job", "list"]).is_empty());
+}
+
+#[test]
+fn json_means_output_format_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    new_store(dir.path(), "127.0.0.1:0");
+    let job = submit_sleep(dir.path());
+    let id = job["_id"].as_str().unwrap().to_string();
+    // Before or after the subcommand, --json is the output format.
+    for args in [&["--json", "job", "list"][..], &["job", "list", "--json"]] {
+        let out = run_ok(dir.path(), args);
+        let v: Value = serde_json::from_str(out.lines().next().unwrap()).expect("JSON");
+        assert_eq!(v["_id"], id.as_str(), "{args:?}");
+    }
+    let out = run_ok(dir.path(), &["--json", "job", "types"]);
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(first["name"].is_string() && first["description"].is_string());
+    let out = run_ok(dir.path(), &["--json", "job", "cancel", &id[16..]]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "canceled");
+    let out = run_ok(dir.path(), &["--json", "job", "delete", &id]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deleted_tasks"], 4);
+    let out = run_ok(dir.path(), &["--json", "worker", "list"]);
+    assert!(out.is_empty());
+    let out = run_ok(dir.path(), &["queue", "outbox", "--json"]);
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(v["waiting"].is_number(), "{v}");
+    // Logs are chosen with --log-format, never with --json.
+    let out = flamenco(dir.path())
+        .args(["-v", "--json", "job", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.lines().all(|l| !l.starts_with('{')),
+        "--json does not make logs JSON: {stderr}"
+    );
+}
+
+#[test]
+fn cleanslate_removes_the_jobs_whose_tasks_it_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    new_store(dir.path(), "127.0.0.1:0");
+    submit_sleep(dir.path());
+    submit_sleep(dir.path());
+    let out = run_ok(dir.path(), &["cleanslate", "--yes"]);
+    assert!(out.contains("jobs: 2"), "{out}");
+    assert!(out.contains("erased 8 tasks and 2 jobs"), "{out}");
+    assert!(run_ok(dir.path(), &["--json", "job", "list"]).is_empty());
+    assert!(run_ok(dir.path(), &["--json", "queue", "list"]).is_empty());
+}
+
+#[test]
+fn a_variable_no_platform_defines_is_warned_about_at_submit() {
+    let dir = tempfile::tempdir().unwrap();
+    new_store(dir.path(), "127.0.0.1:0");
+    let submit = [
+        "job",
+        "submit",
+        "blender-render",
+        "--set",
+        "filepath=/shared/shot.blend",
+        "--set",
+        "render_output=/render/shot/frame-######",
+        "--set",
+        "frames=1-4",
+    ];
+    let out = flamenco(dir.path()).args(submit).output().unwrap();
+    assert!(out.status.success(), "the job is stored all the same");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("warning: "), "{stderr}");
+    assert!(stderr.contains("{blender}"), "names the variable: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("submitted job"));
+    let mut args = vec!["--json"];
+    args.extend(submit);
+    let job: Value = serde_json::from_str(&run_ok(dir.path(), &args)).unwrap();
+    let warnings = job["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].as_str().unwrap().contains("{blender}"));
+
+    // Defined (for any platform): no warning.
+    std::fs::write(
+        dir.path().join("flamenco-manager.yaml"),
+        "data_dir: ./data\nvariables:\n  blender:\n    linux: /usr/bin/blender\n",
+    )
+    .unwrap();
+    let out = flamenco(dir.path()).args(submit).output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

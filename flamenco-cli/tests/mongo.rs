@@ -99,6 +99,22 @@ async fn operator_commands_work_against_mongodb() {
         format!("database_url: '{}'\n", db.url),
     )
     .expect("config");
+    // An empty database is no Manager's: the commands refuse it and create nothing.
+    let (out, _) = run(dir.path(), &["queue", "list"], Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no Manager store found"), "{stderr}");
+    assert!(stderr.contains("holds no Manager data"), "{stderr}");
+    let (out, _) = run(
+        dir.path(),
+        &["config", "check", "--connect"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no store yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (config, _) =
         flamenco_core::config::Config::load(Some(&dir.path().join("flamenco-manager.yaml")))
             .expect("load");

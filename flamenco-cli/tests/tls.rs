@@ -203,7 +203,8 @@ fn a_key_that_does_not_match_the_certificate_stops_serve_and_fails_config_check(
     let out = flamenco(dir.path()).arg("serve").output().expect("serve");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot serve HTTPS"), "{stderr}");
+    // The same check as `config check`, reported before anything starts.
+    assert!(stderr.contains("refusing to start"), "{stderr}");
     assert!(
         stderr.contains("does not belong to the certificate"),
         "{stderr}"

@@ -245,6 +245,9 @@ impl Config {
     /// An explicit `path` that cannot be read (including one that does not exist) is an
     /// error. Without `path`, only a missing default file falls back to defaults; any
     /// other read error (permissions, a directory by that name, …) is reported.
+    ///
+    /// Relative paths in the file are relative to the file's directory
+    /// ([`Config::resolve_paths`]).
     pub fn load(path: Option<&Path>) -> Result<(Config, ConfigSource), ConfigError> {
         let (path, explicit) = match path {
             Some(p) => (p.to_path_buf(), true),
@@ -257,8 +260,32 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let config = Config::from_yaml(&text, &path)?;
+        let mut config = Config::from_yaml(&text, &path)?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new("")));
         Ok((config, ConfigSource::File(path)))
+    }
+
+    /// Make the relative paths of a file's settings relative to `dir`, the file's
+    /// directory: `data_dir` (its default `./flamenco-data` included), `tlscert`, `tlskey`
+    /// and `watch_for_latest_image`. Absolute paths and empty settings are kept. Called by
+    /// [`Config::load`]; without a file, relative paths stay relative to the working
+    /// directory.
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        if dir.as_os_str().is_empty() {
+            return;
+        }
+        self.data_dir = relative_to(dir, &self.data_dir);
+        for value in [
+            &mut self.tlscert,
+            &mut self.tlskey,
+            &mut self.watch_for_latest_image,
+        ] {
+            if !value.trim().is_empty() {
+                *value = relative_to(dir, Path::new(value.as_str()))
+                    .to_string_lossy()
+                    .into_owned();
+            }
+        }
     }
 
     /// Parse YAML text; `path` is only used in messages.
@@ -427,6 +454,23 @@ impl Config {
         );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
+    }
+}
+
+/// `path` joined to `dir` when relative (without `.` components), `path` itself when absolute.
+fn relative_to(dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let joined: PathBuf = dir
+        .join(path)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    if joined.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        joined
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod config_check;
 pub mod jobs;
 pub mod latest_image;
 pub mod maintenance;

@@ -168,8 +168,9 @@ impl Manager {
     }
 
     /// Clean slate (v2's `-cleanslate`): delete every cached task, in batches, and forget
-    /// the download watermark so the next download from the Server is a full one. Workers
-    /// and the outbox are kept. `progress` is called with the running total after each
+    /// the download watermark so the next download from the Server is a full one. In
+    /// standalone mode the jobs of those tasks go too (a job without tasks would stay
+    /// `queued` forever). Workers and the outbox are kept. `progress` is called with the running total after each
     /// batch.
     pub async fn clean_slate(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
         let mut total = 0;
@@ -184,7 +185,7 @@ impl Manager {
         self.store()
             .set_setting(crate::store::WATERMARK_SETTING, None)
             .await?;
-        tracing::warn!(deleted = total, "clean slate: erased the cached tasks");
+        tracing::warn!(deleted = total, "clean slate: erased the cached tasks (and the jobs left without tasks)");
         Ok(total)
     }
 

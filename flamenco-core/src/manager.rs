@@ -98,6 +98,9 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unsupported(String),
+    /// [`Manager::open_existing`] found no store where the configuration points.
+    #[error("{0}")]
+    NoStore(String),
 }
 
 /// Where a request came from, for "seen" tracking (v2 §8.4).
@@ -165,11 +168,33 @@ impl Manager {
     /// clock. An unreachable MongoDB is an error after about 2 s. `database_synchronous`
     /// applies to the embedded store only (MongoDB's durability is its write concern).
     pub async fn open(config: Config) -> Result<Manager, OpenError> {
+        Self::open_mode(config, true).await
+    }
+
+    /// Like [`Manager::open`], but only a store that exists: the embedded database file in
+    /// `data_dir`, or a MongoDB database that holds a Manager's collections. Otherwise
+    /// [`OpenError::NoStore`], naming where it looked, and nothing is created. For tools
+    /// that must not work on a new, empty store by mistake (the CLI's commands).
+    pub async fn open_existing(config: Config) -> Result<Manager, OpenError> {
+        Self::open_mode(config, false).await
+    }
+
+    async fn open_mode(config: Config, create: bool) -> Result<Manager, OpenError> {
         let url = config.database_url.trim();
         let store: Arc<dyn Store> = if url.is_empty() {
             let dir: PathBuf = config.data_dir.clone();
+            let file = dir.join(crate::store::sqlite::DATABASE_FILE);
+            if !create && !file.is_file() {
+                let shown = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+                return Err(OpenError::NoStore(format!(
+                    "there is no Manager database at {} (data_dir {})",
+                    shown.display(),
+                    dir.display()
+                )));
+            }
             let options = crate::store::sqlite::SqliteOptions {
                 synchronous: config.database_synchronous,
+                create,
                 ..Default::default()
             };
             let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&dir, options))
@@ -183,13 +208,23 @@ impl Manager {
                      database_url (MongoDB's durability is set by the URL's write concern, e.g. w=majority&journal=true)"
                 );
             }
-            Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
+            if create {
+                Arc::new(crate::store::mongo::MongoStore::connect(url).await?)
+            } else {
+                match crate::store::mongo::MongoStore::connect_existing(url).await? {
+                    Some(store) => Arc::new(store),
+                    None => {
+                        return Err(OpenError::NoStore(format!(
+                            "the MongoDB database at {} holds no Manager data (none of its collections)",
+                            crate::store::mongo::redact(url)
+                        )))
+                    }
+                }
+            }
         } else {
-            return Err(OpenError::Unsupported(format!(
-                "database_url {:?} is not a MongoDB URL (mongodb:// or mongodb+srv://); \
-                 remove it to use the embedded store in data_dir",
-                crate::store::mongo::redact(url)
-            )));
+            return Err(OpenError::Unsupported(
+                config.check_database_url().err().unwrap_or_default(),
+            ));
         };
         Manager::try_with_store(config, store, Arc::new(SystemClock))
     }

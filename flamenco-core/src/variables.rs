@@ -112,10 +112,82 @@ fn substitute_str(subs: &[(String, String)], s: &mut String) {
     }
 }
 
+/// The `{name}` placeholders in `commands`' settings (strings at any depth) that the
+/// configuration defines for no platform, neither in `variables` nor in
+/// `path_replacement`: workers would receive them as written. A placeholder is `{`, a
+/// name of letters, digits, `_` and `-` starting with a letter or `_`, and `}`; one right
+/// after `$` (a shell's `${HOME}`) is not counted.
+pub fn undefined_placeholders<'a>(
+    config: &Config,
+    commands: impl IntoIterator<Item = &'a Command>,
+) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for command in commands {
+        for value in command.settings.values() {
+            placeholders_in(value, &mut found);
+        }
+    }
+    found.retain(|name| {
+        !config.variables.contains_key(name) && !config.path_replacement.contains_key(name)
+    });
+    found
+}
+
+fn placeholders_in(value: &Value, found: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            let mut after_dollar;
+            while let Some(open) = rest.find('{') {
+                after_dollar = rest[..open].ends_with('$');
+                rest = &rest[open + 1..];
+                let Some(close) = rest.find('}') else { break };
+                let name = &rest[..close];
+                let mut chars = name.chars();
+                let valid = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if valid && !after_dollar {
+                    found.insert(name.to_string());
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| placeholders_in(v, found)),
+        Value::Object(map) => map.values().for_each(|v| placeholders_in(v, found)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn undefined_placeholders_are_found() {
+        let config = Config::from_yaml(
+            "variables:\n  blender:\n    linux: /usr/bin/blender\npath_replacement:\n  render:\n    linux: /render\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        let commands = vec![
+            Command::new(
+                "blender_render",
+                json!({"blender_cmd": "{blender} --factory-startup", "out": "{render}/x/{shot}",
+                       "nested": [{"a": "{ffmpeg}"}]}),
+            ),
+            Command::new(
+                "exec",
+                json!({"cmd": "bash -c 'echo ${HOME} {1..3} {a,b} {} {shot}'"}),
+            ),
+        ];
+        let found: Vec<String> = undefined_placeholders(&config, &commands)
+            .into_iter()
+            .collect();
+        assert_eq!(found, ["ffmpeg", "shot"]);
+        assert!(undefined_placeholders(&Config::default(), &commands[..1]).contains("blender"));
+    }
     use std::collections::BTreeMap;
     use std::path::Path;
 

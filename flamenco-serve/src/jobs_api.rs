@@ -124,8 +124,14 @@ async fn submit(State(manager): State<Arc<Manager>>, body: Bytes) -> Result<Resp
     }
     let submission: JobSubmission = serde_json::from_value(value)
         .map_err(|e| HttpError(ApiError::BadRequest(format!("Unable to decode JSON: {e}"))))?;
-    let job = manager.submit_job(submission).await?;
-    let mut resp = json_response(StatusCode::CREATED, &job);
+    // The job as stored, plus `warnings` (e.g. a `{variable}` no platform defines).
+    let submitted = manager.submit_job_with_warnings(submission).await?;
+    let job = submitted.job;
+    let mut body = serde_json::to_value(&job).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("warnings".into(), submitted.warnings.into());
+    }
+    let mut resp = json_response(StatusCode::CREATED, &body);
     if let Ok(location) = HeaderValue::from_str(&format!("/api/jobs/{}", job.id)) {
         resp.headers_mut().insert(header::LOCATION, location);
     }

@@ -47,12 +47,13 @@ pub enum BindError {
 
 /// Bind `listen` (v2 syntax: `:8083` means every interface, `[::0]:8083`, `host:port`).
 /// `:PORT` binds IPv6 `[::]` (which also takes IPv4 on Linux) and falls back to `0.0.0.0`.
+/// The syntax is checked by `flamenco_core::config_check::parse_listen`, as
+/// `flamenco config check` does.
 pub async fn bind(listen: &str) -> Result<TcpListener, BindError> {
     let listen = listen.trim();
-    if let Some(port) = listen.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| BindError::Invalid(listen.to_string()))?;
+    let (host, port) = flamenco_core::config_check::parse_listen(listen)
+        .map_err(|_| BindError::Invalid(listen.to_string()))?;
+    if listen.starts_with(':') {
         return match TcpListener::bind(("::", port)).await {
             Ok(l) => Ok(l),
             Err(_) => TcpListener::bind(("0.0.0.0", port))
@@ -63,14 +64,7 @@ pub async fn bind(listen: &str) -> Result<TcpListener, BindError> {
                 }),
         };
     }
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| BindError::Invalid(listen.to_string()))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| BindError::Invalid(listen.to_string()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() { "::" } else { host };
+    let host = if host.is_empty() { "::" } else { host.as_str() };
     TcpListener::bind((host, port))
         .await
         .map_err(|source| BindError::Io {

@@ -61,7 +61,10 @@ async fn submit_list_show_and_tasks() {
         .expect("send");
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()["content-type"], "application/json");
-    let job: Value = resp.json().await.expect("json");
+    let mut job: Value = resp.json().await.expect("json");
+    // The submit answer is the job plus `warnings` (none here: sleep uses no variables).
+    assert_eq!(job["warnings"], json!([]));
+    job.as_object_mut().expect("object").remove("warnings");
     let id = job["_id"].as_str().expect("id").to_string();
     assert_eq!(job["name"], "nap");
     assert_eq!(job["job_type"], "sleep");
@@ -562,4 +565,49 @@ async fn openapi_document_lists_every_route() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     tm.stop().await;
+}
+
+/// A job whose commands use a `{variable}` the configuration defines for no platform is
+/// stored, and the answer warns about it by name (a zero-config `blender-render`).
+#[tokio::test]
+async fn submit_warns_about_undefined_variables() {
+    let tm = TestManager::start_with(Config::default()).await;
+    let (status, job) = post(
+        &tm,
+        "/api/jobs",
+        &json!({"job_type": "blender-render", "settings": {
+            "filepath": "/shared/shot.blend", "render_output": "/render/shot/frame-######",
+            "frames": "1-4", "chunk_size": 2}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let warnings = job["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{job}");
+    assert!(
+        warnings[0].as_str().unwrap_or("").contains("{blender}"),
+        "{job}"
+    );
+    assert_eq!(job["status"], "queued", "the job is stored all the same");
+
+    let mut config = Config::default();
+    config
+        .variables
+        .entry("blender".into())
+        .or_default()
+        .insert("linux".into(), "/usr/bin/blender".into());
+    let tm = TestManager::start_with(config).await;
+    let (status, job) = post(
+        &tm,
+        "/api/jobs",
+        &json!({"job_type": "blender-render", "settings": {
+            "filepath": "/shared/shot.blend", "render_output": "/render/shot/frame-######",
+            "frames": "1-4", "chunk_size": 2}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(
+        job["warnings"],
+        json!([]),
+        "defined for one platform: no warning"
+    );
 }

@@ -17,7 +17,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{CompileContext, InvalidSetting, JobType, Settings, TaskSpec};
+use super::{CompileContext, InvalidSetting, JobType, Problems, Settings, TaskSpec};
 use crate::model::{Command, Job};
 
 /// The `blender-render` job type.
@@ -61,24 +61,36 @@ impl JobType for BlenderRender {
 
     fn compile(&self, job: &Job, ctx: &CompileContext) -> Result<Vec<TaskSpec>, InvalidSetting> {
         let s = Settings::new(&job.settings);
-        s.only(&[
+        let mut p = Problems::default();
+        p.check(s.only(&[
             "blender_cmd",
             "filepath",
             "render_output",
             "frames",
             "chunk_size",
             "format",
-        ])?;
-        let blender_cmd = s
-            .optional_str("blender_cmd")?
-            .unwrap_or(DEFAULT_BLENDER_CMD);
-        let filepath = s.required_str("filepath")?;
-        let render_output = s.required_str("render_output")?;
-        let (final_dir, intermediate, pattern, sep) =
-            output_paths(render_output).map_err(|e| s.invalid("render_output", e))?;
-        let frames = s.frames("frames")?;
-        let chunk_size = s.positive_int("chunk_size", Some(1))?;
-        let format = s.optional_str("format")?;
+        ]));
+        let blender_cmd = p.check(s.optional_str("blender_cmd"));
+        let filepath = p.check(s.required_str("filepath"));
+        let outputs = p.check(s.required_str("render_output").and_then(|render_output| {
+            output_paths(render_output).map_err(|e| s.invalid("render_output", e))
+        }));
+        let frames = p.check(s.frames("frames"));
+        let chunk_size = p.check(s.positive_int("chunk_size", Some(1)));
+        let format = p.check(s.optional_str("format"));
+        p.finish()?;
+        let (
+            Some(blender_cmd),
+            Some(filepath),
+            Some((final_dir, intermediate, pattern, sep)),
+            Some(frames),
+            Some(chunk_size),
+            Some(format),
+        ) = (blender_cmd, filepath, outputs, frames, chunk_size, format)
+        else {
+            return Err(p.unexpected());
+        };
+        let blender_cmd = blender_cmd.unwrap_or(DEFAULT_BLENDER_CMD);
         ctx.check_task_count(frames.chunk_count(chunk_size) + 1, "frames")?;
 
         let intermediate_output = format!("{intermediate}{sep}{pattern}");

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::{CompileContext, InvalidSetting, JobType, Settings, TaskSpec};
+use super::{CompileContext, InvalidSetting, JobType, Problems, Settings, TaskSpec};
 use crate::model::{Command, Job};
 
 /// The `exec-command` job type.
@@ -24,8 +24,13 @@ impl JobType for ExecCommand {
 
     fn compile(&self, job: &Job, ctx: &CompileContext) -> Result<Vec<TaskSpec>, InvalidSetting> {
         let s = Settings::new(&job.settings);
-        s.only(&["cmd"])?;
-        let cmds = s.string_or_list("cmd")?;
+        let mut p = Problems::default();
+        p.check(s.only(&["cmd"]));
+        let cmds = p.check(s.string_or_list("cmd"));
+        p.finish()?;
+        let Some(cmds) = cmds else {
+            return Err(p.unexpected());
+        };
         ctx.check_task_count(cmds.len() as u64, "cmd")?;
         Ok(cmds
             .iter()

@@ -66,10 +66,26 @@ impl JobSubmission {
     }
 }
 
+/// A stored job and the warnings about it ([`Manager::submit_job_with_warnings`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submitted {
+    pub job: Job,
+    /// Each names the problem and what to do; empty when there is nothing to say.
+    pub warnings: Vec<String>,
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
         field: field.to_string(),
         message: message.into(),
+    }
+}
+
+/// An `InvalidField`'s field and message (other errors: the whole job).
+fn field_and_message(e: ApiError) -> (String, String) {
+    match e {
+        ApiError::InvalidField { field, message } => (field, message),
+        other => (String::new(), other.to_string()),
     }
 }
 
@@ -144,14 +160,20 @@ impl Manager {
                 ),
             ));
         };
-        let priority = priority(submission.priority.as_ref())?;
+        // Every problem is reported at once: the priority, the name and the settings.
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let priority = priority(submission.priority.as_ref()).unwrap_or_else(|e| {
+            problems.push(field_and_message(e));
+            DEFAULT_JOB_PRIORITY
+        });
         let name = match submission.name.as_deref().map(str::trim) {
             None | Some("") => type_name.to_string(),
             Some(n) if n.chars().count() > MAX_JOB_NAME => {
-                return Err(invalid(
-                    "name",
+                problems.push((
+                    "name".into(),
                     format!("the name is longer than {MAX_JOB_NAME} characters"),
-                ))
+                ));
+                String::new()
             }
             Some(n) => n.to_string(),
         };
@@ -171,12 +193,38 @@ impl Manager {
         };
         let max_tasks = self.config().max_tasks_per_job;
         let ctx = CompileContext { max_tasks };
-        let specs = job_type
-            .compile(&job, &ctx)
-            .map_err(|e| ApiError::InvalidField {
-                field: e.field(),
-                message: e.to_string(),
-            })?;
+        let specs = match job_type.compile(&job, &ctx) {
+            Ok(specs) => Some(specs),
+            Err(e) => {
+                problems.extend(
+                    e.into_each()
+                        .into_iter()
+                        .map(|p| (p.field(), p.to_string())),
+                );
+                None
+            }
+        };
+        if specs.is_none() && problems.is_empty() {
+            problems.push(("settings".into(), "the settings could not be read".into()));
+        }
+        let specs = match (problems.len(), specs) {
+            (0, Some(specs)) => specs,
+            (1, _) => {
+                let (field, message) = problems.remove(0);
+                return Err(ApiError::InvalidField { field, message });
+            }
+            (n, _) => {
+                let mut message = format!("{n} problems with the job:");
+                for (_, m) in &problems {
+                    message.push_str("\n  ");
+                    message.push_str(m);
+                }
+                return Err(ApiError::InvalidField {
+                    field: problems.remove(0).0,
+                    message,
+                });
+            }
+        };
         if specs.is_empty() {
             return Err(invalid("settings", "the job has no tasks to run"));
         }
@@ -188,13 +236,41 @@ impl Manager {
     }
 
     /// Submit a job: compile it ([`Manager::compile_job`]) and store it with its tasks
-    /// (atomically). Its tasks are schedulable at once. Refused in upstream mode.
+    /// (atomically). Its tasks are schedulable at once. Refused in upstream mode. The
+    /// warnings of [`Manager::submit_job_with_warnings`] are logged.
     pub async fn submit_job(&self, submission: JobSubmission) -> Result<Job, ApiError> {
+        let submitted = self.submit_job_with_warnings(submission).await?;
+        for w in &submitted.warnings {
+            tracing::warn!(job = %submitted.job.id, "{w}");
+        }
+        Ok(submitted.job)
+    }
+
+    /// [`Manager::submit_job`], returning what the submitter should know about the
+    /// stored job: the placeholders its commands use that the configuration defines for no
+    /// platform (workers would receive `{blender}` as written), one warning each.
+    pub async fn submit_job_with_warnings(
+        &self,
+        submission: JobSubmission,
+    ) -> Result<Submitted, ApiError> {
         self.refuse_upstream("submit jobs")?;
         let (job, tasks) = self.compile_job(submission)?;
         self.store().insert_job(&job, &tasks).await?;
         tracing::info!(job = %job.id, job_type = %job.job_type, tasks = tasks.len(), name = %job.name, "job submitted");
-        Ok(job)
+        let warnings = crate::variables::undefined_placeholders(
+            self.config(),
+            tasks.iter().flat_map(|t| t.commands.iter()),
+        )
+        .into_iter()
+        .map(|name| {
+            format!(
+                "the job's commands use {{{name}}}, which the configuration defines for no \
+                 platform: workers receive it as written; define it under `variables:` \
+                 (e.g. {name}: {{linux: /path, windows: C:/path}}) and re-submit"
+            )
+        })
+        .collect();
+        Ok(Submitted { job, warnings })
     }
 
     pub async fn get_job(&self, id: ObjectId) -> Result<Option<Job>, ApiError> {

@@ -28,19 +28,21 @@ use std::sync::Arc;
 use crate::model::{Command, Job, ObjectId, Task, TaskStatus};
 
 pub use frames::FrameSet;
-pub use manage::JobSubmission;
-pub use settings::Settings;
+pub use manage::{JobSubmission, Submitted};
+pub use settings::{Problems, Settings};
 
 /// The default of `max_tasks_per_job`.
 pub const DEFAULT_MAX_TASKS_PER_JOB: usize = 10_000;
 
 /// A job setting that is not acceptable. `setting` is the key inside `settings` (empty
-/// when the problem is the job as a whole).
+/// when the problem is the job as a whole). `also` holds the other problems found in the
+/// same submission, so that every one is reported at once ([`settings::Problems`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.describe())]
+#[error("{}", self.describe_all())]
 pub struct InvalidSetting {
     pub setting: String,
     pub message: String,
+    pub also: Vec<InvalidSetting>,
 }
 
 impl InvalidSetting {
@@ -48,7 +50,44 @@ impl InvalidSetting {
         InvalidSetting {
             setting: setting.into(),
             message: message.to_string(),
+            also: Vec::new(),
         }
+    }
+
+    /// One error for several problems (`None` for none): the first, with the rest in
+    /// `also` (flattened).
+    pub fn all(problems: Vec<InvalidSetting>) -> Option<InvalidSetting> {
+        let mut flat = problems.into_iter().flat_map(|p| p.into_each());
+        let mut first = flat.next()?;
+        first.also = flat.collect();
+        Some(first)
+    }
+
+    /// Every problem, each on its own (`also` empty).
+    pub fn into_each(mut self) -> Vec<InvalidSetting> {
+        let also = std::mem::take(&mut self.also);
+        let mut out = vec![self];
+        for a in also {
+            out.extend(a.into_each());
+        }
+        out
+    }
+
+    /// How many problems this error holds.
+    pub fn count(&self) -> usize {
+        1 + self.also.iter().map(InvalidSetting::count).sum::<usize>()
+    }
+
+    fn describe_all(&self) -> String {
+        if self.also.is_empty() {
+            return self.describe();
+        }
+        let mut out = format!("{} problems with the settings:", self.count());
+        for p in self.clone().into_each() {
+            out.push_str("\n  ");
+            out.push_str(&p.describe());
+        }
+        out
     }
 
     /// The field of the submission at fault: `settings.<key>`, or `settings`.

@@ -35,12 +35,21 @@ impl<'a> Settings<'a> {
     }
 
     /// Refuse settings this job type does not know (a typo would otherwise be ignored).
+    /// Every unknown setting is named.
     pub fn only(&self, known: &[&str]) -> Result<(), InvalidSetting> {
-        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(unknown) => Err(self.invalid(
-                unknown,
-                format!("unknown setting; this job type knows {}", known.join(", ")),
-            )),
+        let unknown = self
+            .map
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .map(|k| {
+                self.invalid(
+                    k,
+                    format!("unknown setting; this job type knows {}", known.join(", ")),
+                )
+            })
+            .collect();
+        match InvalidSetting::all(unknown) {
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -161,6 +170,51 @@ impl<'a> Settings<'a> {
     }
 }
 
+/// Collects the problems of several checks, so that a job type reports every bad or
+/// missing setting at once instead of the first:
+///
+/// ```ignore
+/// let mut p = Problems::default();
+/// let frames = p.check(s.frames("frames"));
+/// let seconds = p.check(s.seconds("time_in_seconds"));
+/// p.finish()?;
+/// let (Some(frames), Some(seconds)) = (frames, seconds) else { return Err(p.unexpected()) };
+/// ```
+#[derive(Debug, Default)]
+pub struct Problems(Vec<InvalidSetting>);
+
+impl Problems {
+    /// The value of a check that passed; a failed one is kept and gives `None`.
+    pub fn check<T>(&mut self, result: Result<T, InvalidSetting>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.push(e);
+                None
+            }
+        }
+    }
+
+    /// Keep a problem found otherwise.
+    pub fn push(&mut self, problem: InvalidSetting) {
+        self.0.push(problem);
+    }
+
+    /// `Err` with every problem kept, if any.
+    pub fn finish(&mut self) -> Result<(), InvalidSetting> {
+        match InvalidSetting::all(std::mem::take(&mut self.0)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// For the `else` of a destructuring after [`Problems::finish`] passed (cannot happen:
+    /// every `None` came with a problem).
+    pub fn unexpected(&self) -> InvalidSetting {
+        InvalidSetting::new("", "the settings could not be read")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +250,29 @@ mod tests {
             "settings.x"
         );
         assert_eq!(s.string_or_list("x").unwrap(), ["hi"]);
+        let both = s.only(&["a", "b", "c", "f"]).unwrap_err();
+        assert_eq!(both.count(), 2, "every unknown setting: {both}");
+        assert!(both.to_string().contains("`s`") && both.to_string().contains("`x`"));
+    }
+
+    #[test]
+    fn problems_are_collected() {
+        let m = map(json!({"a": 0}));
+        let s = Settings::new(&m);
+        let mut p = Problems::default();
+        assert_eq!(p.check(s.positive_int("a", None)), None);
+        assert_eq!(p.check(s.positive_int("b", Some(2))), Some(2));
+        assert_eq!(p.check(s.required_str("c")), None);
+        let e = p.finish().unwrap_err();
+        assert_eq!(e.count(), 2);
+        assert_eq!(e.field(), "settings.a");
+        let text = e.to_string();
+        assert!(text.starts_with("2 problems with the settings:"), "{text}");
+        assert!(
+            text.contains("setting `a`") && text.contains("setting `c`"),
+            "{text}"
+        );
+        assert!(p.finish().is_ok(), "finish takes the problems");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 
-use super::{CompileContext, InvalidSetting, JobType, Settings, TaskSpec};
+use super::{CompileContext, InvalidSetting, JobType, Problems, Settings, TaskSpec};
 use crate::model::{Command, Job};
 
 /// The `sleep` job type.
@@ -25,10 +25,16 @@ impl JobType for Sleep {
 
     fn compile(&self, job: &Job, ctx: &CompileContext) -> Result<Vec<TaskSpec>, InvalidSetting> {
         let s = Settings::new(&job.settings);
-        s.only(&["frames", "chunk_size", "time_in_seconds"])?;
-        let frames = s.frames("frames")?;
-        let chunk_size = s.positive_int("chunk_size", Some(1))?;
-        let seconds = Value::Number(s.seconds("time_in_seconds")?);
+        let mut p = Problems::default();
+        p.check(s.only(&["frames", "chunk_size", "time_in_seconds"]));
+        let frames = p.check(s.frames("frames"));
+        let chunk_size = p.check(s.positive_int("chunk_size", Some(1)));
+        let seconds = p.check(s.seconds("time_in_seconds"));
+        p.finish()?;
+        let (Some(frames), Some(chunk_size), Some(seconds)) = (frames, chunk_size, seconds) else {
+            return Err(p.unexpected());
+        };
+        let seconds = Value::Number(seconds);
         ctx.check_task_count(frames.chunk_count(chunk_size), "frames")?;
         Ok(frames
             .chunks(chunk_size)

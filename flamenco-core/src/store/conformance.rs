@@ -2573,6 +2573,33 @@ pub async fn clean_slate_and_outbox_purge(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_len().await.expect("len"), 0);
 }
 
+/// Clean slate in standalone mode: a job goes with the batch that deletes its last task
+/// (never earlier), so no job is left `queued (0/0)`; tasks without a job go too.
+pub async fn clean_slate_removes_emptied_jobs(store: Arc<dyn Store>) {
+    let (a, a_tasks) = test_job(oid("aaaaaaaaaaaaaaaaaaaaaaa1"), 1, 12);
+    let (b, b_tasks) = test_job(oid("aaaaaaaaaaaaaaaaaaaaaaa2"), 2, 3);
+    store.insert_job(&a, &a_tasks).await.expect("insert a");
+    store.insert_job(&b, &b_tasks).await.expect("insert b");
+    add_tasks(&store, &[test_task(nth_id(3, 1), "sleeping")]).await;
+    // The first batch takes 10 of a's 12 tasks: a keeps its job, b is untouched.
+    assert_eq!(store.delete_tasks(10).await.expect("delete"), 10);
+    assert_eq!(job(&store, a.id).await.id, a.id);
+    assert_eq!(job(&store, b.id).await.id, b.id);
+    assert_eq!(store.delete_tasks(10).await.expect("delete"), 6);
+    for id in [a.id, b.id] {
+        assert!(
+            store.get_job(id).await.expect("get").is_none(),
+            "job {id} lost its tasks and is gone"
+        );
+    }
+    assert!(store
+        .list_jobs(&JobQuery::default())
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(store.delete_tasks(10).await.expect("delete"), 0);
+}
+
 // ---- jobs (standalone mode) ----
 
 /// A `queued` job of `n` `sleep` tasks (`sleep-1` …, ids `nth_id(task_prefix, 1..=n)`,
@@ -3165,6 +3192,7 @@ macro_rules! conformance_tests {
             timeouts_mark_silent_workers,
             cleanup_removes_only_old_finished_tasks,
             clean_slate_and_outbox_purge,
+            clean_slate_removes_emptied_jobs,
             jobs_insert_get_list,
             job_cancel_cascades_to_tasks,
             job_requeue_and_delete,

@@ -350,7 +350,9 @@ pub trait Store: Send + Sync + 'static {
     /// finished. Returns how many were deleted.
     async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
 
-    /// Delete up to `limit` tasks whatever their status (clean slate). Returns how many.
+    /// Delete up to `limit` tasks whatever their status (clean slate), and the jobs
+    /// (standalone mode) left without tasks by it, in the same operation. Returns how many
+    /// tasks.
     async fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
 
     /// Delete up to `limit` updates from the outbox, oldest first. Returns how many.

@@ -223,10 +223,40 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     if listed.is_empty() {
         return Ok(0);
     }
-    Ok(db
+    // The batch's jobs, so that those left without tasks go right after.
+    let docs: Vec<Document> = db
+        .tasks
+        .find(doc! { "_id": { "$in": listed.clone() } })
+        .projection(doc! { "job": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut jobs: Vec<Bson> = Vec::new();
+    for d in docs {
+        if let Some(job @ Bson::ObjectId(_)) = d.get("job") {
+            if !jobs.contains(job) {
+                jobs.push(job.clone());
+            }
+        }
+    }
+    let deleted = db
         .tasks
         .delete_many(doc! { "_id": { "$in": listed } })
         .await
         .db()?
-        .deleted_count)
+        .deleted_count;
+    for job in jobs {
+        let left = db
+            .tasks
+            .find_one(doc! { "job": job.clone() })
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?;
+        if left.is_none() {
+            db.jobs.delete_one(doc! { "_id": job }).await.db()?;
+        }
+    }
+    Ok(deleted)
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mongodb::bson::Document;
+use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection, Database};
 
 use crate::jobs::status::JobAction;
@@ -100,6 +100,38 @@ impl MongoStore {
         let (options, name) = connect::options(url).await?;
         let client = connect::client(url, options).await?;
         let database = client.database(&name);
+        Self::prepare(url, client, database).await
+    }
+
+    /// Like [`MongoStore::connect`], but only to a database that already holds a
+    /// Manager's data (any of its collections: tasks, workers, jobs, settings, the outbox or
+    /// its counter, as this Manager or a v2 Manager made them). `None` when it holds none:
+    /// nothing is created then.
+    pub async fn connect_existing(url: &str) -> StoreResult<Option<MongoStore>> {
+        let (options, name) = connect::options(url).await?;
+        let client = connect::client(url, options).await?;
+        let database = client.database(&name);
+        let ours = [
+            codec::TASKS,
+            codec::WORKERS,
+            codec::UPDATES,
+            codec::JOBS,
+            codec::SETTINGS,
+            codec::COUNTERS,
+        ];
+        let names = database
+            .list_collection_names()
+            .filter(doc! { "name": { "$in": ours.to_vec() } })
+            .await
+            .map_err(errors::map_err)?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        Self::prepare(url, client, database).await.map(Some)
+    }
+
+    /// The indices and the outbox counter, then the store.
+    async fn prepare(url: &str, client: Client, database: Database) -> StoreResult<MongoStore> {
         let db = Db::new(&database);
         indexes::ensure(&db)
             .await

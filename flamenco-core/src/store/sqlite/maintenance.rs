@@ -108,11 +108,31 @@ pub(super) fn delete_finished(
 
 /// `Store::delete_tasks`.
 pub(super) fn delete_any(conn: &Connection, limit: usize) -> StoreResult<u64> {
+    // The batch's jobs first, so that those left without tasks go in the same transaction.
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS clean_slate_jobs (id BLOB PRIMARY KEY); \
+         DELETE FROM temp.clean_slate_jobs;",
+    )
+    .db()?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO temp.clean_slate_jobs \
+         SELECT job FROM (SELECT job FROM tasks ORDER BY id LIMIT ?1) WHERE job IS NOT NULL",
+    )
+    .db()?
+    .execute([limit as i64])
+    .db()?;
     let n = conn
-        .prepare_cached("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks LIMIT ?1)")
+        .prepare_cached("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT ?1)")
         .db()?
         .execute([limit as i64])
         .db()?;
+    conn.prepare_cached(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM temp.clean_slate_jobs) \
+         AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.job = jobs.id)",
+    )
+    .db()?
+    .execute([])
+    .db()?;
     Ok(n as u64)
 }
 

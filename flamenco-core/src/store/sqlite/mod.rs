@@ -76,6 +76,10 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// At most this many write jobs share one transaction.
     pub max_batch: usize,
+    /// Create the data directory and the database when missing (the default). When false,
+    /// a missing database is an error and nothing is created (the CLI's commands other
+    /// than `serve` must not start an empty store by mistake).
+    pub create: bool,
 }
 
 impl Default for SqliteOptions {
@@ -85,6 +89,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
             max_batch: 256,
+            create: true,
         }
     }
 }
@@ -102,8 +107,14 @@ impl SqliteStore {
         Self::open_with(data_dir, SqliteOptions::default())
     }
 
-    /// Open (creating if needed) the store in `data_dir`.
+    /// Open the store in `data_dir`, creating it if needed unless `options.create` is false.
     pub fn open_with(data_dir: &Path, options: SqliteOptions) -> StoreResult<SqliteStore> {
+        if !options.create && !data_dir.join(DATABASE_FILE).is_file() {
+            return Err(StoreError::Unavailable(format!(
+                "there is no database at {}",
+                data_dir.join(DATABASE_FILE).display()
+            )));
+        }
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot create the data directory {}: {e}",

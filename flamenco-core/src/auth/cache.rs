@@ -1,6 +1,6 @@
 //! The in-memory "verified once" cache of worker secrets: after a worker's secret passed
-//! bcrypt in this process, a keyed HMAC-SHA256 digest of it (under a random per-process
-//! key, never stored) answers later requests in microseconds.
+//! bcrypt (or the stored fast hash) in this process, a keyed HMAC-SHA256 digest of it
+//! (under a random per-process key, never stored) answers later requests in microseconds.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -111,6 +111,13 @@ impl SecretCache {
         if !bcrypt::verify(secret, stored_hash).unwrap_or(false) {
             return false;
         }
+        self.remember(worker_id, secret, stored_hash);
+        true
+    }
+
+    /// Remember `secret` as verified for this worker and stored hash (it was proven some
+    /// other way, e.g. by the stored fast hash), so later checks take the cheapest path.
+    pub fn remember(&self, worker_id: ObjectId, secret: &str, stored_hash: &str) {
         let digest: [u8; 32] = self.mac(worker_id, secret).finalize().into_bytes().into();
         self.entries
             .write()
@@ -122,7 +129,6 @@ impl SecretCache {
                     stored_hash: stored_hash.to_string(),
                 },
             );
-        true
     }
 
     /// Drop what is cached for a worker (e.g. when it is deleted or re-registers).
@@ -205,6 +211,22 @@ mod tests {
         assert!(cache.check(id, "new", &new));
         assert_eq!(cache.check_fast(id, "new", &new), Some(true));
         assert_eq!(cache.check_fast(id, "old", &old), None);
+    }
+
+    #[test]
+    fn remembered_secrets_take_the_fast_path() {
+        let cache = SecretCache::new();
+        let id = ObjectId::new();
+        cache.remember(id, "proven", "$2a$10$some-hash");
+        assert_eq!(
+            cache.check_fast(id, "proven", "$2a$10$some-hash"),
+            Some(true)
+        );
+        assert_eq!(
+            cache.check_fast(id, "other", "$2a$10$some-hash"),
+            Some(false)
+        );
+        assert_eq!(cache.check_fast(id, "proven", "$2a$10$new-hash"), None);
     }
 
     #[test]

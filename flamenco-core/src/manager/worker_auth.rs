@@ -1,7 +1,8 @@
 //! Worker authentication on the [`Manager`]: hashing a new worker's secret and checking
 //! HTTP Basic credentials, cheapest proof first (docs/security.md, "Worker secrets"):
 //!
-//! 1. the in-memory verify-once cache ([`crate::auth::SecretCache`]);
+//! 1. the in-memory verify-once cache ([`crate::auth::SecretCache`]), filled by either of
+//!    the two below;
 //! 2. the stored fast hash `secret_sha256` ([`crate::auth::digest`]), which decides alone
 //!    when it is current: right or wrong, no bcrypt;
 //! 3. bcrypt, for workers without one (registered by v2, or with a secret shorter than 32
@@ -75,7 +76,11 @@ impl Manager {
             };
         }
         match digest::check(&worker.secret_sha256, secret, &worker.hashed_secret) {
-            digest::Check::Match => return Ok(worker),
+            digest::Check::Match => {
+                // Later requests of this process compare one keyed digest, without parsing.
+                self.secrets.remember(id, secret, &worker.hashed_secret);
+                return Ok(worker);
+            }
             digest::Check::Mismatch => return Err(self.refuse(Some(id), client)),
             digest::Check::Unusable => {}
         }

@@ -82,6 +82,20 @@ pub struct Config {
     pub worker_request_rate: u32,
     /// How many requests one worker may make in a burst above `worker_request_rate`.
     pub worker_request_burst: u32,
+    /// At most this many open connections from one client address (an IPv6 /64 counts as
+    /// one address) that has no signed-on worker; 0 turns the limit off.
+    pub max_connections_per_ip: usize,
+    /// Of `max_connections`, this many are kept for addresses with a signed-on worker:
+    /// other clients may hold at most `max_connections - reserved_worker_connections`.
+    /// Default: a quarter of `max_connections`.
+    pub reserved_worker_connections: usize,
+    /// At most this many long-lived event streams (`/imagewatch`, …) open at once; more
+    /// get 503 with `Retry-After`.
+    pub max_streams: usize,
+    /// At most this many event streams from one client address.
+    pub max_streams_per_ip: usize,
+    /// An event stream is ended after this long (browsers reconnect by themselves).
+    pub stream_max_lifetime: Duration,
     /// Extra host names (lower case, no port) the dashboard and `/api/` answer to, besides
     /// `localhost`, IP literals, this machine's host name and `own_url`'s host; `*` answers
     /// to any name (docs/security.md, "DNS rebinding").
@@ -213,6 +227,11 @@ impl Default for Config {
             request_read_timeout: Duration::from_secs(30),
             worker_request_rate: 50,
             worker_request_burst: 100,
+            max_connections_per_ip: 64,
+            reserved_worker_connections: 1024 / 4,
+            max_streams: 64,
+            max_streams_per_ip: 8,
+            stream_max_lifetime: Duration::from_secs(3600),
             allowed_hosts: Vec::new(),
         }
     }
@@ -449,6 +468,19 @@ impl Config {
             Value::Number(c.worker_request_burst.into()),
         );
         put(
+            "max_connections_per_ip",
+            Value::Number((c.max_connections_per_ip as u64).into()),
+        );
+        put(
+            "reserved_worker_connections",
+            Value::Number((c.reserved_worker_connections as u64).into()),
+        );
+        put("max_streams", Value::Number((c.max_streams as u64).into()));
+        put(
+            "max_streams_per_ip",
+            Value::Number((c.max_streams_per_ip as u64).into()),
+        );
+        put(
             "allowed_hosts",
             Value::Sequence(c.allowed_hosts.iter().map(|h| s(h)).collect()),
         );
@@ -510,6 +542,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "request_read_timeout",
     "worker_request_rate",
     "worker_request_burst",
+    "max_connections_per_ip",
+    "reserved_worker_connections",
+    "max_streams",
+    "max_streams_per_ip",
+    "stream_max_lifetime",
     "allowed_hosts",
 ];
 
@@ -702,6 +739,11 @@ struct RawConfig {
     request_read_timeout: Option<NonNegativeDuration>,
     worker_request_rate: Option<u32>,
     worker_request_burst: Option<PositiveCount>,
+    max_connections_per_ip: Option<u64>,
+    reserved_worker_connections: Option<u64>,
+    max_streams: Option<PositiveCount>,
+    max_streams_per_ip: Option<PositiveCount>,
+    stream_max_lifetime: Option<NonNegativeDuration>,
     allowed_hosts: Option<Vec<AllowedHost>>,
 }
 
@@ -749,6 +791,16 @@ impl RawConfig {
             self.max_connections,
             self.max_header_size,
             self.worker_request_burst,
+        )?;
+        starvation_limits(
+            &mut c,
+            StarvationKeys {
+                max_connections_per_ip: self.max_connections_per_ip,
+                reserved_worker_connections: self.reserved_worker_connections,
+                max_streams: self.max_streams,
+                max_streams_per_ip: self.max_streams_per_ip,
+                stream_max_lifetime: self.stream_max_lifetime,
+            },
         )?;
         if let Some(v) = self.download_task_recheck_throttle {
             c.download_task_recheck_throttle = (!v.negative).then_some(v.magnitude);
@@ -836,6 +888,64 @@ fn serving_limits(
                 u32::MAX
             )
         })?;
+    }
+    Ok(())
+}
+
+/// The keys that keep clients from starving workers (docs/security.md, "Connection
+/// starvation"), as written in the file.
+struct StarvationKeys {
+    max_connections_per_ip: Option<u64>,
+    reserved_worker_connections: Option<u64>,
+    max_streams: Option<PositiveCount>,
+    max_streams_per_ip: Option<PositiveCount>,
+    stream_max_lifetime: Option<NonNegativeDuration>,
+}
+
+/// `max_connections_per_ip`, `reserved_worker_connections` (default: a quarter of
+/// `max_connections`, which must be set first), `max_streams`, `max_streams_per_ip`,
+/// `stream_max_lifetime`.
+fn starvation_limits(c: &mut Config, keys: StarvationKeys) -> Result<(), String> {
+    let count = |key: &str, n: u64| {
+        usize::try_from(n).map_err(|_| format!("{key}: {n} is too large for this platform"))
+    };
+    if let Some(n) = keys.max_connections_per_ip {
+        c.max_connections_per_ip = count("max_connections_per_ip", n)?;
+    }
+    c.reserved_worker_connections = match keys.reserved_worker_connections {
+        None => c.max_connections / 4,
+        Some(n) => {
+            let n = count("reserved_worker_connections", n)?;
+            if n >= c.max_connections {
+                return Err(format!(
+                    "reserved_worker_connections: {n} leaves no connection for anyone else: it must be less than max_connections ({}); the default is a quarter of it",
+                    c.max_connections
+                ));
+            }
+            n
+        }
+    };
+    if let Some(PositiveCount(n)) = keys.max_streams {
+        c.max_streams = count("max_streams", n)?;
+    }
+    if let Some(PositiveCount(n)) = keys.max_streams_per_ip {
+        c.max_streams_per_ip = count("max_streams_per_ip", n)?;
+    }
+    if c.max_streams_per_ip > c.max_streams {
+        return Err(format!(
+            "max_streams_per_ip ({}) is more than max_streams ({}): one address can never hold more streams than all of them together; lower max_streams_per_ip or raise max_streams",
+            c.max_streams_per_ip, c.max_streams
+        ));
+    }
+    if let Some(lifetime) = keys.stream_max_lifetime {
+        let lifetime: Duration = lifetime.into();
+        if lifetime.is_zero() {
+            return Err(
+                "stream_max_lifetime: must be more than 0 (an event stream is ended after this long and the browser reconnects; default 1h)"
+                    .into(),
+            );
+        }
+        c.stream_max_lifetime = lifetime;
     }
     Ok(())
 }
@@ -1570,6 +1680,56 @@ path_replacement:
             mask_url_password("mongodb://user@localhost/x"),
             "mongodb://user@localhost/x"
         );
+    }
+
+    #[test]
+    fn starvation_keys_defaults_and_validation() {
+        let d = Config::default();
+        assert_eq!(d.max_connections_per_ip, 64);
+        assert_eq!(d.reserved_worker_connections, 256);
+        assert_eq!((d.max_streams, d.max_streams_per_ip), (64, 8));
+        assert_eq!(d.stream_max_lifetime, Duration::from_secs(3600));
+
+        // The reserve follows max_connections unless it is set.
+        let c = parse("max_connections: 100\n").expect("parses");
+        assert_eq!(c.reserved_worker_connections, 25);
+        let c = parse(
+            "max_connections: 100\nreserved_worker_connections: 0\nmax_connections_per_ip: 0\n\
+             max_streams: 5\nmax_streams_per_ip: 5\nstream_max_lifetime: 10m\n",
+        )
+        .expect("parses");
+        assert_eq!(c.reserved_worker_connections, 0);
+        assert_eq!(c.max_connections_per_ip, 0, "0 turns the per-address cap off");
+        assert_eq!((c.max_streams, c.max_streams_per_ip), (5, 5));
+        assert_eq!(c.stream_max_lifetime, Duration::from_secs(600));
+        let text = c.describe_effective();
+        assert!(text.contains("stream_max_lifetime: 10m"), "{text}");
+        assert_eq!(parse(&text).expect("reloads"), c);
+
+        let err = parse_err("max_connections: 10\nreserved_worker_connections: 10\n");
+        assert!(
+            err.contains("reserved_worker_connections: 10 leaves no connection"),
+            "{err}"
+        );
+        assert!(err.contains("max_connections (10)"), "{err}");
+        let err = parse_err("max_streams: 4\n");
+        assert!(
+            err.contains("max_streams_per_ip (8) is more than max_streams (4)"),
+            "{err}"
+        );
+        let err = parse_err("stream_max_lifetime: 0s\n");
+        assert!(err.contains("stream_max_lifetime: must be more than 0"), "{err}");
+        for (key, bad) in [
+            ("max_streams", "0"),
+            ("max_streams_per_ip", "0"),
+            ("max_connections_per_ip", "-1"),
+            ("reserved_worker_connections", "many"),
+            ("stream_max_lifetime", "-1h"),
+        ] {
+            let err = parse_err(&format!("listen: ':1'\n{key}: {bad}\n"));
+            assert!(err.contains(key), "{key}: {bad}: {err}");
+            assert!(err.contains("line 2"), "{key}: {bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, docs/metrics.md).
 //!
 //! [`Metrics`] owns the registry of what is counted as it happens: task claims, accepted
-//! worker updates, upstream calls, HTTP requests (recorded by the daemon's middleware) and
+//! worker updates, upstream calls, HTTP requests (recorded by the daemon's middleware), open
+//! connections and event streams (kept by the daemon's accept loop and stream guard) and
 //! store operation latency (recorded by [`crate::store::instrumented::InstrumentedStore`]).
 //! What describes the current state (tasks by status and type, workers by status, the
 //! outbox, the upstream connection) is read at scrape time by [`scrape`] with a handful of
@@ -109,6 +110,25 @@ struct BuildLabels {
     store: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// `class` values of `flamenco_http_connections` (docs/security.md, "Connection starvation").
+pub mod connection_class {
+    /// From an address where a worker has authenticated: may use the reserved slots.
+    pub const WORKER: &str = "worker";
+    /// Any other client.
+    pub const OTHER: &str = "other";
+    pub const ALL: [&str; 2] = [WORKER, OTHER];
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// 0.1 ms … 6.5 s: store operations and upstream calls.
@@ -137,6 +157,54 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Histograms<RouteLabels>,
     store_duration: Histograms<OperationLabels>,
+    connections: ConnectionMetrics,
+}
+
+/// Open connections and event streams, and the ones refused (kept apart from [`Inner`]'s
+/// request metrics: the daemon's accept loop and stream guard update them).
+struct ConnectionMetrics {
+    open: Family<ClassLabels, Gauge>,
+    refused: Family<ReasonLabels, Counter>,
+    streams: Gauge,
+    streams_refused: Family<ReasonLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> ConnectionMetrics {
+        let open = Family::<ClassLabels, Gauge>::default();
+        registry.register(
+            "flamenco_http_connections",
+            "Open client connections, by class: worker (from an address where a worker has authenticated; may use reserved_worker_connections) or other",
+            open.clone(),
+        );
+        for class in connection_class::ALL {
+            let _ = open.get_or_create(&ClassLabels { class });
+        }
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "flamenco_http_connections_refused",
+            "Connections closed on arrival, by reason: per_ip (max_connections_per_ip), others_full (the slots not reserved for workers are taken)",
+            refused.clone(),
+        );
+        let streams = Gauge::default();
+        registry.register(
+            "flamenco_http_streams",
+            "Open long-lived event streams (/imagewatch and the like)",
+            streams.clone(),
+        );
+        let streams_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "flamenco_http_streams_refused",
+            "Event streams refused with 503, by reason: total (max_streams), per_ip (max_streams_per_ip)",
+            streams_refused.clone(),
+        );
+        ConnectionMetrics {
+            open,
+            refused,
+            streams,
+            streams_refused,
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +271,7 @@ impl Metrics {
             Unit::Seconds,
             store_duration.clone(),
         );
+        let connections = ConnectionMetrics::register(&mut registry);
         for outcome in claim_outcome::ALL {
             let _ = claims.get_or_create(&OutcomeLabels { outcome });
         }
@@ -219,6 +288,7 @@ impl Metrics {
                 http_requests,
                 http_duration,
                 store_duration,
+                connections,
             }),
         }
     }
@@ -294,6 +364,47 @@ impl Metrics {
             .store_duration
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The gauge of open connections of `class` ([`connection_class`]); the daemon's accept
+    /// loop increments and decrements it.
+    pub fn connection_gauge(&self, class: &'static str) -> Gauge {
+        self.inner
+            .connections
+            .open
+            .get_or_create(&ClassLabels { class })
+            .clone()
+    }
+
+    /// A connection was closed on arrival (`per_ip`, `others_full`).
+    pub fn record_connection_refused(&self, reason: &'static str) {
+        self.inner
+            .connections
+            .refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Open connections, every class together.
+    pub fn open_connections(&self) -> i64 {
+        connection_class::ALL
+            .iter()
+            .map(|class| self.connection_gauge(class).get())
+            .sum()
+    }
+
+    /// The gauge of open event streams; the daemon's stream guard keeps it.
+    pub fn stream_gauge(&self) -> Gauge {
+        self.inner.connections.streams.clone()
+    }
+
+    /// An event stream was refused (`total`, `per_ip`).
+    pub fn record_stream_refused(&self, reason: &'static str) {
+        self.inner
+            .connections
+            .streams_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The registry of the counters and histograms (for embedding in another exposition).
@@ -545,6 +656,39 @@ mod tests {
         let mut out = String::new();
         encode_registry(&mut out, m.registry()).expect("encode");
         out
+    }
+
+    #[test]
+    fn connection_and_stream_gauges_are_exposed() {
+        let m = Metrics::new();
+        let text0 = text(&m);
+        assert!(
+            text0.contains("flamenco_http_connections{class=\"worker\"} 0"),
+            "{text0}"
+        );
+        assert!(text0.contains("flamenco_http_streams 0"), "{text0}");
+        let others = m.connection_gauge(connection_class::OTHER);
+        others.inc();
+        others.inc();
+        m.connection_gauge(connection_class::WORKER).inc();
+        m.stream_gauge().inc();
+        m.record_connection_refused("others_full");
+        m.record_stream_refused("per_ip");
+        assert_eq!(m.open_connections(), 3);
+        let text = text(&m);
+        assert!(
+            text.contains("flamenco_http_connections{class=\"other\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("flamenco_http_streams 1"), "{text}");
+        assert!(
+            text.contains("flamenco_http_connections_refused_total{reason=\"others_full\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flamenco_http_streams_refused_total{reason=\"per_ip\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

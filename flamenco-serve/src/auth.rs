@@ -54,6 +54,14 @@ impl FromRequestParts<Arc<Manager>> for AuthedWorker {
             .authenticate_from(&user, &password, client)
             .await
             .map_err(|e| HttpError(e).into_response())?;
+        // The connection and its address now count as a worker's (connections.rs: they may
+        // use the slots reserved for workers).
+        if let Some(conn) = parts
+            .extensions
+            .get::<crate::connections::ConnectionHandle>()
+        {
+            conn.worker_authenticated();
+        }
         if let Some(Some(limiter)) = parts.extensions.get::<Option<Arc<WorkerRateLimiter>>>() {
             limiter
                 .check(worker.id)

@@ -15,6 +15,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use flamenco_core::Manager;
 
+use crate::streams::StreamPermit;
+
 /// The image's name in `/imagewatch` events (v2 sends the file's base name).
 pub const IMAGE_NAME: &str = "latest-image.jpg";
 
@@ -91,8 +93,13 @@ async fn info(State(manager): State<Arc<Manager>>) -> Response {
 
 /// `GET /imagewatch`: `event: image` / `data: latest-image.jpg` (with the version as the
 /// event id) for each new image, and a comment every [`KEEP_ALIVE`]. The stream ends when
-/// the client goes away or the server shuts down.
-async fn imagewatch(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
+/// the client goes away, the server shuts down, or after `stream_max_lifetime` (the
+/// browser reconnects). Over `max_streams` or `max_streams_per_ip`: 503 with `Retry-After`
+/// ([`StreamPermit`]).
+async fn imagewatch(
+    permit: StreamPermit,
+    State(manager): State<Arc<Manager>>,
+) -> impl IntoResponse {
     let events = manager.latest_images().subscribe();
     let stream = futures::stream::unfold(events, |mut events| async move {
         let version = events.next().await?;
@@ -102,7 +109,7 @@ async fn imagewatch(State(manager): State<Arc<Manager>>) -> impl IntoResponse {
             .data(IMAGE_NAME);
         Some((Ok::<_, Infallible>(event), events))
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Sse::new(permit.limit(stream)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 /// `GET /latest-image`: the full-screen page.

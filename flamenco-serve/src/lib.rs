@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod hosts;
@@ -20,6 +21,7 @@ pub mod outage;
 pub mod routes;
 pub mod server;
 pub mod status_api;
+pub mod streams;
 pub mod tls;
 pub mod worker_api;
 
@@ -94,6 +96,8 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
             ))
             .layer(axum::Extension(rate_limit))
+        // The cap and lifetime of event streams (streams.rs), taken by `StreamPermit`.
+        .layer(axum::Extension(streams::StreamLimiter::for_manager(&manager)))
             .with_state(manager);
     (router, table)
 }

@@ -4,11 +4,18 @@
 //! `axum::serve`, so that every limit of docs/security.md is ours to set: the TLS handshake
 //! timeout, HTTP/1.1's head read timeout (which also closes idle keep-alive connections),
 //! the largest request head (431), a body deadline (408, [`crate::limits::DeadlineBody`]),
-//! and a cap on open connections (`max_connections`: further connections wait in the
-//! listen backlog, unaccepted, until one closes; waiting rather than refusing suits workers,
-//! which retry anyway). Each request carries the peer address as
-//! `ConnectInfo<SocketAddr>` for the admin check. Shutdown stops accepting, lets open
-//! connections finish their current request (up to 15 s), and closes idle ones.
+//! and a cap on open connections (`max_connections`: when they are all open, further
+//! connections wait in the listen backlog, unaccepted, until one closes). Within it,
+//! [`crate::connections::Admission`] keeps `reserved_worker_connections` for addresses with
+//! a signed-on worker and caps every other address at `max_connections_per_ip`; a
+//! connection over those limits is answered 503 at once and closed (docs/security.md,
+//! "Connection starvation"). hyper's head read timeout is one deadline per request head,
+//! not reset by each byte, so a client trickling its head holds its slot for at most
+//! `request_read_timeout`. Each request carries the peer address as
+//! `ConnectInfo<SocketAddr>` for the admin check, and a
+//! [`crate::connections::ConnectionHandle`] that worker authentication marks. Shutdown
+//! stops accepting, lets open connections finish their current request (up to 15 s), and
+//! closes idle ones.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use crate::connections::{Admission, AdmissionLimits, ConnectionSlot};
 use crate::limits::DeadlineBody;
 use crate::tls::TlsError;
 
@@ -54,9 +62,9 @@ pub async fn bind(listen: &str) -> Result<TcpListener, BindError> {
     let (host, port) = flamenco_core::config_check::parse_listen(listen)
         .map_err(|_| BindError::Invalid(listen.to_string()))?;
     if listen.starts_with(':') {
-        return match TcpListener::bind(("::", port)).await {
+        return match listen_on(("::", port)).await {
             Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(("0.0.0.0", port))
+            Err(_) => listen_on(("0.0.0.0", port))
                 .await
                 .map_err(|source| BindError::Io {
                     addr: format!("0.0.0.0:{port}"),
@@ -65,12 +73,47 @@ pub async fn bind(listen: &str) -> Result<TcpListener, BindError> {
         };
     }
     let host = if host.is_empty() { "::" } else { host.as_str() };
-    TcpListener::bind((host, port))
+    listen_on((host, port))
         .await
         .map_err(|source| BindError::Io {
             addr: listen.to_string(),
             source,
         })
+}
+
+/// The listen backlog: connections the kernel completes before the accept loop takes them
+/// (capped by `net.core.somaxconn`). Larger than tokio's 1,024, so that a burst of
+/// connection attempts (hostile ones included: the accept loop refuses those at once) does
+/// not make the kernel drop a worker's connection attempt, which the worker's TCP stack
+/// would retry only after a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind the first address `addr` resolves to that can be bound, with [`LISTEN_BACKLOG`]
+/// and `SO_REUSEADDR` (as `TcpListener::bind`).
+async fn listen_on(addr: impl tokio::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
 
 /// How connections are served: TLS, limits and timeouts (docs/security.md).
@@ -82,6 +125,10 @@ pub struct ServeOptions {
     /// At most this many connections are served at once (per listener). Further connections
     /// are not accepted until one closes: they wait in the listen backlog.
     pub max_connections: usize,
+    /// Of `max_connections`, the slots only addresses with a signed-on worker may use.
+    pub reserved_worker_connections: usize,
+    /// Connections from one address without a signed-on worker; 0: no limit.
+    pub max_connections_per_ip: usize,
     /// Largest request head (request line and headers) in bytes; larger ones get 431.
     pub max_header_size: usize,
     /// Time allowed for a TLS handshake, for each request head (also the longest a
@@ -105,6 +152,8 @@ impl ServeOptions {
             tls,
             redirect_listener: None,
             max_connections: config.max_connections.max(1),
+            reserved_worker_connections: config.reserved_worker_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
             max_header_size: config.max_header_size,
             request_read_timeout: config.request_read_timeout,
         })
@@ -140,15 +189,33 @@ pub async fn serve_with(
         read_timeout: options.request_read_timeout,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admission = Admission::new(
+        AdmissionLimits {
+            max_connections: options.max_connections,
+            reserved_worker_connections: options.reserved_worker_connections,
+            max_connections_per_ip: options.max_connections_per_ip,
+        },
+        Some(manager.metrics().clone()),
+    );
+    tokio::spawn(seed_worker_addresses(manager.clone(), admission.clone()));
     let redirect = match options.redirect_listener {
         Some(redirect_listener) => {
             let https_port = listener.local_addr()?.port();
             let mut stop = stop_rx.clone();
+            // Workers never use the redirect: no reserve, the same per-address cap.
+            let redirect_admission = Admission::new(
+                AdmissionLimits {
+                    max_connections: options.max_connections,
+                    reserved_worker_connections: 0,
+                    max_connections_per_ip: options.max_connections_per_ip,
+                },
+                None,
+            );
             Some(tokio::spawn(accept_loop(
                 redirect_listener,
                 redirect_app(https_port),
                 None,
-                options.max_connections,
+                redirect_admission,
                 limits,
                 async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
@@ -163,7 +230,7 @@ pub async fn serve_with(
         listener,
         app,
         tls,
-        options.max_connections,
+        admission,
         limits,
         async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -192,16 +259,44 @@ struct ConnLimits {
     read_timeout: Duration,
 }
 
-/// Accept connections (at most `max_connections` at a time) and serve `app` on each until
-/// `stop` completes; then let the open connections finish their current request.
+/// Seed the worker addresses with those of the workers in the store that have signed on,
+/// so that after a restart their connections may use the reserve before they
+/// authenticate again.
+async fn seed_worker_addresses(manager: Arc<Manager>, admission: Arc<Admission>) {
+    let workers = match manager.list_workers().await {
+        Ok(workers) => workers,
+        Err(e) => {
+            tracing::debug!("cannot read the workers' addresses for the connection reserve: {e}");
+            return;
+        }
+    };
+    for worker in workers {
+        if worker.status == flamenco_core::model::worker_status::REGISTERED {
+            continue;
+        }
+        let address = worker.address.trim();
+        let ip = address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .or_else(|| address.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        if let Some(ip) = ip {
+            admission.trust(ip);
+        }
+    }
+}
+
+/// Accept connections (at most `max_connections` at a time, as [`Admission`] allows) and
+/// serve `app` on each until `stop` completes; then let the open connections finish their
+/// current request.
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
+    admission: Arc<Admission>,
     limits: ConnLimits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let max_connections = admission.limits().max_connections;
     let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut full_warned = false;
@@ -240,12 +335,25 @@ async fn accept_loop(
                 }
             },
         };
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                // Answer at once and close; never wait. Over TLS nothing can be said
+                // before a handshake, so the connection is just closed.
+                if tls.is_none() {
+                    let _ = stream.try_write(&refused.http_response());
+                }
+                tracing::debug!(%peer, reason = refused.label(), "connection refused");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         let app = app.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, tls, limits, watcher).await;
+            serve_connection(stream, peer, app, tls, limits, watcher, &slot).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -271,6 +379,7 @@ async fn serve_connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: ConnLimits,
     watcher: Watcher,
+    slot: &ConnectionSlot,
 ) {
     let io: Box<dyn Io> = match tls {
         None => Box::new(stream),
@@ -280,11 +389,14 @@ async fn serve_connection(
         },
     };
     let read_timeout = limits.read_timeout;
+    let conn = slot.handle();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let app = app.clone();
+        let conn = conn.clone();
         async move {
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
+            parts.extensions.insert(conn);
             let body = DeadlineBody::new(body, read_timeout);
             let missed = body.flag();
             let req = Request::from_parts(parts, axum::body::Body::new(body));

@@ -69,9 +69,8 @@ impl TestManager {
         config.data_dir = dir.path().to_path_buf();
         let store = SqliteStore::open(dir.path()).expect("open store");
         let manager = Arc::new(Manager::with_store(config, Arc::new(store), clock));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        // The daemon's own bind (its listen backlog), as `flamenco serve` does.
+        let listener = flamenco_serve::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(flamenco_serve::serve(manager.clone(), listener, async {
@@ -96,9 +95,8 @@ impl TestManager {
         let dir = tempfile::tempdir().expect("tempdir");
         config.data_dir = dir.path().to_path_buf();
         let manager = Arc::new(Manager::with_store(config, store, Arc::new(SystemClock)));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        // The daemon's own bind (its listen backlog), as `flamenco serve` does.
+        let listener = flamenco_serve::bind("127.0.0.1:0").await.expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(flamenco_serve::serve(manager.clone(), listener, async {

@@ -361,7 +361,9 @@ impl Manager {
         }
         let flushed = self.flush_seen().await;
         let closed = self.store.close().await;
-        flushed.and(closed)
+        // The store's own error first: on a full disk both fail, and the store's says
+        // where the disk is and that nothing acknowledged is lost.
+        closed.and(flushed)
     }
 
     /// Record contact from a worker: written at once when it changes something visible,

@@ -81,6 +81,89 @@ fn summary(skips: &Skips) -> Vec<String> {
         .collect()
 }
 
+/// A small disk for tests that fill one: a tmpfs of a given size mounted on a fresh
+/// directory, unmounted and removed when dropped.
+pub struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `bytes` for `test`. Mounting needs root (with `CAP_SYS_ADMIN` in a
+    /// container); without it, this is a skip (see [`skip_or_fail`]) and `None`.
+    pub fn mount(test: &str, bytes: u64) -> Option<SmallDisk> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("flamenco-small-disk-{}-{n}", std::process::id()));
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            panic!("cannot create {}: {e}", path.display());
+        }
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(SmallDisk { path }),
+            other => {
+                let _ = std::fs::remove_dir(&path);
+                let why = match other {
+                    Ok(out) => format!(
+                        "`mount -t tmpfs` failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    Err(e) => format!("cannot run `mount`: {e}"),
+                };
+                skip_or_fail(
+                    "small-disk (tmpfs)",
+                    test,
+                    &why,
+                    "run the tests as root, or in a container with CAP_SYS_ADMIN",
+                );
+                None
+            }
+        }
+    }
+
+    /// Where the disk is mounted.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Fill the disk: write zeros to `<disk>/filler` until no space is left. Returns its
+    /// size.
+    pub fn fill(&self) -> u64 {
+        let mut file = std::fs::File::create(self.path.join("filler")).expect("create the filler");
+        let block = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        let mut size = block.len();
+        while size > 0 {
+            match file.write(&block[..size]) {
+                Ok(0) => size /= 2,
+                Ok(n) => written += n as u64,
+                Err(_) => size /= 2,
+            }
+        }
+        let _ = file.sync_all();
+        written
+    }
+
+    /// Make room again: remove the filler.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.path.join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there does not keep the mount busy.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 unsafe extern "C" {
     fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
 }

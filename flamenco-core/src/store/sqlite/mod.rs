@@ -8,6 +8,7 @@
 //!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
+mod disk;
 mod faults;
 mod jobs;
 mod lock;
@@ -515,10 +516,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    /// Close the readers, then the writer, which checkpoints the WAL into the database
+    /// file first; its error says where and why (a full disk, above all).
     async fn close(&self) -> StoreResult<()> {
         self.readers.close();
-        self.writer.close().await;
-        Ok(())
+        self.writer.close().await
     }
 }
 

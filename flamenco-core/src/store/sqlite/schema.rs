@@ -169,11 +169,16 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 const READER_CACHE_KIB: i64 = 16 * 1024;
 /// Reads go through a memory map of up to this many bytes of the database file.
 const MMAP_BYTES: i64 = 1 << 30;
-/// Checkpoint the WAL into the database file after this many pages (~40 MiB); a page
-/// written many times between checkpoints is copied once.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
-/// Truncate the WAL file back to this size after a checkpoint.
-const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
+/// Checkpoint the WAL into the database file after this many pages (~4 MiB of 4 KiB
+/// pages, SQLite's default), so the WAL stays small next to a small data disk: at 10,000
+/// pages (~40 MiB) a WAL filled an 8 MB data disk in 1.4 s. A page written many times
+/// between checkpoints is copied once; docs/storage.md has the throughput cost.
+pub(super) const WAL_AUTOCHECKPOINT_PAGES: i64 = 1_000;
+/// When the WAL is rewound after a checkpoint, it is truncated back to this size (a burst
+/// that grew it, e.g. one large transaction, does not keep its space). Together: the WAL
+/// peaks at about [`WAL_AUTOCHECKPOINT_PAGES`] pages plus the last write batch, and
+/// between bursts holds at most this much (docs/storage.md, "Disk space").
+pub(super) const WAL_SIZE_LIMIT_BYTES: i64 = 4 << 20;
 
 fn configure(conn: &Connection, cfg: &ConnConfig, cache_kib: i64) -> StoreResult<()> {
     conn.busy_timeout(cfg.busy_timeout).db()?;

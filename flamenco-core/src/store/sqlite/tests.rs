@@ -560,3 +560,128 @@ async fn a_write_lock_held_elsewhere_is_unavailable_with_the_reason() {
     );
     store.close().await.expect("close");
 }
+
+// ---- WAL size and the final checkpoint ----
+
+fn wal_size(store: &SqliteStore) -> u64 {
+    let wal = format!("{}-wal", store.path().display());
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A task whose commands carry `payload` bytes, so that each insert writes new pages.
+fn heavy_task(n: u32, payload: &str) -> Task {
+    let mut t = prio_task(nth_task_id(n), "sleeping", 0, 50);
+    t.commands = vec![crate::model::Command::new(
+        "echo",
+        serde_json::json!({ "message": payload }),
+    )];
+    t
+}
+
+fn nth_task_id(n: u32) -> ObjectId {
+    conformance::nth_id(0x7a, n)
+}
+
+/// The WAL stays bounded under many writes (with reads between them, as the daemon's
+/// readers do): it peaks at about `wal_autocheckpoint` pages plus the last batch, and is
+/// rewound (and truncated to `journal_size_limit`) after each checkpoint, instead of
+/// growing to tens of MB before the first checkpoint. Closing checkpoints it away.
+#[tokio::test]
+async fn the_wal_stays_bounded_under_many_writes() {
+    // The bound docs/storage.md states: 1,000 pages of 4 KiB with their frame headers,
+    // plus the write that crosses the threshold, within 5 MiB.
+    let bound: u64 = 5 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let payload = "x".repeat(2048);
+    let writes = 6_000u32;
+    let mut peak = 0;
+    for n in 0..writes {
+        store
+            .insert_tasks(&[heavy_task(n, &payload)])
+            .await
+            .expect("insert");
+        if n % 50 == 0 {
+            store.get_task(nth_task_id(n)).await.expect("read");
+        }
+        peak = peak.max(wal_size(&store));
+    }
+    let db = std::fs::metadata(store.path()).expect("db").len();
+    eprintln!(
+        "WAL after {writes} writes of {} B: peak {peak} B (bound {bound} B); database {db} B",
+        payload.len()
+    );
+    assert!(
+        db + peak > 3 * bound,
+        "the test wrote enough to need several checkpoints ({db} B)"
+    );
+    assert!(peak <= bound, "the WAL grew to {peak} B, over {bound} B");
+    store.close().await.expect("close");
+    assert_eq!(
+        wal_size(&store),
+        0,
+        "closing checkpoints and truncates the WAL"
+    );
+}
+
+/// With the disk full, closing fails with one message that names the database, the data
+/// directory, the disk and how full it is, says that nothing is lost and what to do. Once
+/// there is room, the next start finds every committed write.
+#[tokio::test]
+async fn a_full_disk_at_close_says_where_and_loses_nothing() {
+    let Some(disk) = crate::testing::SmallDisk::mount(
+        "a_full_disk_at_close_says_where_and_loses_nothing",
+        16 << 20,
+    ) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let store = SqliteStore::open(&data).expect("open");
+    // New pages in the WAL, fewer than a checkpoint's worth: the final checkpoint must
+    // grow the database file.
+    let payload = "y".repeat(2048);
+    for n in 0..600 {
+        store
+            .insert_tasks(&[heavy_task(n, &payload)])
+            .await
+            .expect("insert");
+    }
+    assert!(wal_size(&store) > 1 << 20, "{}", wal_size(&store));
+    disk.fill();
+    let err = store
+        .close()
+        .await
+        .expect_err("the final checkpoint has no room");
+    let text = err.to_string();
+    eprintln!("{text}");
+    for part in [
+        "final checkpoint",
+        "is full",
+        &format!("data_dir {}", data.display()),
+        &format!("mounted at {}", disk.path().display()),
+        "0 B of",
+        "Nothing acknowledged is lost",
+        "flamenco.sqlite-wal",
+        "Free space on",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
+
+    disk.free();
+    let again = SqliteStore::open(&data).expect("reopen with room");
+    for n in [0, 299, 599] {
+        assert!(
+            again
+                .get_task(nth_task_id(n))
+                .await
+                .expect("read")
+                .is_some(),
+            "task {n} survived"
+        );
+    }
+    assert_eq!(
+        again.integrity_check().await.expect("check"),
+        Vec::<String>::new()
+    );
+    again.close().await.expect("close with room");
+}

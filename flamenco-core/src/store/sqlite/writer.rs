@@ -8,8 +8,11 @@
 //! Only after `COMMIT` succeeded are the replies sent: a caller that hears success knows
 //! its write is committed. If the commit fails, every job of the batch gets the error.
 //!
-//! `close` drains the jobs queued before it, then closes the connection; later jobs get
-//! [`StoreError::Unavailable`].
+//! `close` drains the jobs queued before it, checkpoints the WAL into the database file
+//! (and truncates it), then closes the connection; later jobs get
+//! [`StoreError::Unavailable`]. The checkpoint is explicit because SQLite's own, when the
+//! last connection closes, fails silently: on a full disk the WAL stays behind without a
+//! word. `close` returns its error instead.
 //!
 //! A few jobs must run outside any transaction (connection settings such as
 //! `PRAGMA query_only`, which `BEGIN IMMEDIATE` itself would trip over): they run alone,
@@ -20,8 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
+
+use super::disk::{human_bytes, Disk};
 
 use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
@@ -109,7 +116,7 @@ pub(super) fn closed_error() -> StoreError {
 
 enum Msg {
     Job(Box<dyn PendingJob>),
-    Close(oneshot::Sender<()>),
+    Close(oneshot::Sender<StoreResult<()>>),
 }
 
 /// Handle to the writer thread.
@@ -170,15 +177,18 @@ impl Writer {
         answer.await.map_err(|_| closed_error())?
     }
 
-    /// Drain queued jobs, then stop the thread and close the connection. Idempotent.
-    pub(super) async fn close(&self) {
+    /// Drain queued jobs, checkpoint the WAL, then stop the thread and close the
+    /// connection. The error is the final checkpoint's (the WAL, with every committed
+    /// change, stays for the next start). Idempotent: later calls return `Ok`.
+    pub(super) async fn close(&self) -> StoreResult<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
-            return;
+            return Ok(());
         }
         let (done, finished) = oneshot::channel();
         if self.tx.send(Msg::Close(done)).is_ok() {
-            let _ = finished.await;
+            return finished.await.unwrap_or(Ok(()));
         }
+        Ok(())
     }
 }
 
@@ -186,7 +196,7 @@ impl Writer {
 struct Inbox {
     rx: mpsc::Receiver<Msg>,
     /// Set once the close request arrived: take no more jobs.
-    closing: Option<oneshot::Sender<()>>,
+    closing: Option<oneshot::Sender<StoreResult<()>>>,
     /// Every handle is gone.
     orphaned: bool,
     /// A job that arrived during a batch but must run alone: it is next.
@@ -259,12 +269,67 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Msg>, max_batch: usize) {
     } = inbox;
     drop(held);
     drop(rx);
+    let checkpoint = final_checkpoint(&conn);
     if let Err((_, e)) = conn.close() {
         tracing::warn!(error = %e, "closing the SQLite write connection");
     }
     if let Some(done) = closing {
-        let _ = done.send(());
+        let _ = done.send(checkpoint);
     }
+}
+
+/// Copy the whole WAL into the database file and truncate it. Another process still
+/// reading (a `flamenco` command) only makes it partial, which is not an error: the next
+/// opener checkpoints the rest. An error (a full disk, an I/O error) leaves the WAL, and
+/// every committed change in it, for the next start.
+pub(super) fn final_checkpoint(conn: &Connection) -> StoreResult<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(|e| checkpoint_error(conn.path().filter(|p| !p.is_empty()).map(Path::new), e))
+}
+
+/// One message that says what failed, where (the database, the data directory, the disk
+/// and how full it is), that nothing is lost, and what to do.
+fn checkpoint_error(db: Option<&Path>, e: rusqlite::Error) -> StoreError {
+    let Some(db) = db else {
+        return super::rows::map_err(e);
+    };
+    let data_dir = db.parent().unwrap_or(db);
+    let disk = Disk::of(data_dir);
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let wal_size = std::fs::metadata(&wal)
+        .map(|m| human_bytes(m.len()))
+        .unwrap_or_else(|_| "size unknown".into());
+    let (what, advice) = if e.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+        (
+            format!(
+                "the disk holding data_dir {} is full: {}",
+                data_dir.display(),
+                disk.describe()
+            ),
+            format!(
+                "Free space on {} (or move data_dir to a bigger disk; docs/storage.md says \
+                 how much it needs), then start the Manager again",
+                disk.mount_point.as_deref().unwrap_or(data_dir).display()
+            ),
+        )
+    } else {
+        (
+            format!(
+                "{e} (data_dir {}, on {})",
+                data_dir.display(),
+                disk.describe()
+            ),
+            "Check the disk and the file system (the kernel log says more), then start the \
+             Manager again"
+                .to_string(),
+        )
+    };
+    StoreError::Unavailable(format!(
+        "the final checkpoint of {} failed: {what}. Nothing acknowledged is lost: {} ({wal_size}) \
+         keeps every committed change, and the next start applies it. {advice}",
+        db.display(),
+        wal.display()
+    ))
 }
 
 fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
@@ -391,7 +456,7 @@ mod tests {
             .expect("read");
         let expected: Vec<i64> = (0..200).filter(|i| i % 3 != 0 && i % 7 != 0).collect();
         assert_eq!(keys, expected);
-        writer.close().await;
+        writer.close().await.expect("close");
         assert!(matches!(
             writer.run(|_| Ok(())).await,
             Err(StoreError::Unavailable(_))
@@ -426,6 +491,6 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(n, 294);
-        writer.close().await;
+        writer.close().await.expect("close");
     }
 }

@@ -151,9 +151,14 @@ impl Admission {
         Arc::new(Admission {
             limits: AdmissionLimits {
                 max_connections: limits.max_connections.max(1),
-                reserved_worker_connections: limits
-                    .reserved_worker_connections
-                    .min(limits.max_connections.saturating_sub(1)),
+                // The configuration checks this; a programmatic mistake gets the default.
+                reserved_worker_connections: if limits.reserved_worker_connections
+                    < limits.max_connections.max(1)
+                {
+                    limits.reserved_worker_connections
+                } else {
+                    limits.max_connections.max(1) / 4
+                },
                 max_connections_per_ip: limits.max_connections_per_ip,
             },
             state: Mutex::new(State::default()),

@@ -160,6 +160,9 @@ impl ServeOptions {
     }
 }
 
+/// How long serving waits for the workers' addresses from the store at start.
+const SEED_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -197,7 +200,20 @@ pub async fn serve_with(
         },
         Some(manager.metrics().clone()),
     );
-    tokio::spawn(seed_worker_addresses(manager.clone(), admission.clone()));
+    // Before the first accept, so that workers reconnecting to a restarted Manager all find
+    // their reserve (bounded: a store that does not answer must not hold up serving).
+    if tokio::time::timeout(
+        SEED_TIMEOUT,
+        seed_worker_addresses(manager.clone(), admission.clone()),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            "the workers' addresses could not be read within {}s; their connections may use the reserved slots once they authenticate again",
+            SEED_TIMEOUT.as_secs()
+        );
+    }
     let redirect = match options.redirect_listener {
         Some(redirect_listener) => {
             let https_port = listener.local_addr()?.port();
@@ -261,7 +277,7 @@ struct ConnLimits {
 
 /// Seed the worker addresses with those of the workers in the store that have signed on,
 /// so that after a restart their connections may use the reserve before they
-/// authenticate again.
+/// authenticate again. One store read, before the accept loop starts.
 async fn seed_worker_addresses(manager: Arc<Manager>, admission: Arc<Admission>) {
     let workers = match manager.list_workers().await {
         Ok(workers) => workers,

@@ -40,9 +40,9 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::codec::{date, oid};
 use super::errors::Mongo;
-use super::{logs, outbox, tasks, workers, Db};
+use super::{outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskLogLimits, TaskPing};
+use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
     WorkerUpdateOutcome,
@@ -315,14 +315,14 @@ async fn checked_update(
     for _ in 0..CAS_ATTEMPTS {
         let loaded = tasks::get_state(db, update.task_id).await?;
         let outcome = check_worker_update(loaded.as_ref(), worker_id);
-        let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
+        let (WorkerUpdateOutcome::Applied, Some(before)) = (&outcome, loaded) else {
             return Ok(outcome);
         };
         let mut after = before.clone();
-        // v2 §4.4 step 8: the ping; step 9: the local effect (last words: no status).
+        // v2 §4.4 step 8: the ping; step 9: the local effect.
         after.last_worker_ping = Some(update.received_on_manager);
         after.worker_id = Some(worker_id);
-        apply_locally(&mut after, &updates::without_status(&outcome, update.clone()));
+        apply_locally(&mut after, update);
         if tasks::save(db, &before, &after, Document::new()).await? {
             return Ok(outcome);
         }
@@ -330,25 +330,20 @@ async fn checked_update(
     Err(kept_changing(update.task_id))
 }
 
-/// `Store::apply_worker_update`: the task write, then the outbox insert, then the log
-/// lines (`logs::append`), then the worker's ping; success is returned only after all of
-/// them. The last words of a canceled task are stored and queued without their status.
+/// `Store::apply_worker_update`: the task write, then the outbox insert, then the
+/// worker's ping; success is returned only after all three.
 pub(super) async fn apply_worker_update(
     db: &Db,
     worker_id: ObjectId,
-    update: TaskUpdate,
-    log_limits: TaskLogLimits,
+    update: &TaskUpdate,
 ) -> StoreResult<WorkerUpdateOutcome> {
-    let mut outcome = WorkerUpdateOutcome::Applied;
-    if !quick_update(db, worker_id, &update).await? {
-        outcome = checked_update(db, worker_id, &update).await?;
-        if !outcome.is_accepted() {
+    if !quick_update(db, worker_id, update).await? {
+        let outcome = checked_update(db, worker_id, update).await?;
+        if outcome != WorkerUpdateOutcome::Applied {
             return Ok(outcome);
         }
     }
-    let update = &updates::without_status(&outcome, update);
     outbox::insert(db, std::slice::from_ref(update)).await?;
-    logs::append(db, update.task_id, &update.log, log_limits).await?;
     workers::ping(
         db,
         worker_id,
@@ -356,7 +351,7 @@ pub(super) async fn apply_worker_update(
         update.task_status.as_ref().map(|s| s.as_str()),
     )
     .await?;
-    Ok(outcome)
+    Ok(WorkerUpdateOutcome::Applied)
 }
 
 /// `Store::may_i_run`.

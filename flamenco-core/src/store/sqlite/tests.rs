@@ -596,6 +596,7 @@ async fn the_wal_stays_bounded_under_many_writes() {
     let payload = "x".repeat(2048);
     let writes = 6_000u32;
     let mut peak = 0;
+    let started = std::time::Instant::now();
     for n in 0..writes {
         store
             .insert_tasks(&[heavy_task(n, &payload)])
@@ -608,8 +609,10 @@ async fn the_wal_stays_bounded_under_many_writes() {
     }
     let db = std::fs::metadata(store.path()).expect("db").len();
     eprintln!(
-        "WAL after {writes} writes of {} B: peak {peak} B (bound {bound} B); database {db} B",
-        payload.len()
+        "WAL after {writes} writes of {} B: peak {peak} B (bound {bound} B); database {db} B; \
+         {:.0} writes/s",
+        payload.len(),
+        f64::from(writes) / started.elapsed().as_secs_f64()
     );
     assert!(
         db + peak > 3 * bound,

@@ -61,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Job(cmd) => crate::job::run(&cli, cmd).await,
         Command::Queue(cmd) => crate::queue::run(&cli, cmd).await,
         Command::Worker(cmd) => crate::worker::run(&cli, cmd).await,
+        Command::Task(cmd) => crate::task::run(&cli, cmd).await,
         Command::Config(cmd) => crate::config_cmd::run(&cli, cmd).await,
         Command::Cleanslate(args) => crate::erase::cleanslate(&cli, args).await,
         Command::PurgeUpdates(args) => crate::erase::purge_updates(&cli, args).await,

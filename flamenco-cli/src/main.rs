@@ -37,6 +37,7 @@ mod output;
 mod push;
 mod queue;
 mod serve;
+mod task;
 mod worker;
 
 use std::path::PathBuf;
@@ -91,6 +92,9 @@ pub enum Command {
     /// Inspect workers and ask them to sleep, wake up or shut down.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// Show a task's log (`task log ID [--tail N] [--follow]`).
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Check the configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),

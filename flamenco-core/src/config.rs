@@ -100,6 +100,10 @@ pub struct Config {
     /// `localhost`, IP literals, this machine's host name and `own_url`'s host; `*` answers
     /// to any name (docs/security.md, "DNS rebinding").
     pub allowed_hosts: Vec<String>,
+    /// The most bytes of log kept per task (the first and the last half; the lines between
+    /// are dropped with a marker); 0 keeps no task logs. Default 1 MiB (docs/storage.md,
+    /// "Task logs").
+    pub task_log_max_bytes: u64,
 }
 
 /// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
@@ -233,6 +237,7 @@ impl Default for Config {
             max_streams_per_ip: 8,
             stream_max_lifetime: Duration::from_secs(3600),
             allowed_hosts: Vec::new(),
+            task_log_max_bytes: crate::store::logs::DEFAULT_TASK_LOG_MAX_BYTES,
         }
     }
 }
@@ -485,6 +490,10 @@ impl Config {
             "allowed_hosts",
             Value::Sequence(c.allowed_hosts.iter().map(|h| s(h)).collect()),
         );
+        put(
+            "task_log_max_bytes",
+            Value::Number(c.task_log_max_bytes.into()),
+        );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -549,6 +558,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_streams_per_ip",
     "stream_max_lifetime",
     "allowed_hosts",
+    "task_log_max_bytes",
 ];
 
 const MASK: &str = "****";
@@ -746,6 +756,7 @@ struct RawConfig {
     max_streams_per_ip: Option<PositiveCount>,
     stream_max_lifetime: Option<NonNegativeDuration>,
     allowed_hosts: Option<Vec<AllowedHost>>,
+    task_log_max_bytes: Option<u64>,
 }
 
 impl RawConfig {
@@ -824,6 +835,15 @@ impl RawConfig {
         if let Some(PositiveCount(n)) = self.max_tasks_per_job {
             c.max_tasks_per_job = usize::try_from(n)
                 .map_err(|_| format!("max_tasks_per_job: {n} is too large for this platform"))?;
+        }
+        if let Some(n) = self.task_log_max_bytes {
+            let min = crate::store::logs::MIN_TASK_LOG_MAX_BYTES;
+            if n != 0 && n < min {
+                return Err(format!(
+                    "task_log_max_bytes: {n} is too small: use 0 to keep no task logs, or at least {min}"
+                ));
+            }
+            c.task_log_max_bytes = n;
         }
         if let Some(v) = self.variables {
             c.variables = v;
@@ -1788,6 +1808,19 @@ path_replacement:
         ] {
             let err = parse_err(&format!("{key}: {bad}\n"));
             assert!(err.contains(key), "{key}: {bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn task_log_max_bytes_is_zero_or_at_least_the_minimum() {
+        assert_eq!(Config::default().task_log_max_bytes, 1 << 20);
+        assert_eq!(parse("task_log_max_bytes: 0\n").expect("off").task_log_max_bytes, 0);
+        let c = parse("task_log_max_bytes: 4096\n").expect("parses");
+        assert_eq!(c.task_log_max_bytes, 4096);
+        assert!(c.describe_effective().contains("task_log_max_bytes: 4096"));
+        for bad in ["10", "-1", "lots"] {
+            let err = parse_err(&format!("task_log_max_bytes: {bad}\n"));
+            assert!(err.contains("task_log_max_bytes"), "{bad}: {err}");
         }
     }
 

@@ -156,6 +156,8 @@ pub struct Manager {
     latest_images: std::sync::OnceLock<Arc<LatestImages>>,
     /// Prometheus metrics (see [`crate::metrics`]).
     metrics: Metrics,
+    /// Notices of stored log lines, for followers (see [`crate::task_log`]).
+    pub(crate) log_events: crate::task_log::LogEvents,
 }
 
 /// How many times one `/task` request may find its reserved task changed by the Server
@@ -257,6 +259,9 @@ impl Manager {
         };
         let mut manager = Manager::with_store(Config::default(), store, clock);
         manager.substitutions = Substitutions::new(&config);
+        manager.store.set_task_log_limits(crate::store::TaskLogLimits {
+            max_bytes: config.task_log_max_bytes,
+        });
         manager.config = Arc::new(config);
         if let Some(up) = &upstream {
             up.client().attach_metrics(manager.metrics.clone());
@@ -269,6 +274,9 @@ impl Manager {
     pub fn with_store(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Manager {
         let substitutions = Substitutions::new(&config);
         let metrics = Metrics::new();
+        store.set_task_log_limits(crate::store::TaskLogLimits {
+            max_bytes: config.task_log_max_bytes,
+        });
         let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::InstrumentedStore::new(
             store,
             metrics.clone(),
@@ -288,6 +296,7 @@ impl Manager {
             job_types: Mutex::new(JobTypes::builtin()),
             latest_images: std::sync::OnceLock::new(),
             metrics,
+            log_events: Default::default(),
         }
         .with_upstream_or_log()
     }
@@ -598,10 +607,14 @@ impl Manager {
     ) -> Result<(), ApiError> {
         self.mark_seen(worker, peer, true).await?;
         let update = body.into_update(task_id, &worker.identifier(), self.now())?;
+        let has_log = !update.log.is_empty();
         let outcome = self.store.apply_worker_update(worker.id, update).await?;
         self.metrics.record_task_update(&outcome);
+        if has_log && outcome.is_accepted() {
+            self.log_events.notify(task_id);
+        }
         match outcome {
-            WorkerUpdateOutcome::Applied => Ok(()),
+            WorkerUpdateOutcome::Applied | WorkerUpdateOutcome::LastWords(_) => Ok(()),
             WorkerUpdateOutcome::NotFound => {
                 Err(ApiError::NotFound(format!("Task {task_id} is unknown.")))
             }

@@ -55,7 +55,16 @@ pub mod update_outcome {
     pub const ASSIGNED_TO_OTHER: &str = "assigned_to_other";
     /// The task's status does not take worker updates, e.g. canceled (409).
     pub const NOT_RUNNABLE: &str = "not_runnable";
-    pub const ALL: [&str; 4] = [APPLIED, NOT_FOUND, ASSIGNED_TO_OTHER, NOT_RUNNABLE];
+    /// The last words of a canceled task from its own worker: log and activity kept, the
+    /// status not applied (204).
+    pub const LAST_WORDS: &str = "last_words";
+    pub const ALL: [&str; 5] = [
+        APPLIED,
+        NOT_FOUND,
+        ASSIGNED_TO_OTHER,
+        NOT_RUNNABLE,
+        LAST_WORDS,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -313,6 +322,7 @@ impl Metrics {
             WorkerUpdateOutcome::NotFound => update_outcome::NOT_FOUND,
             WorkerUpdateOutcome::AssignedToOther => update_outcome::ASSIGNED_TO_OTHER,
             WorkerUpdateOutcome::NotRunnable(_) => update_outcome::NOT_RUNNABLE,
+            WorkerUpdateOutcome::LastWords(_) => update_outcome::LAST_WORDS,
         };
         self.inner
             .task_updates

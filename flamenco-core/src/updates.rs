@@ -17,11 +17,28 @@ pub enum WorkerUpdateOutcome {
     NotFound,
     /// The task is assigned to another worker.
     AssignedToOther,
-    /// The task is `canceled` or `cancel-requested`.
+    /// The task is `canceled` or `cancel-requested` and this is not its worker.
     NotRunnable(TaskStatus),
+    /// The task is `canceled` or `cancel-requested` (the status given) and this is its own
+    /// worker: the update's log lines and activity are kept (204), its status is not
+    /// applied and not queued ([`without_status`]). A departure from v2, which answered 409
+    /// and so lost the last lines of every canceled task.
+    LastWords(TaskStatus),
 }
 
-/// Check a worker's update against the stored task (v2 §4.4 steps 5–7).
+impl WorkerUpdateOutcome {
+    /// The update is stored (204): [`WorkerUpdateOutcome::Applied`] or
+    /// [`WorkerUpdateOutcome::LastWords`].
+    pub fn is_accepted(&self) -> bool {
+        matches!(
+            self,
+            WorkerUpdateOutcome::Applied | WorkerUpdateOutcome::LastWords(_)
+        )
+    }
+}
+
+/// Check a worker's update against the stored task (v2 §4.4 steps 5–7), keeping the last
+/// words of a canceled task from its own worker ([`WorkerUpdateOutcome::LastWords`]).
 pub fn check_worker_update(task: Option<&Task>, worker_id: ObjectId) -> WorkerUpdateOutcome {
     let Some(task) = task else {
         return WorkerUpdateOutcome::NotFound;
@@ -30,9 +47,23 @@ pub fn check_worker_update(task: Option<&Task>, worker_id: ObjectId) -> WorkerUp
         return WorkerUpdateOutcome::AssignedToOther;
     }
     if task.status.is_cancel() {
+        if task.worker_id == Some(worker_id) {
+            return WorkerUpdateOutcome::LastWords(task.status.clone());
+        }
         return WorkerUpdateOutcome::NotRunnable(task.status.clone());
     }
     WorkerUpdateOutcome::Applied
+}
+
+/// The update as stored and queued for `outcome`: a [`WorkerUpdateOutcome::LastWords`]
+/// update loses its status (so neither the local task nor the Flamenco Server, which
+/// refuses most statuses on a `cancel-requested` task, sees a change); other outcomes
+/// keep it whole.
+pub fn without_status(outcome: &WorkerUpdateOutcome, mut update: TaskUpdate) -> TaskUpdate {
+    if matches!(outcome, WorkerUpdateOutcome::LastWords(_)) {
+        update.task_status = None;
+    }
+    update
 }
 
 /// The local status after an update that asks for `new`, or `None` when the local status
@@ -421,13 +452,37 @@ mod tests {
         let t = task(TaskStatus::CancelRequested, Some(me));
         assert_eq!(
             check_worker_update(Some(&t), me),
-            WorkerUpdateOutcome::NotRunnable(TaskStatus::CancelRequested)
+            WorkerUpdateOutcome::LastWords(TaskStatus::CancelRequested)
+        );
+        let t = task(TaskStatus::Canceled, None);
+        assert_eq!(
+            check_worker_update(Some(&t), me),
+            WorkerUpdateOutcome::NotRunnable(TaskStatus::Canceled)
         );
         let t = task(TaskStatus::Queued, None);
         assert_eq!(
             check_worker_update(Some(&t), me),
             WorkerUpdateOutcome::Applied
         );
+    }
+
+    #[test]
+    fn last_words_keep_log_and_activity_but_not_the_status() {
+        let mut update = TaskUpdate::new(ObjectId::new(), Utc::now());
+        update.task_status = Some(TaskStatus::Canceled);
+        update.activity = "Task was canceled".into();
+        update.log = "killed".into();
+        let whole = without_status(&WorkerUpdateOutcome::Applied, update.clone());
+        assert_eq!(whole, update);
+        let words = without_status(
+            &WorkerUpdateOutcome::LastWords(TaskStatus::CancelRequested),
+            update,
+        );
+        assert_eq!(words.activity, "Task was canceled");
+        assert_eq!(words.task_status, None);
+        assert_eq!(words.log, "killed");
+        assert!(WorkerUpdateOutcome::LastWords(TaskStatus::Canceled).is_accepted());
+        assert!(!WorkerUpdateOutcome::NotRunnable(TaskStatus::Canceled).is_accepted());
     }
 
     #[test]

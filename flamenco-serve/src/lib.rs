@@ -22,6 +22,7 @@ pub mod routes;
 pub mod server;
 pub mod status_api;
 pub mod streams;
+pub mod tasks_api;
 pub mod tls;
 pub mod worker_api;
 
@@ -68,6 +69,7 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
     // DNS rebinding). Add browser-facing routes here, not to the worker API below.
     let browser = routes::Routes::new()
         .merge(actions(jobs_api::routes()))
+        .merge(actions(tasks_api::routes()))
         .merge(dashboard::routes())
         .merge(image_api::routes())
         .merge(status_api::routes())
@@ -96,8 +98,10 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
             ))
             .layer(axum::Extension(rate_limit))
-        // The cap and lifetime of event streams (streams.rs), taken by `StreamPermit`.
-        .layer(axum::Extension(streams::StreamLimiter::for_manager(&manager)))
+            // The cap and lifetime of event streams (streams.rs), taken by `StreamPermit`.
+            .layer(axum::Extension(streams::StreamLimiter::for_manager(
+                &manager,
+            )))
             .with_state(manager);
     (router, table)
 }

@@ -557,8 +557,9 @@ async fn full_round_trip() {
 }
 
 /// A task canceled on the Server while a worker runs it: the push answer makes it
-/// `cancel-requested` here, may-i-run tells the worker, the worker's own `canceled` is
-/// refused (409, as v2), and the Manager reports `canceled`; the job ends canceled.
+/// `cancel-requested` here, may-i-run tells the worker, the worker's last update is kept
+/// for its log and activity (204; v2 answered 409) and forwarded without its status, and
+/// the Manager reports `canceled`; the job ends canceled.
 #[tokio::test]
 async fn cancel_of_a_running_task_reaches_its_worker() {
     let server = TestServer::start().await;
@@ -597,15 +598,45 @@ async fn cancel_of_a_running_task_reaches_its_worker() {
         code == StatusCode::OK && body["may_keep_running"] == false
     })
     .await;
-    // The worker stops and says so: refused, as in v2.
+    // The worker stops and says so: its last words are kept (v2 answered 409 and lost
+    // them) and reach the Server, without the status the worker asked for.
+    let last_words = "exec: TERMinating subprocess pid=30889";
     assert_eq!(
-        w.update(task_id, json!({"task_status": "canceled"})).await,
-        StatusCode::CONFLICT
+        w.update(
+            task_id,
+            json!({"task_status": "failed", "activity": "Task was canceled", "log": last_words})
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        farm.task(task_id).await.status,
+        TaskStatus::CancelRequested,
+        "the status stays"
     );
     wait_until("the Server has it canceled", || async {
         server.task_status(&task_hex).as_deref() == Some("canceled")
     })
     .await;
+    let logs: Vec<String> = server
+        .task_logs(&task_hex)
+        .into_iter()
+        .map(|l| l.log)
+        .collect();
+    assert!(
+        logs.iter().any(|l| l == last_words),
+        "the last words reached the Server: {logs:?}"
+    );
+    let carried: Vec<Value> = server
+        .received_updates()
+        .into_iter()
+        .filter(|u| u["log"] == last_words)
+        .collect();
+    assert!(!carried.is_empty());
+    for u in &carried {
+        assert!(u.get("task_status").is_none(), "sent without a status: {u}");
+        assert_eq!(u["activity"], "Task was canceled");
+    }
     assert_eq!(server.job_status(&job.id).as_deref(), Some("canceled"));
     assert_eq!(farm.task(task_id).await.status, TaskStatus::Canceled);
     farm.stop().await;

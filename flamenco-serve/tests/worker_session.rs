@@ -178,8 +178,9 @@ async fn full_session_stores_every_step() {
     tm.stop().await;
 }
 
-/// The cancel path of appendix A: may-i-run says no, updates get 409, the 2.5 worker
-/// returns the task; sign-off re-queues a task still active.
+/// The cancel path of appendix A: may-i-run says no, the worker's last log-only updates are
+/// kept (204; v2 answered 409), the 2.5 worker returns the task; sign-off re-queues a task
+/// still active.
 #[tokio::test]
 async fn cancel_and_return_path() {
     let tm = TestManager::start().await;
@@ -203,14 +204,14 @@ async fn cancel_and_return_path() {
         body["reason"],
         format!("task {id} in non-runnable status cancel-requested")
     );
-    // 2.5 sends log-only updates while stopping: 409, dropped by the worker.
+    // 2.5 sends log-only updates while stopping: kept as the task's last words.
     let resp = w
         .post_json(
             &format!("/tasks/{id}/update"),
             &json!({"log": "TERMinating subprocess"}),
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     // return: 204, the task is now canceled.
     assert_eq!(
         w.post_empty(&format!("/tasks/{id}/return")).await.status(),

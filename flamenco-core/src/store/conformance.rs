@@ -29,6 +29,8 @@ use crate::store::{
 };
 use crate::updates::{self, MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
+mod logs;
+pub use logs::*;
 mod worker_states;
 pub use worker_states::*;
 
@@ -1085,9 +1087,10 @@ pub async fn worker_update_outcomes(store: Arc<dyn Store>) {
     let mut theirs = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
     theirs.status = TaskStatus::Active;
     theirs.worker_id = Some(w2.id);
+    // Canceled before anyone ran it (a canceled task's own worker gets its last words
+    // kept: `last_words_of_a_canceled_task_are_kept`).
     let mut canceled = test_task(oid("3aaaaaaaaaaaaaaaaaaaaaaa"), "testing");
     canceled.status = TaskStatus::Canceled;
-    canceled.worker_id = Some(w1.id);
     add_tasks(&store, &[mine.clone(), theirs.clone(), canceled.clone()]).await;
 
     let ghost = worker_update(oid("9aaaaaaaaaaaaaaaaaaaaaaa"), &w1, None, "x", at(1));
@@ -1185,7 +1188,9 @@ pub async fn worker_update_v2_multiple_workers_for_one_task(store: Arc<dyn Store
     assert_eq!(worker(&store, w2.id).await.current_task_updated, None);
 }
 
-/// v2 case 6 (UpdateForCancelRequestedTask): refused, nothing changes.
+/// v2 case 6 (UpdateForCancelRequestedTask), changed on purpose: v2 refused the update
+/// (409); here the task's own worker's update keeps its activity (and log) but not its
+/// status, and is queued without it.
 pub async fn worker_update_v2_cancel_requested_task(store: Arc<dyn Store>) {
     let w1 = test_worker(oid("a1a1a1a1a1a1a1a1a1a1a1a1"), "worker1", &["testing"]);
     add_worker(&store, &w1).await;
@@ -1204,10 +1209,15 @@ pub async fn worker_update_v2_cancel_requested_task(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.apply_worker_update(w1.id, u).await.expect("update"),
-        WorkerUpdateOutcome::NotRunnable(TaskStatus::CancelRequested)
+        WorkerUpdateOutcome::LastWords(TaskStatus::CancelRequested)
     );
-    assert_eq!(task(&store, t.id).await, t);
-    assert_eq!(store.outbox_len().await.expect("len"), 0);
+    let after = task(&store, t.id).await;
+    assert_eq!(after.status, TaskStatus::CancelRequested);
+    assert_eq!(after.activity, "doing stuff by worker1");
+    assert_eq!(after.last_updated, Some(at(1)));
+    let queued = outbox(&store).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].task_status, None);
 }
 
 /// v2 case 7 (TaskRescheduling) at store level: update by worker1, worker1 signs off,
@@ -3197,6 +3207,10 @@ macro_rules! conformance_tests {
             job_cancel_cascades_to_tasks,
             job_requeue_and_delete,
             apply_updates_to_jobs_follows_tasks,
+            task_log_keeps_worker_lines_in_order,
+            task_log_cap_keeps_head_and_tail,
+            task_log_retention_follows_the_task,
+            last_words_of_a_canceled_task_are_kept,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -7,7 +7,8 @@
 //! histogram observation per call (well under a microsecond), next to operations that take
 //! tens of microseconds at least.
 //!
-//! When a method is added to the [`Store`] trait, add it to the list below; a method with a
+//! When a method is added to the [`Store`] trait, add it to the list below (the methods of
+//! its per-concern supertraits, e.g. [`TaskLogStore`], have their own `impl` here); a method with a
 //! default body must be listed too, or the inner store's own version would be bypassed.
 
 use std::collections::BTreeMap;
@@ -19,8 +20,10 @@ use chrono::{DateTime, Utc};
 
 use super::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskPing, TaskQuery,
+    Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskLogLimits, TaskLogPage, TaskLogQuery,
+    TaskLogStore, TaskPing, TaskQuery,
 };
+use crate::store::logs::LogEnd;
 use crate::jobs::status::JobAction;
 use crate::metrics::Metrics;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
@@ -62,6 +65,46 @@ macro_rules! instrumented {
             )*
         }
     };
+}
+
+/// The task-log part: timed like the rest (the limits are plain settings, not timed).
+#[async_trait]
+impl TaskLogStore for InstrumentedStore {
+    fn set_task_log_limits(&self, limits: TaskLogLimits) {
+        self.inner.set_task_log_limits(limits)
+    }
+
+    fn task_log_limits(&self) -> TaskLogLimits {
+        self.inner.task_log_limits()
+    }
+
+    async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()> {
+        let start = Instant::now();
+        let result = self.inner.append_task_log(task_id, text).await;
+        self.metrics
+            .record_store_operation("append_task_log", start.elapsed());
+        result
+    }
+
+    async fn read_task_log(
+        &self,
+        task_id: ObjectId,
+        query: TaskLogQuery,
+    ) -> StoreResult<TaskLogPage> {
+        let start = Instant::now();
+        let result = self.inner.read_task_log(task_id, query).await;
+        self.metrics
+            .record_store_operation("read_task_log", start.elapsed());
+        result
+    }
+
+    async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
+        let start = Instant::now();
+        let result = self.inner.task_log_end(task_id).await;
+        self.metrics
+            .record_store_operation("task_log_end", start.elapsed());
+        result
+    }
 }
 
 instrumented! {

@@ -11,6 +11,7 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod instrumented;
+pub mod logs;
 pub mod mongo;
 pub mod sqlite;
 
@@ -24,6 +25,8 @@ use crate::model::{
     Job, JobStatus, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
+
+pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
 
 /// The settings key holding the Server's last `X-Flamenco-Last-Updated` (v2's
 /// `depsgraph_last_modified`): the download watermark.
@@ -183,9 +186,11 @@ pub struct JobStatusChange {
     pub to: JobStatus,
 }
 
-/// The Manager's persistent state.
+/// The Manager's persistent state. Each concern that has its own trait (task logs:
+/// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
+/// its own.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TaskLogStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

@@ -447,6 +447,9 @@ proptest! {
         if owner.is_some_and(|o| o != asking) {
             prop_assert_eq!(outcome, WorkerUpdateOutcome::AssignedToOther);
             prop_assert_eq!(may, flamenco_core::updates::MayIRun::Reassigned);
+        } else if status.is_cancel() && owner == Some(asking) {
+            // The last words of its own canceled task are kept (log, activity).
+            prop_assert_eq!(outcome, WorkerUpdateOutcome::LastWords(status));
         } else if status.is_cancel() {
             prop_assert_eq!(outcome, WorkerUpdateOutcome::NotRunnable(status));
         } else {

@@ -11,6 +11,7 @@
 //! | `task_update_queue` | `{task_id: 1, received_on_manager: 1}` | v2's index, kept |
 //! | `task_update_queue` | `{seq: 1, _id: 1}` | the outbox's arrival order |
 //! | `flamenco_jobs` | `{status: 1}` | listing jobs by status |
+//! | `task_log_chunks` | `{task_id: 1, head: 1, start_byte: 1}` | a task's log in order; dropping the tail's oldest chunks |
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
@@ -43,6 +44,10 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         ),
         (super::codec::UPDATES, doc! { "seq": 1, "_id": 1 }),
         (super::codec::JOBS, doc! { "status": 1 }),
+        (
+            super::logs::CHUNKS,
+            doc! { "task_id": 1, "head": 1, "start_byte": 1 },
+        ),
     ]
 }
 
@@ -72,6 +77,7 @@ pub(super) async fn ensure(db: &Db) -> StoreResult<()> {
         let collection = match name {
             super::codec::TASKS => &db.tasks,
             super::codec::JOBS => &db.jobs,
+            super::logs::CHUNKS => &db.log_chunks,
             _ => &db.updates,
         };
         ensure_one(collection, keys).await?;

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, Document};
 use super::codec::{self, counts_doc, date, job_from_doc, job_to_doc, oid};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::protocol::{kept_changing, CAS_ATTEMPTS};
-use super::{outbox, tasks, Db};
+use super::{logs, outbox, tasks, Db};
 use crate::jobs::status::{self, ActionPlan, JobAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
 use crate::store::{JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult};
@@ -194,12 +194,14 @@ pub(super) async fn action(
         match plan {
             ActionPlan::Nothing => return Ok(JobActionOutcome::Done { job, tasks: 0 }),
             ActionPlan::Delete => {
+                let task_ids = logs::task_ids_of_job(db, id).await?;
                 let n = db
                     .tasks
                     .delete_many(doc! { "job": oid(id) })
                     .await
                     .db()?
                     .deleted_count;
+                logs::delete_for_gone(db, &task_ids).await?;
                 db.jobs.delete_one(doc! { "_id": oid(id) }).await.db()?;
                 return Ok(JobActionOutcome::Done { job, tasks: n });
             }

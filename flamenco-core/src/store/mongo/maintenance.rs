@@ -11,7 +11,7 @@ use mongodb::bson::{doc, Bson, Document};
 use super::codec::{self, date, oid};
 use super::errors::Mongo;
 use super::protocol::{apply_locally, CAS_ATTEMPTS};
-use super::{outbox, tasks, workers, Db};
+use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{worker_status, ObjectId, Task, TaskStatus};
 use crate::store::StoreResult;
 use crate::updates;
@@ -200,12 +200,19 @@ pub(super) async fn delete_finished(
         if doomed.is_empty() {
             continue;
         }
+        let doomed_ids: Vec<ObjectId> = batch
+            .iter()
+            .filter(|id| !needed.contains(id))
+            .take(room)
+            .copied()
+            .collect();
         let mut filter = doc! {
             "_id": { "$in": doomed },
             "status": { "$in": finished_statuses() },
         };
         filter.extend(old.clone());
         deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
+        logs::delete_for_gone(db, &doomed_ids).await?;
     }
     Ok(deleted)
 }
@@ -243,10 +250,18 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     }
     let deleted = db
         .tasks
-        .delete_many(doc! { "_id": { "$in": listed } })
+        .delete_many(doc! { "_id": { "$in": listed.clone() } })
         .await
         .db()?
         .deleted_count;
+    let listed_ids: Vec<ObjectId> = listed
+        .iter()
+        .filter_map(|b| match b {
+            Bson::ObjectId(id) => Some(ObjectId::from_bytes(id.bytes())),
+            _ => None,
+        })
+        .collect();
+    logs::delete_for_gone(db, &listed_ids).await?;
     for job in jobs {
         let left = db
             .tasks

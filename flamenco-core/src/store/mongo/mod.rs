@@ -18,13 +18,14 @@
 //!
 //! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
-//! `outbox`, `workers`, `settings`, `testing` (test support).
+//! `outbox`, `workers`, `settings`, `logs` (task logs), `testing` (test support).
 
 mod codec;
 mod connect;
 mod errors;
 mod indexes;
 mod jobs;
+mod logs;
 mod maintenance;
 mod outbox;
 mod protocol;
@@ -37,7 +38,7 @@ mod workers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,8 +50,10 @@ use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskPing, TaskQuery,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
+    TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
+use crate::store::logs::LogEnd;
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use connect::{redact, CONNECT_TIMEOUT, DEFAULT_DATABASE, HEARTBEAT, SERVER_SELECTION_TIMEOUT};
@@ -67,6 +70,8 @@ pub(crate) struct Db {
     settings: Collection<Document>,
     counters: Collection<Document>,
     jobs: Collection<Document>,
+    log_chunks: Collection<Document>,
+    log_ends: Collection<Document>,
 }
 
 impl Db {
@@ -78,6 +83,8 @@ impl Db {
             settings: db.collection(codec::SETTINGS),
             counters: db.collection(codec::COUNTERS),
             jobs: db.collection(codec::JOBS),
+            log_chunks: db.collection(logs::CHUNKS),
+            log_ends: db.collection(logs::ENDS),
         }
     }
 }
@@ -89,6 +96,8 @@ pub struct MongoStore {
     db: Db,
     shown_url: String,
     closed: AtomicBool,
+    /// [`TaskLogLimits::max_bytes`] in force (see `logs`).
+    log_max_bytes: AtomicU64,
 }
 
 impl MongoStore {
@@ -145,6 +154,7 @@ impl MongoStore {
             db,
             shown_url: redact(url),
             closed: AtomicBool::new(false),
+            log_max_bytes: AtomicU64::new(TaskLogLimits::default().max_bytes),
         })
     }
 
@@ -176,6 +186,37 @@ impl MongoStore {
                 OPERATION_TIMEOUT.as_secs()
             ))),
         }
+    }
+}
+
+#[async_trait]
+impl TaskLogStore for MongoStore {
+    fn set_task_log_limits(&self, limits: TaskLogLimits) {
+        self.log_max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+    }
+
+    fn task_log_limits(&self) -> TaskLogLimits {
+        TaskLogLimits {
+            max_bytes: self.log_max_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()> {
+        let limits = self.task_log_limits();
+        self.run(logs::append(&self.db, task_id, text, limits))
+            .await
+    }
+
+    async fn read_task_log(
+        &self,
+        task_id: ObjectId,
+        query: TaskLogQuery,
+    ) -> StoreResult<TaskLogPage> {
+        self.run(logs::read(&self.db, task_id, query)).await
+    }
+
+    async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
+        self.run(logs::end(&self.db, task_id)).await
     }
 }
 
@@ -225,8 +266,11 @@ impl Store for MongoStore {
         worker_id: ObjectId,
         update: TaskUpdate,
     ) -> StoreResult<WorkerUpdateOutcome> {
-        self.run(protocol::apply_worker_update(&self.db, worker_id, &update))
-            .await
+        let limits = self.task_log_limits();
+        self.run(protocol::apply_worker_update(
+            &self.db, worker_id, update, limits,
+        ))
+        .await
     }
 
     async fn may_i_run(

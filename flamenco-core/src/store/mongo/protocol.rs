@@ -40,9 +40,9 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::codec::{date, oid};
 use super::errors::Mongo;
-use super::{outbox, tasks, workers, Db};
+use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskPing};
+use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskLogLimits, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
     WorkerUpdateOutcome,
@@ -315,14 +315,14 @@ async fn checked_update(
     for _ in 0..CAS_ATTEMPTS {
         let loaded = tasks::get_state(db, update.task_id).await?;
         let outcome = check_worker_update(loaded.as_ref(), worker_id);
-        let (WorkerUpdateOutcome::Applied, Some(before)) = (&outcome, loaded) else {
+        let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
             return Ok(outcome);
         };
         let mut after = before.clone();
-        // v2 §4.4 step 8: the ping; step 9: the local effect.
+        // v2 §4.4 step 8: the ping; step 9: the local effect (last words: no status).
         after.last_worker_ping = Some(update.received_on_manager);
         after.worker_id = Some(worker_id);
-        apply_locally(&mut after, update);
+        apply_locally(&mut after, &updates::without_status(&outcome, update.clone()));
         if tasks::save(db, &before, &after, Document::new()).await? {
             return Ok(outcome);
         }
@@ -330,20 +330,25 @@ async fn checked_update(
     Err(kept_changing(update.task_id))
 }
 
-/// `Store::apply_worker_update`: the task write, then the outbox insert, then the
-/// worker's ping; success is returned only after all three.
+/// `Store::apply_worker_update`: the task write, then the outbox insert, then the log
+/// lines (`logs::append`), then the worker's ping; success is returned only after all of
+/// them. The last words of a canceled task are stored and queued without their status.
 pub(super) async fn apply_worker_update(
     db: &Db,
     worker_id: ObjectId,
-    update: &TaskUpdate,
+    update: TaskUpdate,
+    log_limits: TaskLogLimits,
 ) -> StoreResult<WorkerUpdateOutcome> {
-    if !quick_update(db, worker_id, update).await? {
-        let outcome = checked_update(db, worker_id, update).await?;
-        if outcome != WorkerUpdateOutcome::Applied {
+    let mut outcome = WorkerUpdateOutcome::Applied;
+    if !quick_update(db, worker_id, &update).await? {
+        outcome = checked_update(db, worker_id, &update).await?;
+        if !outcome.is_accepted() {
             return Ok(outcome);
         }
     }
+    let update = &updates::without_status(&outcome, update);
     outbox::insert(db, std::slice::from_ref(update)).await?;
+    logs::append(db, update.task_id, &update.log, log_limits).await?;
     workers::ping(
         db,
         worker_id,
@@ -351,7 +356,7 @@ pub(super) async fn apply_worker_update(
         update.task_status.as_ref().map(|s| s.as_str()),
     )
     .await?;
-    Ok(WorkerUpdateOutcome::Applied)
+    Ok(outcome)
 }
 
 /// `Store::may_i_run`.

@@ -14,7 +14,7 @@ use super::rows::{
     blob, col_i32, col_id, col_text, col_time, is_duplicate, map_err, ms, task_from_row, to_json,
     Db, TASK_STATE_COLUMNS,
 };
-use super::{outbox, tasks};
+use super::{logs, outbox, tasks};
 use crate::jobs::status::{self, ActionPlan, JobAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
 use crate::store::{JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult};
@@ -205,6 +205,7 @@ pub(super) fn action(
     match plan {
         ActionPlan::Nothing => Ok(JobActionOutcome::Done { job, tasks: 0 }),
         ActionPlan::Delete => {
+            logs::delete_for_job(conn, id)?;
             let n = conn
                 .prepare_cached("DELETE FROM tasks WHERE job = ?1")
                 .db()?
@@ -323,6 +324,7 @@ mod tests {
                 "DROP TABLE jobs; DROP INDEX tasks_by_job_status; \
                  CREATE INDEX tasks_by_job ON tasks (job); \
                  DROP INDEX tasks_by_status_type; CREATE INDEX tasks_by_status ON tasks (status); \
+                 DROP TABLE task_log_chunks; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
                  PRAGMA user_version = 3;",
             )

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::rows::{blob, col_id, ms, Db};
-use super::{outbox, tasks, workers};
+use super::{logs, outbox, tasks, workers};
 use crate::model::{worker_status, ObjectId};
 use crate::store::StoreResult;
 use crate::updates;
@@ -88,7 +88,7 @@ pub(super) fn delete_finished(
     cutoff: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<u64> {
-    let n = conn
+    let deleted = conn
         .prepare_cached(
             "DELETE FROM tasks WHERE id IN ( \
                SELECT t.id FROM tasks t \
@@ -98,12 +98,15 @@ pub(super) fn delete_finished(
                    SELECT 1 FROM task_parents p JOIN tasks c ON c.id = p.task_id \
                    WHERE p.parent_id = t.id \
                      AND c.status NOT IN ('completed', 'failed', 'canceled')) \
-               LIMIT ?2)",
+               LIMIT ?2) RETURNING id",
         )
         .db()?
-        .execute(params![ms(cutoff), limit as i64])
+        .query_map(params![ms(cutoff), limit as i64], |row| row.get::<_, Vec<u8>>(0))
+        .db()?
+        .collect::<Result<Vec<_>, _>>()
         .db()?;
-    Ok(n as u64)
+    logs::delete_for_blobs(conn, &deleted)?;
+    Ok(deleted.len() as u64)
 }
 
 /// `Store::delete_tasks`.
@@ -121,11 +124,17 @@ pub(super) fn delete_any(conn: &Connection, limit: usize) -> StoreResult<u64> {
     .db()?
     .execute([limit as i64])
     .db()?;
-    let n = conn
-        .prepare_cached("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT ?1)")
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT ?1) RETURNING id",
+        )
         .db()?
-        .execute([limit as i64])
+        .query_map([limit as i64], |row| row.get::<_, Vec<u8>>(0))
+        .db()?
+        .collect::<Result<Vec<_>, _>>()
         .db()?;
+    logs::delete_for_blobs(conn, &deleted)?;
+    let n = deleted.len();
     conn.prepare_cached(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM temp.clean_slate_jobs) \
          AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.job = jobs.id)",

@@ -12,6 +12,7 @@ mod disk;
 mod faults;
 mod jobs;
 mod lock;
+mod logs;
 mod maintenance;
 mod outbox;
 mod protocol;
@@ -25,6 +26,7 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,8 +36,10 @@ use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskPing, TaskQuery,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
+    TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
+use crate::store::logs::LogEnd;
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use faults::SimulatedFault;
@@ -100,6 +104,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
     readers: ReadPool,
+    /// [`TaskLogLimits::max_bytes`] in force (see `logs`).
+    log_max_bytes: AtomicU64,
 }
 
 impl SqliteStore {
@@ -138,6 +144,7 @@ impl SqliteStore {
             path,
             writer,
             readers,
+            log_max_bytes: AtomicU64::new(TaskLogLimits::default().max_bytes),
         })
     }
 
@@ -159,6 +166,40 @@ impl SqliteStore {
         self.writer
             .run_outside_transaction(move |c| faults::apply(c, fault))
             .await
+    }
+}
+
+#[async_trait]
+impl TaskLogStore for SqliteStore {
+    fn set_task_log_limits(&self, limits: TaskLogLimits) {
+        self.log_max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+    }
+
+    fn task_log_limits(&self) -> TaskLogLimits {
+        TaskLogLimits {
+            max_bytes: self.log_max_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()> {
+        let (text, limits) = (text.to_string(), self.task_log_limits());
+        self.writer
+            .run(move |c| logs::append(c, task_id, &text, limits))
+            .await
+    }
+
+    async fn read_task_log(
+        &self,
+        task_id: ObjectId,
+        query: TaskLogQuery,
+    ) -> StoreResult<TaskLogPage> {
+        self.readers
+            .run(move |c| logs::read(c, task_id, query))
+            .await
+    }
+
+    async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
+        self.readers.run(move |c| logs::end(c, task_id)).await
     }
 }
 
@@ -213,8 +254,9 @@ impl Store for SqliteStore {
         worker_id: ObjectId,
         update: TaskUpdate,
     ) -> StoreResult<WorkerUpdateOutcome> {
+        let limits = self.task_log_limits();
         self.writer
-            .run(move |c| protocol::apply_worker_update(c, worker_id, &update))
+            .run(move |c| protocol::apply_worker_update(c, worker_id, update, limits))
             .await
     }
 

@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::rows::{as_stored, blob, ms, Db};
-use super::{outbox, tasks, workers};
+use super::{logs, outbox, tasks, workers};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult, TaskPing};
+use crate::store::{
+    CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult, TaskLogLimits, TaskPing,
+};
 use crate::updates::{
     self, apply_locally, check_worker_update, decide_return, MayIRun, Refetched, ReturnOutcome,
     UpstreamCancel, WorkerUpdateOutcome,
@@ -203,17 +205,21 @@ pub(super) fn unassign(
     tasks::save_changes(conn, &before, &task)
 }
 
-/// `Store::apply_worker_update`.
+/// `Store::apply_worker_update`: the update's log lines are appended to the task's log in
+/// the same transaction (`logs::append`).
 pub(super) fn apply_worker_update(
     conn: &Connection,
     worker_id: ObjectId,
-    update: &TaskUpdate,
+    update: TaskUpdate,
+    log_limits: TaskLogLimits,
 ) -> StoreResult<WorkerUpdateOutcome> {
     let loaded = tasks::get_state(conn, update.task_id)?;
     let outcome = check_worker_update(loaded.as_ref(), worker_id);
-    let (WorkerUpdateOutcome::Applied, Some(before)) = (&outcome, loaded) else {
+    let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
         return Ok(outcome);
     };
+    let update = &updates::without_status(&outcome, update);
+    logs::append(conn, update.task_id, &update.log, log_limits)?;
     let mut task = before.clone();
     let now = update.received_on_manager;
     // v2 §4.4 step 8: the ping.

@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 6;
+pub(super) const LATEST_VERSION: i64 = 7;
 
 /// Version 1: the initial schema.
 ///
@@ -153,7 +153,25 @@ const V6: &str = "
 ALTER TABLE workers ADD COLUMN secret_sha256 TEXT NOT NULL DEFAULT '';
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6];
+/// Version 7: task logs (`logs.rs`, docs/storage.md "Task logs"): each row is the lines of
+/// one update (a *chunk*), with their line numbers and byte offsets in the whole log.
+/// Keyed so that, per task, head chunks and tail chunks are each in log order: dropping the
+/// oldest tail chunks is a range delete. Not a foreign key of `tasks`: a download replaces
+/// a task (delete + insert) and must keep its log; deletes remove logs explicitly.
+pub(super) const V7: &str = "
+CREATE TABLE task_log_chunks (
+    task_id    BLOB NOT NULL,
+    head       INTEGER NOT NULL,   -- 1: part of the head, kept for good; 0: tail
+    start_byte INTEGER NOT NULL,   -- offset of the first line in the whole log
+    first_line INTEGER NOT NULL,   -- number of the first line (the log's first is 0)
+    line_count INTEGER NOT NULL,
+    end_byte   INTEGER NOT NULL,   -- offset after the last line's newline
+    text       TEXT NOT NULL,      -- the lines, joined with newlines
+    PRIMARY KEY (task_id, head, start_byte)
+) WITHOUT ROWID;
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

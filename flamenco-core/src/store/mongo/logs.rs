@@ -1,0 +1,240 @@
+//! Task logs on MongoDB: the MongoDB side of [`crate::store::TaskLogStore`]. What is kept
+//! and dropped is decided by [`crate::store::logs`]; this module only stores chunks.
+//!
+//! Two collections of ours (docs/storage.md):
+//!
+//! * `task_log_chunks`: one document per chunk, `{task_id, head, start_byte, first_line,
+//!   line_count, end_byte, text}`, indexed `{task_id: 1, head: 1, start_byte: 1}` (the
+//!   log's order within the head and within the tail; dropping the tail's oldest chunks is
+//!   one ranged `delete_many`).
+//! * `task_log_ends`: `{_id: task_id, next_line, next_byte}`, where each task's log ends.
+//!   An append first takes its place with one atomic `$inc` (so appends from several
+//!   requests or Managers never overlap), then inserts its chunks, then drops the tail's
+//!   oldest chunks past the cap.
+//!
+//! There are no transactions: a worker's log lines are appended right after its update's
+//! task and outbox writes, before the worker is answered; a failure answers 503 and the
+//! worker sends the update again (the lines may then be stored twice, never lost). A crash
+//! between the `$inc` and the insert leaves a harmless gap in the line numbers. Deleting
+//! tasks deletes their logs right after (`delete_for_gone`); a crash in between leaves
+//! chunks of a task that no longer exists, which nothing reads.
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::options::ReturnDocument;
+
+use super::codec::{self, oid};
+use super::errors::Mongo;
+use super::Db;
+use crate::model::ObjectId;
+use crate::store::logs::{
+    assemble, choose, plan_append, split_lines, LogChunk, LogEnd, TaskLogLimits, TaskLogPage,
+    TaskLogQuery,
+};
+use crate::store::StoreResult;
+
+/// The chunks' collection.
+pub(super) const CHUNKS: &str = "task_log_chunks";
+/// The ends' collection.
+pub(super) const ENDS: &str = "task_log_ends";
+
+fn int(n: u64) -> Bson {
+    Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn count(fields: &codec::Fields<'_>, name: &str) -> StoreResult<u64> {
+    let n = fields.i64(name)?;
+    u64::try_from(n).map_err(|_| fields.corrupt(name, format!("{n} is negative")))
+}
+
+fn chunk_from_doc(d: &Document) -> StoreResult<LogChunk> {
+    let f = codec::Fields::new(d, CHUNKS);
+    Ok(LogChunk {
+        head: d.get_bool("head").unwrap_or(false),
+        start: count(&f, "start_byte")?,
+        first_line: count(&f, "first_line")?,
+        line_count: count(&f, "line_count")?,
+        end: count(&f, "end_byte")?,
+        text: f.string("text")?,
+    })
+}
+
+fn end_from_doc(d: &Document) -> StoreResult<LogEnd> {
+    let f = codec::Fields::new(d, ENDS);
+    Ok(LogEnd {
+        next_line: count(&f, "next_line")?,
+        next_byte: count(&f, "next_byte")?,
+    })
+}
+
+/// Where the log of `task_id` ends.
+pub(super) async fn end(db: &Db, task_id: ObjectId) -> StoreResult<LogEnd> {
+    match db
+        .log_ends
+        .find_one(doc! { "_id": oid(task_id) })
+        .await
+        .db()?
+    {
+        Some(d) => end_from_doc(&d),
+        None => Ok(LogEnd::default()),
+    }
+}
+
+/// Append `text` to the log of `task_id`, within `limits`.
+pub(super) async fn append(
+    db: &Db,
+    task_id: ObjectId,
+    text: &str,
+    limits: TaskLogLimits,
+) -> StoreResult<()> {
+    // The size of what is appended does not depend on where: plan at 0 to learn it.
+    let Some(sized) = plan_append(LogEnd::default(), text, limits) else {
+        return Ok(());
+    };
+    debug_assert_eq!(sized.end.next_line, split_lines(text).len() as u64);
+    let before = db
+        .log_ends
+        .find_one_and_update(
+            doc! { "_id": oid(task_id) },
+            doc! { "$inc": {
+                "next_line": int(sized.end.next_line),
+                "next_byte": int(sized.end.next_byte),
+            } },
+        )
+        .upsert(true)
+        .return_document(ReturnDocument::Before)
+        .await
+        .db()?;
+    let at = match before {
+        Some(d) => end_from_doc(&d)?,
+        None => LogEnd::default(),
+    };
+    let Some(plan) = plan_append(at, text, limits) else {
+        return Ok(());
+    };
+    let docs: Vec<Document> = plan
+        .chunks
+        .iter()
+        .map(|c| {
+            doc! {
+                "task_id": oid(task_id),
+                "head": c.head,
+                "start_byte": int(c.start),
+                "first_line": int(c.first_line),
+                "line_count": int(c.line_count),
+                "end_byte": int(c.end),
+                "text": c.text.as_str(),
+            }
+        })
+        .collect();
+    if !docs.is_empty() {
+        db.log_chunks.insert_many(docs).await.db()?;
+    }
+    if plan.drop_tail_before > 0 {
+        db.log_chunks
+            .delete_many(doc! {
+                "task_id": oid(task_id),
+                "head": false,
+                "start_byte": { "$lt": int(plan.drop_tail_before) },
+            })
+            .await
+            .db()?;
+    }
+    Ok(())
+}
+
+/// Read a part of the log of `task_id`: the positions first, then the text of the chunks
+/// the query needs.
+pub(super) async fn read(
+    db: &Db,
+    task_id: ObjectId,
+    query: TaskLogQuery,
+) -> StoreResult<TaskLogPage> {
+    let docs: Vec<Document> = db
+        .log_chunks
+        .find(doc! { "task_id": oid(task_id) })
+        .projection(doc! { "text": 0 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut metas = docs
+        .iter()
+        .map(chunk_from_doc)
+        .collect::<StoreResult<Vec<_>>>()?;
+    metas.sort_by_key(|c| c.first_line);
+    let end = end(db, task_id).await?;
+    let wanted = choose(&metas, query);
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+        return Ok(assemble(&[], query, end));
+    };
+    let docs: Vec<Document> = db
+        .log_chunks
+        .find(doc! {
+            "task_id": oid(task_id),
+            "first_line": { "$gte": int(first.first_line), "$lte": int(last.first_line) },
+        })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut chunks = docs
+        .iter()
+        .map(chunk_from_doc)
+        .collect::<StoreResult<Vec<_>>>()?;
+    chunks.sort_by_key(|c| c.first_line);
+    Ok(assemble(&chunks, query, end))
+}
+
+/// Delete the logs of those of `task_ids` that are no longer tasks (called right after
+/// deleting tasks, so a task that a concurrent re-queue kept keeps its log).
+pub(super) async fn delete_for_gone(db: &Db, task_ids: &[ObjectId]) -> StoreResult<()> {
+    if task_ids.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<Bson> = task_ids.iter().map(|id| oid(*id)).collect();
+    let left: Vec<Document> = db
+        .tasks
+        .find(doc! { "_id": { "$in": listed.clone() } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let left: Vec<&Bson> = left.iter().filter_map(|d| d.get("_id")).collect();
+    let gone: Vec<Bson> = listed
+        .into_iter()
+        .filter(|id| !left.contains(&id))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    db.log_chunks
+        .delete_many(doc! { "task_id": { "$in": gone.clone() } })
+        .await
+        .db()?;
+    db.log_ends
+        .delete_many(doc! { "_id": { "$in": gone } })
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// The ids of the tasks of job `job_id` (before a job delete, for [`delete_for_gone`]).
+pub(super) async fn task_ids_of_job(db: &Db, job_id: ObjectId) -> StoreResult<Vec<ObjectId>> {
+    let docs: Vec<Document> = db
+        .tasks
+        .find(doc! { "job": oid(job_id) })
+        .projection(doc! { "_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    docs.iter()
+        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+        .collect()
+}

@@ -1720,7 +1720,10 @@ path_replacement:
         )
         .expect("parses");
         assert_eq!(c.reserved_worker_connections, 0);
-        assert_eq!(c.max_connections_per_ip, 0, "0 turns the per-address cap off");
+        assert_eq!(
+            c.max_connections_per_ip, 0,
+            "0 turns the per-address cap off"
+        );
         assert_eq!((c.max_streams, c.max_streams_per_ip), (5, 5));
         assert_eq!(c.stream_max_lifetime, Duration::from_secs(600));
         let text = c.describe_effective();
@@ -1739,7 +1742,10 @@ path_replacement:
             "{err}"
         );
         let err = parse_err("stream_max_lifetime: 0s\n");
-        assert!(err.contains("stream_max_lifetime: must be more than 0"), "{err}");
+        assert!(
+            err.contains("stream_max_lifetime: must be more than 0"),
+            "{err}"
+        );
         for (key, bad) in [
             ("max_streams", "0"),
             ("max_streams_per_ip", "0"),
@@ -1814,7 +1820,12 @@ path_replacement:
     #[test]
     fn task_log_max_bytes_is_zero_or_at_least_the_minimum() {
         assert_eq!(Config::default().task_log_max_bytes, 1 << 20);
-        assert_eq!(parse("task_log_max_bytes: 0\n").expect("off").task_log_max_bytes, 0);
+        assert_eq!(
+            parse("task_log_max_bytes: 0\n")
+                .expect("off")
+                .task_log_max_bytes,
+            0
+        );
         let c = parse("task_log_max_bytes: 4096\n").expect("parses");
         assert_eq!(c.task_log_max_bytes, 4096);
         assert!(c.describe_effective().contains("task_log_max_bytes: 4096"));

@@ -185,7 +185,10 @@ impl Manager {
         self.store()
             .set_setting(crate::store::WATERMARK_SETTING, None)
             .await?;
-        tracing::warn!(deleted = total, "clean slate: erased the cached tasks (and the jobs left without tasks)");
+        tracing::warn!(
+            deleted = total,
+            "clean slate: erased the cached tasks (and the jobs left without tasks)"
+        );
         Ok(total)
     }
 

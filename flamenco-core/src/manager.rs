@@ -259,9 +259,11 @@ impl Manager {
         };
         let mut manager = Manager::with_store(Config::default(), store, clock);
         manager.substitutions = Substitutions::new(&config);
-        manager.store.set_task_log_limits(crate::store::TaskLogLimits {
-            max_bytes: config.task_log_max_bytes,
-        });
+        manager
+            .store
+            .set_task_log_limits(crate::store::TaskLogLimits {
+                max_bytes: config.task_log_max_bytes,
+            });
         manager.config = Arc::new(config);
         if let Some(up) = &upstream {
             up.client().attach_metrics(manager.metrics.clone());

@@ -85,7 +85,11 @@ async fn case06_update_for_cancel_requested_task() {
     assert_eq!(task.worker_id, Some(w1.id));
     let queued = tm.outbox().await;
     assert_eq!(queued.len(), before + 1);
-    assert_eq!(queued.last().unwrap().task_status, None, "queued without its status");
+    assert_eq!(
+        queued.last().unwrap().task_status,
+        None,
+        "queued without its status"
+    );
     tm.stop().await;
 }
 

@@ -803,6 +803,9 @@ async fn an_older_render_moved_aside_does_not_replace_the_newest_frame() {
         i.stats().older == 1 && i.is_idle()
     })
     .await;
-    assert_eq!(again.info().unwrap().source_path, newest.display().to_string());
+    assert_eq!(
+        again.info().unwrap().source_path,
+        newest.display().to_string()
+    );
     again.close();
 }

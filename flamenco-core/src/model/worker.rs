@@ -77,7 +77,8 @@ impl Worker {
              asked to sleep, wake or shut down (stop a 2.0 worker on its machine instead)",
             self.identifier()
         ))
-    }}
+    }
+}
 
 /// `Flamenco-Worker/2.0.*` (and anything that is not a Flamenco Worker version string)
 /// does not understand status-change requests; `Flamenco-Worker/2.1` and newer do.

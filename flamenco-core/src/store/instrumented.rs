@@ -23,10 +23,10 @@ use super::{
     Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskLogLimits, TaskLogPage, TaskLogQuery,
     TaskLogStore, TaskPing, TaskQuery,
 };
-use crate::store::logs::LogEnd;
 use crate::jobs::status::JobAction;
 use crate::metrics::Metrics;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::store::logs::LogEnd;
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 /// A store whose operations are timed into [`Metrics`].

@@ -48,12 +48,12 @@ use mongodb::{Client, Collection, Database};
 
 use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
     TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
-use crate::store::logs::LogEnd;
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use connect::{redact, CONNECT_TIMEOUT, DEFAULT_DATABASE, HEARTBEAT, SERVER_SELECTION_TIMEOUT};
@@ -192,7 +192,8 @@ impl MongoStore {
 #[async_trait]
 impl TaskLogStore for MongoStore {
     fn set_task_log_limits(&self, limits: TaskLogLimits) {
-        self.log_max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        self.log_max_bytes
+            .store(limits.max_bytes, Ordering::Relaxed);
     }
 
     fn task_log_limits(&self) -> TaskLogLimits {

@@ -322,7 +322,10 @@ async fn checked_update(
         // v2 §4.4 step 8: the ping; step 9: the local effect (last words: no status).
         after.last_worker_ping = Some(update.received_on_manager);
         after.worker_id = Some(worker_id);
-        apply_locally(&mut after, &updates::without_status(&outcome, update.clone()));
+        apply_locally(
+            &mut after,
+            &updates::without_status(&outcome, update.clone()),
+        );
         if tasks::save(db, &before, &after, Document::new()).await? {
             return Ok(outcome);
         }

@@ -101,7 +101,9 @@ pub(super) fn delete_finished(
                LIMIT ?2) RETURNING id",
         )
         .db()?
-        .query_map(params![ms(cutoff), limit as i64], |row| row.get::<_, Vec<u8>>(0))
+        .query_map(params![ms(cutoff), limit as i64], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })
         .db()?
         .collect::<Result<Vec<_>, _>>()
         .db()?;

@@ -34,12 +34,12 @@ use chrono::{DateTime, Utc};
 
 use crate::jobs::status::JobAction;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
+use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
     TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
-use crate::store::logs::LogEnd;
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use faults::SimulatedFault;
@@ -172,7 +172,8 @@ impl SqliteStore {
 #[async_trait]
 impl TaskLogStore for SqliteStore {
     fn set_task_log_limits(&self, limits: TaskLogLimits) {
-        self.log_max_bytes.store(limits.max_bytes, Ordering::Relaxed);
+        self.log_max_bytes
+            .store(limits.max_bytes, Ordering::Relaxed);
     }
 
     fn task_log_limits(&self) -> TaskLogLimits {

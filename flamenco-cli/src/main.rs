@@ -92,7 +92,7 @@ pub enum Command {
     /// Inspect workers and ask them to sleep, wake up or shut down.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
-    /// Show a task's log (`task log ID [--tail N] [--follow]`).
+    /// Show a task's log (`task log ID [--tail N] [--follow]`), cancel or re-queue a task.
     #[command(subcommand)]
     Task(task::TaskCommand),
     /// Check the configuration.

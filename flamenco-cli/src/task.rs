@@ -1,4 +1,6 @@
 //! `flamenco task log ID [--tail N] [--follow]`: a task's log, from the store (docs/cli.md).
+//! `flamenco task cancel|requeue ID`: one task's actions (the SDK's
+//! [`Manager::cancel_task`] and [`Manager::requeue_task`]).
 //!
 //! Like the other commands it opens the store directly, not the daemon's HTTP API. The
 //! whole log (or its last N lines) is printed one line per line, with the marker line
@@ -46,6 +48,17 @@ pub enum TaskCommand {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Cancel a task: a queued task is canceled, a running one stops at its worker's next
+    /// may-i-run.
+    Cancel {
+        /// The task id (or short id).
+        id: String,
+    },
+    /// Re-queue a failed, canceled or completed task (a finished job is queued again).
+    Requeue {
+        /// The task id (or short id).
+        id: String,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<()> {
@@ -57,7 +70,34 @@ pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<()> {
             manager.close().await?;
             result
         }
+        TaskCommand::Cancel { id } | TaskCommand::Requeue { id } => {
+            ids::parse("task id", id)?;
+            let manager = open(cli).await?;
+            let result = act(&manager, matches!(cmd, TaskCommand::Cancel { .. }), id).await;
+            manager.close().await?;
+            let task = result?;
+            if cli.json {
+                json_line(&task)
+            } else if task.status == flamenco_core::model::TaskStatus::CancelRequested {
+                outln!(
+                    "task {} is cancel-requested; it stops when its worker next asks may-i-run",
+                    task.id
+                )
+            } else {
+                outln!("task {} is {}", task.id, task.status)
+            }
+        }
     }
+}
+
+/// Cancel (`cancel`) or re-queue the task `raw` names.
+async fn act(manager: &Manager, cancel: bool, raw: &str) -> Result<flamenco_core::model::Task> {
+    let id = ids::resolve(manager, Kind::Task, "task id", raw).await?;
+    Ok(if cancel {
+        manager.cancel_task(id).await?
+    } else {
+        manager.requeue_task(id).await?
+    })
 }
 
 fn print(page: &TaskLogPage, json: bool) -> Result<()> {

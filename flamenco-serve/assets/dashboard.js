@@ -393,7 +393,8 @@
       : null;
     return el('tr', { 'data-worker-id': w.id, class: ROW_CLASSES[cls] || 'row-idle' },
       el('td', { class: 'nickname', 'data-label': 'Nickname', title },
-        w.nickname || '(no nickname)', el('span', { class: 'sub', text: shortId(w.id, 6) })),
+        el('a', { href: `#/workers/${encodeURIComponent(w.id)}`, text: w.nickname || '(no nickname)' }),
+        el('span', { class: 'sub', text: shortId(w.id, 6) })),
       el('td', { class: 'status', 'data-label': 'Status' },
         el('span', { class: `badge ${cls}`, text: status })),
       el('td', { class: `status-requested${requested ? '' : ' is-empty'}`, 'data-label': 'Requested' }, requested),
@@ -519,7 +520,8 @@
     const requeueable = job.status !== 'cancel-requested';
     return el('tr', { 'data-job-id': job.id },
       el('td', { class: 'job-name', 'data-label': 'Job', title: job.id },
-        job.name || '(unnamed)', el('span', { class: 'sub', text: `${job.job_type} · ${shortId(job.id, 6)}` })),
+        el('a', { href: `#/jobs/${encodeURIComponent(job.id)}`, text: job.name || '(unnamed)' }),
+        el('span', { class: 'sub', text: `${job.job_type} · ${shortId(job.id, 6)}` })),
       el('td', { 'data-label': 'Status' },
         el('span', { class: `job-status badge ${JOB_CLASSES[job.status] || 'st-idle'}`, text: job.status })),
       el('td', { class: 'progress-td', 'data-label': 'Progress' },
@@ -622,6 +624,7 @@
     $('#admin-token-form').hidden = true;
     showMessage(`${label}: done.`, false);
     poll();
+    refreshDetail();
   }
 
   function onActionClick(event) {
@@ -635,6 +638,13 @@
       const name = workerRowEl.querySelector('td.nickname').firstChild.textContent;
       const what = { sleep: 'Sleep', wake: 'Wake', shutdown: 'Shut down' }[action];
       act(`/api/workers/${encodeURIComponent(id)}/${action}`, `${what} worker ${name}`, button);
+    } else if (button.closest('tr[data-task-id]')) {
+      const id = button.closest('tr[data-task-id]').dataset.taskId;
+      if (action === 'log') openLog(id);
+      else if (['cancel', 'requeue'].includes(action)) {
+        const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
+        act(`/api/tasks/${encodeURIComponent(id)}/${action}`, `${what} task ${shortId(id, 6)}`, button);
+      }
     } else if (jobRowEl && ['cancel', 'requeue'].includes(action)) {
       const id = jobRowEl.dataset.jobId;
       const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
@@ -668,6 +678,157 @@
       state.pendingAction = null;
       form.hidden = true;
     });
+  }
+
+  // ------------------------------------------------------------------ job and worker views
+
+  // `#/jobs/{id}` lists the job's tasks, `#/workers/{id}` the worker's recent tasks; both
+  // refresh every POLL_OK_MS. A task's log opens below the table and follows live through
+  // the log stream (EventSource), which is closed when the view changes.
+  const detail = { kind: '', id: '', timer: null, seq: 0, logSource: null, logTask: '' };
+
+  /** GET with the admin token when one is stored (the task API is admin-only). */
+  async function getAdminJSON(url) {
+    const token = storedToken();
+    const headers = { Accept: 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let resp;
+    try {
+      resp = await fetch(url, { headers, cache: 'no-store' });
+    } catch (_) {
+      throw new RequestError(UNREACHABLE);
+    }
+    if (resp.status === 401) {
+      askToken(() => refreshDetail(), Boolean(token));
+      throw new RequestError('This view needs the admin token.');
+    }
+    if (!resp.ok) throw new RequestError(`Error ${resp.status}: ${await errorText(resp)}`);
+    return resp.json();
+  }
+
+  const REQUEUEABLE = new Set(['failed', 'canceled', 'completed', 'soft-failed']);
+  const CANCELLABLE = new Set(['queued', 'claimed-by-manager', 'soft-failed', 'active']);
+
+  function taskRow(t) {
+    const cls = TASK_CLASSES[t.status] || 'st-idle';
+    const requeue = REQUEUEABLE.has(t.status);
+    const cancel = CANCELLABLE.has(t.status);
+    return el('tr', { 'data-task-id': t._id, class: ROW_CLASSES[cls] || 'row-idle' },
+      el('td', { class: 'task-name', 'data-label': 'Task', title: t._id },
+        t.name || '(unnamed)', el('span', { class: 'sub', text: `${t.task_type || ''} · ${shortId(t._id, 6)}` })),
+      el('td', { class: 'status', 'data-label': 'Status' }, el('span', { class: `task-status badge ${cls}`, text: t.status })),
+      // A queued task keeps the name of the worker that ran it last; it has none now.
+      el('td', { class: 'worker', 'data-label': 'Worker', text: t.worker && t.worker !== '-' && t.status !== 'queued' ? t.worker : '–' }),
+      el('td', { class: 'activity', 'data-label': 'Activity', text: t.activity || '–' }),
+      el('td', { class: 'updated', 'data-label': 'Updated' }, timeEl(t.last_updated)),
+      el('td', { class: 'actions-cell', 'data-label': 'Actions' },
+        el('div', { class: 'actions' },
+          el('button', { type: 'button', class: 'btn', 'data-action': 'log', title: 'Show the task log, live', text: 'Log' }),
+          el('button', {
+            type: 'button', class: 'btn', 'data-action': 'requeue', disabled: !requeue,
+            title: requeue ? 'Run the task again' : `The task is ${t.status}`, text: 'Re-queue',
+          }),
+          el('button', {
+            type: 'button', class: 'btn btn-danger', 'data-action': 'cancel', disabled: !cancel,
+            title: cancel ? 'Cancel the task (a running task stops at its next check)' : `The task is ${t.status}`,
+            text: 'Cancel',
+          }))));
+  }
+
+  async function refreshDetail() {
+    if (!detail.kind) return;
+    const seq = ++detail.seq;
+    const id = encodeURIComponent(detail.id);
+    const error = $('#detail-error');
+    try {
+      let tasks;
+      if (detail.kind === 'job') {
+        const [job, page] = await Promise.all([
+          getAdminJSON(`/api/jobs/${id}`), getAdminJSON(`/api/jobs/${id}/tasks?limit=1000`)]);
+        if (seq !== detail.seq) return;
+        $('#detail-title').textContent = `Job ${job.name || '(unnamed)'}`;
+        $('#detail-sub').textContent = `${job.job_type} · ${job.status} · priority ${job.priority} · id ${job._id || job.id}`;
+        tasks = page.tasks || [];
+      } else {
+        const page = await getAdminJSON(`/api/workers/${id}/tasks?limit=50`);
+        if (seq !== detail.seq) return;
+        const name = page.worker && page.worker.nickname;
+        $('#detail-title').textContent = `Worker ${name || detail.id}`;
+        $('#detail-sub').textContent = 'Its most recently updated tasks, newest first';
+        tasks = (page.tasks || []).map((t) => Object.assign({ id: t._id }, t));
+      }
+      if (detail.kind === 'job') tasks = tasks.map((t) => Object.assign({ id: t._id }, t));
+      reconcile($('#detail-tasks tbody'), tasks, 'data-task-id', taskRow);
+      $('#detail-empty').hidden = tasks.length > 0;
+      error.hidden = true;
+    } catch (e) {
+      if (seq !== detail.seq) return;
+      error.textContent = e.message;
+      error.hidden = false;
+    }
+  }
+
+  function closeLog() {
+    if (detail.logSource) detail.logSource.close();
+    detail.logSource = null;
+    detail.logTask = '';
+    $('#task-log-box').hidden = true;
+    $('#task-log').replaceChildren();
+  }
+
+  /** Show a task's last lines and follow new ones as they are stored. */
+  function openLog(taskId) {
+    closeLog();
+    detail.logTask = taskId;
+    const box = $('#task-log-box');
+    const pre = $('#task-log');
+    const info = $('#task-log-state');
+    box.hidden = false;
+    $('#task-log-title').textContent = `Task log ${shortId(taskId, 6)}`;
+    info.textContent = 'Connecting…';
+    if (typeof EventSource === 'undefined') {
+      info.textContent = 'This browser cannot follow the log; use flamenco task log.';
+      return;
+    }
+    const source = new EventSource(`/api/tasks/${encodeURIComponent(taskId)}/log/stream?tail=200`);
+    detail.logSource = source;
+    const append = (text) => {
+      const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(document.createTextNode(`${text}\n`));
+      if (follow) pre.scrollTop = pre.scrollHeight;
+    };
+    source.addEventListener('open', () => { info.textContent = 'Following the log live.'; });
+    source.addEventListener('message', (event) => append(event.data));
+    source.addEventListener('dropped', (event) => append(event.data));
+    source.addEventListener('error', () => {
+      info.textContent = source.readyState === EventSource.CLOSED
+        ? 'The log stream ended (with admin_token set, browsers cannot send the token on a stream; use flamenco task log).'
+        : 'The log stream was interrupted; reconnecting…';
+    });
+  }
+
+  /** Follow the location hash: the overview, a job's page or a worker's page. */
+  function route() {
+    const m = /^#\/(jobs|workers)\/([0-9a-fA-F]{24})$/.exec(window.location.hash);
+    closeLog();
+    clearInterval(detail.timer);
+    detail.timer = null;
+    detail.seq += 1;
+    $('#detail-tasks tbody').replaceChildren();
+    if (!m) {
+      detail.kind = '';
+      document.body.classList.remove('detail-view');
+      $('#detail').hidden = true;
+      return;
+    }
+    detail.kind = m[1] === 'jobs' ? 'job' : 'worker';
+    detail.id = m[2];
+    $('#detail-title').textContent = m[1] === 'jobs' ? 'Job' : 'Worker';
+    $('#detail-sub').textContent = '';
+    document.body.classList.add('detail-view');
+    $('#detail').hidden = false;
+    refreshDetail();
+    detail.timer = setInterval(refreshDetail, POLL_OK_MS);
   }
 
   // ------------------------------------------------------------------ latest image
@@ -727,6 +888,8 @@
     });
     setUpTokenForm();
     setUpLatestImage();
+    window.addEventListener('hashchange', route);
+    route();
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden) poll();
     });

@@ -186,6 +186,11 @@ async fn tasks(
     let tasks = manager
         .job_tasks(id, statuses, Some(l.limit), l.offset)
         .await?;
+    // With `last_updated`, for the dashboard's job page.
+    let tasks: Vec<_> = tasks
+        .iter()
+        .map(crate::task_actions_api::task_json)
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({"tasks": tasks, "limit": l.limit, "offset": l.offset}),

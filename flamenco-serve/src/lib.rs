@@ -22,6 +22,7 @@ pub mod routes;
 pub mod server;
 pub mod status_api;
 pub mod streams;
+pub mod task_actions_api;
 pub mod tasks_api;
 pub mod tls;
 pub mod worker_api;
@@ -70,6 +71,7 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
     let browser = routes::Routes::new()
         .merge(actions(jobs_api::routes()))
         .merge(actions(tasks_api::routes()))
+        .merge(actions(task_actions_api::routes()))
         .merge(dashboard::routes())
         .merge(image_api::routes())
         .merge(status_api::routes())

@@ -1084,3 +1084,215 @@ async fn latest_image(b: &Browser, farm: &Farm) {
     assert_eq!(placeholder_hidden, json!(true));
     b.screenshot("latest-image").await;
 }
+
+// ------------------------------------------------------------------ issue 14: job and worker views
+
+browser_test!(
+    /// The job page (`#/jobs/{id}`, reached from the jobs table) lists the job's tasks with
+    /// status, worker and activity; its live log tail shows a line stored after it opened;
+    /// a task re-queued from the page is queued in the store; the worker page lists the
+    /// worker's tasks. Screenshots at 1280×800 and at phone width.
+    job_and_worker_views,
+    v2_test_config(),
+    job_and_worker_views_scenario
+);
+
+/// The cells of the task rows in the detail view: `[task id, status, worker, activity]`.
+async fn detail_rows(b: &Browser) -> Value {
+    b.js(
+        "return [...document.querySelectorAll('#detail-tasks tbody tr')].map(r => [
+            r.dataset.taskId,
+            r.querySelector('.task-status')?.textContent ?? null,
+            r.querySelector('td.worker')?.textContent ?? null,
+            r.querySelector('td.activity')?.textContent ?? null]);",
+    )
+    .await
+}
+
+async fn job_and_worker_views_scenario(b: &Browser, farm: &Farm) {
+    let tm = &farm.tm;
+    // 12 tasks: one failed task (under 10 %) leaves the job running.
+    let job = farm.submit("shot-010-lighting", "1-24", 2, 50).await;
+    let w = farm
+        .worker("render-07", "linux", &["sleep"], "Flamenco-Worker/2.5")
+        .await;
+    let first = farm.claim(&w).await;
+    let st = w
+        .update(
+            first,
+            json!({"task_status": "failed", "activity": "Command failed with status 1",
+                   "log": "blender: File format is not supported\n"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "failing task {first}");
+    let running = farm.claim(&w).await;
+    let st = w
+        .update(
+            running,
+            json!({"log": "Fra:1 Mem:12.00M | Rendering 1 / 16 samples\n"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "log of task {running}");
+    farm.drained().await;
+
+    // From the overview, the job's link opens its page.
+    b.goto(&tm.url("/")).await;
+    let link = format!("#jobs [data-job-id=\"{job}\"] td.job-name a");
+    b.wait_js(
+        "the job's link",
+        &format!("return document.querySelector('{link}') ? true : null;"),
+    )
+    .await;
+    click(b, &link).await;
+    let tasks = tm
+        .manager
+        .job_tasks(job, Vec::new(), None, 0)
+        .await
+        .expect("the job's tasks");
+    assert_eq!(tasks.len(), 12);
+    assert_eq!((tasks[0].id, tasks[1].id), (first, running));
+    let worker_name = tm.task(first).await.worker;
+    assert!(worker_name.contains("render-07"), "{worker_name}");
+    b.wait_for("the job page to list its tasks", || async {
+        let rows = detail_rows(b).await;
+        let mut expected = vec![
+            json!([
+                first.to_string(),
+                "failed",
+                worker_name,
+                "Command failed with status 1"
+            ]),
+            json!([running.to_string(), "active", worker_name, "rendering"]),
+        ];
+        for t in &tasks[2..] {
+            expected.push(json!([t.id.to_string(), "queued", "–", "–"]));
+        }
+        if rows == Value::Array(expected.clone()) {
+            Ok(())
+        } else {
+            Err(format!("rows {rows}, expected {expected:?}"))
+        }
+    })
+    .await;
+    let title = b.text("#detail-title").await;
+    assert_eq!(title.as_deref(), Some("Job shot-010-lighting"));
+    let updated = b
+        .js(&format!(
+            "const t = document.querySelector('tr[data-task-id=\"{first}\"] td.updated time');
+             return t ? t.getAttribute('datetime') : null;"
+        ))
+        .await;
+    assert!(
+        updated.is_string(),
+        "the failed task's last update is shown: {updated}"
+    );
+    let overview_hidden = b
+        .js("return getComputedStyle(document.querySelector('#jobs')).display;")
+        .await;
+    assert_eq!(
+        overview_hidden,
+        json!("none"),
+        "the overview is hidden on the job page"
+    );
+
+    // The running task's log: the tail, then a line stored after the viewer opened.
+    click(
+        b,
+        &format!("tr[data-task-id=\"{running}\"] button[data-action=\"log\"]"),
+    )
+    .await;
+    b.wait_for("the log tail", || async {
+        match b.text("#task-log").await {
+            Some(t) if t.contains("Rendering 1 / 16 samples") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    b.wait_for("the stream to be open", || async {
+        match b.text("#task-log-state").await {
+            Some(t) if t.contains("live") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let st = w
+        .update(
+            running,
+            json!({"log": "Fra:1 Mem:12.00M | Rendering 9 / 16 samples\n"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "a later log line");
+    b.wait_for("the new line to appear live", || async {
+        match b.text("#task-log").await {
+            Some(t) if t.contains("Rendering 9 / 16 samples") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    b.set_viewport(1280, 800).await;
+    let wide = b.screenshot("job-view").await;
+
+    // Re-queue the failed task from the page.
+    click(
+        b,
+        &format!("tr[data-task-id=\"{first}\"] button[data-action=\"requeue\"]"),
+    )
+    .await;
+    b.wait_for("the task to be queued in the store", || async {
+        let t = tm.task(first).await;
+        if t.status == TaskStatus::Queued && t.worker_id.is_none() {
+            Ok(())
+        } else {
+            Err(format!("{} ({:?})", t.status, t.worker_id))
+        }
+    })
+    .await;
+    b.wait_for("the page to show it queued", || async {
+        let v = b
+            .text(&format!("tr[data-task-id=\"{first}\"] .task-status"))
+            .await;
+        if v.as_deref() == Some("queued") {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+    b.set_viewport(390, 844).await;
+    let phone = b.screenshot("job-view-phone").await;
+    b.set_viewport(1280, 800).await;
+
+    // Leaving the page closes the log stream; the worker's page lists its tasks.
+    b.goto(&tm.url(&format!("/#/workers/{}", w.id))).await;
+    b.wait_for("the worker page to list its tasks", || async {
+        let rows = detail_rows(b).await;
+        let ids: Vec<String> = rows
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|c| c[0].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.contains(&running.to_string()) && !ids.contains(&tasks[2].id.to_string()) {
+            Ok(())
+        } else {
+            Err(format!("rows {rows}"))
+        }
+    })
+    .await;
+    let worker_shot = b.screenshot("worker-view").await;
+
+    if std::env::var("FLAMENCO_UPDATE_DOC_SCREENSHOTS").as_deref() == Ok("1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+        std::fs::create_dir_all(&docs).expect("docs/img");
+        for (from, to) in [
+            (&wide, "job-view.png"),
+            (&phone, "job-view-phone.png"),
+            (&worker_shot, "worker-view.png"),
+        ] {
+            std::fs::copy(from, docs.join(to)).expect("copy screenshot to docs/img");
+            eprintln!("updated docs/img/{to}");
+        }
+    }
+}

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::status::JobAction;
+use super::status::{JobAction, TaskAction};
 use super::{build_tasks, CompileContext, JobType, JobTypes};
 use crate::manager::{ApiError, Manager};
 use crate::model::{
     Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, Worker, DEFAULT_JOB_PRIORITY,
 };
-use crate::store::{JobActionOutcome, JobQuery, TaskOrder, TaskQuery};
+use crate::store::{JobActionOutcome, JobQuery, TaskActionOutcome, TaskOrder, TaskQuery};
 use crate::updates::{self, ReturnOutcome};
 
 /// Longest accepted job name, in characters.
@@ -343,6 +343,56 @@ impl Manager {
         self.job_action(id, JobAction::Requeue)
             .await
             .map(|(j, _)| j)
+    }
+
+    /// Do `action` to one task: the task as it is now. 404 for an unknown task, 409 when
+    /// its status (or its job's) does not allow it, or in upstream mode (the Server owns
+    /// the tasks there). The change goes through the outbox, so the job follows.
+    pub async fn task_action(&self, id: ObjectId, action: TaskAction) -> Result<Task, ApiError> {
+        self.refuse_upstream("manage tasks")?;
+        match self.store().task_action(id, action, self.now()).await? {
+            TaskActionOutcome::Done { task, changed } => {
+                tracing::info!(task = %id, action = action.as_str(), changed, status = %task.status, "task action");
+                Ok(*task)
+            }
+            TaskActionOutcome::NotFound => Err(ApiError::NotFound(format!("task {id} is unknown"))),
+            TaskActionOutcome::Refused(reason) => Err(ApiError::Conflict(format!(
+                "cannot {} task {id}: {reason}",
+                action.as_str()
+            ))),
+        }
+    }
+
+    /// Cancel one task: a queued task becomes `canceled`, a running one
+    /// `cancel-requested` (its worker stops at its next may-i-run).
+    pub async fn cancel_task(&self, id: ObjectId) -> Result<Task, ApiError> {
+        self.task_action(id, TaskAction::Cancel).await
+    }
+
+    /// Re-queue one failed, canceled or completed task; a finished job becomes `queued`.
+    pub async fn requeue_task(&self, id: ObjectId) -> Result<Task, ApiError> {
+        self.task_action(id, TaskAction::Requeue).await
+    }
+
+    /// A worker's most recently updated tasks, newest first (404 when the worker is
+    /// unknown).
+    pub async fn worker_tasks(
+        &self,
+        worker: ObjectId,
+        limit: usize,
+    ) -> Result<Vec<Task>, ApiError> {
+        if self.store().get_worker(worker).await?.is_none() {
+            return Err(ApiError::NotFound(format!("worker {worker} is unknown")));
+        }
+        Ok(self
+            .store()
+            .list_tasks(&TaskQuery {
+                worker_id: Some(worker),
+                order: TaskOrder::RecentlyUpdated,
+                limit: Some(limit),
+                ..TaskQuery::default()
+            })
+            .await?)
     }
 
     /// Delete a finished job and its tasks; returns how many tasks were deleted.

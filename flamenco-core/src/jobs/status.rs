@@ -238,6 +238,98 @@ pub fn cascade_update(
     u
 }
 
+/// What a user can do to one task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskAction {
+    /// Stop it: a queued task is canceled, a running one asked to stop (through
+    /// may-i-run).
+    Cancel,
+    /// Run a finished task (failed, canceled or completed) again.
+    Requeue,
+}
+
+impl TaskAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskAction::Cancel => "cancel",
+            TaskAction::Requeue => "requeue",
+        }
+    }
+}
+
+/// Decide what `action` does to a task in status `task` whose job is `job` (`None` for a
+/// task without a job): `Ok(Some(status))` is the task's new status, `Ok(None)` nothing
+/// to do (canceling a task that is being canceled), `Err` says why not (shown to the
+/// user).
+pub fn plan_task_action(
+    task: &TaskStatus,
+    job: Option<&JobStatus>,
+    action: TaskAction,
+) -> Result<Option<TaskStatus>, String> {
+    use TaskStatus as T;
+    match (action, task) {
+        (TaskAction::Cancel, T::Queued | T::ClaimedByManager | T::SoftFailed) => {
+            Ok(Some(T::Canceled))
+        }
+        (TaskAction::Cancel, T::Active) => Ok(Some(T::CancelRequested)),
+        (TaskAction::Cancel, T::CancelRequested) => Ok(None),
+        (TaskAction::Cancel, other) => Err(format!(
+            "the task is {other}; only a queued or active task can be canceled"
+        )),
+        (TaskAction::Requeue, _) if job == Some(&JobStatus::CancelRequested) => Err(
+            "its job is cancel-requested; wait until the job's running tasks have stopped \
+             (the job becomes canceled), then re-queue"
+                .into(),
+        ),
+        (TaskAction::Requeue, T::Failed | T::Canceled | T::Completed | T::SoftFailed) => {
+            Ok(Some(T::Queued))
+        }
+        (TaskAction::Requeue, T::Active | T::CancelRequested) => Err(format!(
+            "the task is {task}: a worker is running it; cancel it first and re-queue it \
+             once it has stopped"
+        )),
+        (TaskAction::Requeue, other) => Err(format!(
+            "the task is {other}; only a failed, canceled or completed task can be re-queued"
+        )),
+    }
+}
+
+/// The job's status after one of its tasks was re-queued by a user: a finished job
+/// (completed, failed, canceled) becomes `queued` again so its re-queued task is run;
+/// `None` when the job keeps its status (the consumer follows the task from there).
+pub fn job_status_after_task_requeue(job: &JobStatus) -> Option<JobStatus> {
+    job.is_final().then_some(JobStatus::Queued)
+}
+
+/// The Manager-made update that carries a user's task action (the task's change to
+/// `task_status`); it goes through the outbox like every other update.
+pub fn task_action_update(
+    task_id: ObjectId,
+    task_status: &TaskStatus,
+    now: DateTime<Utc>,
+) -> TaskUpdate {
+    let (activity, worker) = match task_status {
+        TaskStatus::Queued => (
+            "Manager re-queued this task on a user's request.".to_string(),
+            "-",
+        ),
+        TaskStatus::CancelRequested => (
+            "Manager asked to cancel this task on a user's request.".to_string(),
+            "",
+        ),
+        other => (
+            format!("Manager set this task {other} on a user's request."),
+            "",
+        ),
+    };
+    let mut u = TaskUpdate::new(task_id, now);
+    u.task_status = Some(task_status.clone());
+    u.log = format!("{}: {activity}", iso_log_time(now));
+    u.activity = activity;
+    u.worker = worker.to_string();
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ mod logs;
 pub use logs::*;
 mod worker_states;
 pub use worker_states::*;
+mod task_actions;
+pub use task_actions::*;
 
 // ---- fixtures ----
 
@@ -3211,6 +3213,7 @@ macro_rules! conformance_tests {
             task_log_cap_keeps_head_and_tail,
             task_log_retention_follows_the_task,
             last_words_of_a_canceled_task_are_kept,
+            task_actions_follow_the_status_rules,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -19,11 +19,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, TaskActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskLogLimits, TaskLogPage, TaskLogQuery,
     TaskLogStore, TaskPing, TaskQuery,
 };
-use crate::jobs::status::JobAction;
+use crate::jobs::status::{JobAction, TaskAction};
 use crate::metrics::Metrics;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
@@ -152,6 +152,7 @@ instrumented! {
     fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>>;
     fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>>;
     fn job_action(&self, id: ObjectId, action: JobAction, now: DateTime<Utc>) -> StoreResult<JobActionOutcome>;
+    fn task_action(&self, id: ObjectId, action: TaskAction, now: DateTime<Utc>) -> StoreResult<TaskActionOutcome>;
     fn apply_updates_to_jobs(&self, updates: &[TaskUpdate], now: DateTime<Utc>) -> StoreResult<Vec<JobStatusChange>>;
     fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
     fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()>;

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::jobs::status::JobAction;
+use crate::jobs::status::{JobAction, TaskAction};
 use crate::model::{
     Job, JobStatus, ObjectId, RequestedStatus, Task, TaskStatus, TaskUpdate, Worker,
 };
@@ -175,6 +175,17 @@ pub enum JobActionOutcome {
     },
     NotFound,
     /// The job's status does not allow the action; the text says why.
+    Refused(String),
+}
+
+/// What a task action did ([`Store::task_action`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskActionOutcome {
+    /// Done; the task as it is now (without its bulky fields), and whether it changed
+    /// (canceling a task that is being canceled changes nothing).
+    Done { task: Box<Task>, changed: bool },
+    NotFound,
+    /// The task's (or its job's) status does not allow the action; the text says why.
     Refused(String),
 }
 
@@ -462,6 +473,21 @@ pub trait Store: TaskLogStore + Send + Sync + 'static {
         action: JobAction,
         now: DateTime<Utc>,
     ) -> StoreResult<JobActionOutcome>;
+
+    /// A user's action on one task, atomically (compare-and-set where there are no
+    /// transactions): decide with [`crate::jobs::status::plan_task_action`] (from the
+    /// task's and its job's status); a task that changes gets
+    /// [`crate::jobs::status::task_action_update`] in the outbox and takes its status as
+    /// given (a re-queued task also loses its `worker_id`). A re-queue of a task whose
+    /// job is finished also makes the job `queued`
+    /// ([`crate::jobs::status::job_status_after_task_requeue`]), with fresh counts and
+    /// `_updated` = `now`; everything else about the job follows through the consumer.
+    async fn task_action(
+        &self,
+        id: ObjectId,
+        action: TaskAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskActionOutcome>;
 
     /// The standalone consumer's step: apply these outbox updates' consequences to their
     /// jobs, in order. For each update with a status whose task exists and has a job: with

@@ -14,9 +14,11 @@ use super::codec::{self, counts_doc, date, job_from_doc, job_to_doc, oid};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::protocol::{kept_changing, CAS_ATTEMPTS};
 use super::{logs, outbox, tasks, Db};
-use crate::jobs::status::{self, ActionPlan, JobAction};
+use crate::jobs::status::{self, ActionPlan, JobAction, TaskAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
-use crate::store::{JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult};
+use crate::store::{
+    JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult, TaskActionOutcome,
+};
 
 /// `now` as stored (whole milliseconds).
 fn as_stored(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -218,6 +220,68 @@ pub(super) async fn action(
                 }
             }
         }
+    }
+    Err(kept_changing(id))
+}
+
+/// `Store::task_action`. The task is saved with a compare-and-set on its state as read
+/// (planned again if it changed meanwhile), then its update goes into the outbox, as a
+/// cascade does; a job that a re-queue makes `queued` is saved with a compare-and-set on
+/// its status (left alone if a concurrent action changed it).
+pub(super) async fn task_action(
+    db: &Db,
+    id: ObjectId,
+    action: TaskAction,
+    now: DateTime<Utc>,
+) -> StoreResult<TaskActionOutcome> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(before) = tasks::get_state(db, id).await? else {
+            return Ok(TaskActionOutcome::NotFound);
+        };
+        let job = match before.job {
+            Some(job_id) => get(db, job_id).await?,
+            None => None,
+        };
+        let new =
+            match status::plan_task_action(&before.status, job.as_ref().map(|j| &j.status), action)
+            {
+                Ok(Some(new)) => new,
+                Ok(None) => {
+                    return Ok(TaskActionOutcome::Done {
+                        task: Box::new(before),
+                        changed: false,
+                    })
+                }
+                Err(reason) => return Ok(TaskActionOutcome::Refused(reason)),
+            };
+        let update = status::task_action_update(id, &new, now);
+        let mut after = before.clone();
+        if new == TaskStatus::Queued {
+            after.worker_id = None;
+        }
+        after.status = new.clone();
+        after.activity.clone_from(&update.activity);
+        after.last_updated = Some(now);
+        if !tasks::save(db, &before, &after, Document::new()).await? {
+            continue;
+        }
+        outbox::insert(db, std::slice::from_ref(&update)).await?;
+        if let Some(mut job) = job {
+            if new == TaskStatus::Queued {
+                if let Some(to) = status::job_status_after_task_requeue(&job.status) {
+                    let loaded = job.status.clone();
+                    job.status = to;
+                    job.task_counts = count_tasks(db, job.id).await?;
+                    job.updated = as_stored(now);
+                    save(db, &job, &loaded).await?;
+                }
+            }
+        }
+        let task = tasks::get_state(db, id).await?.unwrap_or(after);
+        return Ok(TaskActionOutcome::Done {
+            task: Box::new(task),
+            changed: true,
+        });
     }
     Err(kept_changing(id))
 }

@@ -46,11 +46,11 @@ use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Document};
 use mongodb::{Client, Collection, Database};
 
-use crate::jobs::status::JobAction;
+use crate::jobs::status::{JobAction, TaskAction};
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
 use crate::store::{
-    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, TaskActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
     TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
@@ -515,6 +515,15 @@ impl Store for MongoStore {
         now: DateTime<Utc>,
     ) -> StoreResult<JobActionOutcome> {
         self.run(jobs::action(&self.db, id, action, now)).await
+    }
+
+    async fn task_action(
+        &self,
+        id: ObjectId,
+        action: TaskAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskActionOutcome> {
+        self.run(jobs::task_action(&self.db, id, action, now)).await
     }
 
     async fn apply_updates_to_jobs(

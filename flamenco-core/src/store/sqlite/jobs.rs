@@ -15,9 +15,11 @@ use super::rows::{
     Db, TASK_STATE_COLUMNS,
 };
 use super::{logs, outbox, tasks};
-use crate::jobs::status::{self, ActionPlan, JobAction};
+use crate::jobs::status::{self, ActionPlan, JobAction, TaskAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
-use crate::store::{JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult};
+use crate::store::{
+    JobActionOutcome, JobQuery, JobStatusChange, StoreError, StoreResult, TaskActionOutcome,
+};
 
 const JOB_COLUMNS: &str =
     "id, name, job_type, priority, status, settings, created, updated, task_counts";
@@ -232,6 +234,58 @@ pub(super) fn action(
             })
         }
     }
+}
+
+/// `Store::task_action`: one task, in the writer's transaction.
+pub(super) fn task_action(
+    conn: &Connection,
+    id: ObjectId,
+    action: TaskAction,
+    now: DateTime<Utc>,
+) -> StoreResult<TaskActionOutcome> {
+    let Some(before) = tasks::get_state(conn, id)? else {
+        return Ok(TaskActionOutcome::NotFound);
+    };
+    let job = match before.job {
+        Some(job_id) => get(conn, job_id)?,
+        None => None,
+    };
+    let new =
+        match status::plan_task_action(&before.status, job.as_ref().map(|j| &j.status), action) {
+            Ok(Some(new)) => new,
+            Ok(None) => {
+                return Ok(TaskActionOutcome::Done {
+                    task: Box::new(before),
+                    changed: false,
+                })
+            }
+            Err(reason) => return Ok(TaskActionOutcome::Refused(reason)),
+        };
+    let update = status::task_action_update(id, &new, now);
+    outbox::insert(conn, &update)?;
+    let mut after = before.clone();
+    if new == TaskStatus::Queued {
+        after.worker_id = None;
+    }
+    after.status = new.clone();
+    after.activity.clone_from(&update.activity);
+    after.last_updated = Some(now);
+    tasks::save_changes(conn, &before, &after)?;
+    if let Some(mut job) = job {
+        if new == TaskStatus::Queued {
+            if let Some(to) = status::job_status_after_task_requeue(&job.status) {
+                job.status = to;
+                job.task_counts = count_tasks(conn, job.id)?;
+                job.updated = super::rows::as_stored(now);
+                save(conn, &job)?;
+            }
+        }
+    }
+    let task = tasks::get_state(conn, id)?.unwrap_or(after);
+    Ok(TaskActionOutcome::Done {
+        task: Box::new(task),
+        changed: true,
+    })
 }
 
 /// A job being worked on by [`apply_updates`]: as loaded, and as it is becoming.

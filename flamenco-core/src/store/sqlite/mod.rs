@@ -32,11 +32,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::jobs::status::JobAction;
+use crate::jobs::status::{JobAction, TaskAction};
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
 use crate::store::{
-    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, TaskActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
     TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
@@ -530,6 +530,17 @@ impl Store for SqliteStore {
     ) -> StoreResult<JobActionOutcome> {
         self.writer
             .run(move |c| jobs::action(c, id, action, now))
+            .await
+    }
+
+    async fn task_action(
+        &self,
+        id: ObjectId,
+        action: TaskAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskActionOutcome> {
+        self.writer
+            .run(move |c| jobs::task_action(c, id, action, now))
             .await
     }
 

@@ -8,13 +8,6 @@ use serde_json::{json, Value};
 use crate::harness::{wait_for, Farm, Worker, V2_5, WAIT};
 use crate::report;
 
-/// Whether this build has task logs (`flamenco task log`, issue #11). Until it does, the
-/// log assertions are reported as not run, and 409s to a cancelled task's last updates
-/// are expected (v2 behaviour).
-pub async fn task_logs_available(farm: &Farm) -> bool {
-    farm.cli(&["task", "log", "--help"]).await.0
-}
-
 async fn wait_awake(farm: &Farm, w: &Worker) -> String {
     let id = w.id().await;
     wait_worker_status(farm, &id, "awake").await;
@@ -37,12 +30,12 @@ fn task_ids(tasks: &[Value]) -> Vec<String> {
         .collect()
 }
 
-async fn finish(farm: &mut Farm, workers: &mut [Worker], update_409: bool) {
+async fn finish(farm: &mut Farm, workers: &mut [Worker]) {
     for w in workers.iter_mut() {
         w.stop().await;
     }
     for w in workers.iter() {
-        w.check_log(update_409);
+        w.check_log();
         assert_eq!(
             w.queued_updates(),
             0,
@@ -50,7 +43,7 @@ async fn finish(farm: &mut Farm, workers: &mut [Worker], update_409: bool) {
             w.name
         );
     }
-    farm.check_responses(update_409).await;
+    farm.check_responses().await;
     farm.stop().await;
 }
 
@@ -85,23 +78,20 @@ pub async fn two_workers_sleep_job(version: &'static str) {
             w.log_tail()
         );
     }
-    if task_logs_available(&farm).await {
-        for id in task_ids(&tasks) {
-            let log = farm.task_log(&id).await;
-            assert!(
-                log.contains("Preparing to sleep") && log.contains("Done sleeping for 3 seconds"),
-                "task {id}'s log:\n{log}"
-            );
-        }
+    for id in task_ids(&tasks) {
+        let log = farm.task_log(&id).await;
+        assert!(
+            log.contains("Preparing to sleep") && log.contains("Done sleeping for 3 seconds"),
+            "task {id}'s log:\n{log}"
+        );
     }
-    finish(&mut farm, &mut workers, false).await;
+    finish(&mut farm, &mut workers).await;
 }
 
 /// `flamenco job cancel` stops the running tasks within seconds; their last words are
 /// kept.
 pub async fn cancel_stops_running_tasks(version: &'static str) {
     let mut farm = Farm::start(&format!("cancel-{version}"), "").await;
-    let logs = task_logs_available(&farm).await;
     let mut workers = vec![
         Worker::start(&farm, version, "a"),
         Worker::start(&farm, version, "b"),
@@ -152,31 +142,30 @@ pub async fn cancel_stops_running_tasks(version: &'static str) {
         assert_eq!(t["status"], "canceled", "{t}");
     }
 
-    if logs {
-        // The last words: what the worker said while it was being stopped. 2.5 sends
-        // log-only updates ("… stopped running this task …"). 2.0.6 sends `canceled` with
-        // the activity "Task was canceled" and no log lines; that it was accepted (not
-        // 409, as v2 answered) is checked with the other answers at the end. Its activity
-        // is then replaced by the Manager's own text when the task becomes `canceled`.
-        let expected: &[&str] = if version == V2_5 {
-            &["Sleeping for 600 seconds", "stopped running this task"]
-        } else {
-            &["Sleeping for 600 seconds"]
-        };
-        for id in &tasks {
-            let what = format!("[{}] task {id}'s log keeps its last words", farm.name);
-            wait_for(&what, WAIT, || async {
-                let log = farm.task_log(id).await;
-                expected.iter().all(|l| log.contains(l)).then_some(())
-            })
-            .await;
-        }
+    // The last words: what the worker said while it was being stopped. 2.5 sends
+    // log-only updates ("… stopped running this task …", then "… returned this task to
+    // the Manager queue." after its return made the task `canceled`). 2.0.6 sends
+    // `canceled` with the activity "Task was canceled" and no log lines; that it was
+    // accepted (204, where v2 answered 409) is checked with the other answers at the end:
+    // no 409 is allowed here.
+    let expected: &[&str] = if version == V2_5 {
+        &[
+            "Sleeping for 600 seconds",
+            "stopped running this task",
+            "returned this task to the Manager queue",
+        ]
     } else {
-        report(&format!(
-            "cancel ({version}): last-words assertions NOT RUN: this build has no task logs"
-        ));
+        &["Sleeping for 600 seconds"]
+    };
+    for id in &tasks {
+        let what = format!("[{}] task {id}'s log keeps its last words", farm.name);
+        wait_for(&what, WAIT, || async {
+            let log = farm.task_log(id).await;
+            expected.iter().all(|l| log.contains(l)).then_some(())
+        })
+        .await;
     }
-    finish(&mut farm, &mut workers, !logs).await;
+    finish(&mut farm, &mut workers).await;
 }
 
 /// An `exec-command` job's output is readable with `flamenco task log`.
@@ -189,21 +178,15 @@ pub async fn exec_output_in_task_log(version: &'static str) {
         .submit("exec-command", json!({"cmd": format!("echo {marker}")}))
         .await;
     farm.wait_job_status(&job, "completed", WAIT).await;
-    if task_logs_available(&farm).await {
-        let task = task_ids(&farm.tasks(&job).await).remove(0);
-        let log = farm.task_log(&task).await;
-        assert!(
-            log.lines().any(|l| l.contains(&format!("> {marker}"))),
-            "the task log lacks the command's output {marker:?}:\n{log}"
-        );
-        let api = farm.task_log_api(&task).await;
-        assert!(api.contains(&marker), "GET /api/tasks/{task}/log: {api}");
-    } else {
-        report(&format!(
-            "exec ({version}): task-log assertions NOT RUN: this build has no task logs"
-        ));
-    }
-    finish(&mut farm, &mut workers, false).await;
+    let task = task_ids(&farm.tasks(&job).await).remove(0);
+    let log = farm.task_log(&task).await;
+    assert!(
+        log.lines().any(|l| l.contains(&format!("> {marker}"))),
+        "the task log lacks the command's output {marker:?}:\n{log}"
+    );
+    let api = farm.task_log_api(&task).await;
+    assert!(api.contains(&marker), "GET /api/tasks/{task}/log: {api}");
+    finish(&mut farm, &mut workers).await;
 }
 
 /// `kill -9` of the Manager mid-job; after a restart the job completes and no update is
@@ -257,16 +240,14 @@ pub async fn manager_killed_mid_job(version: &'static str) {
         })
         .await;
     }
-    if task_logs_available(&farm).await {
-        for id in task_ids(&tasks) {
-            let log = farm.task_log(&id).await;
-            assert!(
-                log.contains("Preparing to sleep") && log.contains("Done sleeping for 4 seconds"),
-                "task {id}'s log lost lines:\n{log}"
-            );
-        }
+    for id in task_ids(&tasks) {
+        let log = farm.task_log(&id).await;
+        assert!(
+            log.contains("Preparing to sleep") && log.contains("Done sleeping for 4 seconds"),
+            "task {id}'s log lost lines:\n{log}"
+        );
     }
-    finish(&mut farm, &mut workers, false).await;
+    finish(&mut farm, &mut workers).await;
 }
 
 /// Flamenco Worker 2.5: sleep, wake and shutdown through the CLI, with the worker's
@@ -295,8 +276,8 @@ pub async fn sleep_wake_shutdown_cli() {
     assert!(exit.success(), "the worker exited with {exit}");
     wait_worker_status(&farm, &id, "down").await;
 
-    w.check_log(false);
-    farm.check_responses(false).await;
+    w.check_log();
+    farm.check_responses().await;
     farm.stop().await;
 }
 
@@ -375,6 +356,15 @@ pub async fn sleep_wake_shutdown_api() {
         seen.iter().all(|s| s == "asleep"),
         "the worker did not show `asleep` throughout: {seen:?}"
     );
+    // Everything it said about the returned task is in the task's log, the line it sent
+    // after the return included (the task was back in the queue with no worker: 204).
+    let task = task_ids(&farm.tasks(&job).await).remove(0);
+    let log = farm.task_log(&task).await;
+    assert!(
+        log.contains("Sleeping for 600 seconds")
+            && log.contains("returned this task to the Manager queue"),
+        "task {task}'s log lacks the worker's last lines:\n{log}"
+    );
     farm.cli_ok(&["job", "cancel", &job]).await;
     farm.wait_job_status(&job, "canceled", WAIT).await;
 
@@ -385,9 +375,7 @@ pub async fn sleep_wake_shutdown_api() {
     assert!(exit.success(), "the worker exited with {exit}");
     wait_worker_status(&farm, &id, "down").await;
 
-    // The worker's last log line about the returned task goes to a task that is no longer
-    // its own ("returned this task to the Manager queue", sent after the return): 409.
-    w.check_log(true);
-    farm.check_responses(true).await;
+    w.check_log();
+    farm.check_responses().await;
     farm.stop().await;
 }

@@ -768,6 +768,58 @@
     }
   }
 
+  /**
+   * Follow an event stream with fetch, for when the admin token must be sent (EventSource
+   * cannot send headers). Calls onEvent(type, data) per event; returns {close()}.
+   */
+  function fetchEvents(url, token, onOpen, onEvent, onEnd) {
+    const abort = new AbortController();
+    (async () => {
+      let resp;
+      try {
+        resp = await fetch(url, {
+          headers: token
+            ? { Accept: 'text/event-stream', Authorization: `Bearer ${token}` }
+            : { Accept: 'text/event-stream' },
+          cache: 'no-store', signal: abort.signal,
+        });
+      } catch (_) {
+        if (!abort.signal.aborted) onEnd('The Manager could not be reached.');
+        return;
+      }
+      if (!resp.ok || !resp.body) {
+        onEnd(`Error ${resp.status}: ${await errorText(resp)}`);
+        return;
+      }
+      onOpen();
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value.replace(/\r\n?/g, '\n');
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            let type = 'message';
+            const data = [];
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event:')) type = line.slice(6).trim();
+              else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+            }
+            if (data.length) onEvent(type, data.join('\n'));
+          }
+        }
+      } catch (_) {
+        // aborted, or the connection broke
+      }
+      if (!abort.signal.aborted) onEnd('The log stream ended.');
+    })();
+    return { close: () => abort.abort() };
+  }
+
   function closeLog() {
     if (detail.logSource) detail.logSource.close();
     detail.logSource = null;
@@ -786,23 +838,29 @@
     box.hidden = false;
     $('#task-log-title').textContent = `Task log ${shortId(taskId, 6)}`;
     info.textContent = 'Connecting…';
-    if (typeof EventSource === 'undefined') {
-      info.textContent = 'This browser cannot follow the log; use flamenco task log.';
-      return;
-    }
-    const source = new EventSource(`/api/tasks/${encodeURIComponent(taskId)}/log/stream?tail=200`);
-    detail.logSource = source;
+    const url = `/api/tasks/${encodeURIComponent(taskId)}/log/stream?tail=200`;
     const append = (text) => {
       const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       pre.append(document.createTextNode(`${text}\n`));
       if (follow) pre.scrollTop = pre.scrollHeight;
     };
+    const token = storedToken();
+    if (token || typeof EventSource === 'undefined') {
+      // With the admin token (which EventSource cannot send), or without EventSource.
+      detail.logSource = fetchEvents(url, token,
+        () => { info.textContent = 'Following the log live.'; },
+        (_type, data) => append(data),
+        (why) => { if (detail.logTask === taskId) info.textContent = why; });
+      return;
+    }
+    const source = new EventSource(url);
+    detail.logSource = source;
     source.addEventListener('open', () => { info.textContent = 'Following the log live.'; });
     source.addEventListener('message', (event) => append(event.data));
     source.addEventListener('dropped', (event) => append(event.data));
     source.addEventListener('error', () => {
       info.textContent = source.readyState === EventSource.CLOSED
-        ? 'The log stream ended (with admin_token set, browsers cannot send the token on a stream; use flamenco task log).'
+        ? 'The log stream ended. If the Manager asks for the admin token, enter it (any action asks for it) and open the log again.'
         : 'The log stream was interrupted; reconnecting…';
     });
   }

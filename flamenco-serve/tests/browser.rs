@@ -1296,3 +1296,61 @@ async fn job_and_worker_views_scenario(b: &Browser, farm: &Farm) {
         }
     }
 }
+
+browser_test!(
+    /// With `admin_token` set, the job page asks for the token, then lists the tasks, and
+    /// the live log (which must send the token, so it is read with fetch, not EventSource)
+    /// shows a line stored after it opened.
+    job_view_with_admin_token,
+    admin_config(),
+    job_view_with_admin_token_scenario
+);
+
+async fn job_view_with_admin_token_scenario(b: &Browser, farm: &Farm) {
+    let tm = &farm.tm;
+    let job = farm.submit("token-shot", "1-4", 2, 50).await;
+    let w = farm
+        .worker("render-tok", "linux", &["sleep"], "Flamenco-Worker/2.5")
+        .await;
+    let running = farm.claim(&w).await;
+    let st = w
+        .update(running, json!({"log": "first line before the page\n"}))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+
+    b.goto(&tm.url(&format!("/#/jobs/{job}"))).await;
+    b.wait_for("the token form", || async {
+        if form_shown(b).await {
+            Ok(())
+        } else {
+            Err("hidden".to_string())
+        }
+    })
+    .await;
+    submit_token(b, ADMIN_TOKEN).await;
+    let row = format!("tr[data-task-id=\"{running}\"]");
+    b.wait_js(
+        "the running task's row",
+        &format!("return document.querySelector('{row} .task-status')?.textContent === 'active' || null;"),
+    )
+    .await;
+    click(b, &format!("{row} button[data-action=\"log\"]")).await;
+    b.wait_for("the log tail through fetch", || async {
+        match b.text("#task-log").await {
+            Some(t) if t.contains("first line before the page") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let st = w
+        .update(running, json!({"log": "a line after the page opened\n"}))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    b.wait_for("the new line, live", || async {
+        match b.text("#task-log").await {
+            Some(t) if t.contains("a line after the page opened") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

@@ -345,6 +345,42 @@ mod tests {
         c
     }
 
+    /// A user's action on one task: what each task status (and its job's) allows.
+    #[test]
+    fn task_actions_per_status() {
+        use TaskAction::{Cancel, Requeue};
+        let active_job = Some(&J::Active);
+        #[rustfmt::skip]
+        let cases: Vec<(T, Option<&J>, TaskAction, Result<Option<T>, ()>)> = vec![
+            (T::Queued, active_job, Cancel, Ok(Some(T::Canceled))),
+            (T::ClaimedByManager, active_job, Cancel, Ok(Some(T::Canceled))),
+            (T::SoftFailed, active_job, Cancel, Ok(Some(T::Canceled))),
+            (T::Active, active_job, Cancel, Ok(Some(T::CancelRequested))),
+            (T::CancelRequested, active_job, Cancel, Ok(None)),
+            (T::Completed, active_job, Cancel, Err(())),
+            (T::Failed, active_job, Cancel, Err(())),
+            (T::Canceled, active_job, Cancel, Err(())),
+            (T::Failed, active_job, Requeue, Ok(Some(T::Queued))),
+            (T::Canceled, Some(&J::Canceled), Requeue, Ok(Some(T::Queued))),
+            (T::Completed, Some(&J::Completed), Requeue, Ok(Some(T::Queued))),
+            (T::Failed, None, Requeue, Ok(Some(T::Queued))),
+            (T::Active, active_job, Requeue, Err(())),
+            (T::CancelRequested, active_job, Requeue, Err(())),
+            (T::Queued, active_job, Requeue, Err(())),
+            (T::Canceled, Some(&J::CancelRequested), Requeue, Err(())),
+        ];
+        for (task, job, action, want) in cases {
+            let got = plan_task_action(&task, job, action);
+            match (&got, &want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{action:?} of a {task} task, job {job:?}"),
+                (Err(reason), Err(())) => assert!(!reason.is_empty()),
+                _ => panic!("{action:?} of a {task} task, job {job:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(job_status_after_task_requeue(&J::Failed), Some(J::Queued));
+        assert_eq!(job_status_after_task_requeue(&J::Active), None);
+    }
+
     /// §4.2, case by case: (job status, task's new status, counts, expected job status).
     #[test]
     fn job_status_follows_tasks_per_section_4_2() {

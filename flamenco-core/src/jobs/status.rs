@@ -345,13 +345,16 @@ mod tests {
         c
     }
 
+    /// (task status, its job's status, action, the planned status or a refusal).
+    type TaskActionCase<'a> = (T, Option<&'a J>, TaskAction, Result<Option<T>, ()>);
+
     /// A user's action on one task: what each task status (and its job's) allows.
     #[test]
     fn task_actions_per_status() {
         use TaskAction::{Cancel, Requeue};
         let active_job = Some(&J::Active);
         #[rustfmt::skip]
-        let cases: Vec<(T, Option<&J>, TaskAction, Result<Option<T>, ()>)> = vec![
+        let cases: Vec<TaskActionCase> = vec![
             (T::Queued, active_job, Cancel, Ok(Some(T::Canceled))),
             (T::ClaimedByManager, active_job, Cancel, Ok(Some(T::Canceled))),
             (T::SoftFailed, active_job, Cancel, Ok(Some(T::Canceled))),

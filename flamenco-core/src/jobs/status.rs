@@ -27,10 +27,13 @@
 //!    tasks** and leaves running ones alone (2.0.4 re-queued every unfinished task, taking
 //!    active ones away from their workers). A `completed` job re-queues every task, as
 //!    2.0.4 did. A `cancel-requested` job cannot be re-queued until it has stopped.
-//! 6. **Only a derived `failed` cascades** to the tasks (the rest of the job is canceled,
-//!    §4.3). The Server also cascaded a derived `queued` (a re-queued task of a completed
-//!    job re-queued every task); here a job is re-queued by the re-queue action, which
-//!    cascades itself.
+//! 6. **A derived `failed` or `canceled` cascades** to the tasks (the rest of the job is
+//!    canceled, §4.3). The Server cascaded `failed` only: a job it derived `canceled` from
+//!    one canceled task kept its other tasks queued, and a Manager kept running them under
+//!    a canceled job. Here canceling one task (the dashboard's or `flamenco task cancel`)
+//!    stops its job; re-queueing the job runs the canceled tasks again. The Server also
+//!    cascaded a derived `queued` (a re-queued task of a completed job re-queued every
+//!    task); here a job is re-queued by the re-queue action, which cascades itself.
 
 use chrono::{DateTime, Utc};
 
@@ -80,9 +83,9 @@ pub fn job_status_after_task_change(
 }
 
 /// Does a job that just got `derived` (from [`job_status_after_task_change`]) pass it on
-/// to its tasks? Only `failed` does (difference 6).
+/// to its tasks? `failed` and `canceled` do (difference 6).
 pub fn derived_status_cascades(derived: &JobStatus) -> bool {
-    *derived == JobStatus::Failed
+    matches!(derived, JobStatus::Failed | JobStatus::Canceled)
 }
 
 /// The status a task gets when its job goes from `from` to `to` (§4.3, differences 4
@@ -95,7 +98,7 @@ pub fn task_status_for_job_change(
     use JobStatus as J;
     use TaskStatus as T;
     match to {
-        J::CancelRequested | J::Failed => match task {
+        J::CancelRequested | J::Failed | J::Canceled => match task {
             T::Queued | T::ClaimedByManager | T::SoftFailed => Some(T::Canceled),
             T::Active => Some(T::CancelRequested),
             _ => None,
@@ -478,9 +481,13 @@ mod tests {
             (J::Active, J::Failed, T::Active, Some(T::CancelRequested)),
             (J::Active, J::Failed, T::Completed, None),
             (J::Active, J::Failed, T::Failed, None),
-            // completed, canceled, active: nothing
+            // canceled (derived from a canceled task, difference 6): like failed
+            (J::Active, J::Canceled, T::Queued, Some(T::Canceled)),
+            (J::Active, J::Canceled, T::Active, Some(T::CancelRequested)),
+            (J::Active, J::Canceled, T::Completed, None),
+            (J::CancelRequested, J::Canceled, T::Canceled, None),
+            // completed, active: nothing
             (J::Active, J::Completed, T::Queued, None),
-            (J::CancelRequested, J::Canceled, T::Queued, None),
             (J::Queued, J::Active, T::Queued, None),
             // queued from completed: every task except cancel-requested
             (J::Completed, J::Queued, T::Completed, Some(T::Queued)),
@@ -538,9 +545,10 @@ mod tests {
     }
 
     #[test]
-    fn only_derived_failure_cascades() {
+    fn only_derived_failure_and_cancel_cascade() {
         assert!(derived_status_cascades(&J::Failed));
-        for s in [J::Queued, J::Active, J::Completed, J::Canceled] {
+        assert!(derived_status_cascades(&J::Canceled));
+        for s in [J::Queued, J::Active, J::Completed] {
             assert!(!derived_status_cascades(&s), "{s}");
         }
     }

@@ -3214,6 +3214,7 @@ macro_rules! conformance_tests {
             task_log_retention_follows_the_task,
             last_words_of_a_canceled_task_are_kept,
             task_actions_follow_the_status_rules,
+            canceling_one_task_stops_its_job,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -19,9 +19,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    CancelReport, ClaimRequest, Claimed, JobActionOutcome, TaskActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskLogLimits, TaskLogPage, TaskLogQuery,
-    TaskLogStore, TaskPing, TaskQuery,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskActionOutcome, TaskLogLimits,
+    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
 use crate::jobs::status::{JobAction, TaskAction};
 use crate::metrics::Metrics;

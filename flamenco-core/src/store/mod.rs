@@ -183,7 +183,10 @@ pub enum JobActionOutcome {
 pub enum TaskActionOutcome {
     /// Done; the task as it is now (without its bulky fields), and whether it changed
     /// (canceling a task that is being canceled changes nothing).
-    Done { task: Box<Task>, changed: bool },
+    Done {
+        task: Box<Task>,
+        changed: bool,
+    },
     NotFound,
     /// The task's (or its job's) status does not allow the action; the text says why.
     Refused(String),

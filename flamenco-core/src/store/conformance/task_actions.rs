@@ -159,3 +159,44 @@ async fn ack_outbox(store: &Arc<dyn Store>) {
     let ids: Vec<ObjectId> = outbox(store).await.iter().map(|u| u.id).collect();
     store.outbox_ack(&ids).await.expect("ack");
 }
+
+/// Canceling one task of a running job cancels the job, and with it the rest of the job
+/// (difference 6 in [`crate::jobs::status`]): its queued tasks are canceled and its running
+/// ones asked to stop, so no work runs under a canceled job. A re-queue of the job runs
+/// the canceled tasks again.
+pub async fn canceling_one_task_stops_its_job(store: Arc<dyn Store>) {
+    let w = test_worker(oid("a4a4a4a4a4a4a4a4a4a4a4a4"), "workerTB", &["sleep"]);
+    add_worker(&store, &w).await;
+    let (j, mut tasks) = test_job(nth_id(0x15, 1), 0x43, 4);
+    tasks[1].priority = 90; // claimed first
+    tasks[3].status = TaskStatus::Completed;
+    let j = with_counts(j, &tasks);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    assert_eq!(claimed_id(&store, &w, at(1)).await, Some(tasks[1].id));
+    consume(&store, at(2)).await;
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Active);
+
+    let (t0, _) = done(act(&store, tasks[0].id, TaskAction::Cancel, 3).await);
+    assert_eq!(t0.status, TaskStatus::Canceled);
+    consume(&store, at(4)).await;
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Canceled);
+    assert_eq!(
+        task(&store, tasks[2].id).await.status,
+        TaskStatus::Canceled,
+        "the job's other queued task is canceled with it"
+    );
+    assert_eq!(
+        task(&store, tasks[1].id).await.status,
+        TaskStatus::CancelRequested,
+        "its running task is asked to stop"
+    );
+    assert_eq!(
+        task(&store, tasks[3].id).await.status,
+        TaskStatus::Completed
+    );
+    assert_eq!(
+        claimed_id(&store, &w, at(5)).await,
+        None,
+        "no task of the canceled job is handed out"
+    );
+}

@@ -36,9 +36,9 @@ use crate::jobs::status::{JobAction, TaskAction};
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
 use crate::store::{
-    CancelReport, ClaimRequest, Claimed, JobActionOutcome, TaskActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskLogLimits, TaskLogPage,
-    TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
+    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskActionOutcome, TaskLogLimits,
+    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 

@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 7;
+pub(super) const LATEST_VERSION: i64 = 9;
 
 /// Version 1: the initial schema.
 ///
@@ -171,7 +171,13 @@ CREATE TABLE task_log_chunks (
 ) WITHOUT ROWID;
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7];
+/// Version 8: task failure records (retries; reserved, filled in by that work).
+const V8: &str = "";
+
+/// Version 9: the webhook delivery queue (reserved, filled in by that work).
+const V9: &str = "";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

@@ -104,6 +104,10 @@ pub struct Config {
     /// are dropped with a marker); 0 keeps no task logs. Default 1 MiB (docs/storage.md,
     /// "Task logs").
     pub task_log_max_bytes: u64,
+    /// Standalone mode: a task that fails is retried on other workers (as `soft-failed`)
+    /// until it has failed on this many distinct workers; then it fails for good. At
+    /// least 1 (1: fail at once, as v2). Default 3 (docs/jobs.md, "Retries").
+    pub task_fail_after_softfail_count: u32,
 }
 
 /// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
@@ -238,6 +242,8 @@ impl Default for Config {
             stream_max_lifetime: Duration::from_secs(3600),
             allowed_hosts: Vec::new(),
             task_log_max_bytes: crate::store::logs::DEFAULT_TASK_LOG_MAX_BYTES,
+            task_fail_after_softfail_count:
+                crate::jobs::retry::DEFAULT_TASK_FAIL_AFTER_SOFTFAIL_COUNT,
         }
     }
 }
@@ -494,6 +500,10 @@ impl Config {
             "task_log_max_bytes",
             Value::Number(c.task_log_max_bytes.into()),
         );
+        put(
+            "task_fail_after_softfail_count",
+            Value::Number(c.task_fail_after_softfail_count.into()),
+        );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -559,6 +569,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "stream_max_lifetime",
     "allowed_hosts",
     "task_log_max_bytes",
+    "task_fail_after_softfail_count",
 ];
 
 const MASK: &str = "****";
@@ -757,6 +768,7 @@ struct RawConfig {
     stream_max_lifetime: Option<NonNegativeDuration>,
     allowed_hosts: Option<Vec<AllowedHost>>,
     task_log_max_bytes: Option<u64>,
+    task_fail_after_softfail_count: Option<PositiveCount>,
 }
 
 impl RawConfig {
@@ -844,6 +856,15 @@ impl RawConfig {
                 ));
             }
             c.task_log_max_bytes = n;
+        }
+        if let Some(PositiveCount(n)) = self.task_fail_after_softfail_count {
+            c.task_fail_after_softfail_count = u32::try_from(n).map_err(|_| {
+                format!(
+                    "task_fail_after_softfail_count: {n} is too large; use a number of workers \
+                     between 1 and {}",
+                    u32::MAX
+                )
+            })?;
         }
         if let Some(v) = self.variables {
             c.variables = v;
@@ -1814,6 +1835,25 @@ path_replacement:
         ] {
             let err = parse_err(&format!("{key}: {bad}\n"));
             assert!(err.contains(key), "{key}: {bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn task_fail_after_softfail_count_is_at_least_one() {
+        assert_eq!(Config::default().task_fail_after_softfail_count, 3);
+        let c = parse("task_fail_after_softfail_count: 5\n").expect("parses");
+        assert_eq!(c.task_fail_after_softfail_count, 5);
+        assert!(c
+            .describe_effective()
+            .contains("task_fail_after_softfail_count: 5"));
+        let c = parse("task_fail_after_softfail_count: 1\n").expect("parses");
+        assert_eq!(c.task_fail_after_softfail_count, 1);
+        for bad in ["0", "-1", "many", "99999999999"] {
+            let err = parse_err(&format!("task_fail_after_softfail_count: {bad}\n"));
+            assert!(
+                err.contains("task_fail_after_softfail_count"),
+                "{bad}: {err}"
+            );
         }
     }
 

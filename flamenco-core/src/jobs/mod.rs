@@ -7,6 +7,8 @@
 //!   can add its own with [`crate::Manager::register_job_type`].
 //! * [`status`] holds the rules (pure functions): how a job's status follows its tasks
 //!   (server-protocol.md §4.2) and how a job action cascades to its tasks (§4.3).
+//! * [`retry`] holds the rules (pure functions) for retrying a failed task on other
+//!   workers (`soft-failed`, `task_fail_after_softfail_count`).
 //! * `manage` is the SDK surface on [`crate::Manager`]: submit, list, show, cancel,
 //!   re-queue, delete.
 //! * [`consumer`] is the standalone consumer of the task-update outbox: it applies each
@@ -18,6 +20,7 @@ pub mod consumer;
 pub mod exec_command;
 pub mod frames;
 mod manage;
+pub mod retry;
 pub mod settings;
 pub mod sleep;
 pub mod status;

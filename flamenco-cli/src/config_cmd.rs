@@ -61,6 +61,18 @@ pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
         match Manager::open_existing(config.clone()).await {
             Ok(manager) => {
                 outln!("# store reachable: {}", manager.store().describe())?;
+                if !config.webhooks.is_empty() {
+                    match manager.store().webhook_stats().await {
+                        Ok(stats) => {
+                            for line in
+                                flamenco_core::webhooks::status_lines(&config.webhooks, &stats)
+                            {
+                                outln!("# {line}")?;
+                            }
+                        }
+                        Err(e) => problems.push(format!("cannot read the webhook queue: {e}")),
+                    }
+                }
                 manager.close().await?;
             }
             Err(OpenError::NoStore(where_)) => {

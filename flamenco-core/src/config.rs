@@ -104,6 +104,8 @@ pub struct Config {
     /// are dropped with a marker); 0 keeps no task logs. Default 1 MiB (docs/storage.md,
     /// "Task logs").
     pub task_log_max_bytes: u64,
+    /// Receivers told about job status changes and task failures (docs/webhooks.md).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
     /// Standalone mode: a task that fails is retried on other workers (as `soft-failed`)
     /// until it has failed on this many distinct workers; then it fails for good. At
     /// least 1 (1: fail at once, as v2). Default 3 (docs/jobs.md, "Retries").
@@ -242,6 +244,7 @@ impl Default for Config {
             stream_max_lifetime: Duration::from_secs(3600),
             allowed_hosts: Vec::new(),
             task_log_max_bytes: crate::store::logs::DEFAULT_TASK_LOG_MAX_BYTES,
+            webhooks: Vec::new(),
             task_fail_after_softfail_count:
                 crate::jobs::retry::DEFAULT_TASK_FAIL_AFTER_SOFTFAIL_COUNT,
         }
@@ -501,6 +504,24 @@ impl Config {
             Value::Number(c.task_log_max_bytes.into()),
         );
         put(
+            "webhooks",
+            Value::Sequence(
+                c.webhooks
+                    .iter()
+                    .map(|h| {
+                        let mut w = serde_yaml::Mapping::new();
+                        w.insert(s("url"), s(&h.url));
+                        w.insert(s("secret"), s(&mask(&h.secret)));
+                        w.insert(
+                            s("events"),
+                            Value::Sequence(h.events.iter().map(|e| s(e.as_str())).collect()),
+                        );
+                        Value::Mapping(w)
+                    })
+                    .collect(),
+            ),
+        );
+        put(
             "task_fail_after_softfail_count",
             Value::Number(c.task_fail_after_softfail_count.into()),
         );
@@ -570,6 +591,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "allowed_hosts",
     "task_log_max_bytes",
     "task_fail_after_softfail_count",
+    "webhooks",
 ];
 
 const MASK: &str = "****";
@@ -768,6 +790,7 @@ struct RawConfig {
     stream_max_lifetime: Option<NonNegativeDuration>,
     allowed_hosts: Option<Vec<AllowedHost>>,
     task_log_max_bytes: Option<u64>,
+    webhooks: Option<Vec<crate::webhooks::WebhookConfig>>,
     task_fail_after_softfail_count: Option<PositiveCount>,
 }
 
@@ -856,6 +879,10 @@ impl RawConfig {
                 ));
             }
             c.task_log_max_bytes = n;
+        }
+        if let Some(hooks) = self.webhooks {
+            crate::webhooks::validate_all(&hooks)?;
+            c.webhooks = hooks;
         }
         if let Some(PositiveCount(n)) = self.task_fail_after_softfail_count {
             c.task_fail_after_softfail_count = u32::try_from(n).map_err(|_| {

@@ -25,6 +25,7 @@ pub mod testing;
 pub mod updates;
 pub mod upstream;
 pub mod variables;
+pub mod webhooks;
 pub mod worker_cache;
 
 pub use manager::{ApiError, Manager, NextTask, OpenError, Peer};

@@ -251,6 +251,8 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
             },
         )
     };
+    // Sends queued webhook deliveries (docs/webhooks.md); returns at once without any.
+    let webhooks = crate::webhooks::send::run(manager.clone(), shutdown.clone());
     let seen = {
         let manager = manager.clone();
         periodic(
@@ -264,7 +266,7 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
             },
         )
     };
-    tokio::join!(timeouts, cleanup, seen);
+    tokio::join!(timeouts, cleanup, seen, webhooks);
 }
 
 /// Call `job` after `delay`, then every `period` (measured from the start of each run,

@@ -167,6 +167,7 @@ struct Inner {
     http_duration: Histograms<RouteLabels>,
     store_duration: Histograms<OperationLabels>,
     connections: ConnectionMetrics,
+    webhooks: crate::webhooks::metrics::WebhookMetrics,
 }
 
 /// Open connections and event streams, and the ones refused (kept apart from [`Inner`]'s
@@ -281,6 +282,7 @@ impl Metrics {
             store_duration.clone(),
         );
         let connections = ConnectionMetrics::register(&mut registry);
+        let webhooks = crate::webhooks::metrics::WebhookMetrics::register(&mut registry);
         for outcome in claim_outcome::ALL {
             let _ = claims.get_or_create(&OutcomeLabels { outcome });
         }
@@ -298,8 +300,14 @@ impl Metrics {
                 http_duration,
                 store_duration,
                 connections,
+                webhooks,
             }),
         }
+    }
+
+    /// The webhook delivery metrics (docs/webhooks.md).
+    pub fn webhooks(&self) -> &crate::webhooks::metrics::WebhookMetrics {
+        &self.inner.webhooks
     }
 
     /// A worker's task request ended with this claim (`None`: nothing schedulable).

@@ -35,6 +35,8 @@ mod worker_states;
 pub use worker_states::*;
 mod task_actions;
 pub use task_actions::*;
+mod webhooks;
+pub use webhooks::*;
 
 // ---- fixtures ----
 
@@ -3212,6 +3214,7 @@ macro_rules! conformance_tests {
             task_log_keeps_worker_lines_in_order,
             task_log_cap_keeps_head_and_tail,
             task_log_retention_follows_the_task,
+            webhook_queue_retries_gives_up_and_counts,
             last_words_of_a_canceled_task_are_kept,
             task_actions_follow_the_status_rules,
             canceling_one_task_stops_its_job,

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use super::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
 };
 use crate::jobs::status::{JobAction, TaskAction};
 use crate::metrics::Metrics;
@@ -104,6 +104,54 @@ impl TaskLogStore for InstrumentedStore {
         self.metrics
             .record_store_operation("task_log_end", start.elapsed());
         result
+    }
+}
+
+/// Times one delegated call.
+macro_rules! timed {
+    ($self:ident, $name:literal, $call:expr) => {{
+        let start = Instant::now();
+        let result = $call.await;
+        $self.metrics.record_store_operation($name, start.elapsed());
+        result
+    }};
+}
+
+/// The webhook-queue part: timed like the rest.
+#[async_trait]
+impl WebhookStore for InstrumentedStore {
+    async fn webhook_enqueue(&self, deliveries: &[NewWebhookDelivery]) -> StoreResult<()> {
+        timed!(self, "webhook_enqueue", self.inner.webhook_enqueue(deliveries))
+    }
+
+    async fn webhook_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        timed!(self, "webhook_due", self.inner.webhook_due(now, limit))
+    }
+
+    async fn webhook_delivered(&self, id: ObjectId) -> StoreResult<()> {
+        timed!(self, "webhook_delivered", self.inner.webhook_delivered(id))
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: ObjectId,
+        at: DateTime<Utc>,
+        next_attempt: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> StoreResult<()> {
+        timed!(
+            self,
+            "webhook_failed",
+            self.inner.webhook_failed(id, at, next_attempt, error)
+        )
+    }
+
+    async fn webhook_stats(&self) -> StoreResult<Vec<WebhookQueueStats>> {
+        timed!(self, "webhook_stats", self.inner.webhook_stats())
     }
 }
 

@@ -14,6 +14,7 @@ pub mod instrumented;
 pub mod logs;
 pub mod mongo;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,7 @@ use crate::model::{
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
+pub use webhooks::{NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore};
 
 /// The settings key holding the Server's last `X-Flamenco-Last-Updated` (v2's
 /// `depsgraph_last_modified`): the download watermark.
@@ -204,7 +206,7 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + Send + Sync + 'static {
+pub trait Store: TaskLogStore + WebhookStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

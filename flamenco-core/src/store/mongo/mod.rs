@@ -34,6 +34,7 @@ mod tasks;
 #[doc(hidden)]
 pub mod testing;
 mod upstream;
+mod webhooks;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -52,7 +53,7 @@ use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
@@ -218,6 +219,41 @@ impl TaskLogStore for MongoStore {
 
     async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
         self.run(logs::end(&self.db, task_id)).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MongoStore {
+    async fn webhook_enqueue(&self, deliveries: &[NewWebhookDelivery]) -> StoreResult<()> {
+        self.run(webhooks::enqueue(&self.database, deliveries))
+            .await
+    }
+
+    async fn webhook_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.run(webhooks::due(&self.database, now, limit)).await
+    }
+
+    async fn webhook_delivered(&self, id: ObjectId) -> StoreResult<()> {
+        self.run(webhooks::delivered(&self.database, id)).await
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: ObjectId,
+        at: DateTime<Utc>,
+        next_attempt: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> StoreResult<()> {
+        self.run(webhooks::failed(&self.database, id, at, next_attempt, error))
+            .await
+    }
+
+    async fn webhook_stats(&self) -> StoreResult<Vec<WebhookQueueStats>> {
+        self.run(webhooks::stats(&self.database)).await
     }
 }
 

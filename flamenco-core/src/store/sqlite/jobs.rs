@@ -379,6 +379,7 @@ mod tests {
                  CREATE INDEX tasks_by_job ON tasks (job); \
                  DROP INDEX tasks_by_status_type; CREATE INDEX tasks_by_status ON tasks (status); \
                  DROP TABLE task_log_chunks; \
+                 DROP TABLE webhook_deliveries; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
                  PRAGMA user_version = 3;",
             )

@@ -19,6 +19,7 @@ mod protocol;
 mod readers;
 mod rows;
 mod schema;
+mod webhooks;
 mod settings;
 mod tasks;
 mod workers;
@@ -38,7 +39,7 @@ use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
     Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
@@ -201,6 +202,47 @@ impl TaskLogStore for SqliteStore {
 
     async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
         self.readers.run(move |c| logs::end(c, task_id)).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn webhook_enqueue(&self, deliveries: &[NewWebhookDelivery]) -> StoreResult<()> {
+        let deliveries = deliveries.to_vec();
+        self.writer
+            .run(move |c| webhooks::enqueue(c, &deliveries))
+            .await
+    }
+
+    async fn webhook_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        self.readers
+            .run(move |c| webhooks::due(c, now, limit))
+            .await
+    }
+
+    async fn webhook_delivered(&self, id: ObjectId) -> StoreResult<()> {
+        self.writer.run(move |c| webhooks::delivered(c, id)).await
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: ObjectId,
+        at: DateTime<Utc>,
+        next_attempt: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> StoreResult<()> {
+        let error = error.to_string();
+        self.writer
+            .run(move |c| webhooks::failed(c, id, at, next_attempt, &error))
+            .await
+    }
+
+    async fn webhook_stats(&self) -> StoreResult<Vec<WebhookQueueStats>> {
+        self.readers.run(webhooks::stats).await
     }
 }
 

@@ -174,8 +174,23 @@ CREATE TABLE task_log_chunks (
 /// Version 8: task failure records (retries; reserved, filled in by that work).
 const V8: &str = "";
 
-/// Version 9: the webhook delivery queue (reserved, filled in by that work).
-const V9: &str = "";
+/// Version 9: the webhook delivery queue (`webhooks.rs`, docs/webhooks.md): deliveries
+/// waiting to be sent; `next_attempt_ms` is NULL once a delivery is given up.
+const V9: &str = "
+CREATE TABLE webhook_deliveries (
+    id              BLOB PRIMARY KEY,
+    url             TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    body            TEXT NOT NULL,     -- the exact JSON sent and signed
+    created_ms      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,  -- failed attempts so far
+    next_attempt_ms INTEGER,           -- NULL: given up
+    last_error      TEXT,
+    last_error_ms   INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
+    WHERE next_attempt_ms IS NOT NULL;
+";
 
 const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
 

@@ -1,0 +1,321 @@
+//! Webhooks end to end against a local receiver that fails on purpose (an axum server on
+//! 127.0.0.1 that answers 500 the first N times, then 200): a completed job produces one
+//! signed delivery; failures are retried with backoff and delivered once; a pending
+//! delivery survives a restart of the Manager (the store reopened); hopeless deliveries
+//! are given up and shown. Times move on a `ManualClock`, and each send pass waits for
+//! the receiver's answer, so nothing here sleeps.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use chrono::Duration;
+use flamenco_core::clock::ManualClock;
+use flamenco_core::config::Config;
+use flamenco_core::jobs::JobSubmission;
+use flamenco_core::manager::Manager;
+use flamenco_core::model::{TaskStatus, TaskUpdate};
+use flamenco_core::store::conformance::{at, claim_request, test_worker, worker_update};
+use flamenco_core::store::sqlite::SqliteStore;
+use flamenco_core::store::JobStatusChange;
+use flamenco_core::webhooks::send::Sender;
+use flamenco_core::webhooks::{
+    self, WebhookConfig, WebhookEvent, DELIVERY_HEADER, MAX_ATTEMPTS, SIGNATURE_HEADER,
+};
+use serde_json::{json, Value};
+
+const SECRET: &str = "webhook-test-secret";
+
+/// One request the receiver saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    headers: HeaderMap,
+    body: String,
+    accepted: bool,
+}
+
+#[derive(Default)]
+struct Receiver {
+    fail_first: usize,
+    calls: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+impl Receiver {
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn accepted(&self) -> Vec<Seen> {
+        self.seen().into_iter().filter(|s| s.accepted).collect()
+    }
+}
+
+async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> StatusCode {
+    let n = r.calls.fetch_add(1, Ordering::SeqCst);
+    let accepted = n >= r.fail_first;
+    r.seen.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+        headers,
+        body,
+        accepted,
+    });
+    if accepted {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// Start a receiver on a free port in 19100–19199 that fails the first `fail_first`
+/// requests; returns it and its URL.
+async fn receiver(fail_first: usize) -> (Arc<Receiver>, String) {
+    let state = Arc::new(Receiver {
+        fail_first,
+        ..Default::default()
+    });
+    let mut listener = None;
+    for port in 19100..19200 {
+        if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            listener = Some(l);
+            break;
+        }
+    }
+    let listener = listener.expect("a free port in 19100-19199");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(state.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, url)
+}
+
+fn config(url: &str, events: &[WebhookEvent]) -> Config {
+    Config {
+        webhooks: vec![WebhookConfig {
+            url: url.into(),
+            secret: SECRET.into(),
+            events: events.to_vec(),
+        }],
+        ..Config::default()
+    }
+}
+
+fn manager(dir: &std::path::Path, config: Config, clock: Arc<ManualClock>) -> Manager {
+    let store = SqliteStore::open(dir).expect("open the store");
+    Manager::with_store(config, Arc::new(store), clock)
+}
+
+/// Submit a one-task sleep job, run its task to `status` with a simulated worker, and let
+/// the standalone consumer follow.
+async fn run_one_task_job(m: &Manager, clock: &ManualClock, status: TaskStatus) {
+    let settings = json!({"frames": "1", "chunk_size": 1, "time_in_seconds": 1});
+    let mut sub = JobSubmission::new("sleep", settings.as_object().cloned().expect("object"));
+    sub.name = Some("shot 010".into());
+    m.submit_job(sub).await.expect("submit");
+    let w = test_worker(flamenco_core::model::ObjectId::new(), "w1", &["sleep"]);
+    m.store().insert_worker(&w).await.expect("worker");
+    clock.advance(Duration::seconds(1));
+    let claimed = m
+        .store()
+        .claim_task(&claim_request(&w, m.now()))
+        .await
+        .expect("claim")
+        .expect("a task");
+    clock.advance(Duration::seconds(1));
+    let update: TaskUpdate = worker_update(claimed.task.id, &w, Some(status), "done", m.now());
+    m.store()
+        .apply_worker_update(w.id, update)
+        .await
+        .expect("update");
+    m.drain_outbox_to_jobs().await.expect("consume");
+}
+
+fn body_of(s: &Seen) -> Value {
+    serde_json::from_str(&s.body).expect("a JSON body")
+}
+
+#[tokio::test]
+async fn a_completed_job_sends_one_signed_delivery() {
+    let (rx, url) = receiver(0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::JobStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    run_one_task_job(&m, &clock, TaskStatus::Completed).await;
+
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let report = sender.send_due_now(&m).await.expect("send");
+    assert_eq!(report.failed + report.given_up, 0, "{report:?}");
+    let seen = rx.accepted();
+    assert_eq!(seen.len(), report.delivered);
+    let completed: Vec<_> = seen
+        .iter()
+        .filter(|s| body_of(s)["job"]["status"] == "completed")
+        .collect();
+    assert_eq!(
+        completed.len(),
+        1,
+        "one delivery for the completion: {seen:?}"
+    );
+    let s = completed[0];
+    let body = body_of(s);
+    assert_eq!(body["event"], "job-status");
+    assert_eq!(body["job"]["name"], "shot 010");
+    // The claim and the completion are consumed in one pass: one change, queued → completed.
+    assert_eq!(body["job"]["previous_status"], "queued");
+    let sig = s.headers[SIGNATURE_HEADER].to_str().expect("ascii");
+    assert!(webhooks::verify(SECRET, s.body.as_bytes(), sig), "{sig}");
+    assert!(!webhooks::verify("wrong", s.body.as_bytes(), sig));
+    assert_eq!(
+        s.headers[DELIVERY_HEADER].to_str().expect("ascii"),
+        body["id"].as_str().expect("id")
+    );
+    assert_eq!(s.headers["content-type"], "application/json");
+
+    // Nothing left, and nothing sent twice.
+    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
+    assert_eq!(
+        m.metrics().webhooks().delivered(&url),
+        report.delivered as u64
+    );
+    m.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_failed_task_sends_task_failed() {
+    let (rx, url) = receiver(0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::TaskFailed]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    run_one_task_job(&m, &clock, TaskStatus::Failed).await;
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    sender.send_due_now(&m).await.expect("send");
+    let seen = rx.accepted();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let body = body_of(&seen[0]);
+    assert_eq!(body["event"], "task-failed");
+    assert_eq!(body["task"]["status"], "failed");
+    assert!(body["task"]["job"].is_string(), "{body}");
+    m.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_and_delivered_once() {
+    let (rx, url) = receiver(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::JobStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let change = JobStatusChange {
+        job: flamenco_core::model::ObjectId::new(),
+        from: flamenco_core::model::JobStatus::Active,
+        to: flamenco_core::model::JobStatus::Completed,
+    };
+    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
+    m.store()
+        .webhook_enqueue(&deliveries)
+        .await
+        .expect("enqueue");
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+
+    // 10 s, 20 s, 40 s between the attempts: nothing is sent before its time.
+    for wait in [10, 20, 40] {
+        let report = sender.send_due_now(&m).await.expect("send");
+        assert_eq!(report.failed, 1, "{report:?}");
+        clock.advance(Duration::seconds(wait - 1));
+        assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
+        clock.advance(Duration::seconds(1));
+    }
+    let report = sender.send_due_now(&m).await.expect("send");
+    assert_eq!(report.delivered, 1, "{report:?}");
+    clock.advance(Duration::hours(2));
+    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
+
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 4, "three failures and one success");
+    assert_eq!(rx.accepted().len(), 1, "delivered exactly once");
+    assert!(
+        seen.iter().all(|s| s.body == deliveries[0].body),
+        "same body"
+    );
+    assert_eq!(m.metrics().webhooks().failed(&url), 3);
+    assert_eq!(m.metrics().webhooks().delivered(&url), 1);
+    assert!(m.store().webhook_stats().await.expect("stats").is_empty());
+    m.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_pending_delivery_survives_a_restart() {
+    let (rx, url) = receiver(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::JobStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    run_one_task_job(&m, &clock, TaskStatus::Completed).await;
+    let queued = m.store().webhook_due(m.now(), 100).await.expect("due");
+    assert!(!queued.is_empty());
+    // The first attempt fails; the Manager stops with the rest pending.
+    let sender = Sender::new(cfg.webhooks.clone()).expect("sender");
+    let first = sender.send_due_now(&m).await.expect("send");
+    assert_eq!(first.failed, 1, "{first:?}");
+    m.close().await.expect("close");
+    drop(m);
+
+    clock.advance(Duration::minutes(5));
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let stats = m.store().webhook_stats().await.expect("stats");
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].queued, queued.len() as u64);
+    assert!(
+        stats[0].last_error.as_deref().unwrap_or("").contains("500"),
+        "{stats:?}"
+    );
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let report = sender.send_due_now(&m).await.expect("send");
+    assert_eq!(report.delivered, queued.len(), "{report:?}");
+    let mut got: Vec<String> = rx.accepted().into_iter().map(|s| s.body).collect();
+    let mut want: Vec<String> = queued.into_iter().map(|d| d.body).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "each delivery arrives once, unchanged");
+    m.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn hopeless_deliveries_are_given_up_and_shown() {
+    let (rx, url) = receiver(usize::MAX).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::JobStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let change = JobStatusChange {
+        job: flamenco_core::model::ObjectId::new(),
+        from: flamenco_core::model::JobStatus::Active,
+        to: flamenco_core::model::JobStatus::Failed,
+    };
+    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
+    m.store()
+        .webhook_enqueue(&deliveries)
+        .await
+        .expect("enqueue");
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let mut given_up = 0;
+    for _ in 0..MAX_ATTEMPTS {
+        given_up += sender.send_due_now(&m).await.expect("send").given_up;
+        clock.advance(Duration::hours(1));
+    }
+    assert_eq!(given_up, 1);
+    assert_eq!(rx.seen().len(), MAX_ATTEMPTS as usize);
+    clock.advance(Duration::days(30));
+    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
+    let stats = m.store().webhook_stats().await.expect("stats");
+    assert_eq!((stats[0].queued, stats[0].failed), (0, 1), "{stats:?}");
+    assert!(stats[0].last_error.as_deref().unwrap_or("").contains("500"));
+    m.close().await.expect("close");
+}

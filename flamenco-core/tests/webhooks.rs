@@ -319,3 +319,30 @@ async fn hopeless_deliveries_are_given_up_and_shown() {
     assert!(stats[0].last_error.as_deref().unwrap_or("").contains("500"));
     m.close().await.expect("close");
 }
+
+#[tokio::test]
+async fn a_job_action_sends_its_status_change() {
+    let (rx, url) = receiver(0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::JobStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let settings = json!({"frames": "1-3", "chunk_size": 1, "time_in_seconds": 1});
+    let job = m
+        .submit_job(JobSubmission::new(
+            "sleep",
+            settings.as_object().cloned().expect("object"),
+        ))
+        .await
+        .expect("submit");
+    let canceled = m.cancel_job(job.id).await.expect("cancel");
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    sender.send_due_now(&m).await.expect("send");
+    let seen = rx.accepted();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let body = body_of(&seen[0]);
+    assert_eq!(body["job"]["id"], job.id.to_string());
+    assert_eq!(body["job"]["previous_status"], "queued");
+    assert_eq!(body["job"]["status"], canceled.status.as_str());
+    m.close().await.expect("close");
+}

@@ -71,58 +71,6 @@ impl Manager {
         })
     }
 
-    /// Queue the webhook deliveries for these updates' task failures and the job status
-    /// changes they caused (docs/webhooks.md). Before the acknowledgement, so a failure
-    /// to queue consumes the updates again; a crash between step 2 and here loses these
-    /// events (the second pass sees no change).
-    async fn enqueue_webhooks(
-        &self,
-        updates: &[crate::model::TaskUpdate],
-        changes: &[JobStatusChange],
-    ) -> Result<(), ApiError> {
-        use crate::webhooks::{self, WebhookEvent};
-        let hooks = &self.config().webhooks;
-        let now = self.now();
-        let mut deliveries = Vec::new();
-        if !changes.is_empty() && hooks.iter().any(|h| h.wants(WebhookEvent::JobStatus)) {
-            let mut names = std::collections::HashMap::new();
-            for c in changes {
-                if let Some(job) = self.store().get_job(c.job).await? {
-                    names.insert(c.job, job.name);
-                }
-            }
-            deliveries.extend(webhooks::job_status_deliveries(
-                hooks,
-                changes,
-                |id| names.get(&id).cloned(),
-                now,
-            ));
-        }
-        let failed = updates
-            .iter()
-            .filter(|u| u.task_status == Some(crate::model::TaskStatus::Failed));
-        if failed.clone().next().is_some()
-            && hooks.iter().any(|h| h.wants(WebhookEvent::TaskFailed))
-        {
-            let mut jobs = std::collections::HashMap::new();
-            for u in failed {
-                if let Some(task) = self.store().get_task(u.task_id).await? {
-                    jobs.insert(u.task_id, task.job);
-                }
-            }
-            deliveries.extend(webhooks::task_failed_deliveries(
-                hooks,
-                updates,
-                |id| jobs.get(&id).copied().flatten(),
-                now,
-            ));
-        }
-        if !deliveries.is_empty() {
-            self.store().webhook_enqueue(&deliveries).await?;
-        }
-        Ok(())
-    }
-
     /// Consume until the outbox is empty (tests, tools).
     pub async fn drain_outbox_to_jobs(&self) -> Result<ConsumeReport, ApiError> {
         let mut total = ConsumeReport::default();

@@ -317,9 +317,18 @@ impl Manager {
         if action != JobAction::Delete {
             self.refuse_upstream("manage jobs")?;
         }
+        // The status before, for the job-status webhook (read only when one wants it).
+        let before = if self.wants_job_status_webhooks(action) {
+            self.store().get_job(id).await?.map(|j| j.status)
+        } else {
+            None
+        };
         match self.store().job_action(id, action, self.now()).await? {
             JobActionOutcome::Done { job, tasks } => {
                 tracing::info!(job = %id, action = action.as_str(), tasks, status = %job.status, "job action");
+                if let Some(from) = before {
+                    self.enqueue_job_action_webhooks(id, from, &job).await;
+                }
                 Ok((job, tasks))
             }
             JobActionOutcome::NotFound => Err(unknown_job(id)),

@@ -20,8 +20,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
+    NewWebhookDelivery, Seen, SetAsideUpdate, SignOn, Store, StoreResult, TaskActionOutcome,
+    TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, WebhookDelivery,
+    WebhookQueueStats, WebhookStore,
 };
 use crate::jobs::status::{JobAction, TaskAction};
 use crate::metrics::Metrics;
@@ -121,7 +122,11 @@ macro_rules! timed {
 #[async_trait]
 impl WebhookStore for InstrumentedStore {
     async fn webhook_enqueue(&self, deliveries: &[NewWebhookDelivery]) -> StoreResult<()> {
-        timed!(self, "webhook_enqueue", self.inner.webhook_enqueue(deliveries))
+        timed!(
+            self,
+            "webhook_enqueue",
+            self.inner.webhook_enqueue(deliveries)
+        )
     }
 
     async fn webhook_due(

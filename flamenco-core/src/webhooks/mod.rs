@@ -4,11 +4,13 @@
 //! * [`WebhookConfig`]: one configured receiver (URL, optional secret, events).
 //! * Events are queued durably in the store ([`crate::store::WebhookStore`]) where they
 //!   happen: job status changes and task failures by the standalone consumer
-//!   ([`crate::jobs::consumer`]), which is off the worker API's path.
+//!   ([`crate::jobs::consumer`]), which is off the worker API's path, and job status
+//!   changes made by job actions (`enqueue.rs`).
 //! * [`send`] delivers due deliveries in the background, signs them
 //!   ([`signature`]), and retries failures with capped exponential backoff
 //!   ([`backoff`]); [`metrics`] counts what happened per URL.
 
+mod enqueue;
 pub mod metrics;
 pub mod send;
 

@@ -52,8 +52,9 @@ use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
+    NewWebhookDelivery, Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult,
+    TaskActionOutcome, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    WebhookDelivery, WebhookQueueStats, WebhookStore,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
@@ -248,8 +249,14 @@ impl WebhookStore for MongoStore {
         next_attempt: Option<DateTime<Utc>>,
         error: &str,
     ) -> StoreResult<()> {
-        self.run(webhooks::failed(&self.database, id, at, next_attempt, error))
-            .await
+        self.run(webhooks::failed(
+            &self.database,
+            id,
+            at,
+            next_attempt,
+            error,
+        ))
+        .await
     }
 
     async fn webhook_stats(&self) -> StoreResult<Vec<WebhookQueueStats>> {

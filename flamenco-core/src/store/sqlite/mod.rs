@@ -19,9 +19,9 @@ mod protocol;
 mod readers;
 mod rows;
 mod schema;
-mod webhooks;
 mod settings;
 mod tasks;
+mod webhooks;
 mod workers;
 mod writer;
 
@@ -38,8 +38,9 @@ use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, JobActionOutcome, JobQuery, JobStatusChange, MergeReport,
-    Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult, TaskActionOutcome, TaskLogLimits,
-    TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery, NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore,
+    NewWebhookDelivery, Seen, SetAsideUpdate, SignOn, Store, StoreError, StoreResult,
+    TaskActionOutcome, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore, TaskPing, TaskQuery,
+    WebhookDelivery, WebhookQueueStats, WebhookStore,
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 

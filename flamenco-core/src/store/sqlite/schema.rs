@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 9;
+pub(super) const LATEST_VERSION: i64 = 11;
 
 /// Version 1: the initial schema.
 ///
@@ -192,7 +192,14 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
     WHERE next_attempt_ms IS NOT NULL;
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9];
+/// Version 10: per-job blocklists (reserved, filled in by that work).
+const V10: &str = "";
+
+/// Version 11: worker tags and a job's required tag (reserved, filled in by that work).
+const V11: &str = "";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] =
+    [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

@@ -174,6 +174,7 @@ async fn seed_workers(config: &Path, n: usize) -> Vec<Creds> {
             current_task_status: String::new(),
             current_task_updated: None,
             status_requested: None,
+            tags: Vec::new(),
         };
         manager
             .store()

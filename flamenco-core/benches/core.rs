@@ -53,6 +53,7 @@ fn worker() -> Worker {
         current_task_status: String::new(),
         current_task_updated: None,
         status_requested: None,
+        tags: Vec::new(),
     }
 }
 
@@ -80,6 +81,7 @@ fn store_benches(c: &mut Criterion) {
                     nickname: w.nickname.clone(),
                     ident: w.identifier(),
                     task_types: w.supported_task_types.clone(),
+                    worker_tags: Vec::new(),
                     now: Utc::now(),
                 }))
                 .expect("claim")

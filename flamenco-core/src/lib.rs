@@ -19,6 +19,7 @@ pub mod model;
 pub mod protocol;
 pub mod seen;
 pub mod store;
+pub mod tags;
 pub mod task_log;
 #[doc(hidden)]
 pub mod testing;

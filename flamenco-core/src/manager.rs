@@ -5,6 +5,7 @@
 //! request worker status changes. The daemon, the CLI, the tests and the examples all go
 //! through it.
 
+mod tags;
 mod worker_auth;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -466,6 +467,7 @@ impl Manager {
             current_task_status: String::new(),
             current_task_updated: None,
             status_requested: None,
+            tags: Vec::new(),
         };
         self.store.insert_worker(&worker).await?;
         tracing::info!(worker = %worker.id, nickname = %worker.nickname, platform = %worker.platform, "registered worker");
@@ -530,6 +532,13 @@ impl Manager {
             nickname: worker.nickname.clone(),
             ident: worker.identifier(),
             task_types: worker.supported_task_types.clone(),
+            // Upstream mode: the Server's tasks carry no tag, so the claim looks at
+            // untagged tasks only (one walk, whatever the worker's tags).
+            worker_tags: if self.upstream.is_some() {
+                Vec::new()
+            } else {
+                worker.tags.clone()
+            },
             now: self.now(),
         };
         let claimed = match &self.upstream {

@@ -146,6 +146,7 @@ mod tests {
             current_task_status: String::new(),
             current_task_updated: None,
             status_requested: None,
+            tags: Vec::new(),
         }
     }
 

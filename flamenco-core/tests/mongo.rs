@@ -494,7 +494,7 @@ async fn queries_use_their_indexes() {
         "already-assigned lookup: {winning}"
     );
 
-    let (filter, sort) = MongoStore::claim_query(&["a".to_string()]);
+    let (filter, sort) = MongoStore::claim_query(&["a".to_string()], &["gpu".to_string()]);
     let plan = explain(filter, sort).await;
     let winning = plan
         .get_document("queryPlanner")

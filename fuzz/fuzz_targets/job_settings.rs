@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
             created: now,
             updated: now,
             task_counts: TaskCounts::default(),
+            worker_tag: None,
         };
         let Ok(specs) = job_type.compile(&job, &ctx) else {
             continue;

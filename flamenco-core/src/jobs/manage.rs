@@ -40,6 +40,10 @@ pub struct JobSubmission {
     /// The job type's settings.
     #[serde(default)]
     pub settings: Map<String, Value>,
+    /// Only workers with this tag get the job's tasks (docs/jobs.md, "Worker tags");
+    /// none or empty: any worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_tag: Option<String>,
 }
 
 impl JobSubmission {
@@ -50,6 +54,7 @@ impl JobSubmission {
             job_type: job_type.into(),
             priority: None,
             settings,
+            worker_tag: None,
         }
     }
 
@@ -62,6 +67,12 @@ impl JobSubmission {
     /// The same with a priority.
     pub fn with_priority(mut self, priority: i32) -> JobSubmission {
         self.priority = Some(Value::from(priority));
+        self
+    }
+
+    /// The same, for workers with this tag only.
+    pub fn with_worker_tag(mut self, tag: impl Into<String>) -> JobSubmission {
+        self.worker_tag = Some(tag.into());
         self
     }
 }
@@ -177,6 +188,11 @@ impl Manager {
             }
             Some(n) => n.to_string(),
         };
+        let worker_tag = crate::tags::check_job_tag(submission.worker_tag.as_deref())
+            .unwrap_or_else(|e| {
+                problems.push(("worker_tag".into(), e.to_string()));
+                None
+            });
         // Stores keep whole milliseconds: the job returned is the job stored.
         let now = self.now();
         let now = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
@@ -190,6 +206,7 @@ impl Manager {
             created: now,
             updated: now,
             task_counts: TaskCounts::default(),
+            worker_tag,
         };
         let max_tasks = self.config().max_tasks_per_job;
         let ctx = CompileContext { max_tasks };

@@ -282,6 +282,7 @@ pub fn build_tasks(job: &Job, specs: Vec<TaskSpec>) -> Result<Vec<Task>, BadTask
         task.job = Some(job.id);
         task.job_type.clone_from(&job.job_type);
         task.job_priority = job.priority;
+        task.worker_tag.clone_from(&job.worker_tag);
         task.priority = spec.priority;
         task.status = TaskStatus::Queued;
         task.parents = parents;

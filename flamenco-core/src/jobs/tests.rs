@@ -29,6 +29,7 @@ fn job_of(job_type: &str, s: Value) -> Job {
         created: now,
         updated: now,
         task_counts: Default::default(),
+        worker_tag: None,
     }
 }
 

@@ -159,6 +159,10 @@ pub struct Job {
     /// Tasks per status, kept up to date by the job-status consumer and by job actions.
     #[serde(default)]
     pub task_counts: TaskCounts,
+    /// The tag a worker must have to get this job's tasks (see [`crate::tags`]); `None`:
+    /// any worker. Copied to each task's `worker_tag` at submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_tag: Option<String>,
 }
 
 /// v2's default job priority.
@@ -215,6 +219,7 @@ mod tests {
             created: now,
             updated: now,
             task_counts: TaskCounts::default(),
+            worker_tag: None,
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["status"], "cancel-requested");

@@ -79,6 +79,10 @@ pub struct Task {
     /// Local only: last download or local update.
     #[serde(skip)]
     pub last_updated: Option<DateTime<Utc>>,
+    /// Local only: the tag a worker must have to get this task (its job's `worker_tag`),
+    /// `None` for any worker. Tasks from a Flamenco Server never have one.
+    #[serde(skip)]
+    pub worker_tag: Option<String>,
 }
 
 impl Task {
@@ -109,6 +113,7 @@ impl Task {
             worker_id: None,
             last_worker_ping: None,
             last_updated: None,
+            worker_tag: None,
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct Worker {
     /// A status change asked of the worker and not yet acknowledged (2.1+ workers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_requested: Option<RequestedStatus>,
+    /// Tags an admin gave this worker (`gpu`, `win`, …; see [`crate::tags`]): a job that
+    /// requires a tag only goes to workers that have it. Workers cannot set their own;
+    /// sign-on, sign-off and the worker's other requests keep them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl Worker {

@@ -37,6 +37,8 @@ mod task_actions;
 pub use task_actions::*;
 mod webhooks;
 pub use webhooks::*;
+mod tags;
+pub use tags::*;
 
 // ---- fixtures ----
 
@@ -85,6 +87,7 @@ pub fn test_task(id: ObjectId, task_type: &str) -> Task {
         worker_id: None,
         last_worker_ping: None,
         last_updated: None,
+        worker_tag: None,
     }
 }
 
@@ -115,6 +118,7 @@ pub fn test_worker(id: ObjectId, nickname: &str, task_types: &[&str]) -> Worker 
         current_task_status: String::new(),
         current_task_updated: None,
         status_requested: None,
+        tags: Vec::new(),
     }
 }
 
@@ -125,6 +129,7 @@ pub fn claim_request(worker: &Worker, now: DateTime<Utc>) -> ClaimRequest {
         nickname: worker.nickname.clone(),
         ident: worker.identifier(),
         task_types: worker.supported_task_types.clone(),
+        worker_tags: worker.tags.clone(),
         now,
     }
 }
@@ -250,6 +255,7 @@ pub async fn tasks_round_trip_every_field(store: Arc<dyn Store>) {
         worker_id: None,
         last_worker_ping: None,
         last_updated: None,
+        worker_tag: None,
     };
     add_tasks(&store, &[full.clone(), minimal.clone()]).await;
 
@@ -2632,6 +2638,7 @@ pub fn test_job(job_id: ObjectId, task_prefix: u8, n: u32) -> (Job, Vec<Task>) {
         created: at(0),
         updated: at(0),
         task_counts: TaskCounts::default(),
+        worker_tag: None,
     };
     let tasks: Vec<Task> = (1..=n)
         .map(|i| {
@@ -3174,6 +3181,10 @@ macro_rules! conformance_tests {
             record_pings_only_for_own_runnable_tasks,
             claim_order,
             claim_filters_by_task_type,
+            claim_follows_worker_tags,
+            job_worker_tag_reaches_its_tasks,
+            tags_survive_sign_on_and_off,
+            tag_workers_on_many,
             claim_parent_rules,
             claim_assigns_and_queues_two_updates,
             claim_returns_already_assigned_task,

@@ -118,6 +118,18 @@ macro_rules! timed {
     }};
 }
 
+/// The worker-tags part: timed like the rest.
+#[async_trait]
+impl super::TagStore for InstrumentedStore {
+    async fn tag_workers(
+        &self,
+        ids: &[ObjectId],
+        change: &crate::tags::TagChange,
+    ) -> StoreResult<super::TagOutcome> {
+        timed!(self, "tag_workers", self.inner.tag_workers(ids, change))
+    }
+}
+
 /// The webhook-queue part: timed like the rest.
 #[async_trait]
 impl WebhookStore for InstrumentedStore {

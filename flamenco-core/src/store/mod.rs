@@ -14,6 +14,7 @@ pub mod instrumented;
 pub mod logs;
 pub mod mongo;
 pub mod sqlite;
+pub mod tags;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use crate::model::{
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
+pub use tags::{TagOutcome, TagStore};
 pub use webhooks::{NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore};
 
 /// The settings key holding the Server's last `X-Flamenco-Last-Updated` (v2's
@@ -62,6 +64,9 @@ pub struct ClaimRequest {
     /// `"<address> (<nickname>)"`, for the assignment log line.
     pub ident: String,
     pub task_types: Vec<String>,
+    /// The worker's tags ([`crate::tags`]): it gets tasks that require none of them or
+    /// one of these.
+    pub worker_tags: Vec<String>,
     pub now: DateTime<Utc>,
 }
 
@@ -206,7 +211,7 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + WebhookStore + Send + Sync + 'static {
+pub trait Store: TaskLogStore + WebhookStore + TagStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

@@ -133,6 +133,7 @@ impl Farm {
                 current_task_status: String::new(),
                 current_task_updated: None,
                 status_requested: None,
+                tags: Vec::new(),
             };
             manager
                 .store()

@@ -367,6 +367,9 @@ pub(super) fn task_to_doc(t: &Task) -> Document {
     if let Some(at) = t.last_updated {
         d.insert("last_updated", date(at));
     }
+    if let Some(tag) = &t.worker_tag {
+        d.insert("worker_tag", tag.as_str());
+    }
     d
 }
 
@@ -398,6 +401,7 @@ pub(super) fn task_from_doc(d: &Document) -> StoreResult<Task> {
         worker_id: f.opt_id("worker_id")?,
         last_worker_ping: f.opt_time("last_worker_ping")?,
         last_updated: f.opt_time("last_updated")?,
+        worker_tag: f.opt_string("worker_tag")?.filter(|t| !t.is_empty()),
     })
 }
 
@@ -444,6 +448,10 @@ pub(super) fn worker_to_doc(w: &Worker) -> Document {
     if !w.secret_sha256.is_empty() {
         d.insert("secret_sha256", w.secret_sha256.as_str());
     }
+    if !w.tags.is_empty() {
+        let tags: Vec<Bson> = w.tags.iter().map(|t| Bson::String(t.clone())).collect();
+        d.insert("tags", tags);
+    }
     d
 }
 
@@ -474,6 +482,7 @@ pub(super) fn worker_from_doc(d: &Document) -> StoreResult<Worker> {
         current_task_updated: f.opt_time("current_task_updated")?,
         status_requested,
         secret_sha256: f.string("secret_sha256")?,
+        tags: f.string_list("tags")?,
     })
 }
 
@@ -556,6 +565,9 @@ pub(super) fn job_to_doc(j: &Job) -> Document {
     d.insert("_created", date(j.created));
     d.insert("_updated", date(j.updated));
     d.insert("task_counts", counts_doc(&j.task_counts));
+    if let Some(tag) = &j.worker_tag {
+        d.insert("worker_tag", tag.as_str());
+    }
     d
 }
 
@@ -579,6 +591,7 @@ pub(super) fn job_from_doc(d: &Document) -> StoreResult<Job> {
             .opt_time("_updated")?
             .ok_or_else(|| f.corrupt("_updated", "missing"))?,
         task_counts: f.counts("task_counts")?,
+        worker_tag: f.opt_string("worker_tag")?.filter(|t| !t.is_empty()),
     })
 }
 

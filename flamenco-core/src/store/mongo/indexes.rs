@@ -4,7 +4,7 @@
 //! | collection | keys | for |
 //! |---|---|---|
 //! | `flamenco_tasks` | `{status: 1, priority: 1}` | v2's index, kept |
-//! | `flamenco_tasks` | `{status: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1}` | the claim's candidate query: filter and order |
+//! | `flamenco_tasks` | `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1}` | the claim's candidate query: filter (worker tags too) and order |
 //! | `flamenco_tasks` | `{status: 1, worker_id: 1, _id: 1}` | the already-assigned lookup and sign-off |
 //! | `flamenco_tasks` | `{parents: 1}` | cleanup: is this finished task a parent of a waiting one? |
 //! | `flamenco_tasks` | `{job: 1, status: 1}` | a job's tasks and their counts per status |
@@ -30,7 +30,7 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         (super::codec::TASKS, doc! { "status": 1, "priority": 1 }),
         (
             super::codec::TASKS,
-            doc! { "status": 1, "task_type": 1, "job_priority": -1, "priority": -1, "_id": 1 },
+            doc! { "status": 1, "worker_tag": 1, "task_type": 1, "job_priority": -1, "priority": -1, "_id": 1 },
         ),
         (
             super::codec::TASKS,

@@ -30,6 +30,7 @@ mod maintenance;
 mod outbox;
 mod protocol;
 mod settings;
+mod tags;
 mod tasks;
 #[doc(hidden)]
 pub mod testing;
@@ -170,10 +171,10 @@ impl MongoStore {
         indexes::wanted()
     }
 
-    /// The claim's candidate query for these task types: `(filter, sort)` on
-    /// `flamenco_tasks` (for query-plan checks).
-    pub fn claim_query(task_types: &[String]) -> (Document, Document) {
-        tasks::candidates_query(task_types)
+    /// The claim's candidate query for these task types and worker tags: `(filter,
+    /// sort)` on `flamenco_tasks` (for query-plan checks).
+    pub fn claim_query(task_types: &[String], worker_tags: &[String]) -> (Document, Document) {
+        tasks::candidates_query(task_types, worker_tags)
     }
 
     /// Run one store operation: refused after `close`, bounded by [`OPERATION_TIMEOUT`].
@@ -220,6 +221,17 @@ impl TaskLogStore for MongoStore {
 
     async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
         self.run(logs::end(&self.db, task_id)).await
+    }
+}
+
+#[async_trait]
+impl crate::store::TagStore for MongoStore {
+    async fn tag_workers(
+        &self,
+        ids: &[ObjectId],
+        change: &crate::tags::TagChange,
+    ) -> StoreResult<crate::store::TagOutcome> {
+        self.run(tags::tag_workers(&self.db, ids, change)).await
     }
 }
 

@@ -151,7 +151,7 @@ pub(super) async fn pick_and_take<T>(
     // Blocked candidates stay at the head of the query; taken ones drop out of it.
     let mut blocked_seen = 0;
     for _ in 0..CLAIM_ROUNDS {
-        let batch = tasks::candidates(db, &req.task_types, blocked_seen, CLAIM_BATCH).await?;
+        let batch = tasks::candidates(db, req, blocked_seen, CLAIM_BATCH).await?;
         if batch.is_empty() {
             return Ok(None);
         }

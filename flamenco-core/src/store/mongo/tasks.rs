@@ -145,15 +145,23 @@ pub(super) async fn active_states_for_worker(db: &Db, worker: ObjectId) -> Store
     docs.iter().map(task_from_doc).collect()
 }
 
-/// The claim's candidate query: schedulable tasks of these types, best first
-/// (`job_priority` desc, `priority` desc, `_id` asc). The index
-/// `{status: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1}` serves both the
-/// filter and the order (MongoDB merges one index scan per status × type, no in-memory
-/// sort), so the cost does not grow with the number of finished tasks.
-pub(super) fn candidates_query(task_types: &[String]) -> (Document, Document) {
+/// The claim's candidate query: schedulable tasks of these types that require no tag or
+/// one of the worker's tags, best first (`job_priority` desc, `priority` desc, `_id`
+/// asc). The index `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1,
+/// priority: -1, _id: 1}` serves both the filter and the order (MongoDB merges one index
+/// scan per status × tag × type, no in-memory sort), so the cost does not grow with the
+/// number of finished tasks, nor with the tasks of tags the worker lacks. A task without
+/// `worker_tag` (every task from a Flamenco Server, every untagged job) matches `null`.
+pub(super) fn candidates_query(
+    task_types: &[String],
+    worker_tags: &[String],
+) -> (Document, Document) {
     let statuses = [TaskStatus::Queued, TaskStatus::ClaimedByManager];
+    let mut tags: Vec<Bson> = vec![Bson::Null];
+    tags.extend(worker_tags.iter().map(|t| Bson::String(t.clone())));
     let filter = doc! {
         "status": { "$in": statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
+        "worker_tag": { "$in": tags },
         "task_type": { "$in": task_types },
     };
     let sort = doc! { "job_priority": -1, "priority": -1, "_id": 1 };
@@ -163,11 +171,11 @@ pub(super) fn candidates_query(task_types: &[String]) -> (Document, Document) {
 /// Up to `limit` candidates, best first, after skipping `skip`.
 pub(super) async fn candidates(
     db: &Db,
-    task_types: &[String],
+    req: &crate::store::ClaimRequest,
     skip: usize,
     limit: usize,
 ) -> StoreResult<Vec<Task>> {
-    let (filter, sort) = candidates_query(task_types);
+    let (filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
     let docs = collect(
         db.tasks
             .find(filter)
@@ -191,7 +199,7 @@ pub(super) async fn reserve_best(
     req: &crate::store::ClaimRequest,
 ) -> StoreResult<Option<Task>> {
     let ids: Vec<Bson> = candidates.iter().map(|t| oid(t.id)).collect();
-    let (mut filter, sort) = candidates_query(&req.task_types);
+    let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
     filter.insert("_id", doc! { "$in": ids });
     let update = doc! { "$set": {
         "status": TaskStatus::Active.as_str(),

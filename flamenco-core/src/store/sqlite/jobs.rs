@@ -22,7 +22,7 @@ use crate::store::{
 };
 
 const JOB_COLUMNS: &str =
-    "id, name, job_type, priority, status, settings, created, updated, task_counts";
+    "id, name, job_type, priority, status, settings, created, updated, task_counts, worker_tag";
 
 fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("column jobs.{column}: {e}"))
@@ -41,6 +41,7 @@ fn job_from_row(row: &Row<'_>) -> StoreResult<Job> {
         created: col_time(row, 6)?,
         updated: col_time(row, 7)?,
         task_counts: serde_json::from_str(&counts).map_err(|e| corrupt("task_counts", e))?,
+        worker_tag: Some(col_text(row, 9)?).filter(|t| !t.is_empty()),
     })
 }
 
@@ -48,7 +49,7 @@ fn job_from_row(row: &Row<'_>) -> StoreResult<Job> {
 pub(super) fn insert(conn: &Connection, job: &Job, new_tasks: &[Task]) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO jobs (id, name, job_type, priority, status, settings, created, updated, \
-           task_counts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+           task_counts, worker_tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .db()?
     .execute(params![
@@ -61,6 +62,7 @@ pub(super) fn insert(conn: &Connection, job: &Job, new_tasks: &[Task]) -> StoreR
         ms(job.created),
         ms(job.updated),
         to_json(&job.task_counts)?,
+        job.worker_tag.as_deref().unwrap_or_default(),
     ])
     .map_err(|e| {
         if is_duplicate(&e) {

@@ -20,6 +20,7 @@ mod readers;
 mod rows;
 mod schema;
 mod settings;
+mod tags;
 mod tasks;
 mod webhooks;
 mod workers;
@@ -203,6 +204,20 @@ impl TaskLogStore for SqliteStore {
 
     async fn task_log_end(&self, task_id: ObjectId) -> StoreResult<LogEnd> {
         self.readers.run(move |c| logs::end(c, task_id)).await
+    }
+}
+
+#[async_trait]
+impl crate::store::TagStore for SqliteStore {
+    async fn tag_workers(
+        &self,
+        ids: &[ObjectId],
+        change: &crate::tags::TagChange,
+    ) -> StoreResult<crate::store::TagOutcome> {
+        let (ids, change) = (ids.to_vec(), change.clone());
+        self.writer
+            .run(move |c| tags::tag_workers(c, &ids, &change))
+            .await
     }
 }
 

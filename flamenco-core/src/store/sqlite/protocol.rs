@@ -31,7 +31,10 @@ fn pick(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<(Task, bool
     if let Some(task) = tasks::active_for_worker(conn, req.worker_id)? {
         return Ok(Some((task, true)));
     }
-    Ok(tasks::next_schedulable(conn, &req.task_types)?.map(|t| (t, false)))
+    Ok(
+        tasks::next_schedulable(conn, req.worker_id, &req.task_types, &req.worker_tags)?
+            .map(|t| (t, false)),
+    )
 }
 
 /// Assign `before` (loaded in this transaction) to the worker: v2 §6.4 steps 2, 3 and 7.

@@ -220,14 +220,16 @@ fn col_json<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> StoreR
 /// The columns [`task_from_row`] reads, for `SELECT … FROM tasks t`.
 pub(super) const TASK_COLUMNS: &str = "t.id, t.etag, t.job, t.manager, t.project, t.user, \
     t.name, t.status, t.priority, t.job_priority, t.job_type, t.task_type, t.commands, \
-    t.log, t.activity, t.worker, t.worker_id, t.last_worker_ping, t.last_updated, t.parents";
+    t.log, t.activity, t.worker, t.worker_id, t.last_worker_ping, t.last_updated, t.parents, \
+    t.worker_tag";
 
 /// Like [`TASK_COLUMNS`] but without the bulky fields (`commands`, `log` and `parents` read
 /// as empty): what the status decisions of a protocol operation need. Such a task is only
 /// saved with `tasks::save_changes`, which writes the columns that changed.
 pub(super) const TASK_STATE_COLUMNS: &str = "t.id, t.etag, t.job, t.manager, t.project, \
     t.user, t.name, t.status, t.priority, t.job_priority, t.job_type, t.task_type, '[]', \
-    '', t.activity, t.worker, t.worker_id, t.last_worker_ping, t.last_updated, x''";
+    '', t.activity, t.worker, t.worker_id, t.last_worker_ping, t.last_updated, x'', \
+    t.worker_tag";
 
 /// Parent ids packed as 12-byte blobs, in order.
 pub(super) fn pack_ids(ids: &[ObjectId]) -> Vec<u8> {
@@ -282,6 +284,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> StoreResult<Task> {
         worker_id: col_opt_id(row, 16)?,
         last_worker_ping: col_opt_time(row, 17)?,
         last_updated: col_opt_time(row, 18)?,
+        worker_tag: Some(col_text(row, 20)?).filter(|t| !t.is_empty()),
     })
 }
 
@@ -312,7 +315,7 @@ pub(super) fn update_from_row(row: &Row<'_>) -> StoreResult<TaskUpdate> {
 /// The columns [`worker_from_row`] reads, for `SELECT … FROM workers`.
 pub(super) const WORKER_COLUMNS: &str = "id, hashed_secret, nickname, address, status, \
     platform, time_cost, supported_task_types, software, current_task, last_activity, \
-    current_task_status, current_task_updated, status_requested, secret_sha256";
+    current_task_status, current_task_updated, status_requested, secret_sha256, tags";
 
 pub(super) fn worker_from_row(row: &Row<'_>) -> StoreResult<Worker> {
     let status_requested = match col_opt_text(row, 13)? {
@@ -338,5 +341,6 @@ pub(super) fn worker_from_row(row: &Row<'_>) -> StoreResult<Worker> {
         current_task_updated: col_opt_time(row, 12)?,
         status_requested,
         secret_sha256: col_text(row, 14)?,
+        tags: col_json(row, 15)?,
     })
 }

@@ -195,8 +195,19 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
 /// Version 10: per-job blocklists (reserved, filled in by that work).
 const V10: &str = "";
 
-/// Version 11: worker tags and a job's required tag (reserved, filled in by that work).
-const V11: &str = "";
+/// Version 11: worker tags (docs/jobs.md, "Worker tags"): a worker's `tags` (JSON array,
+/// set by an admin), a job's `worker_tag` and its copy on each task (`''`: any worker).
+/// `tasks_schedule` gains `worker_tag` as its FIRST column: the claim walks one range of
+/// it per tag the worker may take (`''` and each of its tags), each in the scheduler's
+/// order, so tasks of tags the worker lacks are never read (see `tasks::next_schedulable`).
+const V11: &str = "
+ALTER TABLE workers ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN worker_tag TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN worker_tag TEXT NOT NULL DEFAULT '';
+DROP INDEX tasks_schedule;
+CREATE INDEX tasks_schedule ON tasks (worker_tag, job_priority DESC, priority DESC, id, task_type)
+    WHERE status IN ('queued', 'claimed-by-manager');
+";
 
 const MIGRATIONS: [&str; LATEST_VERSION as usize] =
     [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];

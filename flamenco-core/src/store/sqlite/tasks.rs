@@ -21,9 +21,9 @@ pub(super) fn insert(conn: &Connection, tasks: &[Task]) -> StoreResult<()> {
         .prepare_cached(
             "INSERT INTO tasks (id, etag, job, manager, project, user, name, status, priority, \
                job_priority, job_type, task_type, commands, log, activity, worker, worker_id, \
-               last_worker_ping, last_updated, parents) \
+               last_worker_ping, last_updated, parents, worker_tag) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-               ?17, ?18, ?19, ?20)",
+               ?17, ?18, ?19, ?20, ?21)",
         )
         .db()?;
     let mut insert_parent = conn
@@ -53,6 +53,7 @@ pub(super) fn insert(conn: &Connection, tasks: &[Task]) -> StoreResult<()> {
                 opt_ms(t.last_worker_ping),
                 opt_ms(t.last_updated),
                 pack_ids(&t.parents),
+                t.worker_tag.as_deref().unwrap_or_default(),
             ])
             .map_err(|e| {
                 if is_duplicate(&e) {
@@ -143,65 +144,129 @@ pub(super) fn active_states_for_worker(
     query(conn, &ACTIVE_STATES_FOR_WORKER, [blob(worker)])
 }
 
-fn next_schedulable_sql_for(types: usize) -> String {
-    let marks: Vec<String> = (1..=types.max(1)).map(|i| format!("?{i}")).collect();
+/// The claim query's parameters: the worker's id is `?1`, its task types `?2, ?3, …`,
+/// then its tags.
+///
+/// The conditions a schedulable task meets for one claim, whatever its tag: its status,
+/// one of the worker's types (`?2` … `?types+1`), and no parent that exists locally and
+/// is not `completed`. Every branch of the claim query (one per tag) checks these, so a
+/// condition added here holds for all of them.
+fn schedulable_conditions(types: usize) -> String {
+    let marks: Vec<String> = (2..=types.max(1) + 1).map(|i| format!("?{i}")).collect();
     format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t INDEXED BY tasks_schedule \
-         WHERE t.status IN ('queued', 'claimed-by-manager') \
+        "t.status IN ('queued', 'claimed-by-manager') \
            AND t.task_type IN ({}) \
            AND NOT EXISTS ( \
                SELECT 1 FROM task_parents p JOIN tasks pt ON pt.id = p.parent_id \
-               WHERE p.task_id = t.id AND pt.status <> 'completed') \
-         ORDER BY t.job_priority DESC, t.priority DESC, t.id \
-         LIMIT 1",
+               WHERE p.task_id = t.id AND pt.status <> 'completed')",
         marks.join(", ")
     )
 }
 
-/// The claim query for 1 to 8 task types, built once; more types are rare.
-static NEXT_SCHEDULABLE: LazyLock<Vec<String>> =
-    LazyLock::new(|| (1..=8).map(next_schedulable_sql_for).collect());
-
-/// The SQL of [`next_schedulable`], for plan checks in tests.
-#[cfg(test)]
-pub(super) fn next_schedulable_sql() -> &'static str {
-    &NEXT_SCHEDULABLE[0]
+/// The best schedulable task requiring the tag `tag` (an SQL expression: `''` or a
+/// parameter): one walk of `tasks_schedule` from the head of that tag's range.
+fn branch_sql(types: usize, tag: &str) -> String {
+    format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t INDEXED BY tasks_schedule \
+         WHERE t.worker_tag = {tag} AND {} \
+         ORDER BY t.job_priority DESC, t.priority DESC, t.id \
+         LIMIT 1",
+        schedulable_conditions(types)
+    )
 }
 
-/// The best schedulable task for these task types (v2 §6.2 step 3, §6.3): status
-/// `queued`/`claimed-by-manager`, a matching type, no parent that exists locally and is
-/// not `completed`; by `job_priority` desc, `priority` desc, id asc.
+/// The claim query for a worker of `types` task types and `tags` tags: one branch for
+/// untagged tasks, plus one per tag (parameters `?types+2` …), the best of them first.
+fn next_schedulable_sql_for(types: usize, tags: usize) -> String {
+    let types = types.max(1);
+    if tags == 0 {
+        return branch_sql(types, "''");
+    }
+    let branches: Vec<String> = std::iter::once(branch_sql(types, "''"))
+        .chain((1..=tags).map(|i| branch_sql(types, &format!("?{}", types + 1 + i))))
+        .map(|b| format!("SELECT * FROM ({b})"))
+        .collect();
+    format!(
+        "{} ORDER BY job_priority DESC, priority DESC, id LIMIT 1",
+        branches.join(" UNION ALL ")
+    )
+}
+
+/// Task types and tags up to which the claim queries are built once.
+const PREBUILT_TYPES: usize = 8;
+const PREBUILT_TAGS: usize = 4;
+
+/// The claim query for 1 to 8 task types and 0 to 4 tags, built once; more are rare.
+static NEXT_SCHEDULABLE: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
+    (1..=PREBUILT_TYPES)
+        .map(|types| {
+            (0..=PREBUILT_TAGS)
+                .map(|tags| next_schedulable_sql_for(types, tags))
+                .collect()
+        })
+        .collect()
+});
+
+/// The SQL of [`next_schedulable`] for one task type and `tags` tags, for plan checks in
+/// tests.
+#[cfg(test)]
+pub(super) fn next_schedulable_sql(tags: usize) -> String {
+    next_schedulable_sql_for(1, tags)
+}
+
+/// The best schedulable task for these task types and worker tags (v2 §6.2 step 3,
+/// §6.3): status `queued`/`claimed-by-manager`, a matching type, no tag required or one
+/// of `worker_tags`, no parent that exists locally and is not `completed`; by
+/// `job_priority` desc, `priority` desc, id asc.
 ///
 /// `EXPLAIN QUERY PLAN` (SQLite 3.54; checked by a test, also after `ANALYZE` of a table
-/// of mostly finished tasks):
+/// of mostly finished tasks), for a worker without tags:
 ///
 /// ```text
-/// SCAN t USING INDEX tasks_schedule            -- the partial index, in its own order
-/// CORRELATED SCALAR SUBQUERY 1                 -- NOT EXISTS: a parent that blocks
+/// SEARCH t USING INDEX tasks_schedule (worker_tag=?)   -- the partial index, in its order
+/// CORRELATED SCALAR SUBQUERY 1                         -- NOT EXISTS: a parent that blocks
 ///   SEARCH p USING PRIMARY KEY (task_id=?)
 ///   SEARCH pt USING INDEX sqlite_autoindex_tasks_1 (id=?)
 /// ```
 ///
 /// No temporary B-tree for the ORDER BY: the claim reads index entries from the head of
-/// the queue (the type is checked from the index itself) until the first one whose
-/// parents are done, then stops. `INDEXED BY` pins this plan whatever the statistics say.
-/// The index holds only schedulable tasks, so the walk is bounded by the queue length;
-/// usually it is one entry. It grows only when the head of the queue is blocked: tasks
-/// of other types, or tasks waiting for parents.
+/// the untagged range (the type is checked from the index itself) until the first one
+/// whose parents are done, then stops. `INDEXED BY` pins this plan whatever the
+/// statistics say. The index holds only schedulable tasks, so the walk is bounded by the
+/// queue length; usually it is one entry. It grows only when the head of the queue is
+/// blocked: tasks of other types, or tasks waiting for parents.
+///
+/// A worker with tags runs the same walk once more per tag, each over its own range of
+/// the index (`worker_tag` is its first column), as branches of one `UNION ALL`; the
+/// best of those few rows wins (a temporary B-tree over at most one row per branch).
+/// Tasks of tags the worker lacks are never read, however many there are.
 ///
 /// The types are bound as `?1, ?2, …` rather than as one JSON array: `json_each` costs a
 /// virtual table and a bloom filter per claim, about half the query's time.
 pub(super) fn next_schedulable(
     conn: &Connection,
+    worker_id: ObjectId,
     task_types: &[String],
+    worker_tags: &[String],
 ) -> StoreResult<Option<Task>> {
     if task_types.is_empty() {
         return Ok(None);
     }
-    let args = params_from_iter(task_types.iter());
-    match NEXT_SCHEDULABLE.get(task_types.len() - 1) {
+    let args: Vec<Value> = std::iter::once(Value::Blob(worker_id.bytes().to_vec()))
+        .chain(task_types.iter().map(|t| Value::Text(t.clone())))
+        .chain(worker_tags.iter().map(|t| Value::Text(t.clone())))
+        .collect();
+    let args = params_from_iter(args);
+    let prebuilt = NEXT_SCHEDULABLE
+        .get(task_types.len() - 1)
+        .and_then(|by_tags| by_tags.get(worker_tags.len()));
+    match prebuilt {
         Some(sql) => query_one(conn, sql, args),
-        None => query_one(conn, &next_schedulable_sql_for(task_types.len()), args),
+        None => query_one(
+            conn,
+            &next_schedulable_sql_for(task_types.len(), worker_tags.len()),
+            args,
+        ),
     }
 }
 

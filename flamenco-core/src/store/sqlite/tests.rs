@@ -266,7 +266,9 @@ async fn corrupt_rows_are_reported_not_panicked_on() {
     store.close().await.expect("close");
 }
 
-/// The claim walks the partial index in order: no full sort of the queue.
+/// The claim walks the partial index in order: no full sort of the queue. A worker with
+/// tags walks one range of it per tag (and the untagged one), never a scan; only the
+/// branches' winners (a row each) are sorted.
 #[test]
 fn claim_query_plan_uses_the_schedule_index() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -276,13 +278,39 @@ fn claim_query_plan_uses_the_schedule_index() {
     };
     let conn = schema::open_writer(&dir.path().join(DATABASE_FILE), &cfg).expect("open");
     let check = |conn: &rusqlite::Connection| {
-        let plan = query_plan(conn, tasks::next_schedulable_sql());
+        let plan = query_plan(conn, &tasks::next_schedulable_sql(0));
         println!("{plan}");
         assert!(
-            plan.starts_with("SCAN t USING INDEX tasks_schedule\n"),
+            plan.starts_with("SEARCH t USING INDEX tasks_schedule (worker_tag=?)\n"),
             "{plan}"
         );
         assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+        for tags in [1, 3] {
+            let plan = query_plan(conn, &tasks::next_schedulable_sql(tags));
+            println!("{tags} tags:\n{plan}");
+            let walks = plan
+                .lines()
+                .filter(|l| l.trim() == "SEARCH t USING INDEX tasks_schedule (worker_tag=?)")
+                .count();
+            assert_eq!(walks, tags + 1, "one walk per tag and the untagged one: {plan}");
+            assert!(!plan.contains("SCAN t"), "{plan}");
+            // No sort beside an index walk: each walk stops at its first match. (The
+            // sorts SQLite adds to merge the branches sort their one-row results.)
+            let lines: Vec<(usize, &str)> = plan
+                .lines()
+                .map(|l| (l.len() - l.trim_start().len(), l.trim()))
+                .collect();
+            for (i, (depth, text)) in lines.iter().enumerate() {
+                if !text.starts_with("SEARCH t ") {
+                    continue;
+                }
+                let sibling_sort = lines[i + 1..]
+                    .iter()
+                    .take_while(|(d, _)| d >= depth)
+                    .any(|(d, t)| d == depth && t.contains("TEMP B-TREE"));
+                assert!(!sibling_sort, "a sort of an index walk: {plan}");
+            }
+        }
     };
     check(&conn);
     // With statistics of a table that is mostly finished work, the plan stays.
@@ -290,6 +318,9 @@ fn claim_query_plan_uses_the_schedule_index() {
         let mut t = prio_task(conformance::nth_id(0x10, n), "sleeping", (n % 5) as i32, 50);
         if n % 100 != 0 {
             t.status = TaskStatus::Completed;
+        }
+        if n % 3 == 0 {
+            t.worker_tag = Some(format!("tag{}", n % 7));
         }
         tasks::insert(&conn, &[t]).expect("insert");
     }
@@ -301,8 +332,16 @@ fn query_plan(conn: &rusqlite::Connection, sql: &str) -> String {
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .expect("explain");
+    // ?1 the worker id, then the type and the tags.
+    let args: Vec<rusqlite::types::Value> = (0..stmt.parameter_count())
+        .map(|i| match i {
+            0 => rusqlite::types::Value::Blob(vec![1; 12]),
+            1 => rusqlite::types::Value::Text("sleeping".into()),
+            n => rusqlite::types::Value::Text(format!("tag{n}")),
+        })
+        .collect();
     let rows = stmt
-        .query_map(["sleeping"], |row| {
+        .query_map(rusqlite::params_from_iter(args), |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,

@@ -14,8 +14,8 @@ pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO workers (id, hashed_secret, nickname, address, status, platform, \
            time_cost, supported_task_types, software, current_task, last_activity, \
-           current_task_status, current_task_updated, status_requested, secret_sha256) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+           current_task_status, current_task_updated, status_requested, secret_sha256, tags) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )
     .db()?
     .execute(params![
@@ -34,6 +34,7 @@ pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
         opt_ms(w.current_task_updated),
         w.status_requested.map(|s| s.as_str()),
         w.secret_sha256,
+        to_json(&w.tags)?,
     ])
     .map_err(|e| {
         if is_duplicate(&e) {

@@ -7,6 +7,7 @@
 //! [`upstream`] is the Flamenco Server client and its sync loops (upstream mode).
 
 pub mod auth;
+pub mod bulk;
 pub mod clock;
 pub mod config;
 pub mod config_check;

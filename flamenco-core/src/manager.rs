@@ -6,6 +6,7 @@
 //! through it.
 
 mod tags;
+mod bulk;
 mod worker_auth;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bulk_api;
 pub mod connections;
 pub mod dashboard;
 pub mod error;
@@ -70,6 +71,7 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
     // DNS rebinding). Add browser-facing routes here, not to the worker API below.
     let browser = routes::Routes::new()
         .merge(actions(jobs_api::routes()))
+        .merge(actions(bulk_api::routes()))
         .merge(actions(tasks_api::routes()))
         .merge(actions(task_actions_api::routes()))
         .merge(dashboard::routes())

@@ -37,6 +37,8 @@ mod task_actions;
 pub use task_actions::*;
 mod webhooks;
 pub use webhooks::*;
+mod bulk;
+pub use bulk::*;
 mod tags;
 pub use tags::*;
 
@@ -3229,6 +3231,8 @@ macro_rules! conformance_tests {
             last_words_of_a_canceled_task_are_kept,
             task_actions_follow_the_status_rules,
             canceling_one_task_stops_its_job,
+            set_job_priority_reaches_tasks,
+            forget_worker_follows_the_rule,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

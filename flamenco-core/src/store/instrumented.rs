@@ -130,6 +130,31 @@ impl super::TagStore for InstrumentedStore {
     }
 }
 
+/// The bulk-action part: timed like the rest.
+#[async_trait]
+impl super::BulkStore for InstrumentedStore {
+    async fn set_job_priority(
+        &self,
+        id: ObjectId,
+        priority: i32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<(Job, u64)>> {
+        timed!(
+            self,
+            "set_job_priority",
+            self.inner.set_job_priority(id, priority, now)
+        )
+    }
+
+    async fn forget_worker(
+        &self,
+        id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<super::ForgetOutcome> {
+        timed!(self, "forget_worker", self.inner.forget_worker(id, now))
+    }
+}
+
 /// The webhook-queue part: timed like the rest.
 #[async_trait]
 impl WebhookStore for InstrumentedStore {

@@ -8,6 +8,7 @@
 //! [`crate::updates`], shared by all backends. Backends never read the clock: every
 //! operation that writes a time takes `now`.
 
+pub mod bulk;
 #[doc(hidden)]
 pub mod conformance;
 pub mod instrumented;
@@ -28,6 +29,7 @@ use crate::model::{
 };
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
+pub use bulk::{BulkStore, ForgetOutcome};
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
 pub use tags::{TagOutcome, TagStore};
 pub use webhooks::{NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore};
@@ -211,7 +213,7 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + WebhookStore + TagStore + Send + Sync + 'static {
+pub trait Store: TaskLogStore + WebhookStore + BulkStore + TagStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

@@ -20,6 +20,7 @@
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
 //! `outbox`, `workers`, `settings`, `logs` (task logs), `testing` (test support).
 
+mod bulk;
 mod codec;
 mod connect;
 mod errors;

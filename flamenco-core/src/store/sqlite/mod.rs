@@ -8,6 +8,7 @@
 //!   database while the daemon runs; every write transaction is `BEGIN IMMEDIATE`.
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
+mod bulk;
 mod disk;
 mod faults;
 mod jobs;

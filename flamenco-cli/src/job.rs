@@ -75,6 +75,24 @@ pub enum JobCommand {
     },
     /// List the job types jobs can be submitted with.
     Types,
+    /// List a job's blocklist: the workers that get none of its tasks of a type because
+    /// they failed too many of them (and why the job failed, when no worker was left).
+    Blocklist {
+        /// The job id (or short id).
+        id: String,
+    },
+    /// Take a worker off a job's blocklist, so it gets the job's tasks again.
+    ///
+    /// Example: flamenco job unblock a1b2c3d4 e5f6a7b8 --type blender
+    Unblock {
+        /// The job id (or short id).
+        job: String,
+        /// The worker id (or short id).
+        worker: String,
+        /// Only for this task type (default: every type the worker is blocklisted for).
+        #[arg(long = "type", value_name = "TASK_TYPE")]
+        task_type: Option<String>,
+    },
 }
 
 /// `KEY=VALUE` → the key and the value read as a YAML scalar (or flow collection).
@@ -256,12 +274,21 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
                     .and_then(|j| j.with_context(|| format!("job {id} is unknown"))),
                 Err(e) => Err(e),
             };
+            // Why the Manager failed it (no worker left), when it did.
+            let reason = match &job {
+                Ok(j) => manager.job_status_reason(j.id).await.unwrap_or_default(),
+                Err(_) => None,
+            };
             manager.close().await?;
             let job = job?;
+            let mut value = serde_json::to_value(&job)?;
+            if let (Some(obj), Some(reason)) = (value.as_object_mut(), reason) {
+                obj.insert("status_reason".into(), reason.into());
+            }
             if json {
-                json_line(&job)
+                json_line(&value)
             } else {
-                json_doc(&job)
+                json_doc(&value)
             }
         }
         JobCommand::Cancel { id } | JobCommand::Requeue { id } | JobCommand::Delete { id } => {
@@ -272,6 +299,12 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             let text = result?;
             outln!("{text}")
         }
+        JobCommand::Blocklist { id } => crate::retries::job_blocklist(cli, id).await,
+        JobCommand::Unblock {
+            job,
+            worker,
+            task_type,
+        } => crate::retries::job_unblock(cli, job, worker, task_type.as_deref()).await,
         JobCommand::Types => {
             let manager = open(cli).await?;
             let types = manager.job_types().describe();

@@ -36,6 +36,7 @@ mod logging;
 mod output;
 mod push;
 mod queue;
+mod retries;
 mod serve;
 mod task;
 mod worker;

@@ -1,4 +1,5 @@
 //! `flamenco task log ID [--tail N] [--follow]`: a task's log, from the store (docs/cli.md).
+//! `flamenco task show ID`: the task and its failure record (`crate::retries`).
 //! `flamenco task cancel|requeue ID`: one task's actions (the SDK's
 //! [`Manager::cancel_task`] and [`Manager::requeue_task`]).
 //!
@@ -59,10 +60,17 @@ pub enum TaskCommand {
         /// The task id (or short id).
         id: String,
     },
+    /// Show a task: status, worker, activity and its failure record (which workers failed
+    /// it, and when; they are not given it again).
+    Show {
+        /// The task id (or short id).
+        id: String,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &TaskCommand) -> Result<()> {
     match cmd {
+        TaskCommand::Show { id } => crate::retries::task_show(cli, id).await,
         TaskCommand::Log { id, tail, follow } => {
             ids::parse("task id", id)?;
             let manager = Arc::new(open(cli).await?);

@@ -110,6 +110,10 @@ pub struct Config {
     /// until it has failed on this many distinct workers; then it fails for good. At
     /// least 1 (1: fail at once, as v2). Default 3 (docs/jobs.md, "Retries").
     pub task_fail_after_softfail_count: u32,
+    /// Standalone mode: a worker that fails this many tasks of one task type in one job is
+    /// blocklisted for that job and type (it gets none of them any more). At least 1.
+    /// Default 3 (docs/jobs.md, "Blocklist").
+    pub blocklist_threshold: u32,
 }
 
 /// `upstream_gzip`: whether task-update pushes are sent gzip-compressed.
@@ -247,6 +251,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             task_fail_after_softfail_count:
                 crate::jobs::retry::DEFAULT_TASK_FAIL_AFTER_SOFTFAIL_COUNT,
+            blocklist_threshold: crate::jobs::retry::DEFAULT_BLOCKLIST_THRESHOLD,
         }
     }
 }
@@ -525,6 +530,10 @@ impl Config {
             "task_fail_after_softfail_count",
             Value::Number(c.task_fail_after_softfail_count.into()),
         );
+        put(
+            "blocklist_threshold",
+            Value::Number(c.blocklist_threshold.into()),
+        );
         serde_yaml::to_string(&Value::Mapping(m))
             .unwrap_or_else(|err| format!("# cannot describe the configuration: {err}\n"))
     }
@@ -591,6 +600,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "allowed_hosts",
     "task_log_max_bytes",
     "task_fail_after_softfail_count",
+    "blocklist_threshold",
     "webhooks",
 ];
 
@@ -792,6 +802,7 @@ struct RawConfig {
     task_log_max_bytes: Option<u64>,
     webhooks: Option<Vec<crate::webhooks::WebhookConfig>>,
     task_fail_after_softfail_count: Option<PositiveCount>,
+    blocklist_threshold: Option<PositiveCount>,
 }
 
 impl RawConfig {
@@ -888,6 +899,15 @@ impl RawConfig {
             c.task_fail_after_softfail_count = u32::try_from(n).map_err(|_| {
                 format!(
                     "task_fail_after_softfail_count: {n} is too large; use a number of workers \
+                     between 1 and {}",
+                    u32::MAX
+                )
+            })?;
+        }
+        if let Some(PositiveCount(n)) = self.blocklist_threshold {
+            c.blocklist_threshold = u32::try_from(n).map_err(|_| {
+                format!(
+                    "blocklist_threshold: {n} is too large; use a number of failed tasks \
                      between 1 and {}",
                     u32::MAX
                 )
@@ -1899,6 +1919,18 @@ path_replacement:
         for bad in ["10", "-1", "lots"] {
             let err = parse_err(&format!("task_log_max_bytes: {bad}\n"));
             assert!(err.contains("task_log_max_bytes"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn blocklist_threshold_is_at_least_one() {
+        assert_eq!(Config::default().blocklist_threshold, 3);
+        let c = parse("blocklist_threshold: 1\n").expect("parses");
+        assert_eq!(c.blocklist_threshold, 1);
+        assert!(c.describe_effective().contains("blocklist_threshold: 1"));
+        for bad in ["0", "-2", "some", "99999999999"] {
+            let err = parse_err(&format!("blocklist_threshold: {bad}\n"));
+            assert!(err.contains("blocklist_threshold"), "{bad}: {err}");
         }
     }
 

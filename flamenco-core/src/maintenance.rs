@@ -1,5 +1,6 @@
-//! Keeping the queue healthy: the active-task and worker timeouts (v2 §8.1), cleanup of
-//! finished tasks (v2 §8.2, limited to finished tasks), clean slate and outbox purge.
+//! Keeping the queue healthy: the active-task and worker timeouts (v2 §8.1), the "no
+//! worker left" check of retries and blocklists (docs/jobs.md), cleanup of finished tasks
+//! (v2 §8.2, limited to finished tasks), clean slate and outbox purge.
 //!
 //! Each job is a plain async method of [`Manager`] ("run it now"), so tests drive them with
 //! a [`crate::clock::ManualClock`]; [`run_loops`] runs them periodically in the daemon.
@@ -34,6 +35,9 @@ pub struct TimeoutReport {
     pub failed_tasks: Vec<ObjectId>,
     /// Awake workers that were not seen and are now `timeout`.
     pub timed_out_workers: Vec<ObjectId>,
+    /// Jobs that failed because no awake worker is left for one of their tasks (retries
+    /// and blocklists, docs/jobs.md "No worker left"), with the task and the reason.
+    pub stranded: Vec<crate::jobs::retry::Stranded>,
 }
 
 fn guard_grace(manager: &Manager) -> Duration {
@@ -62,9 +66,15 @@ impl Manager {
             self.forget_cached_workers();
             tracing::warn!(workers = timed_out_workers.len(), "workers timed out");
         }
+        // Workers may have gone away: fail the jobs nobody can finish any more.
+        let stranded = self.store().fail_stranded_tasks(now).await?;
+        for s in &stranded {
+            tracing::warn!(job = %s.job, task = %s.task_id, "job failed: {}", s.reason);
+        }
         Ok(TimeoutReport {
             failed_tasks,
             timed_out_workers,
+            stranded,
         })
     }
 

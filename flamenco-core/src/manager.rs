@@ -5,6 +5,7 @@
 //! request worker status changes. The daemon, the CLI, the tests and the examples all go
 //! through it.
 
+mod retries;
 mod tags;
 mod bulk;
 mod worker_auth;
@@ -266,6 +267,9 @@ impl Manager {
             .set_task_log_limits(crate::store::TaskLogLimits {
                 max_bytes: config.task_log_max_bytes,
             });
+        manager
+            .store
+            .set_retry_policy(crate::jobs::retry::RetryPolicy::from_config(&config));
         manager.config = Arc::new(config);
         if let Some(up) = &upstream {
             up.client().attach_metrics(manager.metrics.clone());
@@ -281,6 +285,7 @@ impl Manager {
         store.set_task_log_limits(crate::store::TaskLogLimits {
             max_bytes: config.task_log_max_bytes,
         });
+        store.set_retry_policy(crate::jobs::retry::RetryPolicy::from_config(&config));
         let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::InstrumentedStore::new(
             store,
             metrics.clone(),

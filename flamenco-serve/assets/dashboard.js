@@ -641,10 +641,14 @@
     } else if (button.closest('tr[data-task-id]')) {
       const id = button.closest('tr[data-task-id]').dataset.taskId;
       if (action === 'log') openLog(id);
+      else if (action === 'failures') showFailures(id);
       else if (['cancel', 'requeue'].includes(action)) {
         const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
         act(`/api/tasks/${encodeURIComponent(id)}/${action}`, `${what} task ${shortId(id, 6)}`, button);
       }
+    } else if (button.closest('tr[data-blocked-worker]') && action === 'unblock') {
+      const row = button.closest('tr[data-blocked-worker]');
+      unblock(detail.id, row.dataset.blockedWorker, row.dataset.taskType, button);
     } else if (jobRowEl && ['cancel', 'requeue'].includes(action)) {
       const id = jobRowEl.dataset.jobId;
       const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
@@ -724,6 +728,7 @@
       el('td', { class: 'actions-cell', 'data-label': 'Actions' },
         el('div', { class: 'actions' },
           el('button', { type: 'button', class: 'btn', 'data-action': 'log', title: 'Show the task log, live', text: 'Log' }),
+          el('button', { type: 'button', class: 'btn', 'data-action': 'failures', title: 'Which workers failed this task, and when', text: 'Failures' }),
           el('button', {
             type: 'button', class: 'btn', 'data-action': 'requeue', disabled: !requeue,
             title: requeue ? 'Run the task again' : `The task is ${t.status}`, text: 'Re-queue',
@@ -743,15 +748,20 @@
     try {
       let tasks;
       if (detail.kind === 'job') {
-        const [job, page] = await Promise.all([
-          getAdminJSON(`/api/jobs/${id}`), getAdminJSON(`/api/jobs/${id}/tasks?limit=1000`)]);
+        const [job, page, blocked] = await Promise.all([
+          getAdminJSON(`/api/jobs/${id}`), getAdminJSON(`/api/jobs/${id}/tasks?limit=1000`),
+          getAdminJSON(`/api/jobs/${id}/blocklist`)]);
         if (seq !== detail.seq) return;
         $('#detail-title').textContent = `Job ${job.name || '(unnamed)'}`;
-        $('#detail-sub').textContent = `${job.job_type} · ${job.status} · priority ${job.priority} · id ${job._id || job.id}`;
+        // Why the Manager failed it (no worker left), when it did.
+        const reason = job.status_reason ? ` · ${job.status_reason}` : '';
+        $('#detail-sub').textContent = `${job.job_type} · ${job.status} · priority ${job.priority} · id ${job._id || job.id}${reason}`;
         tasks = page.tasks || [];
+        renderBlocklist(blocked.blocklist || []);
       } else {
         const page = await getAdminJSON(`/api/workers/${id}/tasks?limit=50`);
         if (seq !== detail.seq) return;
+        renderBlocklist([]);
         const name = page.worker && page.worker.nickname;
         $('#detail-title').textContent = `Worker ${name || detail.id}`;
         $('#detail-sub').textContent = 'Its most recently updated tasks, newest first';
@@ -766,6 +776,84 @@
       error.textContent = e.message;
       error.hidden = false;
     }
+  }
+
+  // ------------------------------------------------------------------ retries, blocklist
+
+  /** A job's blocklist (docs/jobs.md, "Blocklist"): one row per task type and worker. */
+  function renderBlocklist(entries) {
+    $('#detail-blocklist-box').hidden = entries.length === 0;
+    const rows = entries.map((e) => Object.assign({ id: `${e.task_type}/${e.worker_id}` }, e));
+    reconcile($('#detail-blocklist tbody'), rows, 'data-key', (e) => el('tr', {
+      'data-key': e.id, 'data-blocked-worker': e.worker_id, 'data-task-type': e.task_type,
+    },
+    el('td', { 'data-label': 'Task type', text: e.task_type }),
+    el('td', { 'data-label': 'Worker', title: e.worker_id, text: e.worker || shortId(e.worker_id, 6) }),
+    el('td', { 'data-label': 'Blocklisted' }, timeEl(e.added)),
+    el('td', { class: 'actions-cell', 'data-label': 'Actions' },
+      el('div', { class: 'actions' },
+        el('button', {
+          type: 'button', class: 'btn', 'data-action': 'unblock',
+          title: `Let this worker run the job's ${e.task_type} tasks again`, text: 'Remove',
+        })))));
+  }
+
+  /** Take a worker off the shown job's blocklist (DELETE with a JSON body). */
+  async function unblock(jobId, workerId, taskType, button) {
+    const token = storedToken();
+    const headers = { Accept: 'application/json', 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const label = `Unblock worker ${shortId(workerId, 6)} (${taskType})`;
+    button.classList.add('busy');
+    let resp;
+    try {
+      resp = await fetch(`/api/jobs/${encodeURIComponent(jobId)}/blocklist`, {
+        method: 'DELETE', headers, body: JSON.stringify({ worker_id: workerId, task_type: taskType }),
+      });
+    } catch (_) {
+      showMessage(`${label}: the Manager could not be reached. Is it still running?`, true);
+      return;
+    } finally {
+      button.classList.remove('busy');
+    }
+    if (resp.status === 401) {
+      if (token) {
+        try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage disabled */ }
+      }
+      askToken(() => unblock(jobId, workerId, taskType, button), Boolean(token));
+      return;
+    }
+    if (!resp.ok) {
+      showMessage(`${label} refused (${resp.status}): ${await errorText(resp)}`, true);
+      return;
+    }
+    showMessage(`${label}: done.`, false);
+    refreshDetail();
+  }
+
+  /** A task's failure record (retries): which workers failed it, and when. */
+  async function showFailures(taskId) {
+    const box = $('#task-failures-box');
+    const list = $('#task-failures');
+    const info = $('#task-failures-state');
+    box.hidden = false;
+    $('#task-failures-title').textContent = `Failures of task ${shortId(taskId, 6)}`;
+    info.textContent = 'Loading…';
+    list.replaceChildren();
+    let task;
+    try {
+      task = await getAdminJSON(`/api/tasks/${encodeURIComponent(taskId)}`);
+    } catch (e) {
+      info.textContent = e.message;
+      return;
+    }
+    const failures = task.failures || [];
+    info.textContent = failures.length
+      ? `${task.status}: failed on ${failures.length} attempt(s); these workers are not given it again.`
+      : `${task.status}: no worker failed this task since it was last queued.`;
+    list.replaceChildren(...failures.map((f) => el('li', { 'data-worker-id': f.worker_id },
+      el('span', { class: 'worker', title: f.worker_id, text: f.worker || shortId(f.worker_id, 6) }),
+      ' · ', timeEl(f.at))));
   }
 
   /**
@@ -873,6 +961,9 @@
     detail.timer = null;
     detail.seq += 1;
     $('#detail-tasks tbody').replaceChildren();
+    $('#detail-blocklist tbody').replaceChildren();
+    $('#detail-blocklist-box').hidden = true;
+    $('#task-failures-box').hidden = true;
     if (!m) {
       detail.kind = '';
       document.body.classList.remove('detail-view');

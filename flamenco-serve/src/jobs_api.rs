@@ -164,7 +164,17 @@ async fn list(
 async fn show(State(manager): State<Arc<Manager>>, Path(raw): Path<String>) -> Result<Response> {
     let id = job_id(&raw)?;
     match manager.get_job(id).await? {
-        Some(job) => Ok(json_response(StatusCode::OK, &job)),
+        Some(job) => {
+            // Why the Manager failed it (no worker left, docs/jobs.md), when it did.
+            let mut value = serde_json::to_value(&job).unwrap_or_default();
+            if let (Some(obj), Some(reason)) = (
+                value.as_object_mut(),
+                manager.job_status_reason(id).await?,
+            ) {
+                obj.insert("status_reason".into(), json!(reason));
+            }
+            Ok(json_response(StatusCode::OK, &value))
+        }
         None => Err(HttpError(ApiError::NotFound(format!(
             "job {id} is unknown"
         )))),

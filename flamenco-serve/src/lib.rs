@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics_api;
 pub mod openapi;
 pub mod outage;
+pub mod retries_api;
 pub mod routes;
 pub mod server;
 pub mod status_api;
@@ -74,6 +75,7 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
         .merge(actions(bulk_api::routes()))
         .merge(actions(tasks_api::routes()))
         .merge(actions(task_actions_api::routes()))
+        .merge(actions(retries_api::routes()))
         .merge(dashboard::routes())
         .merge(image_api::routes())
         .merge(status_api::routes())

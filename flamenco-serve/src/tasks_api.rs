@@ -1,7 +1,9 @@
 //! The task API: one task, its log (a tail or a range of lines, as JSON or plain text), and
 //! the log as a live Server-Sent Events stream (docs/jobs.md, "Why did a task fail?").
 //!
-//! * `GET /api/tasks/{task_id}`: the task as stored (status, worker, activity, times).
+//! * `GET /api/tasks/{task_id}`: the task as stored (status, worker, activity, times), with
+//!   `last_updated` and its failure record `failures` (`[{worker_id, worker, at}]`, oldest
+//!   first; docs/jobs.md, "Retries").
 //! * `GET /api/tasks/{task_id}/log`: `?tail=N` (the last N lines; the default is
 //!   [`DEFAULT_LINES`]) or `?from=L&limit=N` (N lines numbered L or more; lines are numbered
 //!   from 0 and keep their numbers when the size cap drops lines). JSON by default;
@@ -156,7 +158,15 @@ fn accepts_text(headers: &HeaderMap) -> bool {
 async fn show(State(manager): State<Arc<Manager>>, Path(raw): Path<String>) -> Result<Response> {
     let id = task_id(&raw)?;
     match manager.get_task(id).await? {
-        Some(task) => Ok(json_response(StatusCode::OK, &task)),
+        Some(task) => {
+            // Plus its failure record (retries, docs/jobs.md): who failed it, and when.
+            let failures = manager.task_failures(id).await?;
+            let mut value = crate::task_actions_api::task_json(&task);
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("failures".into(), json!(failures));
+            }
+            Ok(json_response(StatusCode::OK, &value))
+        }
         None => Err(HttpError(ApiError::NotFound(format!(
             "task {id} is unknown"
         )))),

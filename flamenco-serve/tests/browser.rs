@@ -1093,7 +1093,13 @@ browser_test!(
     /// a task re-queued from the page is queued in the store; the worker page lists the
     /// worker's tasks. Screenshots at 1280×800 and at phone width.
     job_and_worker_views,
-    v2_test_config(),
+    {
+        // One failed task leaves the job running (no retries: the failure is final at
+        // once, as in v2; the retries have their own scenario).
+        let mut config = v2_test_config();
+        config.task_fail_after_softfail_count = 1;
+        config
+    },
     job_and_worker_views_scenario
 );
 

@@ -1,6 +1,6 @@
-//! Retries of failed tasks in standalone mode (issue 16, item 1): pure rules, meant to be
-//! called by every store backend inside the operation that applies a worker's `failed`, so
-//! that all backends decide the same way.
+//! Retries of failed tasks and per-job blocklists in standalone mode (issue 16, items 1
+//! and 2): pure rules, called by every store backend inside the operation that applies a
+//! worker's `failed`, so that all backends decide the same way.
 //!
 //! A task that fails on a worker is kept runnable as `soft-failed` (the 2019 Server status,
 //! spec/server-protocol.md §6) and handed to another worker, until it has failed on
@@ -10,21 +10,274 @@
 //! the task again ([`excluded_workers`]). Re-queueing the task or its job clears the record
 //! ([`cleared_on_requeue`]).
 //!
+//! A worker that failed `blocklist_threshold` tasks of one task type in one job is
+//! blocklisted for that job and type ([`reaches_blocklist`], [`BlocklistEntry`]): the claim
+//! no longer gives it those tasks. When no awake worker that supports a task's type is left
+//! outside the task's failure record and its job's blocklist, the task cannot run anywhere:
+//! it fails for good and its job fails with a reason that says so ([`no_worker_left`]),
+//! checked when a failure is applied and periodically by the maintenance loop.
+//!
 //! Upstream mode keeps v2's behaviour (a `failed` from a worker is `failed`): the Flamenco
 //! Server 2.0.4 does not know `soft-failed` (server-protocol.md §4.1), so it is never
-//! reported there ([`status_after_failure`] with `standalone == false`).
-//!
-//! Status: the rules and the setting exist; the stores do not call them yet, so a task
-//! that fails still fails at once (docs/jobs.md, "Retries").
+//! reported there ([`RetryPolicy::enabled`] is false, [`status_after_failure`] with
+//! `standalone == false`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ObjectId, TaskStatus};
+use crate::model::{worker_status, ObjectId, TaskStatus, TaskUpdate, Worker};
+use crate::updates::iso_log_time;
 
 /// The default of `task_fail_after_softfail_count`: a task fails for good once it failed
 /// on this many distinct workers (Flamenco 2.4's default).
 pub const DEFAULT_TASK_FAIL_AFTER_SOFTFAIL_COUNT: u32 = 3;
+
+/// The default of `blocklist_threshold`: a worker that failed this many tasks of one type
+/// in one job is blocklisted for that job and type (Flamenco 3's default).
+pub const DEFAULT_BLOCKLIST_THRESHOLD: u32 = 3;
+
+/// How a store applies a worker's `failed` (set by the Manager from its configuration; see
+/// `RetryStore::set_retry_policy`). The default is v2's: `enabled` false.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries and blocklists are in effect (standalone mode). When false a worker's
+    /// `failed` fails the task at once and nothing is recorded (upstream mode, v2).
+    pub enabled: bool,
+    /// `task_fail_after_softfail_count` (at least 1).
+    pub fail_after: u32,
+    /// `blocklist_threshold` (at least 1).
+    pub blocklist_threshold: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            enabled: false,
+            fail_after: DEFAULT_TASK_FAIL_AFTER_SOFTFAIL_COUNT,
+            blocklist_threshold: DEFAULT_BLOCKLIST_THRESHOLD,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Retries in effect with these limits (standalone mode).
+    pub fn standalone(fail_after: u32, blocklist_threshold: u32) -> RetryPolicy {
+        RetryPolicy {
+            enabled: true,
+            fail_after: fail_after.max(1),
+            blocklist_threshold: blocklist_threshold.max(1),
+        }
+    }
+
+    /// The policy of a Manager with this configuration: in effect in standalone mode only.
+    pub fn from_config(config: &crate::config::Config) -> RetryPolicy {
+        RetryPolicy {
+            enabled: !config.is_upstream(),
+            ..RetryPolicy::standalone(
+                config.task_fail_after_softfail_count,
+                config.blocklist_threshold,
+            )
+        }
+    }
+}
+
+/// One entry of a job's blocklist: this worker gets none of the job's tasks of this type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlocklistEntry {
+    pub job: ObjectId,
+    pub task_type: String,
+    pub worker_id: ObjectId,
+    /// The worker's nickname when it was blocklisted, for people; may be empty.
+    pub worker: String,
+    /// When it was blocklisted.
+    pub added: DateTime<Utc>,
+}
+
+/// Is a worker that has now failed `failed_tasks` distinct tasks of one type in one job
+/// blocklisted for that job and type?
+pub fn reaches_blocklist(failed_tasks: u64, threshold: u32) -> bool {
+    failed_tasks >= u64::from(threshold.max(1))
+}
+
+/// Why a task cannot run anywhere, or `None` when some worker can still take it: an
+/// `awake` worker that supports `task_type` and is neither in `failed_by` (the task's
+/// failure record) nor in `blocked` (its job's blocklist for that type). The text is the
+/// job's failure reason.
+pub fn no_worker_left(
+    task_type: &str,
+    failed_by: &[ObjectId],
+    blocked: &[ObjectId],
+    workers: &[Worker],
+) -> Option<String> {
+    let can_run = |w: &&Worker| {
+        w.status == worker_status::AWAKE && w.supported_task_types.iter().any(|t| t == task_type)
+    };
+    if workers
+        .iter()
+        .filter(can_run)
+        .any(|w| !failed_by.contains(&w.id) && !blocked.contains(&w.id))
+    {
+        return None;
+    }
+    let awake = workers.iter().filter(can_run).count();
+    Some(format!(
+        "no awake worker that supports task type '{task_type}' is left for this job \
+         ({awake} awake worker(s) support it; {} failed the task, {} are blocklisted for \
+         this job); fix or add workers, then re-queue the job",
+        failed_by.len(),
+        blocked.len()
+    ))
+}
+
+/// A schedulable task whose candidates are narrowed (it has a failure record, or its job
+/// has a blocklist for its type): what the "no worker left" check needs of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NarrowedTask {
+    pub task_id: ObjectId,
+    pub job: ObjectId,
+    pub task_type: String,
+    /// [`excluded_workers`] of its failure record.
+    pub failed_by: Vec<ObjectId>,
+}
+
+/// A task that no worker can take, and the reason its job fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stranded {
+    pub task_id: ObjectId,
+    pub job: ObjectId,
+    pub reason: String,
+}
+
+/// Of `tasks`, those no worker can take ([`no_worker_left`]), at most one per job (the
+/// job fails with the first one's reason). `blocked` gives a job's blocklist for a type.
+pub fn stranded_tasks(
+    tasks: &[NarrowedTask],
+    blocked: impl Fn(ObjectId, &str) -> Vec<ObjectId>,
+    workers: &[Worker],
+) -> Vec<Stranded> {
+    let mut out: Vec<Stranded> = Vec::new();
+    for t in tasks {
+        if out.iter().any(|s| s.job == t.job) {
+            continue;
+        }
+        if let Some(reason) = no_worker_left(
+            &t.task_type,
+            &t.failed_by,
+            &blocked(t.job, &t.task_type),
+            workers,
+        ) {
+            out.push(Stranded {
+                task_id: t.task_id,
+                job: t.job,
+                reason,
+            });
+        }
+    }
+    out
+}
+
+/// The activity of a task failed for good because no worker is left to take it.
+pub fn stranded_activity(reason: &str) -> String {
+    format!("Failed: {reason}.")
+}
+
+/// What a worker's `failed` does to a task in standalone mode: the decision every backend
+/// applies in the operation that stores the failure ([`decide_failure`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureOutcome {
+    /// `soft-failed` (runnable again, for another worker) or `failed` for good.
+    pub status: TaskStatus,
+    /// The task's activity (and the queued update's); empty: the worker's own stays
+    /// (`task_fail_after_softfail_count` 1, failed for good at once as in v2).
+    pub activity: String,
+    /// Add the worker to the job's blocklist for the task's type.
+    pub blocklist: bool,
+    /// No worker is left for the task (or, after this blocklisting, for the job's tasks of
+    /// its type): the job fails with this reason.
+    pub stranded: Option<String>,
+}
+
+/// Decide a worker's `failed` (standalone mode, `policy.enabled`). `failures` is the
+/// task's record *including* this failure; `worker_failed_tasks` how many distinct tasks of
+/// this type in this job the worker has failed, this one included; `blocked` the job's
+/// blocklist for the type before this failure; `workers` every known worker.
+pub fn decide_failure(
+    policy: &RetryPolicy,
+    failures: &[TaskFailure],
+    task_type: &str,
+    worker_id: ObjectId,
+    worker_failed_tasks: u64,
+    blocked: &[ObjectId],
+    workers: &[Worker],
+) -> FailureOutcome {
+    let blocklist = reaches_blocklist(worker_failed_tasks, policy.blocklist_threshold)
+        && !blocked.contains(&worker_id);
+    let mut blocked = blocked.to_vec();
+    if blocklist {
+        blocked.push(worker_id);
+    }
+    let mut status = status_after_failure(failures, policy.fail_after, true);
+    let mut activity = failure_activity(failures, policy.fail_after, &status);
+    let mut stranded = None;
+    if status == TaskStatus::SoftFailed {
+        stranded = no_worker_left(task_type, &excluded_workers(failures), &blocked, workers);
+    } else if blocklist {
+        // The job's other tasks of this type: is anyone left for them?
+        stranded = no_worker_left(task_type, &[], &blocked, workers);
+    }
+    if let Some(reason) = &stranded {
+        status = TaskStatus::Failed;
+        activity = format!(
+            "Failed on worker {}; {}",
+            failures
+                .last()
+                .map(|f| if f.worker.is_empty() {
+                    f.worker_id.to_string()
+                } else {
+                    f.worker.clone()
+                })
+                .unwrap_or_default(),
+            stranded_activity(reason)
+        );
+    }
+    if policy.fail_after <= 1 && stranded.is_none() {
+        // No retries asked for (v2's rule): the worker's own activity stays.
+        activity.clear();
+    }
+    FailureOutcome {
+        status,
+        activity,
+        blocklist,
+        stranded,
+    }
+}
+
+/// The update queued for a worker's `failed` once decided: the worker's update (its log
+/// and progress) with the local status and activity, so that the job-status consumer,
+/// the webhooks and the task view see what happened (`soft-failed` is not `failed`).
+pub fn failure_update(mut update: TaskUpdate, outcome: &FailureOutcome) -> TaskUpdate {
+    update.task_status = Some(outcome.status.clone());
+    if !outcome.activity.is_empty() {
+        update.activity.clone_from(&outcome.activity);
+    }
+    update
+}
+
+/// The Manager-made update that fails a stranded task for good (the maintenance check).
+pub fn stranded_update(task_id: ObjectId, reason: &str, now: DateTime<Utc>) -> TaskUpdate {
+    let mut u = TaskUpdate::new(task_id, now);
+    u.task_status = Some(TaskStatus::Failed);
+    u.activity = stranded_activity(reason);
+    u.log = format!("{}: Manager failed this task: {reason}", iso_log_time(now));
+    u
+}
+
+/// Is an update from `worker_id` to a `soft-failed` task one of the late words of a worker
+/// that failed it (its last log lines, sent after its `failed`)? Then its log is kept but
+/// its status is not applied and it does not make the worker the task's again.
+pub fn is_late_word(status: &TaskStatus, failures: &[TaskFailure], worker_id: ObjectId) -> bool {
+    *status == TaskStatus::SoftFailed && failures.iter().any(|f| f.worker_id == worker_id)
+}
 
 /// One failed attempt of a task: the worker that reported `failed`, and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +446,120 @@ mod tests {
             text.ends_with("(2 of 2 workers); failed for good."),
             "{text}"
         );
+    }
+
+    fn worker(n: u8, status: &str, types: &[&str]) -> Worker {
+        let mut w = crate::store::conformance::test_worker(id(n), &format!("w{n}"), types);
+        w.status = status.to_string();
+        w
+    }
+
+    #[test]
+    fn no_worker_left_counts_awake_workers_of_the_type_outside_both_lists() {
+        let ws = vec![
+            worker(1, "awake", &["sleep"]),
+            worker(2, "awake", &["sleep", "blender"]),
+            worker(3, "asleep", &["sleep"]),
+            worker(4, "awake", &["ffmpeg"]),
+        ];
+        assert_eq!(no_worker_left("sleep", &[id(1)], &[], &ws), None);
+        assert_eq!(no_worker_left("sleep", &[], &[id(2)], &ws), None);
+        let reason = no_worker_left("sleep", &[id(1)], &[id(2)], &ws).expect("nobody left");
+        assert!(
+            reason.starts_with("no awake worker that supports task type 'sleep' is left"),
+            "{reason}"
+        );
+        assert!(reason.contains("2 awake worker(s) support it"), "{reason}");
+        // No worker of the type at all.
+        assert!(no_worker_left("cycles", &[], &[], &ws).is_some());
+    }
+
+    #[test]
+    fn decide_failure_soft_fails_blocklists_and_strands() {
+        let policy = RetryPolicy::standalone(3, 2);
+        let ws = vec![
+            worker(1, "awake", &["sleep"]),
+            worker(2, "awake", &["sleep"]),
+        ];
+        let one = record_failure(&[], fail(1, 0));
+        let d = decide_failure(&policy, &one, "sleep", id(1), 1, &[], &ws);
+        assert_eq!(d.status, TaskStatus::SoftFailed);
+        assert!(!d.blocklist);
+        assert_eq!(d.stranded, None);
+        // The worker's second failed task of the type in the job: blocklisted; w2 is left.
+        let d = decide_failure(&policy, &one, "sleep", id(1), 2, &[], &ws);
+        assert!(d.blocklist);
+        assert_eq!(d.stranded, None);
+        // Already blocklisted: no second entry.
+        let d = decide_failure(&policy, &one, "sleep", id(1), 3, &[id(1)], &ws);
+        assert!(!d.blocklist);
+        // w2 failed it too: nobody is left, so it fails for good and the job with it.
+        let two = record_failure(&one, fail(2, 1));
+        let d = decide_failure(&policy, &two, "sleep", id(2), 1, &[], &ws);
+        assert_eq!(d.status, TaskStatus::Failed);
+        assert!(d.stranded.is_some());
+        assert!(d.activity.contains("no awake worker"), "{}", d.activity);
+        // Failed for good by the count, and the blocklisting leaves the job nobody.
+        let policy = RetryPolicy::standalone(1, 1);
+        let d = decide_failure(&policy, &one, "sleep", id(1), 1, &[id(2)], &ws);
+        assert_eq!(d.status, TaskStatus::Failed);
+        assert!(d.blocklist);
+        assert!(d.stranded.is_some(), "w2 was blocklisted before");
+        let update = failure_update(TaskUpdate::new(id(9), Utc::now()), &d);
+        assert_eq!(update.task_status, Some(TaskStatus::Failed));
+        assert_eq!(update.activity, d.activity);
+    }
+
+    #[test]
+    fn stranded_tasks_fail_each_job_once() {
+        let ws = vec![worker(1, "awake", &["sleep"])];
+        let narrowed = vec![
+            NarrowedTask {
+                task_id: id(10),
+                job: id(20),
+                task_type: "sleep".into(),
+                failed_by: vec![id(1)],
+            },
+            NarrowedTask {
+                task_id: id(11),
+                job: id(20),
+                task_type: "sleep".into(),
+                failed_by: vec![id(1)],
+            },
+            NarrowedTask {
+                task_id: id(12),
+                job: id(21),
+                task_type: "sleep".into(),
+                failed_by: vec![],
+            },
+        ];
+        let out = stranded_tasks(&narrowed, |_, _| Vec::new(), &ws);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].task_id, out[0].job), (id(10), id(20)));
+        let out = stranded_tasks(
+            &narrowed,
+            |job, _| if job == id(21) { vec![id(1)] } else { vec![] },
+            &ws,
+        );
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn late_words_and_policy_defaults() {
+        let one = record_failure(&[], fail(1, 0));
+        assert!(is_late_word(&TaskStatus::SoftFailed, &one, id(1)));
+        assert!(!is_late_word(&TaskStatus::SoftFailed, &one, id(2)));
+        assert!(!is_late_word(&TaskStatus::Active, &one, id(1)));
+        assert!(!RetryPolicy::default().enabled);
+        let p = RetryPolicy::from_config(&crate::config::Config::default());
+        assert!(p.enabled, "standalone by default");
+        assert_eq!((p.fail_after, p.blocklist_threshold), (3, 3));
+        assert_eq!(RetryPolicy::standalone(0, 0).blocklist_threshold, 1);
+        assert!(reaches_blocklist(3, 3));
+        assert!(!reaches_blocklist(2, 3));
+        let u = stranded_update(id(3), "nobody", Utc::now());
+        assert_eq!(u.task_status, Some(TaskStatus::Failed));
+        assert_eq!(u.activity, "Failed: nobody.");
     }
 
     #[test]

@@ -41,6 +41,8 @@ mod bulk;
 pub use bulk::*;
 mod tags;
 pub use tags::*;
+mod retries;
+pub use retries::*;
 
 // ---- fixtures ----
 
@@ -3233,6 +3235,13 @@ macro_rules! conformance_tests {
             canceling_one_task_stops_its_job,
             set_job_priority_reaches_tasks,
             forget_worker_follows_the_rule,
+            failed_tasks_soft_fail_until_n_distinct_workers,
+            retries_off_fail_at_once,
+            claim_skips_workers_in_the_failure_record,
+            requeue_clears_the_failure_record,
+            blocklist_after_threshold_and_unblock,
+            no_worker_left_fails_the_job,
+            maintenance_fails_stranded_tasks,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -155,6 +155,60 @@ impl super::BulkStore for InstrumentedStore {
     }
 }
 
+/// The retries part: timed like the rest (the policy is a plain setting, not timed).
+#[async_trait]
+impl super::RetryStore for InstrumentedStore {
+    fn set_retry_policy(&self, policy: crate::jobs::retry::RetryPolicy) {
+        self.inner.set_retry_policy(policy)
+    }
+
+    fn retry_policy(&self) -> crate::jobs::retry::RetryPolicy {
+        self.inner.retry_policy()
+    }
+
+    async fn task_failures(
+        &self,
+        task_id: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::TaskFailure>> {
+        timed!(self, "task_failures", self.inner.task_failures(task_id))
+    }
+
+    async fn job_blocklist(
+        &self,
+        job: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::BlocklistEntry>> {
+        timed!(self, "job_blocklist", self.inner.job_blocklist(job))
+    }
+
+    async fn unblock_worker(
+        &self,
+        job: ObjectId,
+        worker_id: ObjectId,
+        task_type: Option<&str>,
+    ) -> StoreResult<u64> {
+        timed!(
+            self,
+            "unblock_worker",
+            self.inner.unblock_worker(job, worker_id, task_type)
+        )
+    }
+
+    async fn job_status_reason(&self, job: ObjectId) -> StoreResult<Option<String>> {
+        timed!(self, "job_status_reason", self.inner.job_status_reason(job))
+    }
+
+    async fn fail_stranded_tasks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::jobs::retry::Stranded>> {
+        timed!(
+            self,
+            "fail_stranded_tasks",
+            self.inner.fail_stranded_tasks(now)
+        )
+    }
+}
+
 /// The webhook-queue part: timed like the rest.
 #[async_trait]
 impl WebhookStore for InstrumentedStore {

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod instrumented;
 pub mod logs;
 pub mod mongo;
+pub mod retries;
 pub mod sqlite;
 pub mod tags;
 pub mod webhooks;
@@ -31,6 +32,7 @@ use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use bulk::{BulkStore, ForgetOutcome};
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
+pub use retries::RetryStore;
 pub use tags::{TagOutcome, TagStore};
 pub use webhooks::{NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore};
 
@@ -213,7 +215,7 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + WebhookStore + BulkStore + TagStore + Send + Sync + 'static {
+pub trait Store: TaskLogStore + WebhookStore + BulkStore + TagStore + RetryStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

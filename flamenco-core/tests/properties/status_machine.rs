@@ -14,6 +14,12 @@
 //! leaves it only through an explicit re-queue — the one exception being v2's rule that
 //! the task's own worker may still report a different final status
 //! (`completed` → `failed`), never out of `canceled`.
+//!
+//! Retries and blocklists are in effect (standalone mode, low limits so that they happen):
+//! a claim never hands a task to a worker in its failure record or blocklisted for its job
+//! and type, and once the maintenance check has run no task waits in `queued`,
+//! `claimed-by-manager` or `soft-failed` for ever because its failure record and its job's
+//! blocklist leave no awake worker that could take it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +32,7 @@ use flamenco_core::jobs::JobSubmission;
 use flamenco_core::model::{ObjectId, Task, TaskStatus, Worker};
 use flamenco_core::protocol::WorkerTaskUpdate;
 use flamenco_core::store::sqlite::SqliteStore;
-use flamenco_core::store::TaskQuery;
+use flamenco_core::store::{RetryStore, TaskQuery};
 use flamenco_core::updates::{check_worker_update, local_status_after, WorkerUpdateOutcome};
 use flamenco_core::{ApiError, Manager, NextTask, Peer};
 use proptest::prelude::*;
@@ -112,6 +118,8 @@ impl Farm {
         let clock = Arc::new(ManualClock::new(start));
         let config = Config {
             active_task_timeout_interval: TIMEOUT,
+            task_fail_after_softfail_count: 2,
+            blocklist_threshold: 2,
             ..Config::default()
         };
         let manager = Manager::with_store(config, Arc::new(store), clock.clone());
@@ -188,6 +196,35 @@ impl Farm {
             .collect()
     }
 
+    /// The tasks a claim must not give this worker: those whose failure record names it,
+    /// and (when it is on the job's blocklist for their type) the job's tasks.
+    async fn excluded_for(
+        &self,
+        worker: ObjectId,
+        tasks: &BTreeMap<ObjectId, Task>,
+    ) -> std::collections::BTreeSet<ObjectId> {
+        let store = self.manager.store();
+        let blocked = store
+            .job_blocklist(self.job)
+            .await
+            .expect("the blocklist")
+            .into_iter()
+            .any(|e| e.worker_id == worker);
+        let mut out = std::collections::BTreeSet::new();
+        for id in tasks.keys() {
+            let failed = store
+                .task_failures(*id)
+                .await
+                .expect("the failure record")
+                .iter()
+                .any(|f| f.worker_id == worker);
+            if failed || blocked {
+                out.insert(*id);
+            }
+        }
+        out
+    }
+
     fn tick(&self) {
         self.clock.advance(chrono::Duration::seconds(1));
     }
@@ -211,13 +248,19 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         match ev {
             Event::Claim(w) => {
                 let worker = farm.worker(*w).await;
+                let excluded = farm.excluded_for(worker.id, &before).await;
                 match farm.manager.next_task(&worker, &peer()).await {
                     Ok(NextTask::Task(task)) => {
                         let prev = &before[&task.id];
+                        let own =
+                            prev.status == TaskStatus::Active && prev.worker_id == Some(worker.id);
                         prop_assert!(
-                            prev.status.is_schedulable()
-                                || (prev.status == TaskStatus::Active
-                                    && prev.worker_id == Some(worker.id)),
+                            own || !excluded.contains(&task.id),
+                            "{ctx}: handed out a task its failure record or its job's \
+                             blocklist excludes for this worker"
+                        );
+                        prop_assert!(
+                            claimable(&prev.status) || own,
                             "{ctx}: handed out a task that was {:?} for {:?}",
                             prev.status,
                             prev.worker_id
@@ -243,8 +286,10 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                     }
                     Ok(NextTask::NoTask) => {
                         prop_assert!(
-                            !before.values().any(|t| t.status.is_schedulable()),
-                            "{ctx}: no task handed out while one was schedulable"
+                            !before
+                                .values()
+                                .any(|t| claimable(&t.status) && !excluded.contains(&t.id)),
+                            "{ctx}: no task handed out while one was schedulable for it"
                         );
                     }
                     Ok(NextTask::StatusRequested(_)) => {}
@@ -412,7 +457,65 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
         }
     }
+    // The maintenance check, then: nothing waits for ever for a worker its failure record
+    // and its job's blocklist leave out.
+    let now = farm.manager.now();
+    farm.manager
+        .store()
+        .fail_stranded_tasks(now)
+        .await
+        .map_err(|e| TestCaseError::fail(format!("the stranded check: {e}")))?;
+    let after = farm.snapshot().await;
+    let workers = farm
+        .manager
+        .store()
+        .list_workers()
+        .await
+        .expect("list workers");
+    let blocked: Vec<ObjectId> = farm
+        .manager
+        .store()
+        .job_blocklist(farm.job)
+        .await
+        .expect("the blocklist")
+        .into_iter()
+        .map(|e| e.worker_id)
+        .collect();
+    for (id, t) in &after {
+        if !claimable(&t.status) {
+            continue;
+        }
+        let failed_by: Vec<ObjectId> = farm
+            .manager
+            .store()
+            .task_failures(*id)
+            .await
+            .expect("the failure record")
+            .into_iter()
+            .map(|f| f.worker_id)
+            .collect();
+        if failed_by.is_empty() && blocked.is_empty() {
+            continue; // nothing narrowed it: it waits for workers like any queued task
+        }
+        let someone = workers.iter().any(|w| {
+            w.status == "awake"
+                && w.supported_task_types.iter().any(|ty| *ty == t.task_type)
+                && !failed_by.contains(&w.id)
+                && !blocked.contains(&w.id)
+        });
+        prop_assert!(
+            someone,
+            "task {id} stays {:?} although no awake worker may take it (failed by \
+             {failed_by:?}, blocklisted {blocked:?}, events {events:?})",
+            t.status
+        );
+    }
     Ok(())
+}
+
+/// May a claim take a task in this status (`soft-failed` too: retries)?
+fn claimable(status: &TaskStatus) -> bool {
+    status.is_schedulable() || *status == TaskStatus::SoftFailed
 }
 
 proptest! {

@@ -12,6 +12,7 @@
 //! | `task_update_queue` | `{seq: 1, _id: 1}` | the outbox's arrival order |
 //! | `flamenco_jobs` | `{status: 1}` | listing jobs by status |
 //! | `task_log_chunks` | `{task_id: 1, head: 1, start_byte: 1}` | a task's log in order; dropping the tail's oldest chunks |
+//! | `flamenco_job_blocklist` | `{job: 1, task_type: 1, worker_id: 1}` | a job's blocklist; one entry per job, type and worker |
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
@@ -48,6 +49,10 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
             super::logs::CHUNKS,
             doc! { "task_id": 1, "head": 1, "start_byte": 1 },
         ),
+        (
+            super::retries::BLOCKLIST,
+            doc! { "job": 1, "task_type": 1, "worker_id": 1 },
+        ),
     ]
 }
 
@@ -78,6 +83,7 @@ pub(super) async fn ensure(db: &Db) -> StoreResult<()> {
             super::codec::TASKS => &db.tasks,
             super::codec::JOBS => &db.jobs,
             super::logs::CHUNKS => &db.log_chunks,
+            super::retries::BLOCKLIST => &db.blocklist,
             _ => &db.updates,
         };
         ensure_one(collection, keys).await?;

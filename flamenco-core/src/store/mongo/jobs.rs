@@ -76,7 +76,7 @@ pub(super) async fn list(db: &Db, q: &JobQuery) -> StoreResult<Vec<Job>> {
 }
 
 /// The job's tasks per status, now (through the `{job, status}` index).
-async fn count_tasks(db: &Db, job: ObjectId) -> StoreResult<TaskCounts> {
+pub(super) async fn count_tasks(db: &Db, job: ObjectId) -> StoreResult<TaskCounts> {
     let pipeline = vec![
         doc! { "$match": { "job": oid(job) } },
         doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
@@ -99,7 +99,7 @@ async fn count_tasks(db: &Db, job: ObjectId) -> StoreResult<TaskCounts> {
 }
 
 /// Write the job's status, counts and `_updated` if its status is still `expected`.
-async fn save(db: &Db, job: &Job, expected: &JobStatus) -> StoreResult<bool> {
+pub(super) async fn save(db: &Db, job: &Job, expected: &JobStatus) -> StoreResult<bool> {
     let result = db
         .jobs
         .update_one(
@@ -136,7 +136,7 @@ async fn task_ids(db: &Db, job: ObjectId) -> StoreResult<Vec<ObjectId>> {
 /// compare-and-set: a task that changes gets a Manager-made update in the outbox and
 /// takes its status as given (a re-queue moves a task out of a final status, which
 /// updates never do). Returns how many changed.
-async fn cascade(
+pub(super) async fn cascade(
     db: &Db,
     job: ObjectId,
     from: &JobStatus,
@@ -166,6 +166,9 @@ async fn cascade(
             after.activity.clone_from(&update.activity);
             after.last_updated = Some(now);
             if tasks::save(db, &before, &after, Document::new()).await? {
+                if after.status == TaskStatus::Queued {
+                    super::retries::clear_task(db, id).await?;
+                }
                 outbox::insert(db, std::slice::from_ref(&update)).await?;
                 changed += 1;
                 break;
@@ -204,10 +207,15 @@ pub(super) async fn action(
                     .db()?
                     .deleted_count;
                 logs::delete_for_gone(db, &task_ids).await?;
+                db.blocklist.delete_many(doc! { "job": oid(id) }).await.db()?;
                 db.jobs.delete_one(doc! { "_id": oid(id) }).await.db()?;
                 return Ok(JobActionOutcome::Done { job, tasks: n });
             }
             ActionPlan::ChangeStatus(to) => {
+                if to == JobStatus::Queued {
+                    // Re-queued: fresh attempts for every worker (docs/jobs.md, "Retries").
+                    super::retries::clear_job(db, id).await?;
+                }
                 let changed = cascade(db, id, &job.status, &to, now).await?;
                 job.task_counts = count_tasks(db, id).await?;
                 job.status = status::job_status_after_cascade(&to, &job.task_counts);
@@ -264,6 +272,9 @@ pub(super) async fn task_action(
         after.last_updated = Some(now);
         if !tasks::save(db, &before, &after, Document::new()).await? {
             continue;
+        }
+        if new == TaskStatus::Queued {
+            super::retries::clear_task(db, id).await?;
         }
         outbox::insert(db, std::slice::from_ref(&update)).await?;
         if let Some(mut job) = job {

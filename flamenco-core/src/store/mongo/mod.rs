@@ -30,6 +30,7 @@ mod logs;
 mod maintenance;
 mod outbox;
 mod protocol;
+mod retries;
 mod settings;
 mod tags;
 mod tasks;
@@ -76,6 +77,7 @@ pub(crate) struct Db {
     jobs: Collection<Document>,
     log_chunks: Collection<Document>,
     log_ends: Collection<Document>,
+    blocklist: Collection<Document>,
 }
 
 impl Db {
@@ -89,6 +91,7 @@ impl Db {
             jobs: db.collection(codec::JOBS),
             log_chunks: db.collection(logs::CHUNKS),
             log_ends: db.collection(logs::ENDS),
+            blocklist: db.collection(retries::BLOCKLIST),
         }
     }
 }
@@ -102,6 +105,8 @@ pub struct MongoStore {
     closed: AtomicBool,
     /// [`TaskLogLimits::max_bytes`] in force (see `logs`).
     log_max_bytes: AtomicU64,
+    /// What a worker's `failed` does (see `retries`).
+    retry_policy: std::sync::RwLock<crate::jobs::retry::RetryPolicy>,
 }
 
 impl MongoStore {
@@ -159,6 +164,7 @@ impl MongoStore {
             shown_url: redact(url),
             closed: AtomicBool::new(false),
             log_max_bytes: AtomicU64::new(TaskLogLimits::default().max_bytes),
+            retry_policy: Default::default(),
         })
     }
 
@@ -233,6 +239,57 @@ impl crate::store::TagStore for MongoStore {
         change: &crate::tags::TagChange,
     ) -> StoreResult<crate::store::TagOutcome> {
         self.run(tags::tag_workers(&self.db, ids, change)).await
+    }
+}
+
+#[async_trait]
+impl crate::store::RetryStore for MongoStore {
+    fn set_retry_policy(&self, policy: crate::jobs::retry::RetryPolicy) {
+        if let Ok(mut p) = self.retry_policy.write() {
+            *p = policy;
+        }
+    }
+
+    fn retry_policy(&self) -> crate::jobs::retry::RetryPolicy {
+        self.retry_policy.read().map(|p| *p).unwrap_or_default()
+    }
+
+    async fn task_failures(
+        &self,
+        task_id: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::TaskFailure>> {
+        self.run(retries::failures(&self.db, task_id)).await
+    }
+
+    async fn job_blocklist(
+        &self,
+        job: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::BlocklistEntry>> {
+        self.run(retries::blocklist(&self.db, job)).await
+    }
+
+    async fn unblock_worker(
+        &self,
+        job: ObjectId,
+        worker_id: ObjectId,
+        task_type: Option<&str>,
+    ) -> StoreResult<u64> {
+        self.run(retries::unblock(&self.db, job, worker_id, task_type))
+            .await
+    }
+
+    async fn job_status_reason(&self, job: ObjectId) -> StoreResult<Option<String>> {
+        self.run(retries::status_reason(&self.db, job)).await
+    }
+
+    async fn fail_stranded_tasks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::jobs::retry::Stranded>> {
+        if !crate::store::RetryStore::retry_policy(self).enabled {
+            return Ok(Vec::new());
+        }
+        self.run(retries::fail_stranded(&self.db, now)).await
     }
 }
 
@@ -324,8 +381,9 @@ impl Store for MongoStore {
         update: TaskUpdate,
     ) -> StoreResult<WorkerUpdateOutcome> {
         let limits = self.task_log_limits();
+        let policy = crate::store::RetryStore::retry_policy(self);
         self.run(protocol::apply_worker_update(
-            &self.db, worker_id, update, limits,
+            &self.db, worker_id, update, limits, policy,
         ))
         .await
     }

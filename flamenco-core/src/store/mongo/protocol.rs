@@ -281,7 +281,10 @@ fn special_statuses(
 /// does not exist).
 async fn quick_update(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> StoreResult<bool> {
     let now = update.received_on_manager;
-    let (special, status) = special_statuses(worker_id, update.task_status.as_ref());
+    let (mut special, status) = special_statuses(worker_id, update.task_status.as_ref());
+    // A `soft-failed` task may get the late words of a worker that failed it
+    // (`retries`): always the checked path.
+    special.push(TaskStatus::SoftFailed.as_str().to_string());
     let filter = doc! {
         "_id": oid(update.task_id),
         "worker_id": { "$in": [Bson::Null, oid(worker_id)] },
@@ -318,6 +321,20 @@ async fn checked_update(
         let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
             return Ok(outcome);
         };
+        if before.status == TaskStatus::SoftFailed
+            && crate::jobs::retry::is_late_word(
+                &before.status,
+                &super::retries::failures(db, before.id).await?,
+                worker_id,
+            )
+        {
+            // The late words of a worker that failed it: the log only (no ping, no
+            // status, the task stays free for another worker).
+            if tasks::save(db, &before, &before, Document::new()).await? {
+                return Ok(WorkerUpdateOutcome::LastWords(TaskStatus::SoftFailed));
+            }
+            continue;
+        }
         let mut after = before.clone();
         // v2 §4.4 step 8: the ping; step 9: the local effect (last words: no status).
         after.last_worker_ping = Some(update.received_on_manager);
@@ -337,6 +354,20 @@ async fn checked_update(
 /// lines (`logs::append`), then the worker's ping; success is returned only after all of
 /// them. The last words of a canceled task are stored and queued without their status.
 pub(super) async fn apply_worker_update(
+    db: &Db,
+    worker_id: ObjectId,
+    update: TaskUpdate,
+    log_limits: TaskLogLimits,
+    policy: crate::jobs::retry::RetryPolicy,
+) -> StoreResult<WorkerUpdateOutcome> {
+    if policy.enabled && update.task_status == Some(TaskStatus::Failed) {
+        return super::retries::apply_failed(db, worker_id, update, log_limits, &policy).await;
+    }
+    apply_worker_update_plain(db, worker_id, update, log_limits).await
+}
+
+/// [`apply_worker_update`] without retries: v2's rules.
+pub(super) async fn apply_worker_update_plain(
     db: &Db,
     worker_id: ObjectId,
     update: TaskUpdate,

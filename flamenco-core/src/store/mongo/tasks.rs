@@ -156,7 +156,12 @@ pub(super) fn candidates_query(
     task_types: &[String],
     worker_tags: &[String],
 ) -> (Document, Document) {
-    let statuses = [TaskStatus::Queued, TaskStatus::ClaimedByManager];
+    // `soft-failed`: a failed task waiting for another worker (retries).
+    let statuses = [
+        TaskStatus::Queued,
+        TaskStatus::ClaimedByManager,
+        TaskStatus::SoftFailed,
+    ];
     let mut tags: Vec<Bson> = vec![Bson::Null];
     tags.extend(worker_tags.iter().map(|t| Bson::String(t.clone())));
     let filter = doc! {
@@ -175,7 +180,8 @@ pub(super) async fn candidates(
     skip: usize,
     limit: usize,
 ) -> StoreResult<Vec<Task>> {
-    let (filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
+    let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
+    super::retries::exclusions(&mut filter, req.worker_id);
     let docs = collect(
         db.tasks
             .find(filter)
@@ -200,6 +206,7 @@ pub(super) async fn reserve_best(
 ) -> StoreResult<Option<Task>> {
     let ids: Vec<Bson> = candidates.iter().map(|t| oid(t.id)).collect();
     let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
+    super::retries::exclusions(&mut filter, req.worker_id);
     filter.insert("_id", doc! { "$in": ids });
     let update = doc! { "$set": {
         "status": TaskStatus::Active.as_str(),

@@ -113,7 +113,7 @@ pub(super) fn list(conn: &Connection, q: &JobQuery) -> StoreResult<Vec<Job>> {
 }
 
 /// The job's tasks per status, now (through the `tasks_by_job_status` index).
-fn count_tasks(conn: &Connection, job: ObjectId) -> StoreResult<TaskCounts> {
+pub(super) fn count_tasks(conn: &Connection, job: ObjectId) -> StoreResult<TaskCounts> {
     let mut stmt = conn
         .prepare_cached("SELECT status, count(*) FROM tasks WHERE job = ?1 GROUP BY status")
         .db()?;
@@ -131,7 +131,7 @@ fn count_tasks(conn: &Connection, job: ObjectId) -> StoreResult<TaskCounts> {
 }
 
 /// Write the job's status, counts and `updated`.
-fn save(conn: &Connection, job: &Job) -> StoreResult<()> {
+pub(super) fn save(conn: &Connection, job: &Job) -> StoreResult<()> {
     conn.prepare_cached(
         "UPDATE jobs SET status = ?2, task_counts = ?3, updated = ?4 WHERE id = ?1",
     )
@@ -144,6 +144,31 @@ fn save(conn: &Connection, job: &Job) -> StoreResult<()> {
     ])
     .db()?;
     Ok(())
+}
+
+/// Set (or with `None`, clear) the reason a job failed (docs/jobs.md, "No worker left").
+pub(super) fn set_status_reason(
+    conn: &Connection,
+    job: ObjectId,
+    reason: Option<&str>,
+) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE jobs SET status_reason = ?2 WHERE id = ?1")
+        .db()?
+        .execute(params![blob(job), reason.unwrap_or_default()])
+        .db()?;
+    Ok(())
+}
+
+/// Why the job failed, if the Manager said (`None` for an unknown job or no reason).
+pub(super) fn status_reason(conn: &Connection, job: ObjectId) -> StoreResult<Option<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status_reason FROM jobs WHERE id = ?1")
+        .db()?;
+    let mut rows = stmt.query([blob(job)]).db()?;
+    match rows.next().db()? {
+        Some(row) => Ok(Some(col_text(row, 0)?).filter(|r| !r.is_empty())),
+        None => Ok(None),
+    }
 }
 
 /// Every task of the job, without the bulky fields.
@@ -164,7 +189,7 @@ fn task_states(conn: &Connection, job: ObjectId) -> StoreResult<Vec<Task>> {
 /// Apply the job's change from `from` to `to` to its tasks (§4.3): each task that changes
 /// gets a Manager-made update in the outbox, and takes its status as given (a re-queue
 /// moves a task out of a final status, which updates never do). Returns how many changed.
-fn cascade(
+pub(super) fn cascade(
     conn: &Connection,
     job: ObjectId,
     from: &JobStatus,
@@ -181,6 +206,7 @@ fn cascade(
         let mut after = before.clone();
         if new == TaskStatus::Queued {
             after.worker_id = None;
+            super::retries::clear_task(conn, before.id)?;
         }
         after.status = new;
         after.activity.clone_from(&update.activity);
@@ -225,6 +251,11 @@ pub(super) fn action(
             })
         }
         ActionPlan::ChangeStatus(to) => {
+            if to == JobStatus::Queued {
+                // Re-queued: fresh attempts for every worker (docs/jobs.md, "Retries").
+                super::retries::clear_blocklist(conn, id)?;
+                set_status_reason(conn, id, None)?;
+            }
             let changed = cascade(conn, id, &job.status, &to, now)?;
             job.task_counts = count_tasks(conn, id)?;
             job.status = status::job_status_after_cascade(&to, &job.task_counts);
@@ -268,6 +299,7 @@ pub(super) fn task_action(
     let mut after = before.clone();
     if new == TaskStatus::Queued {
         after.worker_id = None;
+        super::retries::clear_task(conn, id)?;
     }
     after.status = new.clone();
     after.activity.clone_from(&update.activity);
@@ -382,6 +414,7 @@ mod tests {
                  DROP INDEX tasks_by_status_type; CREATE INDEX tasks_by_status ON tasks (status); \
                  DROP TABLE task_log_chunks; \
                  DROP TABLE webhook_deliveries; \
+                 DROP TABLE task_failures; DROP TABLE job_blocklist; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
                  PRAGMA user_version = 3;",
             )

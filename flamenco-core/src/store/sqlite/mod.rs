@@ -18,6 +18,7 @@ mod maintenance;
 mod outbox;
 mod protocol;
 mod readers;
+mod retries;
 mod rows;
 mod schema;
 mod settings;
@@ -110,6 +111,8 @@ pub struct SqliteStore {
     readers: ReadPool,
     /// [`TaskLogLimits::max_bytes`] in force (see `logs`).
     log_max_bytes: AtomicU64,
+    /// What a worker's `failed` does (see `retries`).
+    retry_policy: std::sync::RwLock<crate::jobs::retry::RetryPolicy>,
 }
 
 impl SqliteStore {
@@ -149,6 +152,7 @@ impl SqliteStore {
             writer,
             readers,
             log_max_bytes: AtomicU64::new(TaskLogLimits::default().max_bytes),
+            retry_policy: Default::default(),
         })
     }
 
@@ -218,6 +222,65 @@ impl crate::store::TagStore for SqliteStore {
         let (ids, change) = (ids.to_vec(), change.clone());
         self.writer
             .run(move |c| tags::tag_workers(c, &ids, &change))
+            .await
+    }
+}
+
+#[async_trait]
+impl crate::store::RetryStore for SqliteStore {
+    fn set_retry_policy(&self, policy: crate::jobs::retry::RetryPolicy) {
+        if let Ok(mut p) = self.retry_policy.write() {
+            *p = policy;
+        }
+    }
+
+    fn retry_policy(&self) -> crate::jobs::retry::RetryPolicy {
+        self.retry_policy.read().map(|p| *p).unwrap_or_default()
+    }
+
+    async fn task_failures(
+        &self,
+        task_id: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::TaskFailure>> {
+        self.readers
+            .run(move |c| retries::failures(c, task_id))
+            .await
+    }
+
+    async fn job_blocklist(
+        &self,
+        job: ObjectId,
+    ) -> StoreResult<Vec<crate::jobs::retry::BlocklistEntry>> {
+        self.readers.run(move |c| retries::blocklist(c, job)).await
+    }
+
+    async fn unblock_worker(
+        &self,
+        job: ObjectId,
+        worker_id: ObjectId,
+        task_type: Option<&str>,
+    ) -> StoreResult<u64> {
+        let task_type = task_type.map(str::to_string);
+        self.writer
+            .run(move |c| retries::unblock(c, job, worker_id, task_type.as_deref()))
+            .await
+    }
+
+    async fn job_status_reason(&self, job: ObjectId) -> StoreResult<Option<String>> {
+        self.readers
+            .run(move |c| jobs::status_reason(c, job))
+            .await
+    }
+
+    async fn fail_stranded_tasks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<crate::jobs::retry::Stranded>> {
+        if !crate::store::RetryStore::retry_policy(self).enabled {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .run(move |c| retries::fail_stranded(c, now))
             .await
     }
 }
@@ -315,8 +378,9 @@ impl Store for SqliteStore {
         update: TaskUpdate,
     ) -> StoreResult<WorkerUpdateOutcome> {
         let limits = self.task_log_limits();
+        let policy = crate::store::RetryStore::retry_policy(self);
         self.writer
-            .run(move |c| protocol::apply_worker_update(c, worker_id, update, limits))
+            .run(move |c| protocol::apply_worker_update(c, worker_id, update, limits, policy))
             .await
     }
 

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::rows::{as_stored, blob, ms, Db};
-use super::{logs, outbox, tasks, workers};
+use super::{logs, outbox, retries, tasks, workers};
+use crate::jobs::retry::{self, RetryPolicy};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
 use crate::store::{
     CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult, TaskLogLimits, TaskPing,
@@ -209,34 +210,71 @@ pub(super) fn unassign(
 }
 
 /// `Store::apply_worker_update`: the update's log lines are appended to the task's log in
-/// the same transaction (`logs::append`).
+/// the same transaction (`logs::append`). With retries in effect (`policy.enabled`), a
+/// `failed` of a job's task is recorded and decided by [`crate::jobs::retry`] in the same
+/// transaction (`retries::record_failure`): the task becomes `soft-failed` (no worker) or
+/// `failed` for good, and a job left without workers fails. The late words of a worker
+/// that failed a `soft-failed` task keep their log but change nothing else.
 pub(super) fn apply_worker_update(
     conn: &Connection,
     worker_id: ObjectId,
     update: TaskUpdate,
     log_limits: TaskLogLimits,
+    policy: RetryPolicy,
 ) -> StoreResult<WorkerUpdateOutcome> {
     let loaded = tasks::get_state(conn, update.task_id)?;
-    let outcome = check_worker_update(loaded.as_ref(), worker_id);
+    let mut outcome = check_worker_update(loaded.as_ref(), worker_id);
     let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
         return Ok(outcome);
     };
-    let update = &updates::without_status(&outcome, update);
+    let late = policy.enabled
+        && before.status == TaskStatus::SoftFailed
+        && retry::is_late_word(
+            &before.status,
+            &retries::failures(conn, before.id)?,
+            worker_id,
+        );
+    if late {
+        outcome = WorkerUpdateOutcome::LastWords(TaskStatus::SoftFailed);
+    }
+    let mut update = updates::without_status(&outcome, update);
     logs::append(conn, update.task_id, &update.log, log_limits)?;
     let mut task = before.clone();
     let now = update.received_on_manager;
-    // v2 §4.4 step 8: the ping.
-    task.last_worker_ping = Some(now);
-    task.worker_id = Some(worker_id);
+    if !late {
+        // v2 §4.4 step 8: the ping.
+        task.last_worker_ping = Some(now);
+        task.worker_id = Some(worker_id);
+    }
     workers::ping(
         conn,
         worker_id,
         now,
         update.task_status.as_ref().map(|s| s.as_str()),
     )?;
+    let mut stranded = None;
+    if let (true, Some(job), Some(TaskStatus::Failed)) =
+        (policy.enabled, before.job, update.task_status.as_ref())
+    {
+        // Retries are for the Manager's own jobs (standalone mode): a task whose job is
+        // not stored here (a job source's) keeps v2's rule.
+        if !before.status.is_final() && super::jobs::get(conn, job)?.is_some() {
+            let decided = retries::record_failure(conn, &before, job, worker_id, now, &policy)?;
+            if decided.status == TaskStatus::SoftFailed {
+                // Runnable again, by another worker.
+                task.worker_id = None;
+                task.worker.clear();
+            }
+            stranded = decided.stranded.clone().map(|reason| (job, reason));
+            update = retry::failure_update(update, &decided);
+        }
+    }
     // Step 9: queue it.
-    queue_for(conn, &mut task, update)?;
+    queue_for(conn, &mut task, &update)?;
     tasks::save_changes(conn, &before, &task)?;
+    if let Some((job, reason)) = stranded {
+        retries::fail_job(conn, job, &reason, now)?;
+    }
     Ok(outcome)
 }
 

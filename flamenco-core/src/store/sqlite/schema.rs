@@ -171,8 +171,27 @@ CREATE TABLE task_log_chunks (
 ) WITHOUT ROWID;
 ";
 
-/// Version 8: task failure records (retries; reserved, filled in by that work).
-const V8: &str = "";
+/// Version 8: task failure records (retries, `jobs::retry`, docs/jobs.md "Retries"): one
+/// row per failed attempt. The claim skips a task whose record names the claiming worker
+/// (a primary-key lookup per candidate), and counts a worker's failed tasks of one type
+/// in one job through `task_failures_by_job` (the blocklist threshold). `soft-failed`
+/// tasks are schedulable, so `tasks_schedule` now holds them too; it also carries `job`,
+/// so the claim's blocklist check reads the index, not the row.
+const V8: &str = "
+CREATE TABLE task_failures (
+    task_id   BLOB NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    worker_id BLOB NOT NULL,
+    at        INTEGER NOT NULL,            -- ms since the Unix epoch
+    worker    TEXT NOT NULL DEFAULT '',    -- the worker's nickname at the time
+    job       BLOB,
+    task_type TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (task_id, worker_id, at)
+) WITHOUT ROWID;
+CREATE INDEX task_failures_by_job ON task_failures (job, task_type, worker_id);
+DROP INDEX tasks_schedule;
+CREATE INDEX tasks_schedule ON tasks (job_priority DESC, priority DESC, id, task_type, job)
+    WHERE status IN ('queued', 'claimed-by-manager', 'soft-failed');
+";
 
 /// Version 9: the webhook delivery queue (`webhooks.rs`, docs/webhooks.md): deliveries
 /// waiting to be sent; `next_attempt_ms` is NULL once a delivery is given up.
@@ -192,8 +211,21 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_ms)
     WHERE next_attempt_ms IS NOT NULL;
 ";
 
-/// Version 10: per-job blocklists (reserved, filled in by that work).
-const V10: &str = "";
+/// Version 10: per-job blocklists (`jobs::retry`, docs/jobs.md "Blocklist"): a worker in
+/// a job's list for a task type gets none of that job's tasks of that type. The claim
+/// checks it with a primary-key lookup per candidate. A job the Manager failed because no
+/// worker is left says why in `status_reason`.
+const V10: &str = "
+CREATE TABLE job_blocklist (
+    job       BLOB NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    task_type TEXT NOT NULL,
+    worker_id BLOB NOT NULL,
+    worker    TEXT NOT NULL DEFAULT '',    -- the worker's nickname at the time
+    added     INTEGER NOT NULL,            -- ms since the Unix epoch
+    PRIMARY KEY (job, task_type, worker_id)
+) WITHOUT ROWID;
+ALTER TABLE jobs ADD COLUMN status_reason TEXT NOT NULL DEFAULT '';  -- why the Manager failed it
+";
 
 /// Version 11: worker tags (docs/jobs.md, "Worker tags"): a worker's `tags` (JSON array,
 /// set by an admin), a job's `worker_tag` and its copy on each task (`''`: any worker).
@@ -205,8 +237,8 @@ ALTER TABLE workers ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE jobs ADD COLUMN worker_tag TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN worker_tag TEXT NOT NULL DEFAULT '';
 DROP INDEX tasks_schedule;
-CREATE INDEX tasks_schedule ON tasks (worker_tag, job_priority DESC, priority DESC, id, task_type)
-    WHERE status IN ('queued', 'claimed-by-manager');
+CREATE INDEX tasks_schedule ON tasks (worker_tag, job_priority DESC, priority DESC, id, task_type, job)
+    WHERE status IN ('queued', 'claimed-by-manager', 'soft-failed');
 ";
 
 const MIGRATIONS: [&str; LATEST_VERSION as usize] =

@@ -147,18 +147,26 @@ pub(super) fn active_states_for_worker(
 /// The claim query's parameters: the worker's id is `?1`, its task types `?2, ?3, …`,
 /// then its tags.
 ///
-/// The conditions a schedulable task meets for one claim, whatever its tag: its status,
-/// one of the worker's types (`?2` … `?types+1`), and no parent that exists locally and
-/// is not `completed`. Every branch of the claim query (one per tag) checks these, so a
-/// condition added here holds for all of them.
+/// The conditions a schedulable task meets for one claim, whatever its tag: its status
+/// (`soft-failed` included: retries), one of the worker's types (`?2` … `?types+1`), no
+/// parent that exists locally and is not `completed`, not failed by this worker (`?1`)
+/// before (its failure record, `task_failures`) and not of a job and type this worker is
+/// blocklisted for (`job_blocklist`); both are primary-key lookups. Every branch of the
+/// claim query (one per tag) checks these, so a condition added here holds for all of
+/// them.
 fn schedulable_conditions(types: usize) -> String {
     let marks: Vec<String> = (2..=types.max(1) + 1).map(|i| format!("?{i}")).collect();
     format!(
-        "t.status IN ('queued', 'claimed-by-manager') \
+        "t.status IN ('queued', 'claimed-by-manager', 'soft-failed') \
            AND t.task_type IN ({}) \
            AND NOT EXISTS ( \
                SELECT 1 FROM task_parents p JOIN tasks pt ON pt.id = p.parent_id \
-               WHERE p.task_id = t.id AND pt.status <> 'completed')",
+               WHERE p.task_id = t.id AND pt.status <> 'completed') \
+           AND NOT EXISTS ( \
+               SELECT 1 FROM task_failures f WHERE f.task_id = t.id AND f.worker_id = ?1) \
+           AND NOT EXISTS ( \
+               SELECT 1 FROM job_blocklist b \
+               WHERE b.job = t.job AND b.task_type = t.task_type AND b.worker_id = ?1)",
         marks.join(", ")
     )
 }

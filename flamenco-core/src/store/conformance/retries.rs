@@ -1,0 +1,363 @@
+//! Conformance cases for retries and per-job blocklists ([`crate::jobs::retry`],
+//! [`crate::store::RetryStore`]): a worker's `failed` soft-fails the task until it failed
+//! on N distinct workers, the claim skips the workers in the record and the blocklisted
+//! ones, re-queueing clears records, and a job no worker can finish fails with a reason.
+
+use std::sync::Arc;
+
+use super::{
+    add_worker, at, claimed_id, consume, job, nth_id, outbox, task, test_job, test_worker,
+    worker_update,
+};
+use crate::jobs::retry::RetryPolicy;
+use crate::jobs::status::{JobAction, TaskAction};
+use crate::model::{worker_status, JobStatus, ObjectId, TaskStatus, Worker};
+use crate::store::Store;
+use crate::updates::WorkerUpdateOutcome;
+
+/// An awake worker of these task types, stored.
+async fn awake(store: &Arc<dyn Store>, n: u32, nickname: &str, types: &[&str]) -> Worker {
+    let mut w = test_worker(nth_id(0x77, n), nickname, types);
+    w.status = worker_status::AWAKE.into();
+    add_worker(store, &w).await;
+    w
+}
+
+/// `w` claims the best task for it; panics unless that is `want`.
+async fn claim_expect(store: &Arc<dyn Store>, w: &Worker, at_ms: i64, want: Option<ObjectId>) {
+    assert_eq!(
+        claimed_id(store, w, at(at_ms)).await,
+        want,
+        "claim of worker {}",
+        w.nickname
+    );
+}
+
+/// `w` reports `failed` for `task`.
+async fn fail(store: &Arc<dyn Store>, w: &Worker, task: ObjectId, at_ms: i64) {
+    let outcome = store
+        .apply_worker_update(
+            w.id,
+            worker_update(task, w, Some(TaskStatus::Failed), "exit code 1", at(at_ms)),
+        )
+        .await
+        .expect("worker update");
+    assert_eq!(
+        outcome,
+        WorkerUpdateOutcome::Applied,
+        "failed from {}",
+        w.nickname
+    );
+}
+
+/// A task fails on one worker after the other: `soft-failed` (no worker, runnable, shown
+/// in the record with who and when, its job still active) until the third distinct
+/// worker, then `failed` for good and its job follows. The queued update carries the
+/// local status, and the per-status counts see `soft-failed`.
+pub async fn failed_tasks_soft_fail_until_n_distinct_workers(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(3, 100));
+    let (j, tasks) = test_job(nth_id(0x71, 1), 0x72, 1);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let t = tasks[0].id;
+    let ws = [
+        awake(&store, 1, "w1", &["sleep"]).await,
+        awake(&store, 2, "w2", &["sleep"]).await,
+        awake(&store, 3, "w3", &["sleep"]).await,
+        awake(&store, 4, "w4", &["sleep"]).await,
+    ];
+    for (i, w) in ws[..2].iter().enumerate() {
+        let ms = 1000 * (i as i64 + 1);
+        claim_expect(&store, w, ms, Some(t)).await;
+        fail(&store, w, t, ms + 10).await;
+        let now = task(&store, t).await;
+        assert_eq!(
+            now.status,
+            TaskStatus::SoftFailed,
+            "after {} failed",
+            w.nickname
+        );
+        assert_eq!(now.worker_id, None, "a soft-failed task has no worker");
+        assert!(
+            now.activity
+                .contains(&format!("({} of 3 workers); re-queued", i + 1)),
+            "{}",
+            now.activity
+        );
+        let record = store.task_failures(t).await.expect("failures");
+        assert_eq!(record.len(), i + 1);
+        assert_eq!(record[i].worker_id, w.id);
+        assert_eq!(record[i].worker, w.nickname);
+        assert_eq!(record[i].at, at(ms + 10));
+        let last = outbox(&store).await.pop().expect("queued update");
+        assert_eq!(last.task_status, Some(TaskStatus::SoftFailed));
+        consume(&store, at(ms + 20)).await;
+        assert_eq!(
+            job(&store, j.id).await.status,
+            JobStatus::Active,
+            "a soft-failed task is not finished"
+        );
+        // The worker that failed it does not get it again.
+        claim_expect(&store, w, ms + 30, None).await;
+    }
+    let counts = store.count_tasks_by_status().await.expect("counts");
+    assert_eq!(counts.get("soft-failed"), Some(&1), "{counts:?}");
+    claim_expect(&store, &ws[2], 5000, Some(t)).await;
+    fail(&store, &ws[2], t, 5010).await;
+    let now = task(&store, t).await;
+    assert_eq!(now.status, TaskStatus::Failed, "third distinct worker");
+    assert!(
+        now.activity.ends_with("failed for good."),
+        "{}",
+        now.activity
+    );
+    assert_eq!(store.task_failures(t).await.expect("failures").len(), 3);
+    claim_expect(&store, &ws[3], 5020, None).await;
+    consume(&store, at(5030)).await;
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Failed);
+}
+
+/// Without the policy (upstream mode, v2) a `failed` fails the task at once and records
+/// nothing.
+pub async fn retries_off_fail_at_once(store: Arc<dyn Store>) {
+    assert!(
+        !store.retry_policy().enabled,
+        "off until the Manager sets it"
+    );
+    let (j, tasks) = test_job(nth_id(0x71, 2), 0x73, 1);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let w = awake(&store, 1, "w1", &["sleep"]).await;
+    claim_expect(&store, &w, 1000, Some(tasks[0].id)).await;
+    fail(&store, &w, tasks[0].id, 1010).await;
+    assert_eq!(task(&store, tasks[0].id).await.status, TaskStatus::Failed);
+    assert!(store
+        .task_failures(tasks[0].id)
+        .await
+        .expect("failures")
+        .is_empty());
+}
+
+/// The claim never hands a task to a worker in its failure record (it gets the job's next
+/// task instead), but another worker gets it first in the queue's order; the failing
+/// worker's late log lines keep the task free.
+pub async fn claim_skips_workers_in_the_failure_record(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(3, 100));
+    let (j, tasks) = test_job(nth_id(0x71, 3), 0x74, 2);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let (t1, t2) = (tasks[0].id, tasks[1].id);
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(t1)).await;
+    fail(&store, &w1, t1, 1010).await;
+    // Late words of w1: the log only; the task stays soft-failed and free.
+    let mut late = worker_update(t1, &w1, None, "uploading the log", at(1015));
+    late.log = "last line\n".into();
+    let outcome = store
+        .apply_worker_update(w1.id, late)
+        .await
+        .expect("late words");
+    assert!(outcome.is_accepted(), "{outcome:?}");
+    let after = task(&store, t1).await;
+    assert_eq!(after.status, TaskStatus::SoftFailed);
+    assert_eq!(after.worker_id, None);
+    claim_expect(&store, &w1, 1020, Some(t2)).await;
+    claim_expect(&store, &w2, 1030, Some(t1)).await;
+}
+
+/// Re-queueing a task, or its job, clears its failure record: the worker that failed it
+/// may run it again. Re-queueing the job also clears its blocklist.
+pub async fn requeue_clears_the_failure_record(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(1, 1));
+    let (j, tasks) = test_job(nth_id(0x71, 4), 0x75, 20);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let t = tasks[0].id;
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let _w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(t)).await;
+    fail(&store, &w1, t, 1010).await;
+    assert_eq!(
+        task(&store, t).await.status,
+        TaskStatus::Failed,
+        "fail_after 1"
+    );
+    assert_eq!(store.task_failures(t).await.expect("failures").len(), 1);
+    assert_eq!(store.job_blocklist(j.id).await.expect("blocklist").len(), 1);
+    store
+        .task_action(t, TaskAction::Requeue, at(1020))
+        .await
+        .expect("requeue task");
+    assert!(store.task_failures(t).await.expect("failures").is_empty());
+    assert_eq!(
+        store.job_blocklist(j.id).await.expect("blocklist").len(),
+        1,
+        "a task's re-queue keeps its job's blocklist"
+    );
+    // Fail it again with w2 (w1 is blocklisted), then re-queue the whole job.
+    let w2 = test_worker(nth_id(0x77, 2), "w2", &["sleep"]);
+    claim_expect(&store, &w1, 1025, None).await;
+    claim_expect(&store, &w2, 1030, Some(t)).await;
+    fail(&store, &w2, t, 1040).await;
+    consume(&store, at(1050)).await;
+    store
+        .job_action(j.id, JobAction::Requeue, at(1060))
+        .await
+        .expect("requeue job");
+    assert!(store.task_failures(t).await.expect("failures").is_empty());
+    assert!(store
+        .job_blocklist(j.id)
+        .await
+        .expect("blocklist")
+        .is_empty());
+    assert_eq!(store.job_status_reason(j.id).await.expect("reason"), None);
+    claim_expect(&store, &w1, 1070, Some(t)).await;
+}
+
+/// A worker that failed `blocklist_threshold` tasks of one type in one job gets none of
+/// that job's tasks of that type any more (other types and other jobs still); the entry
+/// is listed with who and when, and removing it lets the worker back in.
+pub async fn blocklist_after_threshold_and_unblock(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(5, 2));
+    let (j, tasks) = test_job(nth_id(0x71, 5), 0x76, 4);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let (other, other_tasks) = test_job(nth_id(0x71, 6), 0x78, 1);
+    let mut other = other;
+    other.priority = 10;
+    let mut other_tasks = other_tasks;
+    other_tasks[0].job_priority = 10;
+    store
+        .insert_job(&other, &other_tasks)
+        .await
+        .expect("insert other job");
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let _w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
+    fail(&store, &w1, tasks[0].id, 1010).await;
+    assert!(store.job_blocklist(j.id).await.expect("list").is_empty());
+    claim_expect(&store, &w1, 1020, Some(tasks[1].id)).await;
+    fail(&store, &w1, tasks[1].id, 1030).await;
+    let list = store.job_blocklist(j.id).await.expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        (list[0].job, list[0].task_type.as_str(), list[0].worker_id),
+        (j.id, "sleep", w1.id)
+    );
+    assert_eq!(list[0].worker, "w1");
+    assert_eq!(list[0].added, at(1030));
+    // w1 skips the job's two queued tasks and gets the other job's task.
+    claim_expect(&store, &w1, 1040, Some(other_tasks[0].id)).await;
+    claim_expect(&store, &w1, 1050, Some(other_tasks[0].id)).await;
+    assert_eq!(
+        store
+            .unblock_worker(j.id, w1.id, Some("render"))
+            .await
+            .expect("unblock other type"),
+        0,
+        "not blocklisted for that type"
+    );
+    assert_eq!(
+        store
+            .unblock_worker(j.id, w1.id, Some("sleep"))
+            .await
+            .expect("unblock"),
+        1
+    );
+    assert!(store.job_blocklist(j.id).await.expect("list").is_empty());
+    // Done with the other job's task; now w1 gets the job's tasks again.
+    let mut done = worker_update(
+        other_tasks[0].id,
+        &w1,
+        Some(TaskStatus::Completed),
+        "",
+        at(1060),
+    );
+    done.log.clear();
+    store
+        .apply_worker_update(w1.id, done)
+        .await
+        .expect("complete");
+    claim_expect(&store, &w1, 1070, Some(tasks[2].id)).await;
+}
+
+/// When the last awake worker that supports a task's type fails it, nobody is left: the
+/// task fails for good at once, the job fails with a reason that says so, and the rest
+/// of the job is canceled. A blocklisting that leaves nobody for the job's other tasks of
+/// that type fails the job too.
+pub async fn no_worker_left_fails_the_job(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(3, 1));
+    let (j, tasks) = test_job(nth_id(0x71, 7), 0x79, 3);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    let _blender = awake(&store, 3, "b", &["blender"]).await;
+    let mut asleep = test_worker(nth_id(0x77, 4), "zz", &["sleep"]);
+    asleep.status = worker_status::ASLEEP.into();
+    add_worker(&store, &asleep).await;
+    claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
+    fail(&store, &w1, tasks[0].id, 1010).await;
+    assert_eq!(
+        task(&store, tasks[0].id).await.status,
+        TaskStatus::SoftFailed,
+        "w2 is left"
+    );
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Queued);
+    claim_expect(&store, &w2, 1020, Some(tasks[0].id)).await;
+    fail(&store, &w2, tasks[0].id, 1030).await;
+    let t = task(&store, tasks[0].id).await;
+    assert_eq!(t.status, TaskStatus::Failed, "nobody is left");
+    assert!(t.activity.contains("no awake worker"), "{}", t.activity);
+    let failed = job(&store, j.id).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let reason = store
+        .job_status_reason(j.id)
+        .await
+        .expect("reason")
+        .expect("a failed job says why");
+    assert!(
+        reason.contains("no awake worker that supports task type 'sleep'"),
+        "{reason}"
+    );
+    for other in &tasks[1..] {
+        assert_eq!(task(&store, other.id).await.status, TaskStatus::Canceled);
+    }
+}
+
+/// Workers go away (time out) while a task waits as `soft-failed` for another one: the
+/// maintenance check fails it and its job, once; with a worker left it changes nothing.
+pub async fn maintenance_fails_stranded_tasks(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(3, 3));
+    let (j, tasks) = test_job(nth_id(0x71, 8), 0x7a, 2);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let _w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
+    fail(&store, &w1, tasks[0].id, 1010).await;
+    assert!(store
+        .fail_stranded_tasks(at(1020))
+        .await
+        .expect("check")
+        .is_empty());
+    assert_eq!(
+        task(&store, tasks[0].id).await.status,
+        TaskStatus::SoftFailed
+    );
+    // Both workers go silent.
+    let gone = store
+        .time_out_workers(at(1_000_000))
+        .await
+        .expect("timeout");
+    assert_eq!(gone.len(), 2);
+    let stranded = store.fail_stranded_tasks(at(1030)).await.expect("check");
+    assert_eq!(stranded.len(), 1, "{stranded:?}");
+    assert_eq!((stranded[0].task_id, stranded[0].job), (tasks[0].id, j.id));
+    assert_eq!(task(&store, tasks[0].id).await.status, TaskStatus::Failed);
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Failed);
+    assert!(store
+        .job_status_reason(j.id)
+        .await
+        .expect("reason")
+        .is_some_and(|r| r.contains("no awake worker")));
+    assert!(store
+        .fail_stranded_tasks(at(1040))
+        .await
+        .expect("check again")
+        .is_empty());
+}

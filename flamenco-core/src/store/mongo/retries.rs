@@ -1,0 +1,479 @@
+//! Retries and per-job blocklists on MongoDB (docs/jobs.md, "Retries" and "Blocklist"):
+//! a task's failure record is its `failures` array (`{worker_id, worker, at}`), a job's
+//! blocklist the `flamenco_job_blocklist` collection, copied onto the job's tasks of that
+//! type as `blocked_workers` so that the claim excludes both with `$ne` conditions of its
+//! one query. A worker's `failed` is recorded with one compare-and-set on the task (the
+//! decision from [`crate::jobs::retry`] on the record as read), like every protocol write.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+
+use super::codec::{self, date, oid};
+use super::errors::Mongo;
+use super::protocol::{kept_changing, CAS_ATTEMPTS};
+use super::{jobs, logs, outbox, tasks, workers, Db};
+use crate::jobs::retry::{self, BlocklistEntry, NarrowedTask, RetryPolicy, Stranded, TaskFailure};
+use crate::model::{JobStatus, ObjectId, TaskStatus, TaskUpdate};
+use crate::store::retries::{MAX_BLOCKLIST_LISTED, MAX_STRANDED_SCAN};
+use crate::store::{StoreResult, TaskLogLimits};
+use crate::updates::{self, check_worker_update, WorkerUpdateOutcome};
+
+/// The blocklist collection.
+pub(super) const BLOCKLIST: &str = "flamenco_job_blocklist";
+
+/// The statuses a claim may take (`tasks::candidates_query`).
+const CLAIMABLE: [&str; 3] = ["queued", "claimed-by-manager", "soft-failed"];
+
+fn failure_from_doc(d: &Document) -> StoreResult<TaskFailure> {
+    let f = codec::Fields::new(d, codec::TASKS);
+    Ok(TaskFailure {
+        worker_id: f.id("worker_id")?,
+        worker: f.opt_string("worker")?.unwrap_or_default(),
+        at: f
+            .opt_time("at")?
+            .ok_or_else(|| f.corrupt("failures.at", "missing"))?,
+    })
+}
+
+fn failures_from_task_doc(d: &Document) -> StoreResult<Vec<TaskFailure>> {
+    match d.get("failures") {
+        Some(Bson::Array(items)) => items
+            .iter()
+            .filter_map(|b| b.as_document())
+            .map(failure_from_doc)
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The claim's extra conditions for this worker: not in the task's failure record, not
+/// blocklisted for its job and type. Added to the candidate query's filter.
+pub(super) fn exclusions(filter: &mut Document, worker_id: ObjectId) {
+    filter.insert("failures.worker_id", doc! { "$ne": oid(worker_id) });
+    filter.insert("blocked_workers", doc! { "$ne": oid(worker_id) });
+}
+
+/// A task's failure record, oldest first.
+pub(super) async fn failures(db: &Db, task_id: ObjectId) -> StoreResult<Vec<TaskFailure>> {
+    let found = db
+        .tasks
+        .find_one(doc! { "_id": oid(task_id) })
+        .projection(doc! { "failures": 1 })
+        .await
+        .db()?;
+    match found {
+        Some(d) => failures_from_task_doc(&d),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Forget a task's failure record (it was re-queued).
+pub(super) async fn clear_task(db: &Db, task_id: ObjectId) -> StoreResult<()> {
+    db.tasks
+        .update_one(
+            doc! { "_id": oid(task_id) },
+            doc! { "$unset": { "failures": "" } },
+        )
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// Forget a job's blocklist and its failure reason (the job was re-queued).
+pub(super) async fn clear_job(db: &Db, job: ObjectId) -> StoreResult<()> {
+    db.blocklist
+        .delete_many(doc! { "job": oid(job) })
+        .await
+        .db()?;
+    db.tasks
+        .update_many(
+            doc! { "job": oid(job), "blocked_workers": { "$exists": true } },
+            doc! { "$unset": { "blocked_workers": "" } },
+        )
+        .await
+        .db()?;
+    db.jobs
+        .update_one(
+            doc! { "_id": oid(job) },
+            doc! { "$unset": { "status_reason": "" } },
+        )
+        .await
+        .db()?;
+    Ok(())
+}
+
+fn entry_from_doc(d: &Document) -> StoreResult<BlocklistEntry> {
+    let f = codec::Fields::new(d, BLOCKLIST);
+    Ok(BlocklistEntry {
+        job: f.id("job")?,
+        task_type: f.string("task_type")?,
+        worker_id: f.id("worker_id")?,
+        worker: f.opt_string("worker")?.unwrap_or_default(),
+        added: f
+            .opt_time("added")?
+            .ok_or_else(|| f.corrupt("added", "missing"))?,
+    })
+}
+
+/// `RetryStore::job_blocklist`.
+pub(super) async fn blocklist(db: &Db, job: ObjectId) -> StoreResult<Vec<BlocklistEntry>> {
+    let docs: Vec<Document> = db
+        .blocklist
+        .find(doc! { "job": oid(job) })
+        .sort(doc! { "task_type": 1, "worker_id": 1 })
+        .limit(i64::try_from(MAX_BLOCKLIST_LISTED).unwrap_or(i64::MAX))
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    docs.iter().map(entry_from_doc).collect()
+}
+
+async fn blocked_for(db: &Db, job: ObjectId, task_type: &str) -> StoreResult<Vec<ObjectId>> {
+    let docs: Vec<Document> = db
+        .blocklist
+        .find(doc! { "job": oid(job), "task_type": task_type })
+        .projection(doc! { "worker_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    docs.iter()
+        .map(|d| codec::Fields::new(d, BLOCKLIST).id("worker_id"))
+        .collect()
+}
+
+/// Add a blocklist entry and copy it onto the job's tasks of that type.
+async fn block(db: &Db, entry: &BlocklistEntry) -> StoreResult<()> {
+    db.blocklist
+        .update_one(
+            doc! {
+                "job": oid(entry.job),
+                "task_type": entry.task_type.as_str(),
+                "worker_id": oid(entry.worker_id),
+            },
+            doc! { "$setOnInsert": {
+                "worker": entry.worker.as_str(),
+                "added": date(entry.added),
+            } },
+        )
+        .upsert(true)
+        .await
+        .db()?;
+    db.tasks
+        .update_many(
+            doc! { "job": oid(entry.job), "task_type": entry.task_type.as_str() },
+            doc! { "$addToSet": { "blocked_workers": oid(entry.worker_id) } },
+        )
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// `RetryStore::unblock_worker`.
+pub(super) async fn unblock(
+    db: &Db,
+    job: ObjectId,
+    worker_id: ObjectId,
+    task_type: Option<&str>,
+) -> StoreResult<u64> {
+    let mut filter = doc! { "job": oid(job), "worker_id": oid(worker_id) };
+    let mut tasks_filter = doc! { "job": oid(job) };
+    if let Some(t) = task_type {
+        filter.insert("task_type", t);
+        tasks_filter.insert("task_type", t);
+    }
+    let n = db.blocklist.delete_many(filter).await.db()?.deleted_count;
+    if n > 0 {
+        db.tasks
+            .update_many(
+                tasks_filter,
+                doc! { "$pull": { "blocked_workers": oid(worker_id) } },
+            )
+            .await
+            .db()?;
+    }
+    Ok(n)
+}
+
+/// `RetryStore::job_status_reason`.
+pub(super) async fn status_reason(db: &Db, job: ObjectId) -> StoreResult<Option<String>> {
+    let found = db
+        .jobs
+        .find_one(doc! { "_id": oid(job) })
+        .projection(doc! { "status_reason": 1 })
+        .await
+        .db()?;
+    Ok(found
+        .and_then(|d| d.get_str("status_reason").ok().map(str::to_string))
+        .filter(|r| !r.is_empty()))
+}
+
+/// Fail job `job` because no worker is left for one of its tasks (see the SQLite twin).
+pub(super) async fn fail_job(
+    db: &Db,
+    job: ObjectId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some(mut loaded) = jobs::get(db, job).await? else {
+            return Ok(());
+        };
+        if loaded.status.is_final() || loaded.status == JobStatus::CancelRequested {
+            return Ok(());
+        }
+        let from = loaded.status.clone();
+        jobs::cascade(db, job, &from, &JobStatus::Failed, now).await?;
+        loaded.task_counts = jobs::count_tasks(db, job).await?;
+        loaded.status = JobStatus::Failed;
+        loaded.updated = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        if jobs::save(db, &loaded, &from).await? {
+            db.jobs
+                .update_one(
+                    doc! { "_id": oid(job) },
+                    doc! { "$set": { "status_reason": reason } },
+                )
+                .await
+                .db()?;
+            return Ok(());
+        }
+    }
+    Err(kept_changing(job))
+}
+
+/// How many distinct tasks of this type in this job the worker has failed.
+async fn tasks_failed_by(
+    db: &Db,
+    job: ObjectId,
+    task_type: &str,
+    worker_id: ObjectId,
+) -> StoreResult<u64> {
+    db.tasks
+        .count_documents(doc! {
+            "job": oid(job),
+            "task_type": task_type,
+            "failures.worker_id": oid(worker_id),
+        })
+        .await
+        .db()
+}
+
+/// A worker's `failed` of a job's task with retries in effect: read the task and its
+/// record, decide ([`retry::decide_failure`]), and write status, activity, worker and the
+/// new failure with one compare-and-set; then the outbox, the log, the worker's ping, the
+/// blocklist entry and (stranded) the job's failure.
+pub(super) async fn apply_failed(
+    db: &Db,
+    worker_id: ObjectId,
+    update: TaskUpdate,
+    log_limits: TaskLogLimits,
+    policy: &RetryPolicy,
+) -> StoreResult<WorkerUpdateOutcome> {
+    let now = update.received_on_manager;
+    let nickname = workers::get(db, worker_id)
+        .await?
+        .map(|w| w.nickname)
+        .unwrap_or_default();
+    for _ in 0..CAS_ATTEMPTS {
+        let loaded = tasks::get_state(db, update.task_id).await?;
+        let outcome = check_worker_update(loaded.as_ref(), worker_id);
+        let (true, Some(before)) = (outcome.is_accepted(), loaded) else {
+            return Ok(outcome);
+        };
+        let update = updates::without_status(&outcome, update.clone());
+        let record = failures(db, before.id).await?;
+        // Retries are for the Manager's own jobs (standalone mode): a task whose job is
+        // not stored here (a job source's) keeps v2's rule.
+        let own_job = match before.job {
+            Some(job) if jobs::get(db, job).await?.is_some() => Some(job),
+            _ => None,
+        };
+        let (Some(job), false) = (
+            own_job,
+            before.status.is_final()
+                || update.task_status.is_none()
+                || retry::is_late_word(&before.status, &record, worker_id),
+        ) else {
+            // Not a retry (no job, last words, a final task): the ordinary path.
+            return super::protocol::apply_worker_update_plain(db, worker_id, update, log_limits)
+                .await;
+        };
+        let failure = TaskFailure {
+            worker_id,
+            worker: nickname.clone(),
+            at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+        };
+        let already = record.iter().any(|f| f.worker_id == worker_id);
+        let full = retry::record_failure(&record, failure.clone());
+        let failed_tasks =
+            tasks_failed_by(db, job, &before.task_type, worker_id).await? + u64::from(!already);
+        let blocked = blocked_for(db, job, &before.task_type).await?;
+        let all_workers = workers::list(db).await?;
+        let decided = retry::decide_failure(
+            policy,
+            &full,
+            &before.task_type,
+            worker_id,
+            failed_tasks,
+            &blocked,
+            &all_workers,
+        );
+        let queued = retry::failure_update(update, &decided);
+        let mut after = before.clone();
+        after.last_worker_ping = Some(now);
+        after.worker_id = Some(worker_id);
+        updates::apply_locally(&mut after, &queued);
+        if decided.status == TaskStatus::SoftFailed {
+            after.worker_id = None;
+            after.worker.clear();
+        }
+        let mut write = tasks::changes(&before, &after).unwrap_or_default();
+        write.insert(
+            "$push",
+            doc! { "failures": {
+                "worker_id": oid(failure.worker_id),
+                "worker": failure.worker.as_str(),
+                "at": date(failure.at),
+            } },
+        );
+        let matched = db
+            .tasks
+            .update_one(tasks::unchanged_filter(&before), write)
+            .await
+            .db()?
+            .matched_count;
+        if matched == 0 {
+            continue;
+        }
+        outbox::insert(db, std::slice::from_ref(&queued)).await?;
+        logs::append(db, queued.task_id, &queued.log, log_limits).await?;
+        workers::ping(db, worker_id, now, Some(TaskStatus::Failed.as_str())).await?;
+        if decided.blocklist {
+            block(
+                db,
+                &BlocklistEntry {
+                    job,
+                    task_type: before.task_type.clone(),
+                    worker_id,
+                    worker: nickname.clone(),
+                    added: failure.at,
+                },
+            )
+            .await?;
+        }
+        if let Some(reason) = &decided.stranded {
+            fail_job(db, job, reason, now).await?;
+        }
+        return Ok(outcome);
+    }
+    Err(kept_changing(update.task_id))
+}
+
+/// `RetryStore::fail_stranded_tasks`.
+pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<Stranded>> {
+    let limit = i64::try_from(MAX_STRANDED_SCAN).unwrap_or(i64::MAX);
+    let docs: Vec<Document> = db
+        .tasks
+        .find(doc! {
+            "status": { "$in": CLAIMABLE.to_vec() },
+            "job": { "$ne": Bson::Null },
+            "failures.0": { "$exists": true },
+        })
+        .projection(doc! { "job": 1, "task_type": 1, "failures": 1 })
+        .limit(limit)
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut narrowed: Vec<NarrowedTask> = Vec::new();
+    for d in &docs {
+        let f = codec::Fields::new(d, codec::TASKS);
+        let Some(job) = f.opt_id("job")? else {
+            continue;
+        };
+        narrowed.push(NarrowedTask {
+            task_id: f.id("_id")?,
+            job,
+            task_type: f.string("task_type")?,
+            failed_by: retry::excluded_workers(&failures_from_task_doc(d)?),
+        });
+    }
+    let entries: Vec<Document> = db
+        .blocklist
+        .find(doc! {})
+        .limit(limit)
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut blocked: HashMap<(ObjectId, String), Vec<ObjectId>> = HashMap::new();
+    for d in &entries {
+        let e = entry_from_doc(d)?;
+        blocked
+            .entry((e.job, e.task_type))
+            .or_default()
+            .push(e.worker_id);
+    }
+    let pairs: BTreeMap<(ObjectId, String), ()> = blocked.keys().map(|k| (k.clone(), ())).collect();
+    for (job, task_type) in pairs.keys() {
+        let found = db
+            .tasks
+            .find_one(doc! {
+                "job": oid(*job),
+                "task_type": task_type.as_str(),
+                "status": { "$in": CLAIMABLE.to_vec() },
+            })
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?;
+        if let Some(d) = found {
+            narrowed.push(NarrowedTask {
+                task_id: codec::Fields::new(&d, codec::TASKS).id("_id")?,
+                job: *job,
+                task_type: task_type.clone(),
+                failed_by: Vec::new(),
+            });
+        }
+    }
+    if narrowed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all_workers = workers::list(db).await?;
+    let stranded = retry::stranded_tasks(
+        &narrowed,
+        |job, t| {
+            blocked
+                .get(&(job, t.to_string()))
+                .cloned()
+                .unwrap_or_default()
+        },
+        &all_workers,
+    );
+    for s in &stranded {
+        let update = retry::stranded_update(s.task_id, &s.reason, now);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(before) = tasks::get_state(db, s.task_id).await? else {
+                break;
+            };
+            if !CLAIMABLE.contains(&before.status.as_str()) {
+                break;
+            }
+            let mut after = before.clone();
+            updates::apply_locally(&mut after, &update);
+            if tasks::save(db, &before, &after, Document::new()).await? {
+                outbox::insert(db, std::slice::from_ref(&update)).await?;
+                break;
+            }
+        }
+        fail_job(db, s.job, &s.reason, now).await?;
+    }
+    Ok(stranded)
+}

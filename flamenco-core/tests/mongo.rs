@@ -267,7 +267,11 @@ async fn a_v2_database_opens_as_it_is() {
     assert_eq!(t.priority, 50);
     assert_eq!(t.job_priority, 10);
     assert_eq!(t.parents, vec![parent]);
-    assert_eq!(t.commands[0].settings["frames"], serde_json::json!(3.0));
+    assert_eq!(
+        t.commands[0].settings["frames"],
+        serde_json::json!(3),
+        "a whole double as v2 sent it"
+    );
     assert_eq!(
         t.last_updated,
         chrono::DateTime::from_timestamp_millis(1_497_000_000_000)

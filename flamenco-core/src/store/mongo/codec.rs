@@ -9,9 +9,12 @@
 //!   it stays bcrypt, so a v2 Manager still accepts the worker. `secret_sha256` (ours: the
 //!   fast hash, `auth::digest`) is a string next to it, omitted when empty; v2 ignores it.
 //! * Command settings are free-form: JSON integers become int32/int64, other numbers
-//!   doubles (an integer above `i64::MAX` too); v2 stored every number as a double, and a
-//!   double reads back as a JSON float. Other BSON types a foreign writer may have used
-//!   read as strings (ObjectId as hex, datetime as RFC 3339).
+//!   doubles (an integer above `i64::MAX` too). v2 stored every number as a double and
+//!   its JSON encoder (Go's) wrote whole ones without a fraction, so in command settings a
+//!   whole double within the i64 range reads back as a JSON integer (`2.0` → `2`: Flamenco
+//!   Worker 2.0.x checks `cycles_chunk` & co. with `isinstance(value, int)`), at any
+//!   depth; other doubles read as JSON floats. Other BSON types a foreign writer may have
+//!   used read as strings (ObjectId as hex, datetime as RFC 3339).
 //!
 //! Decoding never panics: a field of the wrong type is a [`StoreError::Corrupt`] that
 //! names the collection, the document and the field.
@@ -82,17 +85,42 @@ pub(super) fn json_object_to_doc(map: &Map<String, Value>) -> Document {
         .collect()
 }
 
-/// A BSON value as JSON (command settings).
-pub(super) fn bson_to_json(b: &Bson) -> Value {
+/// What a whole BSON double becomes when read.
+#[derive(Clone, Copy)]
+enum Doubles {
+    /// A JSON float, as written (job settings, ours).
+    Keep,
+    /// A JSON integer when it is whole and within the i64 range, as v2's Go encoder wrote
+    /// it (command settings).
+    WholeAsInteger,
+}
+
+/// A whole double in the i64 range as that integer (`-0.0` too: `0`).
+fn whole_double(f: f64) -> Option<i64> {
+    // 2^63 is exactly representable; every double below it and at least -2^63 fits.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+}
+
+/// A BSON value as JSON; whole doubles as `doubles` says.
+fn bson_to_json_as(b: &Bson, doubles: Doubles) -> Value {
     match b {
         Bson::Null | Bson::Undefined => Value::Null,
         Bson::Boolean(v) => Value::Bool(*v),
         Bson::Int32(i) => Value::Number(Number::from(*i)),
         Bson::Int64(i) => Value::Number(Number::from(*i)),
-        Bson::Double(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Bson::Double(f) => match (doubles, whole_double(*f)) {
+            (Doubles::WholeAsInteger, Some(i)) => Value::Number(Number::from(i)),
+            _ => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        },
         Bson::String(s) | Bson::Symbol(s) => Value::String(s.clone()),
-        Bson::Array(items) => Value::Array(items.iter().map(bson_to_json).collect()),
-        Bson::Document(d) => Value::Object(doc_to_json_object(d)),
+        Bson::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| bson_to_json_as(item, doubles))
+                .collect(),
+        ),
+        Bson::Document(d) => Value::Object(doc_to_json_object(d, doubles)),
         Bson::ObjectId(id) => Value::String(id.to_hex()),
         Bson::DateTime(t) => match DateTime::from_timestamp_millis(t.timestamp_millis()) {
             Some(t) => Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
@@ -102,9 +130,9 @@ pub(super) fn bson_to_json(b: &Bson) -> Value {
     }
 }
 
-fn doc_to_json_object(d: &Document) -> Map<String, Value> {
+fn doc_to_json_object(d: &Document, doubles: Doubles) -> Map<String, Value> {
     d.iter()
-        .map(|(k, v)| (k.clone(), bson_to_json(v)))
+        .map(|(k, v)| (k.clone(), bson_to_json_as(v, doubles)))
         .collect()
 }
 
@@ -248,7 +276,7 @@ impl<'a> Fields<'a> {
     pub(super) fn json_object(&self, field: &str) -> StoreResult<Map<String, Value>> {
         match self.get(field) {
             None => Ok(Map::new()),
-            Some(Bson::Document(d)) => Ok(doc_to_json_object(d)),
+            Some(Bson::Document(d)) => Ok(doc_to_json_object(d, Doubles::Keep)),
             Some(other) => Err(self.expected(field, "a document", other)),
         }
     }
@@ -287,7 +315,7 @@ impl<'a> Fields<'a> {
                     Some(other) => return Err(self.expected(field, "a command name", other)),
                 };
                 let settings = match cmd.get("settings") {
-                    Some(Bson::Document(d)) => doc_to_json_object(d),
+                    Some(Bson::Document(d)) => doc_to_json_object(d, Doubles::WholeAsInteger),
                     None | Some(Bson::Null) => Map::new(),
                     Some(other) => {
                         return Err(self.expected(field, "command settings (a document)", other))
@@ -604,7 +632,7 @@ mod tests {
     fn settings_keep_integers_and_floats_apart() {
         let v = json!({"i": 3, "big": 5_000_000_000i64, "f": 1.5, "two": 2.0, "n": null,
                         "nested": {"list": [1, "x", false, -7]}});
-        let back = bson_to_json(&json_to_bson(&v));
+        let back = bson_to_json_as(&json_to_bson(&v), Doubles::Keep);
         assert_eq!(back, v);
         assert_eq!(back["two"].as_f64(), Some(2.0));
         assert!(back["two"].is_f64());
@@ -621,7 +649,8 @@ mod tests {
         let t = task_from_doc(&d).expect("task");
         assert_eq!(t.priority, 50);
         assert_eq!(t.job_priority, 7);
-        assert_eq!(t.commands[0].settings["time_in_seconds"], json!(3.0));
+        assert_eq!(t.commands[0].settings["time_in_seconds"], json!(3));
+        assert!(t.commands[0].settings["time_in_seconds"].is_i64());
 
         let w = bson::doc! {
             "_id": id,
@@ -631,6 +660,46 @@ mod tests {
             worker_from_doc(&w).expect("worker").hashed_secret,
             "$2a$10$x"
         );
+    }
+
+    /// v2's doubles in command settings: whole ones become integers at any depth (as Go's
+    /// encoder wrote them), the others stay floats; job settings keep their doubles.
+    #[test]
+    fn whole_doubles_in_command_settings_read_as_integers() {
+        let settings = bson::doc! {
+            "cycles_chunk": 2.0_f64, "weight1": 1.0_f64, "neg": -3.0_f64, "zero": -0.0_f64,
+            "half": 2.5_f64, "tiny": 1e-9_f64, "huge": 1e19_f64, "edge": 9.223372036854775e18_f64,
+            "nan": f64::NAN, "int": 7_i32,
+            "nested": {"list": [4.0_f64, 4.25_f64, {"deep": 8.0_f64}]},
+        };
+        let d = bson::doc! {
+            "_id": bson::oid::ObjectId::new(), "status": "queued",
+            "commands": [{"name": "blender_render", "settings": settings.clone()}],
+        };
+        let got = &task_from_doc(&d).expect("task").commands[0].settings;
+        let text = serde_json::to_string(got).expect("json");
+        for want in [
+            "\"cycles_chunk\":2,",
+            "\"weight1\":1,",
+            "\"neg\":-3,",
+            "\"zero\":0}",
+            "\"half\":2.5,",
+            "\"tiny\":1e-9,",
+            "\"huge\":1e+19,",
+            "\"edge\":9223372036854774784,",
+            "\"nan\":null,",
+            "\"int\":7,",
+            "\"list\":[4,4.25,{\"deep\":8}]",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        // Job settings (ours) keep what was written.
+        let job = bson::doc! {
+            "_id": bson::oid::ObjectId::new(), "status": "queued", "settings": settings,
+            "_created": bson::DateTime::from_millis(0), "_updated": bson::DateTime::from_millis(0),
+        };
+        let job = job_from_doc(&job).expect("job");
+        assert!(job.settings["cycles_chunk"].is_f64());
     }
 
     #[test]

@@ -85,6 +85,9 @@ async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
 
     let started = Instant::now();
     let mut handles = Vec::new();
+    // Whether any call went unanswered and was repeated (a loaded test server): then an
+    // update may be queued twice (at least once), never out of order.
+    let retries = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (m, store) in managers.iter().enumerate() {
         for n in 0..WORKERS_EACH {
             let w = test_worker(
@@ -94,17 +97,30 @@ async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
             );
             store.insert_worker(&w).await.expect("worker");
             let store = store.clone();
+            let retries = retries.clone();
             handles.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
+                // A claim the server did not answer in time may still be applied, even
+                // after later claims (the server works through its backlog): the worker
+                // asks again (as a real one does after a 503), and a later claim may give
+                // that task back as already assigned. Only then is `already_assigned`
+                // allowed; the property under test (no task handed out twice) still holds.
+                let mut unanswered = false;
                 for tick in 0.. {
-                    let Some(claimed) = store
-                        .claim_task(&claim_request(&w, at(tick)))
-                        .await
-                        .expect("claim")
-                    else {
+                    let claimed = match store.claim_task(&claim_request(&w, at(tick))).await {
+                        Ok(claimed) => claimed,
+                        Err(StoreError::Unavailable(why)) => {
+                            eprintln!("claim unanswered ({why}); asking again");
+                            unanswered = true;
+                            retries.store(true, std::sync::atomic::Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => panic!("claim: {e}"),
+                    };
+                    let Some(claimed) = claimed else {
                         break;
                     };
-                    assert!(!claimed.already_assigned);
+                    assert!(!claimed.already_assigned || unanswered);
                     assert_eq!(claimed.task.worker_id, Some(w.id));
                     let done = worker_update(
                         claimed.task.id,
@@ -113,8 +129,24 @@ async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
                         "done",
                         at(tick),
                     );
-                    let outcome = store.apply_worker_update(w.id, done).await.expect("update");
-                    assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+                    // An update the server did not answer in time is sent again, as the
+                    // worker's queue does; only the first answer must be `Applied`.
+                    let mut retried = false;
+                    let outcome = loop {
+                        match store.apply_worker_update(w.id, done.clone()).await {
+                            Ok(outcome) => break outcome,
+                            Err(StoreError::Unavailable(why)) => {
+                                eprintln!("update unanswered ({why}); sending again");
+                                retried = true;
+                                retries.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("update: {e}"),
+                        }
+                    };
+                    assert!(
+                        retried || outcome == WorkerUpdateOutcome::Applied,
+                        "{outcome:?}"
+                    );
                     mine.push(claimed.task.id);
                 }
                 (m, w.id, mine)
@@ -150,16 +182,24 @@ async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
     );
     // Per task, the outbox holds `active`, the assignment log line, then `completed`.
     let queued = managers[1].outbox_peek(10_000).await.expect("peek");
-    assert_eq!(queued.len(), 3 * TASKS as usize);
+    let repeated = retries.load(std::sync::atomic::Ordering::Relaxed);
+    if repeated {
+        assert!(queued.len() >= 3 * TASKS as usize, "{}", queued.len());
+    } else {
+        assert_eq!(queued.len(), 3 * TASKS as usize);
+    }
     let mut by_task: BTreeMap<ObjectId, Vec<&TaskUpdate>> = BTreeMap::new();
     for u in &queued {
         by_task.entry(u.task_id).or_default().push(u);
     }
     for (task, updates) in by_task {
-        let statuses: Vec<Option<&str>> = updates
+        let mut statuses: Vec<Option<&str>> = updates
             .iter()
             .map(|u| u.task_status.as_ref().map(|s| s.as_str()))
             .collect();
+        if repeated {
+            statuses.dedup();
+        }
         assert_eq!(
             statuses,
             vec![Some("active"), None, Some("completed")],

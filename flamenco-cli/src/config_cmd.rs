@@ -61,6 +61,10 @@ pub async fn run(cli: &Cli, cmd: &ConfigCommand) -> Result<()> {
         match Manager::open_existing(config.clone()).await {
             Ok(manager) => {
                 outln!("# store reachable: {}", manager.store().describe())?;
+                match flamenco_core::leader::describe_holder(&manager).await {
+                    Ok(line) => outln!("# {line}")?,
+                    Err(e) => problems.push(format!("cannot read the leader lease: {e}")),
+                }
                 if !config.webhooks.is_empty() {
                     match manager.store().webhook_stats().await {
                         Ok(stats) => {

@@ -65,7 +65,17 @@ pub async fn run(cli: &Cli) -> Result<()> {
     let listener = flamenco_serve::bind(&listen).await?;
     // Signal handlers go in before "listening on" is logged: a SIGTERM from then on is a
     // clean shutdown.
-    let shutdown = flamenco_serve::shutdown_signal();
+    let signal = flamenco_serve::shutdown_signal();
+    // The signal also ends the leader election at once (loops stopped, lease released),
+    // while the HTTP server drains its requests.
+    let stop_leading = tokio_util::sync::CancellationToken::new();
+    let shutdown = {
+        let stop_leading = stop_leading.clone();
+        async move {
+            signal.await;
+            stop_leading.cancel();
+        }
+    };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -87,23 +97,24 @@ pub async fn run(cli: &Cli) -> Result<()> {
         serve_options.redirect_listener = Some(redirect);
     }
 
+    // This process's own loop (workers' "seen" times), on every Manager.
     let (stop_loops, loops_stopped) = tokio::sync::watch::channel(false);
-    let loops = tokio::spawn(flamenco_core::maintenance::run_loops(
+    let loops = tokio::spawn(flamenco_core::maintenance::run_local_loops(
         manager.clone(),
-        loops_stopped.clone(),
+        loops_stopped,
     ));
-    // Standalone mode: the job-status consumer drains the outbox (the upstream pusher does
-    // in upstream mode).
-    let consumer = (!manager.config().is_upstream()).then(|| {
+    if !manager.config().is_upstream() {
         tracing::info!("standalone mode: submit jobs with `flamenco job submit` or POST /api/jobs");
-        tokio::spawn(flamenco_core::jobs::consumer::run(
-            manager.clone(),
-            loops_stopped,
-        ))
-    });
-    // Upstream mode: startup notification, downloads, pushes (nothing when standalone).
-    let stop_upstream = tokio_util::sync::CancellationToken::new();
-    let upstream = flamenco_core::upstream::spawn(manager.clone(), stop_upstream.clone());
+    }
+    tracing::info!("instance name: {}", manager.instance_name());
+    // The loops that run once per site (timeouts, cleanup, webhooks; the job-status
+    // consumer in standalone mode; startup notification, downloads and pushes in upstream
+    // mode) run while this Manager holds the leader lease: always with the embedded store,
+    // on one of the Managers sharing a MongoDB database.
+    let leader = tokio::spawn(flamenco_core::leader::run(
+        manager.clone(),
+        stop_leading.clone(),
+    ));
     // The latest-image pipeline (the image of the previous run is loaded here) and, with
     // watch_for_latest_image, its folder watcher. A folder that cannot be watched is a
     // warning: /output-produced reports still update the image.
@@ -141,18 +152,14 @@ pub async fn run(cli: &Cli) -> Result<()> {
         }
     }
     let _ = stop_loops.send(true);
-    // A push in progress completes before the loop returns.
-    stop_upstream.cancel();
-    if let Err(e) = upstream.await {
-        tracing::error!("upstream loops ended abnormally: {e}");
+    // Also when the server ended for another reason than the signal. A push in progress
+    // completes before the loops return, then the lease is released.
+    stop_leading.cancel();
+    if let Err(e) = leader.await {
+        tracing::error!("the singleton loops ended abnormally: {e}");
     }
     if let Err(e) = loops.await {
         tracing::error!("background loops ended abnormally: {e}");
-    }
-    if let Some(consumer) = consumer {
-        if let Err(e) = consumer.await {
-            tracing::error!("the job-status consumer ended abnormally: {e}");
-        }
     }
     let closed = manager.close().await;
     served.context("the HTTP server failed")?;

@@ -96,6 +96,13 @@ pub struct Config {
     pub max_streams_per_ip: usize,
     /// An event stream is ended after this long (browsers reconnect by themselves).
     pub stream_max_lifetime: Duration,
+    /// Managers sharing one MongoDB database elect a leader, which alone runs the
+    /// once-per-site loops, with a lease of this length (renewed every third of it); a
+    /// leader that dies is replaced within it. Default 10 s (docs/operations.md).
+    pub leader_lease: Duration,
+    /// This Manager's name in the leader lease, `/metrics` and the dashboard; empty: host
+    /// name, process id and a random suffix.
+    pub instance_name: String,
     /// Extra host names (lower case, no port) the dashboard and `/api/` answer to, besides
     /// `localhost`, IP literals, this machine's host name and `own_url`'s host; `*` answers
     /// to any name (docs/security.md, "DNS rebinding").
@@ -246,6 +253,8 @@ impl Default for Config {
             max_streams: 64,
             max_streams_per_ip: 8,
             stream_max_lifetime: Duration::from_secs(3600),
+            leader_lease: crate::leader::DEFAULT_LEADER_LEASE,
+            instance_name: String::new(),
             allowed_hosts: Vec::new(),
             task_log_max_bytes: crate::store::logs::DEFAULT_TASK_LOG_MAX_BYTES,
             webhooks: Vec::new(),
@@ -500,6 +509,8 @@ impl Config {
             Value::Number((c.max_streams_per_ip as u64).into()),
         );
         put("stream_max_lifetime", d(c.stream_max_lifetime));
+        put("leader_lease", d(c.leader_lease));
+        put("instance_name", s(&c.instance_name));
         put(
             "allowed_hosts",
             Value::Sequence(c.allowed_hosts.iter().map(|h| s(h)).collect()),
@@ -597,6 +608,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "max_streams",
     "max_streams_per_ip",
     "stream_max_lifetime",
+    "leader_lease",
+    "instance_name",
     "allowed_hosts",
     "task_log_max_bytes",
     "task_fail_after_softfail_count",
@@ -798,6 +811,8 @@ struct RawConfig {
     max_streams: Option<PositiveCount>,
     max_streams_per_ip: Option<PositiveCount>,
     stream_max_lifetime: Option<NonNegativeDuration>,
+    leader_lease: Option<NonNegativeDuration>,
+    instance_name: Option<String>,
     allowed_hosts: Option<Vec<AllowedHost>>,
     task_log_max_bytes: Option<u64>,
     webhooks: Option<Vec<crate::webhooks::WebhookConfig>>,
@@ -838,6 +853,12 @@ impl RawConfig {
         set!(admin_token);
         set!(tls_redirect_listen);
         set!(request_read_timeout);
+        if let Some(lease) = self.leader_lease {
+            c.leader_lease = crate::leader::check_lease(lease.into())?;
+        }
+        if let Some(name) = self.instance_name {
+            c.instance_name = crate::leader::check_instance_name(&name)?;
+        }
         if let Some(v) = self.worker_request_rate {
             c.worker_request_rate = v;
         }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod config_check;
 pub mod jobs;
 pub mod latest_image;
+pub mod leader;
 pub mod maintenance;
 pub mod manager;
 pub mod metrics;

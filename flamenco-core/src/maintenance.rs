@@ -219,11 +219,39 @@ impl Manager {
     }
 }
 
-/// Run the timeout check and the cleanup periodically until `shutdown` becomes true.
+/// Run every loop of this module until `shutdown` becomes true: the singleton loops
+/// ([`run_singleton_loops`]) and this process's own ([`run_local_loops`]). For a Manager
+/// that has its store to itself; the daemon runs the singleton loops only while it leads
+/// ([`crate::leader::run`]).
+pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
+    tokio::join!(
+        run_singleton_loops(manager.clone(), shutdown.clone()),
+        run_local_loops(manager, shutdown),
+    );
+}
+
+/// Run this process's own loop until `shutdown` becomes true, on every Manager: writing
+/// the workers' "seen" times it collected ([`crate::seen`]).
+pub async fn run_local_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
+    periodic(
+        "seen flush",
+        SEEN_FLUSH_PERIOD,
+        SEEN_FLUSH_PERIOD,
+        shutdown,
+        move || {
+            let manager = manager.clone();
+            async move { manager.flush_seen().await.map_err(ApiError::from) }
+        },
+    )
+    .await
+}
+
+/// Run the loops that must run once per site until `shutdown` becomes true: the timeout
+/// check, the cleanup and the webhook sender (on the leader only, see [`crate::leader`]).
 /// The first timeout check waits `active_task_timeout_startup_delay`; intervals are
 /// monotonic time, and a wall-clock jump pauses the timeout checks
 /// ([`Manager::check_timeouts_guarded`]).
-pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
+pub async fn run_singleton_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
     let timeouts = {
         let manager = manager.clone();
         let shutdown = shutdown.clone();
@@ -262,21 +290,8 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
         )
     };
     // Sends queued webhook deliveries (docs/webhooks.md); returns at once without any.
-    let webhooks = crate::webhooks::send::run(manager.clone(), shutdown.clone());
-    let seen = {
-        let manager = manager.clone();
-        periodic(
-            "seen flush",
-            SEEN_FLUSH_PERIOD,
-            SEEN_FLUSH_PERIOD,
-            shutdown,
-            move || {
-                let manager = manager.clone();
-                async move { manager.flush_seen().await.map_err(ApiError::from) }
-            },
-        )
-    };
-    tokio::join!(timeouts, cleanup, seen, webhooks);
+    let webhooks = crate::webhooks::send::run(manager, shutdown);
+    tokio::join!(timeouts, cleanup, webhooks);
 }
 
 /// Call `job` after `delay`, then every `period` (measured from the start of each run,

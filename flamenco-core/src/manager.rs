@@ -161,6 +161,8 @@ pub struct Manager {
     metrics: Metrics,
     /// Notices of stored log lines, for followers (see [`crate::task_log`]).
     pub(crate) log_events: crate::task_log::LogEvents,
+    /// Whether this Manager leads the site (see [`crate::leader`]).
+    leadership: crate::leader::Leadership,
 }
 
 /// How many times one `/task` request may find its reserved task changed by the Server
@@ -306,6 +308,7 @@ impl Manager {
             latest_images: std::sync::OnceLock::new(),
             metrics,
             log_events: Default::default(),
+            leadership: Default::default(),
         }
         .with_upstream_or_log()
     }
@@ -323,6 +326,20 @@ impl Manager {
             }
         }
         self
+    }
+
+    /// Whether this Manager leads the site, and who does (see [`crate::leader`]).
+    pub fn leadership(&self) -> &crate::leader::Leadership {
+        &self.leadership
+    }
+
+    /// This Manager's name in the leader lease: `instance_name`, or one made up for this
+    /// process (host name, process id, random suffix).
+    pub fn instance_name(&self) -> &str {
+        match self.config.instance_name.trim() {
+            "" => self.leadership.generated_name(),
+            name => name,
+        }
     }
 
     /// The Prometheus metrics of this Manager (see [`crate::metrics::scrape`]).

@@ -596,6 +596,7 @@ pub async fn scrape(manager: &Manager) -> String {
         register_upstream(&mut reg, &upstream.status());
     }
     manager.latest_images().stats().register(&mut reg);
+    crate::leader::register_metrics(manager, &mut reg);
 
     let mut out = String::new();
     // Writing to a String cannot fail; the encoder only reports formatter errors.

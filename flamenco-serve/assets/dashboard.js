@@ -251,10 +251,18 @@
     }
   }
 
+  /** "leader: <holder>", marked when it is the Manager serving this page. */
+  function renderLeader(l) {
+    if (!l) return;
+    const holder = l.holder ? l.holder + (l.leading ? ' (this Manager)' : '') : 'none';
+    setText('#fm-leader', holder, 'this page is served by ' + l.instance);
+  }
+
   function renderStatus(s) {
     setText('#fm-version', s.version);
     setText('#fm-mode', s.mode);
     setText('#fm-store', s.store, s.store);
+    renderLeader(s.leader);
     setText('#fm-server', s.server || '–', s.server || '');
     renderCounts($('#task-counts'), ordered(s.tasks, TASK_ORDER), TASK_CLASSES);
     setText('#tasks-total', s.tasks_total);

@@ -10,6 +10,7 @@ pub mod bulk_api;
 pub mod connections;
 pub mod dashboard;
 pub mod error;
+pub mod health_api;
 pub mod hosts;
 pub mod image_api;
 pub mod intent;
@@ -89,7 +90,11 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
             ))
         });
     // The worker API answers to any host name, with no per-request check of its own here.
-    let (routes, table) = worker_api::routes().merge(browser).into_parts();
+    // `/healthz` too: load balancers check it by address.
+    let (routes, table) = worker_api::routes()
+        .merge(health_api::routes())
+        .merge(browser)
+        .into_parts();
     let router =
         routes
             // After every route: counts and times requests per route template (MatchedPath).

@@ -217,6 +217,7 @@ async fn status(State(manager): State<Arc<Manager>>) -> Result<Response> {
         "workers": {"total": workers.len(), "by_status": by_status, "old": old},
         "outbox": {"depth": depth, "set_aside": set_aside},
         "upstream": upstream,
+        "leader": manager.leader_status(),
         "now": now,
     })))
 }

@@ -209,6 +209,39 @@ impl super::RetryStore for InstrumentedStore {
     }
 }
 
+/// The lease part: timed like the rest.
+#[async_trait]
+impl super::CoordinationStore for InstrumentedStore {
+    fn coordination_shared(&self) -> bool {
+        self.inner.coordination_shared()
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: std::time::Duration,
+    ) -> StoreResult<super::Lease> {
+        timed!(
+            self,
+            "lease_acquire",
+            self.inner.lease_acquire(name, holder, duration)
+        )
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        timed!(
+            self,
+            "lease_release",
+            self.inner.lease_release(name, holder)
+        )
+    }
+
+    async fn lease_current(&self, name: &str) -> StoreResult<Option<super::Lease>> {
+        timed!(self, "lease_current", self.inner.lease_current(name))
+    }
+}
+
 /// The webhook-queue part: timed like the rest.
 #[async_trait]
 impl WebhookStore for InstrumentedStore {

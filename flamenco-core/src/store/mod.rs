@@ -11,6 +11,7 @@
 pub mod bulk;
 #[doc(hidden)]
 pub mod conformance;
+pub mod coordination;
 pub mod instrumented;
 pub mod logs;
 pub mod mongo;
@@ -31,6 +32,7 @@ use crate::model::{
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use bulk::{BulkStore, ForgetOutcome};
+pub use coordination::{CoordinationStore, Lease, LEADER_LEASE};
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
 pub use retries::RetryStore;
 pub use tags::{TagOutcome, TagStore};
@@ -215,7 +217,7 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + WebhookStore + BulkStore + TagStore + RetryStore + Send + Sync + 'static {
+pub trait Store: TaskLogStore + WebhookStore + CoordinationStore + BulkStore + TagStore + RetryStore + Send + Sync + 'static {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

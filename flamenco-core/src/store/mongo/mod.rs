@@ -23,6 +23,7 @@
 mod bulk;
 mod codec;
 mod connect;
+mod coordination;
 mod errors;
 mod indexes;
 mod jobs;
@@ -331,6 +332,39 @@ impl WebhookStore for MongoStore {
 
     async fn webhook_stats(&self) -> StoreResult<Vec<WebhookQueueStats>> {
         self.run(webhooks::stats(&self.database)).await
+    }
+}
+
+/// Several Managers may share a MongoDB database: the leader lease is a document
+/// (`coordination`).
+#[async_trait]
+impl crate::store::CoordinationStore for MongoStore {
+    fn coordination_shared(&self) -> bool {
+        true
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        duration: Duration,
+    ) -> StoreResult<crate::store::Lease> {
+        self.run(coordination::acquire(
+            &self.database,
+            name,
+            holder,
+            duration,
+        ))
+        .await
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> StoreResult<bool> {
+        self.run(coordination::release(&self.database, name, holder))
+            .await
+    }
+
+    async fn lease_current(&self, name: &str) -> StoreResult<Option<crate::store::Lease>> {
+        self.run(coordination::current(&self.database, name)).await
     }
 }
 

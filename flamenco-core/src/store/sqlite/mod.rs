@@ -326,6 +326,39 @@ impl WebhookStore for SqliteStore {
     }
 }
 
+/// One process owns the embedded store (the data-directory lock): it always leads.
+#[async_trait]
+impl crate::store::CoordinationStore for SqliteStore {
+    fn coordination_shared(&self) -> bool {
+        false
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        holder: &str,
+        _duration: Duration,
+    ) -> StoreResult<crate::store::Lease> {
+        Ok(crate::store::Lease {
+            name: name.to_string(),
+            holder: holder.to_string(),
+            acquired: None,
+            expires: None,
+            term: 1,
+            store_now: None,
+            released: false,
+        })
+    }
+
+    async fn lease_release(&self, _name: &str, _holder: &str) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn lease_current(&self, _name: &str) -> StoreResult<Option<crate::store::Lease>> {
+        Ok(None)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn describe(&self) -> String {

@@ -98,7 +98,7 @@ async fn finish(
     })
 }
 
-/// The reservation that [`tasks::reserve_best`] writes, applied to `before`.
+/// The reservation that [`tasks::take_best`] writes, applied to `before`.
 fn reserved(before: &Task, req: &ClaimRequest) -> Task {
     let mut task = before.clone();
     task.status = TaskStatus::Active;
@@ -109,22 +109,23 @@ fn reserved(before: &Task, req: &ClaimRequest) -> Task {
 }
 
 /// Choose the task for this worker and take it; `change` gives the task as it should be
-/// stored (plus whatever the caller needs from it). Returns the task as stored, that
-/// value, and whether the worker already had the task.
+/// stored (plus whatever the caller needs from it), and `taking` says the same to the
+/// server for a task taken from the candidates. Returns the task as stored, that value,
+/// and whether the worker already had the task.
 ///
 /// 1. The worker's own `active` task, if any (`{status, worker_id, _id}` index), taken
 ///    with one compare-and-set on its status and `worker_id`.
 /// 2. Otherwise the candidates, best first, [`CLAIM_BATCH`] at a time (one sorted query
 ///    with a limit). Their parents are checked with one query per batch. Then ONE
-///    `find_one_and_update`, sorted like the claim, whose filter holds the ids of the
-///    batch's unblocked candidates plus "still schedulable, of the worker's types",
-///    reserves the best of them that no other claimer took meanwhile (compare-and-set
-///    over the batch: a candidate taken by another claimer no longer matches, and the
-///    next one in order is taken instead; concurrent claimers do not pile up on the same
-///    candidate). A second write, filtered on "still `active` for this worker", adds what
-///    `change` sets on top of the reservation (for a claim: `worker` and the assignment
-///    activity). When the whole batch was taken, the query is read again (taken tasks
-///    drop out of it; blocked ones are skipped).
+///    `find_one_and_update` ([`tasks::take_best`]), sorted like the claim, whose filter
+///    holds the ids of the batch's unblocked candidates plus "still schedulable, of the
+///    worker's types", takes the best of them that no other claimer took meanwhile
+///    (compare-and-set over the batch: a candidate taken by another claimer no longer
+///    matches, and the next one in order is taken instead; concurrent claimers do not
+///    pile up on the same candidate). It writes everything a claim writes (`worker` and
+///    the assignment activity included) and answers with the stored task. When the whole
+///    batch was taken, the query is read again (taken tasks drop out of it; blocked ones
+///    are skipped).
 ///
 /// Two Managers on one database therefore never hand out the same task: only one
 /// compare-and-set can move it out of its schedulable status.
@@ -132,6 +133,7 @@ pub(super) async fn pick_and_take<T>(
     db: &Db,
     req: &ClaimRequest,
     change: impl Fn(&Task) -> (Task, T),
+    taking: tasks::Taking<'_>,
 ) -> StoreResult<Option<(Task, T, bool)>> {
     for attempt in 0.. {
         let Some(before) = tasks::active_for_worker(db, req.worker_id).await? else {
@@ -167,16 +169,12 @@ pub(super) async fn pick_and_take<T>(
         if free.is_empty() {
             continue;
         }
-        let Some(before) = tasks::reserve_best(db, &free, req).await? else {
+        let Some(stored) = tasks::take_best(db, &free, req, taking).await? else {
             continue; // all of them were taken meanwhile
         };
-        let (after, extra) = change(&before);
-        if let Some(stored) =
-            tasks::save_returning(db, &reserved(&before, req), &after, Document::new()).await?
-        {
-            return Ok(Some((stored, extra, false)));
-        }
-        // Taken away between the two writes (canceled, say): look again.
+        // What the caller needs depends on the task's id only (the queued updates).
+        let (_, extra) = change(&stored);
+        return Ok(Some((stored, extra, false)));
     }
     Err(StoreError::Unavailable(
         "every task this worker could get was taken by others meanwhile; try again".into(),
@@ -185,7 +183,11 @@ pub(super) async fn pick_and_take<T>(
 
 /// `Store::claim_task`.
 pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-    match pick_and_take(db, req, |before| assigned(before, req)).await? {
+    let taking = tasks::Taking::Assignment {
+        nickname: &req.nickname,
+        ident: &req.ident,
+    };
+    match pick_and_take(db, req, |before| assigned(before, req), taking).await? {
         Some((task, queued, already_assigned)) => finish(db, req, task, queued, already_assigned)
             .await
             .map(Some),
@@ -196,12 +198,17 @@ pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Cla
 /// `Store::reserve_task`: the claim's choice and compare-and-set, with only `active`,
 /// `worker_id` and the times written.
 pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-    Ok(pick_and_take(db, req, |before| (reserved(before, req), ()))
-        .await?
-        .map(|(task, (), already_assigned)| Claimed {
-            task,
-            already_assigned,
-        }))
+    Ok(pick_and_take(
+        db,
+        req,
+        |before| (reserved(before, req), ()),
+        tasks::Taking::Reservation,
+    )
+    .await?
+    .map(|(task, (), already_assigned)| Claimed {
+        task,
+        already_assigned,
+    }))
 }
 
 /// Is `task` still reserved (or assigned) to this worker?

@@ -195,32 +195,75 @@ pub(super) async fn candidates(
     docs.iter().map(task_from_doc).collect()
 }
 
-/// Reserve for the worker the best of `candidates` that is still schedulable and of its
-/// types: ONE `find_one_and_update` sorted like [`candidates_query`], setting `active`,
-/// `worker_id` and both times to `now`. Returns the task as it was before the write;
-/// `None` when every candidate was taken meanwhile.
-pub(super) async fn reserve_best(
+/// How [`take_best`] takes a task.
+#[derive(Clone, Copy)]
+pub(super) enum Taking<'a> {
+    /// Reserve it (upstream mode, before the Server's re-validation): `active`,
+    /// `worker_id` and both times.
+    Reservation,
+    /// Assign it (a claim): the reservation plus `worker` (the nickname) and the
+    /// assignment activity naming the task and the worker `ident` (v2 §6.4 step 7).
+    Assignment { nickname: &'a str, ident: &'a str },
+}
+
+/// Take for the worker the best of `candidates` that is still schedulable and of its
+/// types: ONE `find_one_and_update` sorted like [`candidates_query`], whose answer is the
+/// task as stored afterwards (no second write, no read after it); `None` when every
+/// candidate was taken meanwhile.
+///
+/// An assignment's activity contains the task's own id, so it is written with an
+/// update pipeline (`$concat` of `$_id`; MongoDB 4.2 or later). The caller's strings go
+/// in as `$literal`, so a nickname starting with `$` is not read as a field path.
+pub(super) async fn take_best(
     db: &Db,
     candidates: &[Task],
     req: &crate::store::ClaimRequest,
+    taking: Taking<'_>,
 ) -> StoreResult<Option<Task>> {
     let ids: Vec<Bson> = candidates.iter().map(|t| oid(t.id)).collect();
     let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
     super::retries::exclusions(&mut filter, req.worker_id);
     filter.insert("_id", doc! { "$in": ids });
-    let update = doc! { "$set": {
+    let mut set = doc! {
         "status": TaskStatus::Active.as_str(),
         "worker_id": oid(req.worker_id),
         "last_worker_ping": date(req.now),
         "last_updated": date(req.now),
-    } };
-    let found = db
-        .tasks
-        .find_one_and_update(filter, update)
-        .sort(sort)
-        .return_document(ReturnDocument::Before)
-        .await
-        .db()?;
+    };
+    let found = match taking {
+        Taking::Reservation => {
+            db.tasks
+                .find_one_and_update(filter, doc! { "$set": set })
+                .sort(sort)
+                .return_document(ReturnDocument::After)
+                .await
+        }
+        Taking::Assignment { nickname, ident } => {
+            // `updates::assignment_log_update`'s activity, built by the server.
+            set.insert(
+                "activity",
+                doc! { "$concat": [
+                    { "$literal": "Manager assigned task " },
+                    { "$toString": "$_id" },
+                    { "$literal": format!(" to worker {ident}") },
+                ] },
+            );
+            let mut pipeline = Vec::new();
+            if nickname.is_empty() {
+                // An empty field is omitted, as v2 did.
+                pipeline.push(doc! { "$unset": "worker" });
+            } else {
+                set.insert("worker", doc! { "$literal": nickname });
+            }
+            pipeline.insert(0, doc! { "$set": set });
+            db.tasks
+                .find_one_and_update(filter, pipeline)
+                .sort(sort)
+                .return_document(ReturnDocument::After)
+                .await
+        }
+    }
+    .db()?;
     match found {
         Some(d) => task_from_doc(&d).map(Some),
         None => Ok(None),

@@ -7,11 +7,16 @@
 //! Without the URL, MongoDB tests skip visibly ([`crate::testing::skip_or_fail`]), except
 //! under `CI=true`, where they fail: CI must run them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use mongodb::Client;
 
+use super::MongoStore;
 use crate::model::ObjectId;
+use crate::store::StoreResult;
 
 /// The test server's URL, without a database: `mongodb://127.0.0.1:PORT/`.
 pub const URL_VAR: &str = "FLAMENCO_TEST_MONGODB_URL";
@@ -105,6 +110,52 @@ impl Drop for TestDatabase {
             );
         }
     }
+}
+
+/// The commands a store sent to the server, in order, each as `"<command> <collection>"`
+/// (e.g. `"find flamenco_tasks"`, `"findAndModify flamenco_counters"`): the driver's
+/// command monitoring, for counting the round trips of an operation (docs/performance.md).
+/// Server monitoring (heartbeats) is not included.
+#[derive(Clone, Default)]
+pub struct CommandLog(Arc<Mutex<Vec<String>>>);
+
+impl CommandLog {
+    /// The commands sent since the last `take`, and forget them.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn push(&self, command: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(command);
+    }
+}
+
+/// Like [`MongoStore::connect`], with every command the store sends recorded in the
+/// returned [`CommandLog`].
+pub async fn connect_logged(url: &str) -> StoreResult<(MongoStore, CommandLog)> {
+    let (mut options, name) = super::connect::options(url).await?;
+    let log = CommandLog::default();
+    let sink = log.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = event {
+            // The collection is the value of the command's first field (for `getMore`,
+            // its `collection` field).
+            let collection = match started.command_name.as_str() {
+                "getMore" => started.command.get_str("collection").ok(),
+                _ => started.command.iter().next().and_then(|(_, v)| v.as_str()),
+            }
+            .unwrap_or("");
+            sink.push(format!("{} {collection}", started.command_name));
+        }
+    }));
+    let client = super::connect::client(url, options).await?;
+    let database = client.database(&name);
+    let store = MongoStore::prepare(url, client, database).await?;
+    log.take(); // the ping, the indices and the counter
+    Ok((store, log))
 }
 
 #[cfg(test)]

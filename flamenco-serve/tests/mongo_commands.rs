@@ -1,0 +1,121 @@
+//! How many MongoDB commands each worker request costs (issue 17 item 3,
+//! docs/performance.md "MongoDB commands per worker request"): a Manager on the MongoDB
+//! store, the driver's command monitoring recording every command it sends, and a worker
+//! speaking the protocol over HTTP. Prints the commands of each request and fails when a
+//! request needs more than its budget, so a regression shows.
+//!
+//! Needs the test MongoDB server (`FLAMENCO_TEST_MONGODB_URL`); without it the test skips
+//! with a notice, except under `CI=true`, where it fails.
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use common::{test_task, v2_test_config, TestManager};
+use flamenco_core::store::mongo::testing::{connect_logged, CommandLog, TestDatabase};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// The worker's own record, read by authentication when this process's cache of it
+/// (one second) has expired: not part of a request's own work.
+const AUTH_READ: &str = "find flamenco_workers";
+
+/// Run one request; its commands (without an authentication read) and its status.
+async fn measured<F: Future<Output = StatusCode>>(
+    log: &CommandLog,
+    what: &str,
+    request: F,
+) -> (StatusCode, Vec<String>) {
+    log.take();
+    let status = request.await;
+    let mut commands = log.take();
+    let auth_reads = commands.iter().filter(|c| *c == AUTH_READ).count();
+    if auth_reads > 0 {
+        commands.retain(|c| c != AUTH_READ);
+    }
+    println!(
+        "{what}: {status}, {} commands{}: {}",
+        commands.len(),
+        if auth_reads > 0 {
+            format!(" (+{auth_reads} authentication read)")
+        } else {
+            String::new()
+        },
+        commands.join(", ")
+    );
+    (status, commands)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_per_worker_request() {
+    let Some(db) = TestDatabase::new("commands_per_worker_request") else {
+        return;
+    };
+    let (store, log) = connect_logged(&db.url).await.expect("connect");
+    let tm = TestManager::start_with_store(v2_test_config(), Arc::new(store)).await;
+    // v2's test task: one parent (not in the database, so it does not block).
+    let task = test_task("1", "sleeping");
+    let id = task.id;
+    tm.enqueue(vec![task]).await;
+    let w = tm.register("node1", "linux", &["sleeping"]).await;
+    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
+
+    let mut budgets = Vec::new();
+    let (status, claim) = measured(&log, "claim (POST /task)", async {
+        w.post_empty("/task").await.status()
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    budgets.push(("claim", claim.len(), 8));
+
+    let (status, update) = measured(&log, "update with log lines", async {
+        w.update(
+            id,
+            json!({"task_status": "active", "activity": "rendering",
+                   "log": "frame 1 started\nframe 1 done\n"}),
+        )
+        .await
+    })
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    budgets.push(("update with log lines", update.len(), 6));
+
+    let (status, update_plain) = measured(&log, "update without log", async {
+        w.update(id, json!({"activity": "still rendering"})).await
+    })
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    budgets.push(("update without log", update_plain.len(), 4));
+
+    let (status, may_i_run) = measured(&log, "may-i-run", async {
+        let (status, body) = w.may_i_run(id).await;
+        assert_eq!(body["may_keep_running"], json!(true), "{body}");
+        status
+    })
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    budgets.push(("may-i-run", may_i_run.len(), 1));
+
+    let (status, _) = measured(&log, "update completing the task", async {
+        w.update(id, json!({"task_status": "completed", "activity": "done"}))
+            .await
+    })
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (status, poll) = measured(&log, "empty poll (POST /task, 204)", async {
+        w.post_empty("/task").await.status()
+    })
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    budgets.push(("empty poll", poll.len(), 3));
+
+    for (what, used, budget) in budgets {
+        assert!(
+            used <= budget,
+            "{what} sent {used} MongoDB commands, more than its budget of {budget}"
+        );
+    }
+    tm.stop().await;
+}

@@ -90,6 +90,69 @@ pub async fn resolve(manager: &Manager, kind: Kind, what: &str, raw: &str) -> Re
     }
 }
 
+/// The ids `raws` name, in order, every one checked before any is used: full ids as they
+/// are, short ones looked up in one listing of `kind` (not one per id).
+pub async fn resolve_many(
+    manager: &Manager,
+    kind: Kind,
+    what: &str,
+    raws: &[String],
+) -> Result<Vec<ObjectId>> {
+    let mut parsed = Vec::with_capacity(raws.len());
+    for raw in raws {
+        parsed.push(parse(what, raw)?);
+    }
+    if parsed.iter().all(Option::is_some) {
+        return Ok(parsed.into_iter().flatten().collect());
+    }
+    let all: Vec<String> = match kind {
+        Kind::Job => manager
+            .list_jobs(&JobQuery::default())
+            .await?
+            .into_iter()
+            .map(|j| j.id.to_hex())
+            .collect(),
+        Kind::Task => manager
+            .list_tasks(&TaskQuery::default())
+            .await?
+            .into_iter()
+            .map(|t| t.id.to_hex())
+            .collect(),
+        Kind::Worker => manager
+            .list_workers()
+            .await?
+            .into_iter()
+            .map(|w| w.id.to_hex())
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(raws.len());
+    for (raw, full) in raws.iter().zip(parsed) {
+        if let Some(id) = full {
+            out.push(id);
+            continue;
+        }
+        let ending = raw.trim().to_ascii_lowercase();
+        let matches: Vec<&String> = all.iter().filter(|h| h.ends_with(&ending)).collect();
+        match matches.as_slice() {
+            [one] => out.push(ObjectId::parse(one).map_err(|e| anyhow!("{e}"))?),
+            [] => return Err(anyhow!("{} {raw} is unknown", kind.name())),
+            many => {
+                return Err(anyhow!(
+                    "{what} {raw:?} is ambiguous: {} {}s end with it ({}); give more characters",
+                    many.len(),
+                    kind.name(),
+                    many.iter()
+                        .take(5)
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

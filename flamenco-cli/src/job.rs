@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
+use flamenco_core::bulk::JobBulkAction;
 use flamenco_core::jobs::JobSubmission;
 use flamenco_core::model::{Job, JobStatus, TaskStatus};
 use flamenco_core::store::JobQuery;
 use serde_json::{Map, Value};
 
+use crate::bulk::JobTargets;
 use crate::commands::open;
 use crate::ids::{self, Kind};
 use crate::output::{ago, cut, json_doc, json_line, short_id, table};
@@ -58,20 +60,33 @@ pub enum JobCommand {
         /// The job id.
         id: String,
     },
-    /// Cancel a job: queued tasks are canceled, running ones stop at their next may-i-run.
+    /// Cancel jobs: queued tasks are canceled, running ones stop at their next may-i-run.
+    /// Several ids, or --status, act on many jobs (one line each; exit status 1 when any
+    /// job was refused or unknown).
     Cancel {
-        /// The job id.
-        id: String,
+        #[command(flatten)]
+        jobs: JobTargets,
     },
-    /// Re-queue a job's failed and canceled tasks (every task of a completed job).
+    /// Re-queue jobs' failed and canceled tasks (every task of a completed job). Several
+    /// ids or --status (e.g. --status failed) for many jobs.
     Requeue {
-        /// The job id.
-        id: String,
+        #[command(flatten)]
+        jobs: JobTargets,
     },
-    /// Delete a finished job (completed, failed or canceled) and its tasks.
+    /// Delete finished jobs (completed, failed or canceled) and their tasks. Several ids
+    /// or --status for many jobs.
     Delete {
-        /// The job id.
-        id: String,
+        #[command(flatten)]
+        jobs: JobTargets,
+    },
+    /// Set jobs' priority (1–100; higher is scheduled first), their queued tasks' too.
+    ///
+    /// Example: flamenco job priority 90 a1b2c3d4 e5f6a7b8, or --status queued
+    Priority {
+        /// The new priority, 1 to 100.
+        priority: i32,
+        #[command(flatten)]
+        jobs: JobTargets,
     },
     /// List the job types jobs can be submitted with.
     Types,
@@ -291,13 +306,30 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
                 json_doc(&value)
             }
         }
-        JobCommand::Cancel { id } | JobCommand::Requeue { id } | JobCommand::Delete { id } => {
-            ids::parse("job id", id)?;
-            let manager = open(cli).await?;
-            let result = act(&manager, cmd, id, json).await;
-            manager.close().await?;
-            let text = result?;
-            outln!("{text}")
+        JobCommand::Cancel { jobs }
+        | JobCommand::Requeue { jobs }
+        | JobCommand::Delete { jobs } => {
+            jobs.check()?;
+            if let Some(id) = jobs.single() {
+                let manager = open(cli).await?;
+                let result = act(&manager, cmd, id, json).await;
+                manager.close().await?;
+                let text = result?;
+                return outln!("{text}");
+            }
+            let action = match cmd {
+                JobCommand::Cancel { .. } => JobBulkAction::Cancel,
+                JobCommand::Requeue { .. } => JobBulkAction::Requeue,
+                _ => JobBulkAction::Delete,
+            };
+            bulk(cli, action, jobs).await
+        }
+        JobCommand::Priority { priority, jobs } => {
+            if !(1..=100).contains(priority) {
+                bail!("priority {priority} is out of range: give an integer from 1 to 100");
+            }
+            jobs.check()?;
+            bulk(cli, JobBulkAction::Priority(*priority), jobs).await
         }
         JobCommand::Blocklist { id } => crate::retries::job_blocklist(cli, id).await,
         JobCommand::Unblock {
@@ -322,6 +354,18 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             outln!("{out}")
         }
     }
+}
+
+/// A bulk action: resolve every id first, then act, then print one line per job.
+async fn bulk(cli: &Cli, action: JobBulkAction, jobs: &JobTargets) -> Result<()> {
+    let manager = open(cli).await?;
+    let result = async {
+        let selection = jobs.selection(&manager).await?;
+        Ok::<_, anyhow::Error>(manager.bulk_jobs(action, &selection, None).await?)
+    }
+    .await;
+    manager.close().await?;
+    crate::bulk::finish(&result?, cli.json, "job")
 }
 
 /// Cancel, re-queue or delete: the line to print (the job as JSON with `json`).

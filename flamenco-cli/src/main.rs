@@ -27,6 +27,7 @@ macro_rules! out {
     };
 }
 
+mod bulk;
 mod commands;
 mod config_cmd;
 mod erase;
@@ -90,7 +91,7 @@ pub enum Command {
     /// Inspect the task queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
-    /// Inspect workers and ask them to sleep, wake up or shut down.
+    /// Inspect workers, ask them to sleep, wake up or shut down, forget them.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
     /// Show a task's log (`task log ID [--tail N] [--follow]`), cancel or re-queue a task.

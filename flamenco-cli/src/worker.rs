@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use flamenco_core::bulk::WorkerBulkAction;
 use flamenco_core::model::RequestedStatus;
 
+use crate::bulk::WorkerTargets;
 use crate::commands::open;
 use crate::ids::{self, Kind};
 use crate::output::{ago, cut, json_doc, json_line, short_id, table};
@@ -15,10 +17,25 @@ pub enum WorkerCommand {
     List,
     /// Show one worker in full (JSON).
     Show { id: String },
-    /// Ask a 2.1+ worker to go to sleep (it stops fetching tasks).
-    Sleep { id: String },
-    /// Ask a 2.1+ worker to wake up.
-    Wake { id: String },
+    /// Ask 2.1+ workers to go to sleep (they stop fetching tasks). Several ids, --status
+    /// or --all act on many workers (one line each; a 2.0 worker is refused; exit status 1
+    /// when any worker was refused or unknown).
+    Sleep {
+        #[command(flatten)]
+        workers: WorkerTargets,
+    },
+    /// Ask 2.1+ workers to wake up. Several ids, --status or --all for many.
+    Wake {
+        #[command(flatten)]
+        workers: WorkerTargets,
+    },
+    /// Forget workers: remove their records. Refused for a worker that runs tasks unless
+    /// it has timed out (or is down/offline): then its tasks go back to the queue. A
+    /// forgotten worker that still runs must register again.
+    Forget {
+        #[command(flatten)]
+        workers: WorkerTargets,
+    },
     /// Ask a 2.1+ worker to shut down (it signs off and exits).
     Shutdown { id: String },
 }
@@ -38,15 +55,48 @@ pub async fn run(cli: &Cli, cmd: &WorkerCommand) -> Result<()> {
                 json_doc(&w)
             };
         }
-        WorkerCommand::Sleep { id } => (id, RequestedStatus::Asleep),
-        WorkerCommand::Wake { id } => (id, RequestedStatus::Awake),
-        WorkerCommand::Shutdown { id } => (id, RequestedStatus::Shutdown),
+        WorkerCommand::Sleep { workers } | WorkerCommand::Wake { workers } => {
+            let status = if matches!(cmd, WorkerCommand::Sleep { .. }) {
+                RequestedStatus::Asleep
+            } else {
+                RequestedStatus::Awake
+            };
+            workers.check()?;
+            match workers.single() {
+                Some(id) => (id, status),
+                None => {
+                    let action = if status == RequestedStatus::Asleep {
+                        WorkerBulkAction::Sleep
+                    } else {
+                        WorkerBulkAction::Wake
+                    };
+                    return bulk(cli, &action, workers).await;
+                }
+            }
+        }
+        WorkerCommand::Forget { workers } => {
+            workers.check()?;
+            return bulk(cli, &WorkerBulkAction::Forget, workers).await;
+        }
+        WorkerCommand::Shutdown { id } => (id.as_str(), RequestedStatus::Shutdown),
     };
     ids::parse("worker id", raw)?;
     let manager = open(cli).await?;
     let result = request(&manager, raw, status, cli.json).await;
     manager.close().await?;
     result
+}
+
+/// A bulk action: resolve every id first, then act, then print one line per worker.
+async fn bulk(cli: &Cli, action: &WorkerBulkAction, workers: &WorkerTargets) -> Result<()> {
+    let manager = open(cli).await?;
+    let result = async {
+        let selection = workers.selection(&manager).await?;
+        Ok::<_, anyhow::Error>(manager.bulk_workers(action, &selection, None).await?)
+    }
+    .await;
+    manager.close().await?;
+    crate::bulk::finish(&result?, cli.json, "worker")
 }
 
 async fn show(manager: &flamenco_core::Manager, raw: &str) -> Result<flamenco_core::model::Worker> {

@@ -121,6 +121,7 @@ impl WorkerBulkAction {
                     "the tag action needs tags to `add` or `remove` (lists of tag names)",
                 ));
             }
+            check_tags(&add, &remove)?;
             return Ok(WorkerBulkAction::Tag { add, remove });
         }
         let action = match name {
@@ -142,6 +143,22 @@ impl WorkerBulkAction {
         }
         Ok(action)
     }
+}
+
+/// The tags of a `tag` action, checked as [`crate::tags::TagChange`] checks them (the
+/// field `add` or `remove` at fault), so that a bad tag is a 400 whatever the selection.
+pub fn check_tags(add: &[String], remove: &[String]) -> Result<(), ApiError> {
+    use crate::tags::TagChange;
+    let field = |field: &str, e: crate::tags::TagError| invalid(field, e.to_string());
+    TagChange::new(add, &[]).map_err(|e| field("add", e))?;
+    let change = TagChange::new(add, remove).map_err(|e| field("remove", e))?;
+    if change.add.is_empty() && change.remove.is_empty() {
+        return Err(invalid(
+            "add",
+            "the tag action needs tags to `add` or `remove` (lists of tag names)",
+        ));
+    }
+    Ok(())
 }
 
 /// Which jobs a bulk action is for.
@@ -429,6 +446,15 @@ mod tests {
         assert!(WorkerBulkAction::parse("tag", None, Some(vec![])).is_err());
         assert!(WorkerBulkAction::parse("sleep", Some(vec!["gpu".into()]), None).is_err());
         assert!(WorkerBulkAction::parse("shutdown", None, None).is_err());
+        match WorkerBulkAction::parse("tag", Some(vec!["bad tag!".into()]), None) {
+            Err(ApiError::InvalidField { field, .. }) => assert_eq!(field, "add"),
+            other => panic!("{other:?}"),
+        }
+        match WorkerBulkAction::parse("tag", None, Some(vec!["".into()])) {
+            Err(ApiError::InvalidField { field, .. }) => assert_eq!(field, "remove"),
+            other => panic!("{other:?}"),
+        }
+        assert!(WorkerBulkAction::parse("tag", Some(vec!["gpu".into()]), None).is_ok());
         assert_eq!(parse_worker_status("registered").unwrap(), "");
         assert_eq!(parse_worker_status("timeout").unwrap(), "timeout");
         assert!(parse_worker_status("sleeping").is_err());

@@ -249,6 +249,14 @@ async fn bad_bulk_requests_change_nothing() {
         ),
         (json!({"action": "tag", "ids": [w.id.to_hex()]}), "add"),
         (
+            json!({"action": "tag", "ids": [w.id.to_hex()], "add": ["bad tag!"]}),
+            "add",
+        ),
+        (
+            json!({"action": "tag", "filter": {"all": true}, "remove": [""]}),
+            "remove",
+        ),
+        (
             json!({"action": "sleep", "filter": {"status": "napping"}}),
             "status",
         ),
@@ -330,6 +338,32 @@ async fn bulk_worker_actions_report_per_worker() {
         (report["done"].as_u64(), report["refused"].as_u64()),
         (Some(2), Some(1))
     );
+
+    // Tag: every known worker in one operation; the unknown one is reported.
+    let (status, report) = post(
+        &tm,
+        "/api/workers/bulk",
+        &json!({"action": "tag", "add": ["gpu", "win"],
+                "ids": [new.id.to_hex(), old.id.to_hex(), unknown.to_hex()]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (report["done"].as_u64(), report["not_found"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(tm.worker(new.id).await.tags, ["gpu", "win"]);
+    assert_eq!(tm.worker(old.id).await.tags, ["gpu", "win"]);
+    let (status, report) = post(
+        &tm,
+        "/api/workers/bulk",
+        &json!({"action": "tag", "remove": ["win"], "filter": {"status": "awake"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["done"], 3, "{report}");
+    assert_eq!(tm.worker(new.id).await.tags, ["gpu"]);
+    assert!(tm.worker(busy.id).await.tags.is_empty());
 
     // Forget: the idle 2.0 worker goes (and is refused at its next call), the busy awake
     // one is refused and keeps its task.

@@ -239,7 +239,8 @@ impl Manager {
         Ok(selected)
     }
 
-    /// Do `action` to every worker `selection` names and report per worker. Sleep and wake
+    /// Do `action` to every worker `selection` names and report per worker (for `tag`, the
+    /// line's `status` is the worker's status). Sleep and wake
     /// follow [`Manager::request_worker_status`]'s rule (a Flamenco Worker 2.0.x is
     /// refused, with the reason); forget follows [`crate::bulk::forget_refusal`]; tag is
     /// [`Manager::tag_workers`] once for all of them. 400 (nothing done) for a bad
@@ -250,6 +251,9 @@ impl Manager {
         selection: &WorkerSelection,
         max: Option<usize>,
     ) -> Result<BulkReport, ApiError> {
+        if let WorkerBulkAction::Tag { add, remove } = action {
+            crate::bulk::check_tags(add, remove)?;
+        }
         let selected = self.select_workers(selection, max).await?;
         let ids: Vec<ObjectId> = selected.iter().map(|(id, _)| *id).collect();
         let known: std::collections::HashMap<ObjectId, Worker> = selected
@@ -325,9 +329,9 @@ impl Manager {
         Ok(report)
     }
 
-    /// Tagging is all or nothing ([`Manager::tag_workers`]): unknown ids are reported as
-    /// such and the known ones tagged; a refused change (a tag limit) is a 400 for the
-    /// whole request.
+    /// Tagging is all or nothing ([`Manager::tag_workers`], one store operation for all of
+    /// them): unknown ids are reported as such and the known ones tagged; a bad tag or a
+    /// tag limit is a 400 for the whole request, nothing changed.
     async fn bulk_tag(
         &self,
         ids: &[ObjectId],
@@ -341,11 +345,7 @@ impl Manager {
             .filter(|id| known.contains_key(id))
             .collect();
         if !present.is_empty() {
-            // TODO(bulk tag): call Manager::tag_workers once worker tags are in.
-            let _ = (add, remove);
-            return Err(ApiError::Conflict(
-                "worker tags are not available in this build yet".into(),
-            ));
+            self.tag_workers(&present, add, remove).await?;
         }
         Ok(ids
             .iter()

@@ -1360,3 +1360,85 @@ async fn job_view_with_admin_token_scenario(b: &Browser, farm: &Farm) {
     })
     .await;
 }
+
+// ------------------------------------------------------------------ retries, blocklist
+
+browser_test!(
+    /// A worker fails a task (`blocklist_threshold` 1): the job page shows the task
+    /// `soft-failed`, its Failures list names the worker, and the job's Blocklist lists it;
+    /// Remove takes it off the list in the store (issue 16, items 1 and 2).
+    job_page_failures_and_blocklist,
+    {
+        let mut config = v2_test_config();
+        config.blocklist_threshold = 1;
+        config
+    },
+    failures_and_blocklist_scenario
+);
+
+async fn failures_and_blocklist_scenario(b: &Browser, farm: &Farm) {
+    let tm = &farm.tm;
+    let job = farm.submit("shot-020-fx", "1-10", 5, 50).await;
+    let w1 = farm
+        .worker("render-11", "linux", &["sleep"], "Flamenco-Worker/2.5")
+        .await;
+    let _w2 = farm
+        .worker("render-12", "linux", &["sleep"], "Flamenco-Worker/2.5")
+        .await;
+    let failed = farm.claim(&w1).await;
+    let st = w1
+        .update(
+            failed,
+            json!({"task_status": "failed", "activity": "Command failed with status 1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(tm.task(failed).await.status, TaskStatus::SoftFailed);
+
+    b.goto(&tm.url(&format!("/#/jobs/{job}"))).await;
+    let row = format!("#detail-tasks tr[data-task-id=\"{failed}\"]");
+    b.wait_js(
+        "the soft-failed task",
+        &format!(
+            "return document.querySelector('{row} .task-status')?.textContent === 'soft-failed' || null;"
+        ),
+    )
+    .await;
+    let blocked = format!(
+        "#detail-blocklist tr[data-blocked-worker=\"{}\"][data-task-type=\"sleep\"]",
+        w1.id
+    );
+    b.wait_js(
+        "the blocklist entry",
+        &format!(
+            "return (!document.querySelector('#detail-blocklist-box').hidden \
+             && document.querySelector('{blocked}')?.textContent.includes('render-11')) || null;"
+        ),
+    )
+    .await;
+    click(b, &format!("{row} button[data-action=\"failures\"]")).await;
+    b.wait_js(
+        "the failure record",
+        &format!(
+            "const li = document.querySelector('#task-failures li[data-worker-id=\"{}\"]'); \
+             return (li && li.textContent.includes('render-11')) || null;",
+            w1.id
+        ),
+    )
+    .await;
+    click(b, &format!("{blocked} button[data-action=\"unblock\"]")).await;
+    b.wait_for("the entry removed in the store", || async {
+        let list = tm.manager.job_blocklist(job).await.expect("the blocklist");
+        if list.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .await;
+    b.wait_js(
+        "the blocklist hidden",
+        "return document.querySelector('#detail-blocklist-box').hidden || null;",
+    )
+    .await;
+}

@@ -4,7 +4,8 @@
 # store, and prints one JSON line per run plus the medians.
 #
 # Usage: ./scripts/perf.sh [--runs N] [--duration 10s] [--workers 64] [--only NAME]
-#   NAME: cycles-100k | cycles-1k | empty-polls | may-i-run | rss-1000-workers
+#   NAME: cycles-100k | cycles-100k-tags (the 100,000 across 10 worker tags, each worker
+#         with one or two) | cycles-1k | empty-polls | may-i-run | rss-1000-workers
 #         (64 busy + 936 idle registered workers) | stress-1000-busy (1,000 busy workers)
 #
 # Output: target/perf/<name>-<run>.json (the simulator's report) and a summary table.
@@ -85,6 +86,7 @@ scenario() {
 }
 
 scenario cycles-100k --workers "$WORKERS" --duration "$DURATION" --scenario cycles --seed-tasks 100000 --keep-queued
+scenario cycles-100k-tags --workers "$WORKERS" --duration "$DURATION" --scenario cycles --seed-tasks 100000 --keep-queued --tags 10
 scenario cycles-1k --workers "$WORKERS" --duration "$DURATION" --scenario cycles --seed-tasks 1000 --keep-queued
 scenario empty-polls --workers "$WORKERS" --duration "$DURATION" --scenario empty-polls
 scenario may-i-run --workers "$WORKERS" --duration "$DURATION" --scenario may-i-run --seed-tasks "$WORKERS"
@@ -94,7 +96,7 @@ scenario stress-1000-busy --workers 1000 --duration "$DURATION" --scenario cycle
 python3 - "$OUT" "$RUNS" <<'EOF'
 import json, os, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
-names = ["cycles-100k", "cycles-1k", "empty-polls", "may-i-run", "rss-1000-workers", "stress-1000-busy"]
+names = ["cycles-100k", "cycles-100k-tags", "cycles-1k", "empty-polls", "may-i-run", "rss-1000-workers", "stress-1000-busy"]
 print("\nmedians of %d runs" % runs)
 print("%-18s %12s %12s %10s  %s" % ("scenario", "cycles/s", "req/s", "RSS MB", "p99 ms per endpoint"))
 med = {}
@@ -113,6 +115,8 @@ for name in names:
     p99 = ", ".join("%s %.1f" % (e, statistics.median(r["endpoints"][e]["latency_ms"]["p99"] for r in reports if e in r["endpoints"])) for e in eps)
     med[name] = c
     print("%-18s %12.0f %12.0f %10.1f  %s" % (name, c, q, m, p99))
+if med.get("cycles-100k") and med.get("cycles-100k-tags"):
+    print("cycle rate with 100k queued across 10 tags / untagged: %.0f %%" % (100 * med["cycles-100k-tags"] / med["cycles-100k"]))
 if med.get("cycles-1k"):
     print("\ncycle rate with 100k queued / with 1k queued: %.0f %%" % (100 * med.get("cycles-100k", 0) / med["cycles-1k"]))
 EOF

@@ -22,6 +22,10 @@
 //! five times a second, so the queue stays near `--seed-tasks` for the whole run: how the
 //! cycle rate depends on the queue's size is measured with it.
 //! `--pid` samples the Manager's resident memory and reports the peak.
+//! `--tags N` (needs `--seed-config`) spreads the tasks over N worker tags (`tag0` …): the
+//! seeded ones in N consecutive blocks (as N jobs of one tag each would be), the refills
+//! round-robin; after registering, worker `n` is tagged `tag{n % N}` through the SDK,
+//! every fourth one also `tag{(n + 1) % N}` (docs/jobs.md, "Worker tags").
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +37,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 
 use flamenco_core::config::Config;
-use flamenco_core::model::{Command, Task};
+use flamenco_core::model::{Command, ObjectId, Task};
 use flamenco_core::Manager;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -72,6 +76,10 @@ pub struct Args {
     /// The Manager's process id, to report its peak resident memory.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Spread the tasks over this many worker tags and tag the workers (needs
+    /// --seed-config); 0: no tags.
+    #[arg(long, default_value_t = 0)]
+    pub tags: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -285,10 +293,14 @@ impl SimWorker {
     }
 }
 
-async fn seed(config_path: &std::path::Path, n: usize) -> Result<()> {
+async fn seed(config_path: &std::path::Path, n: usize, tags: usize) -> Result<()> {
     let (config, _) = Config::load(Some(config_path))?;
     let manager = Manager::open(config).await?;
-    enqueue(&manager, n).await?;
+    // N consecutive blocks, one per tag.
+    enqueue(&manager, n, |i| {
+        (tags > 0).then(|| format!("tag{}", i * tags / n.max(1)))
+    })
+    .await?;
     manager.close().await?;
     Ok(())
 }
@@ -299,6 +311,7 @@ async fn keep_queued(
     config_path: PathBuf,
     completed: Arc<AtomicU64>,
     deadline: Instant,
+    tags: usize,
 ) -> Result<u64> {
     let (config, _) = Config::load(Some(&config_path))?;
     let manager = Manager::open(config).await?;
@@ -307,7 +320,11 @@ async fn keep_queued(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let done = completed.load(Ordering::Relaxed);
         if done > replaced {
-            enqueue(&manager, (done - replaced) as usize).await?;
+            let start = replaced as usize;
+            enqueue(&manager, (done - replaced) as usize, |i| {
+                (tags > 0).then(|| format!("tag{}", (start + i) % tags))
+            })
+            .await?;
             replaced = done;
         }
     }
@@ -315,25 +332,61 @@ async fn keep_queued(
     Ok(replaced)
 }
 
-async fn enqueue(manager: &Manager, n: usize) -> Result<()> {
+/// Enqueue `n` tasks; `tag(i)` is the worker tag the `i`-th requires.
+async fn enqueue(manager: &Manager, n: usize, tag: impl Fn(usize) -> Option<String>) -> Result<()> {
     let mut left = n;
     while left > 0 {
         let batch = left.min(10_000);
+        let first = n - left;
         let tasks: Vec<Task> = (0..batch)
             .map(|i| {
-                Task::new(
+                let mut task = Task::new(
                     format!("sim-{i}"),
                     "sleep",
                     vec![
                         Command::new("echo", json!({"message": "simulated"})),
                         Command::new("sleep", json!({"time_in_seconds": 0})),
                     ],
-                )
+                );
+                task.worker_tag = tag(first + i);
+                task
             })
             .collect();
         manager.enqueue_tasks(tasks).await?;
         left -= batch;
     }
+    Ok(())
+}
+
+/// Tag worker `n` with `tag{n % tags}`, every fourth also with `tag{(n + 1) % tags}`
+/// (one `tag_workers` call per tag set), then wait out the Manager's one-second worker
+/// cache so the first claims see the tags.
+async fn tag_workers(
+    config_path: &std::path::Path,
+    workers: &[SimWorker],
+    tags: usize,
+) -> Result<()> {
+    let (config, _) = Config::load(Some(config_path))?;
+    let manager = Manager::open(config).await?;
+    let mut groups: BTreeMap<Vec<String>, Vec<ObjectId>> = BTreeMap::new();
+    for (n, w) in workers.iter().enumerate() {
+        let mut set = vec![format!("tag{}", n % tags)];
+        if n % 4 == 3 && tags > 1 {
+            set.push(format!("tag{}", (n + 1) % tags));
+        }
+        groups
+            .entry(set)
+            .or_default()
+            .push(ObjectId::parse(&w.id).context("a worker id")?);
+    }
+    for (set, ids) in groups {
+        manager
+            .tag_workers(&ids, &set, &[])
+            .await
+            .map_err(|e| anyhow::anyhow!("tagging workers: {e}"))?;
+    }
+    manager.close().await?;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     Ok(())
 }
 
@@ -352,12 +405,15 @@ pub async fn run(args: Args) -> Result<Value> {
     if args.seed_tasks > 0 && args.seed_config.is_none() {
         bail!("--seed-tasks needs --seed-config (the Manager's config file)");
     }
+    if args.tags > 0 && args.seed_config.is_none() {
+        bail!("--tags needs --seed-config (the Manager's config file, to tag the workers)");
+    }
     if args.keep_queued && (args.scenario != Scenario::Cycles || args.seed_config.is_none()) {
         bail!("--keep-queued needs --scenario cycles and --seed-config");
     }
     if args.scenario != Scenario::Burst && args.seed_tasks > 0 {
         if let Some(cfg) = &args.seed_config {
-            seed(cfg, args.seed_tasks).await?;
+            seed(cfg, args.seed_tasks, args.tags).await?;
         }
     }
 
@@ -377,6 +433,9 @@ pub async fn run(args: Args) -> Result<Value> {
     while let Some(done) = registering.join_next().await {
         workers.push(done??);
     }
+    if let (Some(cfg), true) = (&args.seed_config, args.tags > 0) {
+        tag_workers(cfg, &workers, args.tags).await?;
+    }
     // The idle ones: registered and signed on, their connections open, no requests.
     let idle: Vec<SimWorker> = workers.split_off(args.workers.min(workers.len()));
 
@@ -393,7 +452,7 @@ pub async fn run(args: Args) -> Result<Value> {
         tokio::spawn(async move {
             tokio::time::sleep_until(burst_at.into()).await;
             if let Some(cfg) = cfg {
-                if let Err(e) = seed(&cfg, n).await {
+                if let Err(e) = seed(&cfg, n, 0).await {
                     eprintln!("seeding the burst failed: {e:#}");
                 }
             }
@@ -406,6 +465,7 @@ pub async fn run(args: Args) -> Result<Value> {
             cfg.clone(),
             completed.clone(),
             deadline,
+            args.tags,
         ))),
         _ => None,
     };
@@ -512,6 +572,7 @@ pub async fn run(args: Args) -> Result<Value> {
         "requests_per_second": all_requests as f64 / elapsed,
         "task_cycles": total.cycles,
         "task_cycles_per_second": total.cycles as f64 / elapsed,
+        "worker_tags": args.tags,
         "endpoints": endpoints,
     });
     if let Some(replaced) = replaced {

@@ -44,6 +44,7 @@ fn args(manager: &str, config: &std::path::Path, scenario: Scenario, seed: usize
         keep_queued: false,
         registered_workers: 0,
         pid: Some(std::process::id()),
+        tags: 0,
     }
 }
 
@@ -101,4 +102,18 @@ async fn every_scenario_runs() {
         .await
         .unwrap();
     assert_all_succeeded(&report);
+}
+
+/// `--tags`: every seeded task requires one of 3 tags and the workers are tagged through
+/// the SDK, so any cycle at all means tagged workers got tagged tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_tasks_reach_tagged_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, config) = start_manager(dir.path()).await;
+    let mut tagged = args(&url, &config, Scenario::Cycles, 30);
+    tagged.tags = 3;
+    let report = run(tagged).await.unwrap();
+    assert_all_succeeded(&report);
+    assert_eq!(report["worker_tags"], 3, "{report}");
+    assert!(report["task_cycles"].as_u64().unwrap() > 0, "{report}");
 }

@@ -41,6 +41,10 @@ pub enum JobCommand {
         /// 1–100 (default 50); higher is scheduled first.
         #[arg(long)]
         priority: Option<i32>,
+        /// Only workers with this tag get the job's tasks (`flamenco worker tag`); the
+        /// file's `worker_tag` otherwise; none: any worker.
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
     },
     /// List jobs, newest first, as a table (or JSON lines with --json). The table shows
     /// short ids (the last 8 characters), which the other commands accept.
@@ -136,6 +140,7 @@ fn submission(
     file: Option<&PathBuf>,
     name: Option<&str>,
     priority: Option<i32>,
+    tag: Option<&str>,
 ) -> Result<JobSubmission> {
     let mut sub = match file {
         Some(path) => {
@@ -172,6 +177,11 @@ fn submission(
     if let Some(p) = priority {
         sub.priority = Some(Value::from(p));
     }
+    if let Some(t) = tag {
+        // Checked here too, before the store is opened.
+        flamenco_core::tags::check_job_tag(Some(t)).map_err(|e| anyhow!("--tag: {e}"))?;
+        sub.worker_tag = Some(t.to_string());
+    }
     Ok(sub)
 }
 
@@ -196,6 +206,7 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
             file,
             name,
             priority,
+            tag,
         } => {
             let sub = submission(
                 job_type.as_deref(),
@@ -203,6 +214,7 @@ pub async fn run(cli: &Cli, cmd: &JobCommand) -> Result<()> {
                 file.as_ref(),
                 name.as_deref(),
                 *priority,
+                tag.as_deref(),
             )?;
             let manager = open(cli).await?;
             let result = manager.submit_job_with_warnings(sub).await;

@@ -38,6 +38,20 @@ pub enum WorkerCommand {
     },
     /// Ask a 2.1+ worker to shut down (it signs off and exits).
     Shutdown { id: String },
+    /// Add and remove worker tags: a job submitted with `--tag T` only goes to workers
+    /// tagged T. Several ids, --status or --all tag many workers in one operation.
+    ///
+    /// Example: flamenco worker tag a1b2c3d4 --add gpu --remove win
+    Tag {
+        #[command(flatten)]
+        workers: WorkerTargets,
+        /// A tag to add (repeatable): 1–64 characters of letters, digits, `_`, `.`, `-`.
+        #[arg(long, value_name = "TAG")]
+        add: Vec<String>,
+        /// A tag to remove (repeatable).
+        #[arg(long, value_name = "TAG")]
+        remove: Vec<String>,
+    },
 }
 
 pub async fn run(cli: &Cli, cmd: &WorkerCommand) -> Result<()> {
@@ -79,6 +93,11 @@ pub async fn run(cli: &Cli, cmd: &WorkerCommand) -> Result<()> {
             return bulk(cli, &WorkerBulkAction::Forget, workers).await;
         }
         WorkerCommand::Shutdown { id } => (id.as_str(), RequestedStatus::Shutdown),
+        WorkerCommand::Tag {
+            workers,
+            add,
+            remove,
+        } => return tag(cli, workers, add, remove).await,
     };
     ids::parse("worker id", raw)?;
     let manager = open(cli).await?;
@@ -97,6 +116,48 @@ async fn bulk(cli: &Cli, action: &WorkerBulkAction, workers: &WorkerTargets) -> 
     .await;
     manager.close().await?;
     crate::bulk::finish(&result?, cli.json, "worker")
+}
+
+/// `flamenco worker tag`: the tags are checked before the store is opened; one worker
+/// prints its tags, many go through the bulk action (one line each).
+async fn tag(cli: &Cli, workers: &WorkerTargets, add: &[String], remove: &[String]) -> Result<()> {
+    workers.check()?;
+    if add.is_empty() && remove.is_empty() {
+        anyhow::bail!("nothing to do: give --add TAG and/or --remove TAG");
+    }
+    flamenco_core::tags::TagChange::new(add, remove).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(raw) = workers.single() else {
+        let action = WorkerBulkAction::Tag {
+            add: add.to_vec(),
+            remove: remove.to_vec(),
+        };
+        return bulk(cli, &action, workers).await;
+    };
+    ids::parse("worker id", raw)?;
+    let manager = open(cli).await?;
+    let result = async {
+        let id = ids::resolve(&manager, Kind::Worker, "worker id", raw).await?;
+        let changed = manager.tag_workers(&[id], add, remove).await?;
+        let worker = show(&manager, &id.to_string()).await?;
+        Ok::<_, anyhow::Error>((worker, changed))
+    }
+    .await;
+    manager.close().await?;
+    let (worker, changed) = result?;
+    if cli.json {
+        return json_line(&worker);
+    }
+    let tags = if worker.tags.is_empty() {
+        "no tags".to_string()
+    } else {
+        worker.tags.join(", ")
+    };
+    let what = if changed > 0 {
+        "now has"
+    } else {
+        "already had"
+    };
+    outln!("worker {} {what}: {tags}", worker.id)
 }
 
 async fn show(manager: &flamenco_core::Manager, raw: &str) -> Result<flamenco_core::model::Worker> {
@@ -142,6 +203,7 @@ async fn list(cli: &Cli) -> Result<()> {
             "status",
             "platform",
             "software",
+            "tags",
             "task",
             "last seen",
         ],
@@ -164,6 +226,11 @@ async fn list(cli: &Cli) -> Result<()> {
             status,
             w.platform.clone(),
             cut(&w.software, 20),
+            if w.tags.is_empty() {
+                "-".into()
+            } else {
+                cut(&w.tags.join(","), 24)
+            },
             task,
             ago(w.last_activity, now),
         ]);

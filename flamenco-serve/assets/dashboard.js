@@ -402,7 +402,8 @@
     return el('tr', { 'data-worker-id': w.id, class: ROW_CLASSES[cls] || 'row-idle' },
       el('td', { class: 'nickname', 'data-label': 'Nickname', title },
         el('a', { href: `#/workers/${encodeURIComponent(w.id)}`, text: w.nickname || '(no nickname)' }),
-        el('span', { class: 'sub', text: shortId(w.id, 6) })),
+        el('span', { class: 'sub', text: shortId(w.id, 6) }),
+        ...(w.tags || []).map((t) => el('span', { class: 'tag', title: 'Worker tag', text: t }))),
       el('td', { class: 'status', 'data-label': 'Status' },
         el('span', { class: `badge ${cls}`, text: status })),
       el('td', { class: `status-requested${requested ? '' : ' is-empty'}`, 'data-label': 'Requested' }, requested),
@@ -602,7 +603,7 @@
     $('#admin-token').focus();
   }
 
-  async function act(url, label, button) {
+  async function act(url, label, button, body = '{}', onReport = null) {
     const token = storedToken();
     // The Manager refuses state-changing requests that are not declared as JSON (any page
     // can send text/plain cross-site; docs/security.md), so actions say application/json.
@@ -611,7 +612,7 @@
     if (button) button.classList.add('busy');
     let resp;
     try {
-      resp = await fetch(url, { method: 'POST', headers, body: '{}' });
+      resp = await fetch(url, { method: 'POST', headers, body });
     } catch (_) {
       showMessage(`${label}: the Manager could not be reached. Is it still running?`, true);
       return;
@@ -622,7 +623,7 @@
       if (token) {
         try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* storage disabled */ }
       }
-      askToken(() => act(url, label, button), Boolean(token));
+      askToken(() => act(url, label, button, body, onReport), Boolean(token));
       return;
     }
     if (!resp.ok) {
@@ -630,7 +631,13 @@
       return;
     }
     $('#admin-token-form').hidden = true;
-    showMessage(`${label}: done.`, false);
+    if (onReport) {
+      let report = null;
+      try { report = await resp.json(); } catch (_) { /* not JSON */ }
+      onReport(report);
+    } else {
+      showMessage(`${label}: done.`, false);
+    }
     poll();
     refreshDetail();
   }
@@ -771,8 +778,10 @@
         if (seq !== detail.seq) return;
         renderBlocklist([]);
         const name = page.worker && page.worker.nickname;
+        const tags = (page.worker && page.worker.tags) || [];
         $('#detail-title').textContent = `Worker ${name || detail.id}`;
-        $('#detail-sub').textContent = 'Its most recently updated tasks, newest first';
+        $('#detail-sub').textContent = `Tags: ${tags.length ? tags.join(', ') : 'none'} · its most recently updated tasks, newest first`;
+        renderTagsForm(tags);
         tasks = (page.tasks || []).map((t) => Object.assign({ id: t._id }, t));
       }
       if (detail.kind === 'job') tasks = tasks.map((t) => Object.assign({ id: t._id }, t));
@@ -784,6 +793,36 @@
       error.textContent = e.message;
       error.hidden = false;
     }
+  }
+
+  // ------------------------------------------------------------------ worker tags
+
+  /** The worker page's tag editor (docs/jobs.md, "Worker tags"); left alone while edited. */
+  function renderTagsForm(tags) {
+    const form = $('#detail-tags-form');
+    form.hidden = false;
+    form.dataset.current = JSON.stringify(tags);
+    const input = $('#detail-tags');
+    if (document.activeElement !== input) input.value = tags.join(', ');
+  }
+
+  function setUpTagsForm() {
+    const form = $('#detail-tags-form');
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      if (detail.kind !== 'worker') return;
+      const current = JSON.parse(form.dataset.current || '[]');
+      const wanted = [...new Set($('#detail-tags').value.split(/[\s,]+/).filter((t) => t))];
+      const add = wanted.filter((t) => !current.includes(t));
+      const remove = current.filter((t) => !wanted.includes(t));
+      if (!add.length && !remove.length) {
+        showMessage('The worker has these tags already.', false);
+        return;
+      }
+      $('#detail-tags').blur();
+      act(`/api/workers/${encodeURIComponent(detail.id)}/tags`, `Tags of worker ${shortId(detail.id, 6)}`,
+        $('#detail-tags-save'), JSON.stringify({ add, remove }));
+    });
   }
 
   // ------------------------------------------------------------------ retries, blocklist
@@ -982,6 +1021,7 @@
     detail.id = m[2];
     $('#detail-title').textContent = m[1] === 'jobs' ? 'Job' : 'Worker';
     $('#detail-sub').textContent = '';
+    $('#detail-tags-form').hidden = true;
     document.body.classList.add('detail-view');
     $('#detail').hidden = false;
     refreshDetail();
@@ -1044,6 +1084,7 @@
       sortWorkers(key, order);
     });
     setUpTokenForm();
+    setUpTagsForm();
     setUpLatestImage();
     window.addEventListener('hashchange', route);
     route();

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod server;
 pub mod status_api;
 pub mod streams;
+pub mod tags_api;
 pub mod task_actions_api;
 pub mod tasks_api;
 pub mod tls;
@@ -81,6 +82,7 @@ fn application(manager: Arc<Manager>) -> (Router, Vec<routes::Route>) {
         .merge(image_api::routes())
         .merge(status_api::routes())
         .merge(actions(status_api::action_routes()))
+        .merge(actions(tags_api::action_routes()))
         .get(openapi::PATH, openapi::serve)
         .merge(metrics_api::routes())
         .map_router(|r| {

@@ -114,6 +114,9 @@ struct AsJsonWorker<'a> {
     current_task_status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     current_task_updated: Option<DateTime<Utc>>,
+    /// Ours (worker tags); left out when the worker has none, so v2's shape is kept.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
 }
 
 /// The body of `/as-json` (manager-v2.md §9.2).
@@ -141,6 +144,7 @@ pub async fn as_json_report(manager: &Manager) -> std::result::Result<Value, Api
                 software: &w.software,
                 current_task_status: &w.current_task_status,
                 current_task_updated: w.current_task_updated,
+                tags: &w.tags,
             })
             .collect()
     });
@@ -249,6 +253,8 @@ struct WorkerSummary<'a> {
     current_task_updated: Option<DateTime<Utc>>,
     last_activity: Option<DateTime<Utc>>,
     supported_task_types: &'a [String],
+    /// Set by an admin (docs/jobs.md, "Worker tags").
+    tags: &'a [String],
     supports_status_requests: bool,
     old: bool,
 }
@@ -269,6 +275,7 @@ impl<'a> WorkerSummary<'a> {
             current_task_updated: w.current_task_updated,
             last_activity: w.last_activity,
             supported_task_types: &w.supported_task_types,
+            tags: &w.tags,
             supports_status_requests: w.supports_status_requests(),
             old: is_old(w, now),
         }
@@ -505,6 +512,11 @@ async fn jobs(
 }
 
 // ------------------------------------------------------------------ worker actions
+
+/// A worker as the listing shows it (for other modules' answers, e.g. `tags_api`).
+pub(crate) fn worker_summary(worker: &Worker, now: DateTime<Utc>) -> Value {
+    serde_json::to_value(WorkerSummary::new(worker, now)).unwrap_or_default()
+}
 
 async fn sleep(State(m): State<Arc<Manager>>, Path(raw): Path<String>) -> Result<Response> {
     request_status(&m, &raw, RequestedStatus::Asleep).await

@@ -102,14 +102,14 @@ async fn worker_tasks(
         }
     }
     let tasks = manager.worker_tasks(worker, limit).await?;
-    let nickname = manager
+    let (nickname, tags) = manager
         .get_worker(worker)
         .await?
-        .map(|w| w.nickname)
+        .map(|w| (w.nickname, w.tags))
         .unwrap_or_default();
     let tasks: Vec<_> = tasks.iter().map(task_json).collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"worker": {"id": worker, "nickname": nickname}, "tasks": tasks, "limit": limit}),
+        &json!({"worker": {"id": worker, "nickname": nickname, "tags": tags}, "tasks": tasks, "limit": limit}),
     ))
 }

@@ -80,7 +80,7 @@ pub async fn claim_follows_worker_tags(store: Arc<dyn Store>) {
     );
     // Untagged tasks are for tagged workers too, in the scheduler's order.
     let late_any = prio_task(nth_id(0x7a, 5), "sleeping", 99, 50);
-    add_tasks(&store, &[late_any.clone()]).await;
+    add_tasks(&store, std::slice::from_ref(&late_any)).await;
     let both2 = tagged_worker(&store, 5, "both2", &["win"]).await;
     assert_eq!(claimed_id(&store, &both2, at(5)).await, Some(late_any.id));
     let both3 = tagged_worker(&store, 6, "both3", &["win"]).await;

@@ -591,6 +591,7 @@ async fn manager_with_worker(config: Config) -> (Arc<Manager>, ObjectId, tempfil
         current_task_status: String::new(),
         current_task_updated: None,
         status_requested: None,
+        tags: Vec::new(),
     };
     manager.store().insert_worker(&worker).await.unwrap();
     (manager, worker.id, dir)

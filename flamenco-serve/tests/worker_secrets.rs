@@ -77,6 +77,7 @@ async fn insert_v2_worker(store: &Arc<dyn Store>, secret: &str) -> ObjectId {
             current_task_status: String::new(),
             current_task_updated: None,
             status_requested: None,
+            tags: Vec::new(),
         })
         .await
         .expect("insert");

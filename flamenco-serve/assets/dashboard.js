@@ -36,6 +36,8 @@
     pollSeq: 0,
     pendingAction: null,
     imageTimer: null,
+    // Multi-select: the ids of the checked rows (only rows shown on the page stay selected).
+    selected: { jobs: new Set(), workers: new Set() },
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -399,7 +401,8 @@
     const requested = w.status_requested
       ? el('span', { class: `badge badge-requested ${WORKER_CLASSES[w.status_requested] || 'st-idle'}`, text: w.status_requested })
       : null;
-    return el('tr', { 'data-worker-id': w.id, class: ROW_CLASSES[cls] || 'row-idle' },
+    return el('tr', { 'data-worker-id': w.id, class: `${ROW_CLASSES[cls] || 'row-idle'}${state.selected.workers.has(w.id) ? ' is-selected' : ''}` },
+      selectCell('workers', w.id, `Select worker ${w.nickname || w.id}`),
       el('td', { class: 'nickname', 'data-label': 'Nickname', title },
         el('a', { href: `#/workers/${encodeURIComponent(w.id)}`, text: w.nickname || '(no nickname)' }),
         el('span', { class: 'sub', text: shortId(w.id, 6) }),
@@ -458,6 +461,7 @@
     state.old.total = old.total;
     reconcile($('#workers-table tbody'), current.workers, 'data-worker-id', workerRow);
     reconcile($('#old-workers-table tbody'), old.workers, 'data-worker-id', workerRow);
+    syncSelection('workers');
     const empty = $('#workers-empty');
     empty.hidden = current.total > 0;
     empty.textContent = old.total > 0
@@ -527,7 +531,8 @@
     });
     const cancellable = !FINAL_JOB_STATUSES.has(job.status) && job.status !== 'cancel-requested';
     const requeueable = job.status !== 'cancel-requested';
-    return el('tr', { 'data-job-id': job.id },
+    return el('tr', { 'data-job-id': job.id, class: state.selected.jobs.has(job.id) ? 'is-selected' : null },
+      selectCell('jobs', job.id, `Select job ${job.name || job.id}`),
       el('td', { class: 'job-name', 'data-label': 'Job', title: job.id },
         el('a', { href: `#/jobs/${encodeURIComponent(job.id)}`, text: job.name || '(unnamed)' }),
         el('span', { class: 'sub', text: `${job.job_type} · ${shortId(job.id, 6)}` })),
@@ -555,6 +560,7 @@
   function renderJobs(page) {
     state.jobs.hasMore = Boolean(page.has_more);
     reconcile($('#jobs-table tbody'), page.jobs || [], 'data-job-id', jobRow);
+    syncSelection('jobs');
     $('#jobs-empty').hidden = (page.jobs || []).length > 0 || state.jobs.offset > 0;
     $('#jobs-table').closest('.table-wrap').hidden = (page.jobs || []).length === 0 && state.jobs.offset === 0;
     const nav = $('#jobs-pager');
@@ -669,6 +675,141 @@
       const what = action === 'cancel' ? 'Cancel' : 'Re-queue';
       act(`/api/jobs/${encodeURIComponent(id)}/${action}`, `${what} job ${shortId(id, 6)}`, button);
     }
+  }
+
+  // ------------------------------------------------------------------ multi-select, bulk actions
+
+  /** The checkbox cell of a job or worker row. */
+  function selectCell(kind, id, label) {
+    return el('td', { class: 'select-cell', 'data-label': 'Select' },
+      el('input', {
+        type: 'checkbox', class: 'row-select', 'data-select': kind, 'data-id': id,
+        checked: state.selected[kind].has(id), 'aria-label': label,
+      }));
+  }
+
+  function rowBoxes(kind) {
+    return [...document.querySelectorAll(`input.row-select[data-select="${kind}"]`)];
+  }
+
+  /**
+   * After a render or a click: keep only the selected rows still shown, mirror the set in
+   * the checkboxes and row classes, and show the bar with the count when any is selected.
+   */
+  function syncSelection(kind) {
+    const boxes = rowBoxes(kind);
+    const shown = new Set(boxes.map((b) => b.dataset.id));
+    const set = state.selected[kind];
+    for (const id of [...set]) if (!shown.has(id)) set.delete(id);
+    for (const box of boxes) {
+      box.checked = set.has(box.dataset.id);
+      box.closest('tr').classList.toggle('is-selected', box.checked);
+    }
+    for (const all of document.querySelectorAll('input.select-all')) {
+      const mine = [...all.closest('table').querySelectorAll('input.row-select')];
+      const n = mine.filter((b) => b.checked).length;
+      all.checked = mine.length > 0 && n === mine.length;
+      all.indeterminate = n > 0 && n < mine.length;
+    }
+    const bar = $(`#${kind}-bulk`);
+    if (!bar) return;
+    bar.hidden = set.size === 0;
+    setText(`#${kind}-bulk-count`, `${set.size} ${kind === 'jobs' ? 'job' : 'worker'}${set.size === 1 ? '' : 's'} selected`);
+    if (set.size === 0) disarm(bar);
+  }
+
+  function onSelectChange(event) {
+    const box = event.target;
+    if (box.matches('input.row-select')) {
+      const set = state.selected[box.dataset.select];
+      if (box.checked) set.add(box.dataset.id); else set.delete(box.dataset.id);
+      syncSelection(box.dataset.select);
+    } else if (box.matches('input.select-all')) {
+      const table = box.closest('table');
+      const rows = [...table.querySelectorAll('input.row-select')];
+      if (!rows.length) return;
+      const kind = rows[0].dataset.select;
+      for (const row of rows) {
+        if (box.checked) state.selected[kind].add(row.dataset.id);
+        else state.selected[kind].delete(row.dataset.id);
+      }
+      syncSelection(kind);
+    }
+  }
+
+  /** Destructive bulk buttons ask for a second click within 5 s. */
+  const ARMED_MS = 5000;
+  function disarm(bar) {
+    for (const b of bar.querySelectorAll('button.is-armed')) {
+      b.classList.remove('is-armed');
+      b.textContent = b.dataset.label;
+    }
+  }
+
+  /** The one line a bulk report becomes: counts, then the first reasons. */
+  function reportText(label, report) {
+    if (!report || !Array.isArray(report.results)) return [`${label}: done.`, false];
+    const parts = [`${report.done} done`];
+    if (report.refused) parts.push(`${report.refused} refused`);
+    if (report.not_found) parts.push(`${report.not_found} not found`);
+    if (report.errors) parts.push(`${report.errors} failed`);
+    const reasons = report.results.filter((r) => r.outcome !== 'done' && r.message)
+      .slice(0, 3).map((r) => `${shortId(r.id, 6)}: ${r.message}`);
+    const text = `${label}: ${parts.join(', ')}${reasons.length ? ` — ${reasons.join(' · ')}` : ''}`;
+    return [text, report.done !== report.results.length];
+  }
+
+  function onBulkClick(event) {
+    const button = event.target.closest('button[data-bulk]');
+    if (!button || button.disabled) return;
+    const bar = button.closest('.bulk-bar');
+    const kind = bar.id === 'jobs-bulk' ? 'jobs' : 'workers';
+    const action = button.dataset.bulk;
+    const ids = [...state.selected[kind]];
+    if (action === 'clear') {
+      state.selected[kind].clear();
+      syncSelection(kind);
+      return;
+    }
+    if (!ids.length) return;
+    const body = { action, ids };
+    let what = button.dataset.label || button.textContent;
+    if (action === 'priority') {
+      const p = Number($('#jobs-bulk-priority').value);
+      if (!Number.isInteger(p) || p < 1 || p > 100) {
+        showMessage('The priority is an integer from 1 to 100.', true);
+        return;
+      }
+      body.priority = p;
+      what = `Set priority ${p}`;
+    } else if (action === 'tag-add' || action === 'tag-remove') {
+      const tag = $('#workers-bulk-tag').value.trim();
+      if (!tag) {
+        showMessage('Type the tag to add or remove first.', true);
+        return;
+      }
+      body.action = 'tag';
+      body[action === 'tag-add' ? 'add' : 'remove'] = [tag];
+      what = `${action === 'tag-add' ? 'Add' : 'Remove'} tag ${tag}`;
+    }
+    if (['delete', 'forget'].includes(action) && !button.classList.contains('is-armed')) {
+      disarm(bar);
+      button.dataset.label = button.textContent;
+      button.classList.add('is-armed');
+      button.textContent = `Really ${action} ${ids.length}?`;
+      setTimeout(() => disarm(bar), ARMED_MS);
+      return;
+    }
+    disarm(bar);
+    const label = `${what} (${ids.length} ${kind === 'jobs' ? 'job' : 'worker'}${ids.length === 1 ? '' : 's'})`;
+    act(`/api/${kind}/bulk`, label, button, JSON.stringify(body), (report) => {
+      const [text, isError] = reportText(label, report);
+      showMessage(text, isError);
+      if (report && Array.isArray(report.results)) {
+        for (const r of report.results) if (r.outcome === 'done') state.selected[kind].delete(r.id);
+      }
+      syncSelection(kind);
+    });
   }
 
   function setUpTokenForm() {
@@ -1076,6 +1217,8 @@
     if (unused) unused.remove();
 
     document.addEventListener('click', onActionClick);
+    document.addEventListener('click', onBulkClick);
+    document.addEventListener('change', onSelectChange);
     for (const button of document.querySelectorAll('#workers-table button.sort')) {
       button.addEventListener('click', () => sortWorkers(button.dataset.sort));
     }

@@ -142,6 +142,7 @@ async fn cleanup_removes_old_finished_jobs_when_enabled() {
             json!({"frames": frames, "chunk_size": 1, "time_in_seconds": 1}),
         )
         .unwrap(),
+        worker_tag: None,
     };
     let done = tm.manager.submit_job(submit("1")).await.unwrap();
     let waiting = tm.manager.submit_job(submit("2")).await.unwrap();

@@ -433,3 +433,71 @@ async fn the_admin_token_and_intent_checks_guard_bulk_routes() {
     assert_eq!(job(&tm, j).await.status, JobStatus::Canceled);
     tm.stop().await;
 }
+
+/// The cap applies to filters too (refused, not cut, nothing changed). A worker running a
+/// task is refused while awake; once timed out it is forgotten and its active task goes
+/// back to the queue, and its credentials get 401.
+#[tokio::test]
+async fn filter_cap_and_forgetting_a_timed_out_worker() {
+    use flamenco_core::bulk::{JobBulkAction, JobSelection, WorkerBulkAction, WorkerSelection};
+    use flamenco_core::ApiError;
+    let tm = TestManager::start().await;
+    let jobs = [
+        submit(&tm, "1-10").await,
+        submit(&tm, "1-10").await,
+        submit(&tm, "1-5").await,
+    ];
+    let queued = JobSelection::Statuses(vec![JobStatus::Queued]);
+    match tm
+        .manager
+        .bulk_jobs(JobBulkAction::Cancel, &queued, Some(2))
+        .await
+    {
+        Err(ApiError::InvalidField { field, message }) => {
+            assert_eq!(field, "filter");
+            assert!(message.contains("at most 2"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    for j in jobs {
+        assert_eq!(job(&tm, j).await.status, JobStatus::Queued);
+    }
+
+    // A worker runs a task, which is canceled; at its next /task the Manager takes the
+    // canceled task as stopped, and it gets a second one that keeps running.
+    let w = tm.register("render-09", "linux", &["sleep"]).await;
+    let first = running(&w).await;
+    tm.manager.cancel_task(first).await.expect("cancel task");
+    assert_eq!(tm.task(first).await.status, TaskStatus::CancelRequested);
+    let (status, body) = w.task().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = ObjectId::parse(body["_id"].as_str().expect("_id")).expect("id");
+    assert_eq!(tm.task(first).await.status, TaskStatus::Canceled);
+    let all = WorkerSelection::All;
+    let report = tm
+        .manager
+        .bulk_workers(&WorkerBulkAction::Forget, &all, Some(1))
+        .await
+        .expect("valid");
+    assert_eq!(report.refused, 1, "awake and running: {report:?}");
+    // It goes silent: timed out.
+    let later = tm.manager.now() + chrono::Duration::hours(1);
+    tm.manager
+        .store()
+        .time_out_workers(later)
+        .await
+        .expect("time out");
+    assert_eq!(tm.worker(w.id).await.status, "timeout");
+    let report = tm
+        .manager
+        .bulk_workers(&WorkerBulkAction::Forget, &all, Some(1))
+        .await
+        .expect("valid");
+    assert_eq!(report.done, 1, "{report:?}");
+    assert_eq!(report.results[0].tasks, Some(1));
+    assert!(tm.manager.get_worker(w.id).await.expect("get").is_none());
+    assert_eq!(tm.task(second).await.status, TaskStatus::ClaimedByManager);
+    let (status, _) = w.task().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    tm.stop().await;
+}

@@ -351,3 +351,91 @@ async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() 
     run1.await.expect("join m1");
     run2.await.expect("join m2");
 }
+
+/// `store_operation_duration_seconds` calls of `operation` this Manager made.
+async fn store_calls(m: &Manager, operation: &str) -> u64 {
+    let text = flamenco_core::metrics::scrape(m).await;
+    let prefix =
+        format!("flamenco_store_operation_duration_seconds_count{{operation=\"{operation}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_fire_once_per_task_on_the_leader_only() {
+    use flamenco_core::model::TaskStatus;
+    use flamenco_core::store::conformance::{at, oid, test_task};
+    use flamenco_core::store::Store;
+    let Some(db) = TestDatabase::new(&test_name()) else {
+        return;
+    };
+    // A task active on a worker that went silent long ago.
+    let s = store(&db).await;
+    let mut silent = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    silent.status = TaskStatus::Active;
+    silent.last_worker_ping = Some(at(1_000));
+    s.insert_tasks(&[silent.clone()]).await.expect("insert");
+
+    // Three Managers, timeouts checked as soon as one leads.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut managers = Vec::new();
+    let mut stops = Vec::new();
+    let mut runs = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        let mut c = config(&db, name, Duration::from_secs(3));
+        c.active_task_timeout_startup_delay = Duration::ZERO;
+        c.active_task_timeout_interval = Duration::from_secs(1);
+        // Upstream mode against a closed port: nothing drains the outbox, so it shows
+        // every timeout update written.
+        c.flamenco = format!("http://127.0.0.1:{closed}/");
+        c.manager_id = "5f0000000000000000000001".into();
+        c.manager_secret = "leader-test".into();
+        let m = Arc::new(Manager::open(c).await.expect("open"));
+        let stop = CancellationToken::new();
+        runs.push(tokio::spawn(flamenco_core::leader::run(
+            m.clone(),
+            stop.clone(),
+        )));
+        managers.push(m);
+        stops.push(stop);
+    }
+    let start = Instant::now();
+    loop {
+        let t = s.get_task(silent.id).await.expect("get").expect("task");
+        if t.status == TaskStatus::Failed {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the silent task never timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let updates = s.outbox_peek(1000).await.expect("outbox");
+    let failed: Vec<_> = updates
+        .iter()
+        .filter(|u| u.task_id == silent.id && u.task_status == Some(TaskStatus::Failed))
+        .collect();
+    assert_eq!(failed.len(), 1, "{updates:#?}");
+    // Only the leader ran the timeout check.
+    let mut checked = Vec::new();
+    for m in &managers {
+        if store_calls(m, "fail_timed_out_tasks").await > 0 {
+            checked.push(m.instance_name().to_string());
+        }
+    }
+    let leaders: Vec<String> = managers
+        .iter()
+        .filter(|m| m.leadership().is_leader())
+        .map(|m| m.instance_name().to_string())
+        .collect();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert_eq!(checked, leaders, "the timeout check ran on {checked:?}");
+    for stop in &stops {
+        stop.cancel();
+    }
+    for run in runs {
+        run.await.expect("join");
+    }
+}

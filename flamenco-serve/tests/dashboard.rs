@@ -44,6 +44,7 @@ const ELEMENT_IDS: &[&str] = &[
     "fm-version",
     "fm-mode",
     "fm-store",
+    "fm-leader",
     "task-counts",
     "tasks-total",
     "workers-table",
@@ -390,6 +391,10 @@ async fn status_counts_tasks_workers_and_outbox() {
     assert_eq!(s["outbox"]["set_aside"], 0);
     assert!(s["outbox"]["depth"].as_u64().is_some());
     assert!(chrono::DateTime::parse_from_rfc3339(s["now"].as_str().unwrap()).is_ok());
+    // The embedded store is not shared: this Manager is the holder, with no lease.
+    assert_eq!(s["leader"]["shared"], false, "{s}");
+    assert_eq!(s["leader"]["holder"], s["leader"]["instance"], "{s}");
+    assert_eq!(s["leader"]["term"], Value::Null, "{s}");
     tm.stop().await;
 }
 

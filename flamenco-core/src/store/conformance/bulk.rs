@@ -63,7 +63,7 @@ async fn forget(store: &Arc<dyn Store>, id: ObjectId, at_ms: i64) -> ForgetOutco
     store.forget_worker(id, at(at_ms)).await.expect("forget")
 }
 
-/// Forget: an idle worker goes, whatever its status; a working one (`awake`) is refused
+/// Forget: an idle worker goes, whatever its status (none yet included); a working one (`awake`) is refused
 /// and nothing changes; a timed-out one goes and its `active` task is back in the queue
 /// (`claimed-by-manager`, one outbox update naming the worker). Unknown: `NotFound`.
 pub async fn forget_worker_follows_the_rule(store: Arc<dyn Store>) {
@@ -101,6 +101,14 @@ pub async fn forget_worker_follows_the_rule(store: Arc<dyn Store>) {
     }
     assert_eq!(store.get_worker(idle.id).await.expect("get"), None);
     assert_eq!(forget(&store, idle.id, 11).await, ForgetOutcome::NotFound);
+    // One that never signed on (no status stored yet) goes too.
+    let fresh = test_worker(oid("c5c5c5c5c5c5c5c5c5c5c5c5"), "fresh", &["sleep"]);
+    add_worker(&store, &fresh).await;
+    assert!(matches!(
+        forget(&store, fresh.id, 11).await,
+        ForgetOutcome::Forgotten { .. }
+    ));
+    assert_eq!(store.get_worker(fresh.id).await.expect("get"), None);
 
     // Busy and awake: refused, with the task named; nothing changed.
     match forget(&store, busy.id, 12).await {

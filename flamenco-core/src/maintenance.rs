@@ -60,8 +60,34 @@ impl Manager {
         let now = self.now();
         let task_cutoff = now - chrono_duration(self.config().active_task_timeout_interval);
         let worker_cutoff = now - chrono_duration(self.config().active_worker_timeout_interval);
+        // For `worker-status` webhooks: the statuses before, as both timeouts below make
+        // workers `timeout` (a timed-out task's worker too). One listing per round, only
+        // when a webhook wants the event.
+        let statuses_before = if self.wants_worker_status_webhooks() {
+            Some(self.store().list_workers().await?)
+        } else {
+            None
+        };
         let failed_tasks = self.store().fail_timed_out_tasks(task_cutoff, now).await?;
         let timed_out_workers = self.store().time_out_workers(worker_cutoff).await?;
+        if let Some(before) = statuses_before {
+            if !failed_tasks.is_empty() || !timed_out_workers.is_empty() {
+                let timeout = crate::model::worker_status::TIMEOUT;
+                let now_timeout: std::collections::HashSet<_> = self
+                    .store()
+                    .list_workers()
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.status == timeout)
+                    .map(|a| a.id)
+                    .collect();
+                for w in before.iter().filter(|w| w.status != timeout) {
+                    if now_timeout.contains(&w.id) {
+                        self.enqueue_worker_status(w, timeout).await;
+                    }
+                }
+            }
+        }
         if !timed_out_workers.is_empty() {
             self.forget_cached_workers();
             tracing::warn!(workers = timed_out_workers.len(), "workers timed out");

@@ -5,9 +5,9 @@
 //! request worker status changes. The daemon, the CLI, the tests and the examples all go
 //! through it.
 
+mod bulk;
 mod retries;
 mod tags;
-mod bulk;
 mod worker_auth;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -414,6 +414,10 @@ impl Manager {
             self.seen_tracker.forget(worker.id);
             self.store.worker_seen(worker.id, &seen).await?;
             self.worker_cache.forget(worker.id);
+            if seen.mark_awake && worker_status::woken_by_contact(&worker.status) {
+                self.enqueue_worker_status(worker, worker_status::AWAKE)
+                    .await;
+            }
         } else {
             self.seen_tracker.record(worker.id, seen);
         }
@@ -518,6 +522,8 @@ impl Manager {
         if !signed_on {
             return Err(ApiError::Unauthorized);
         }
+        self.enqueue_worker_status(worker, worker_status::AWAKE)
+            .await;
         Ok(())
     }
 
@@ -528,6 +534,8 @@ impl Manager {
         }
         let requeued = self.store.sign_off_worker(worker.id, self.now()).await?;
         self.worker_cache.forget(worker.id);
+        self.enqueue_worker_status(worker, worker_status::DOWN)
+            .await;
         if !requeued.is_empty() {
             tracing::info!(worker = %worker.identifier(), tasks = requeued.len(), "worker signed off; re-queued its active tasks");
         }
@@ -804,6 +812,7 @@ impl Manager {
             .ack_worker_status(worker.id, status, self.now())
             .await?;
         self.worker_cache.forget(worker.id);
+        self.enqueue_worker_status(worker, status).await;
         Ok(())
     }
 

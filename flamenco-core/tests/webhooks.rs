@@ -346,3 +346,125 @@ async fn a_job_action_sends_its_status_change() {
     assert_eq!(body["job"]["status"], canceled.status.as_str());
     m.close().await.expect("close");
 }
+
+/// Every change of a worker's status is sent as `worker-status`, with the status before
+/// and after: sign-on, an acknowledged status, sign-off, contact waking a `down` worker,
+/// and the worker timeout. A request that changes nothing sends nothing.
+#[tokio::test]
+async fn worker_status_changes_are_sent() {
+    use flamenco_core::manager::Peer;
+    use flamenco_core::protocol::SignOnRequest;
+
+    let (rx, url) = receiver(0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(at(0)));
+    let cfg = config(&url, &[WebhookEvent::WorkerStatus]);
+    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let id = flamenco_core::model::ObjectId::new();
+    m.store()
+        .insert_worker(&test_worker(id, "render-07", &["sleep"]))
+        .await
+        .expect("worker");
+    let peer = Peer {
+        host: "192.168.3.4".into(),
+        host_port: "192.168.3.4:50000".into(),
+        user_agent: "Flamenco-Worker/2.5".into(),
+    };
+    let current = || async { m.get_worker(id).await.expect("get").expect("the worker") };
+    let sign_on = || SignOnRequest {
+        supported_task_types: None,
+        nickname: None,
+    };
+
+    m.sign_on(&current().await, sign_on(), &peer)
+        .await
+        .expect("sign on");
+    m.sign_on(&current().await, sign_on(), &peer)
+        .await
+        .expect("sign on again: awake stays awake");
+    m.ack_status_change(&current().await, "asleep")
+        .await
+        .expect("asleep");
+    m.sign_off(&current().await).await.expect("sign off");
+    m.next_task(&current().await, &peer)
+        .await
+        .expect("a poll wakes a down worker");
+    // A second worker whose task times out: the task timeout makes it `timeout` too.
+    let busy = flamenco_core::model::ObjectId::new();
+    m.store()
+        .insert_worker(&test_worker(busy, "render-08", &["sleep"]))
+        .await
+        .expect("worker");
+    let busy_worker = m.get_worker(busy).await.expect("get").expect("busy");
+    m.sign_on(&busy_worker, sign_on(), &peer)
+        .await
+        .expect("sign on");
+    m.enqueue_tasks(vec![flamenco_core::model::Task::new(
+        "t",
+        "sleep",
+        Vec::new(),
+    )])
+    .await
+    .expect("enqueue");
+    let busy_worker = m.get_worker(busy).await.expect("get").expect("busy");
+    let next = m.next_task(&busy_worker, &peer).await.expect("claim");
+    assert!(
+        matches!(next, flamenco_core::manager::NextTask::Task(_)),
+        "{next:?}"
+    );
+    clock.advance(Duration::from_std(cfg.active_worker_timeout_interval).expect("interval"));
+    clock.advance(Duration::seconds(1));
+    let report = m.check_timeouts_now().await.expect("timeouts");
+    assert_eq!(report.timed_out_workers, vec![id]);
+    assert_eq!(report.failed_tasks.len(), 1, "{report:?}");
+
+    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let sent = sender.send_due_now(&m).await.expect("send");
+    assert_eq!(sent.failed + sent.given_up, 0, "{sent:?}");
+    let mut changes: Vec<(String, String)> = rx
+        .accepted()
+        .iter()
+        .map(|s| {
+            assert_eq!(s.headers["x-flamenco-event"], "worker-status");
+            let sig = s.headers[SIGNATURE_HEADER].to_str().expect("ascii");
+            assert!(webhooks::verify(SECRET, s.body.as_bytes(), sig));
+            let body = body_of(s);
+            assert_eq!(body["event"], "worker-status");
+            let nickname = body["worker"]["nickname"].as_str().expect("nickname");
+            let who = if body["worker"]["id"] == id.to_string() {
+                assert_eq!(nickname, "render-07");
+                ""
+            } else {
+                assert_eq!(body["worker"]["id"], busy.to_string());
+                assert_eq!(nickname, "render-08");
+                "busy "
+            };
+            (
+                who.to_string()
+                    + body["worker"]["previous_status"]
+                        .as_str()
+                        .expect("previous"),
+                body["worker"]["status"]
+                    .as_str()
+                    .expect("status")
+                    .to_string(),
+            )
+        })
+        .collect();
+    changes.sort();
+    let mut want: Vec<(String, String)> = [
+        ("", "awake"),
+        ("awake", "asleep"),
+        ("asleep", "down"),
+        ("down", "awake"),
+        ("awake", "timeout"),
+        ("busy ", "awake"),
+        ("busy awake", "timeout"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(changes, want);
+    m.close().await.expect("close");
+}

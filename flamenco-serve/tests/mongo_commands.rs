@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use common::{test_task, v2_test_config, TestManager};
 use flamenco_core::store::mongo::testing::{connect_logged, CommandLog, TestDatabase};
+use flamenco_core::webhooks::{WebhookConfig, WebhookEvent};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -53,15 +54,32 @@ async fn commands_per_worker_request() {
         return;
     };
     let (store, log) = connect_logged(&db.url).await.expect("connect");
-    let tm = TestManager::start_with_store(v2_test_config(), Arc::new(store)).await;
+    // A webhook wants worker status changes (nothing sends it here): a request that
+    // changes the status queues one delivery, the others must not pay for it.
+    let mut config = v2_test_config();
+    config.webhooks = vec![WebhookConfig {
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: String::new(),
+        events: vec![WebhookEvent::WorkerStatus],
+    }];
+    let tm = TestManager::start_with_store(config, Arc::new(store)).await;
     // v2's test task: one parent (not in the database, so it does not block).
     let task = test_task("1", "sleeping");
     let id = task.id;
     tm.enqueue(vec![task]).await;
     let w = tm.register("node1", "linux", &["sleeping"]).await;
-    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
-
     let mut budgets = Vec::new();
+    let (status, sign_on) = measured(&log, "sign-on (registered → awake)", async {
+        w.sign_on(json!({})).await
+    })
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        sign_on.iter().any(|c| c == "insert webhook_deliveries"),
+        "the status change queues its webhook delivery: {sign_on:?}"
+    );
+    budgets.push(("sign-on", sign_on.len(), 2));
+
     let (status, claim) = measured(&log, "claim (POST /task)", async {
         w.post_empty("/task").await.status()
     })
@@ -111,6 +129,12 @@ async fn commands_per_worker_request() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     budgets.push(("empty poll", poll.len(), 3));
 
+    for commands in [&claim, &update, &update_plain, &may_i_run, &poll] {
+        assert!(
+            !commands.iter().any(|c| c.contains("webhook")),
+            "no status change, no webhook work: {commands:?}"
+        );
+    }
     for (what, used, budget) in budgets {
         assert!(
             used <= budget,

@@ -1,10 +1,11 @@
 //! Where events become queued deliveries (docs/webhooks.md, "Events"): the standalone
-//! consumer's task failures and job status changes, and job actions. Off the worker
-//! API's path: the consumer runs in the background, and job actions are operator calls.
+//! consumer's task failures and job status changes, job actions, and worker status
+//! changes. Only the last are on the worker API's path, and only when a webhook wants
+//! them and the status changed: one insert then, nothing otherwise.
 
 use crate::jobs::status::JobAction;
 use crate::manager::{ApiError, Manager};
-use crate::model::{Job, JobStatus, ObjectId};
+use crate::model::{Job, JobStatus, ObjectId, Worker};
 use crate::store::JobStatusChange;
 
 impl Manager {
@@ -95,6 +96,34 @@ impl Manager {
         );
         if let Err(e) = self.store().webhook_enqueue(&deliveries).await {
             tracing::error!(job = %id, "cannot queue the job-status webhook of a job action: {e}");
+        }
+    }
+
+    /// Whether any webhook wants worker status changes.
+    pub(crate) fn wants_worker_status_webhooks(&self) -> bool {
+        self.config()
+            .webhooks
+            .iter()
+            .any(|h| h.wants(super::WebhookEvent::WorkerStatus))
+    }
+
+    /// Queue `worker-status` deliveries for `worker` (as it was before), whose status is
+    /// now `to`: nothing when no webhook wants them or the status did not change. The
+    /// change is already stored, so a failure to queue is logged, not returned (the
+    /// worker's request succeeded).
+    pub(crate) async fn enqueue_worker_status(&self, worker: &Worker, to: &str) {
+        if worker.status == to || !self.wants_worker_status_webhooks() {
+            return;
+        }
+        let deliveries = super::worker_status_deliveries(
+            &self.config().webhooks,
+            worker,
+            &worker.status,
+            to,
+            self.now(),
+        );
+        if let Err(e) = self.store().webhook_enqueue(&deliveries).await {
+            tracing::error!(worker = %worker.id, "cannot queue the worker-status webhook ({} → {to}): {e}", worker.status);
         }
     }
 }

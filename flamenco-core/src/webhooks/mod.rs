@@ -4,8 +4,8 @@
 //! * [`WebhookConfig`]: one configured receiver (URL, optional secret, events).
 //! * Events are queued durably in the store ([`crate::store::WebhookStore`]) where they
 //!   happen: job status changes and task failures by the standalone consumer
-//!   ([`crate::jobs::consumer`]), which is off the worker API's path, and job status
-//!   changes made by job actions (`enqueue.rs`).
+//!   ([`crate::jobs::consumer`]), which is off the worker API's path, job status
+//!   changes made by job actions, and worker status changes (`enqueue.rs`).
 //! * [`send`] delivers due deliveries in the background, signs them
 //!   ([`signature`]), and retries failures with capped exponential backoff
 //!   ([`backoff`]); [`metrics`] counts what happened per URL.
@@ -48,7 +48,8 @@ pub enum WebhookEvent {
     JobStatus,
     /// A task failed.
     TaskFailed,
-    /// A worker's status changed (not sent yet: reserved, see docs/webhooks.md).
+    /// A worker's status changed (sign-on, sign-off, an acknowledged status, woken by
+    /// contact, timed out).
     WorkerStatus,
 }
 
@@ -249,6 +250,37 @@ pub fn task_failed_deliveries(
     out
 }
 
+/// Deliveries for one worker whose status changed from `from` (`""`: none yet) to `to`;
+/// none when the status did not change.
+pub fn worker_status_deliveries(
+    hooks: &[WebhookConfig],
+    worker: &crate::model::Worker,
+    from: &str,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Vec<NewWebhookDelivery> {
+    let mut out = Vec::new();
+    if from == to {
+        return out;
+    }
+    let object = json!({
+        "id": worker.id.to_string(),
+        "nickname": worker.nickname,
+        "address": worker.address,
+        "status": to,
+        "previous_status": from,
+    });
+    for_each_hook(
+        hooks,
+        WebhookEvent::WorkerStatus,
+        now,
+        "worker",
+        &object,
+        &mut out,
+    );
+    out
+}
+
 /// One line per configured webhook, and per URL still in the queue but no longer
 /// configured, for `flamenco config check --connect`.
 pub fn status_lines(hooks: &[WebhookConfig], stats: &[WebhookQueueStats]) -> Vec<String> {
@@ -290,6 +322,26 @@ mod tests {
             secret: String::new(),
             events: events.to_vec(),
         }
+    }
+
+    #[test]
+    fn worker_status_goes_to_the_hooks_that_want_it_and_only_on_a_change() {
+        let hooks = [
+            hook("http://a/", &[WebhookEvent::WorkerStatus]),
+            hook("http://b/", &[WebhookEvent::JobStatus]),
+        ];
+        let w = crate::store::conformance::test_worker(ObjectId::new(), "render-07", &[]);
+        let now = DateTime::from_timestamp(1_700_000_000, 0).expect("time");
+        assert!(worker_status_deliveries(&hooks, &w, "awake", "awake", now).is_empty());
+        let out = worker_status_deliveries(&hooks, &w, "awake", "asleep", now);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].url, "http://a/");
+        assert_eq!(out[0].event, "worker-status");
+        let body: Value = serde_json::from_str(&out[0].body).expect("json");
+        assert_eq!(body["worker"]["status"], "asleep");
+        assert_eq!(body["worker"]["previous_status"], "awake");
+        assert_eq!(body["worker"]["nickname"], "render-07");
+        assert_eq!(body["id"], out[0].id.to_string());
     }
 
     #[test]

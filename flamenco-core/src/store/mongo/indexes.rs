@@ -13,6 +13,7 @@
 //! | `flamenco_jobs` | `{status: 1}` | listing jobs by status |
 //! | `task_log_chunks` | `{task_id: 1, head: 1, start_byte: 1}` | a task's log in order; dropping the tail's oldest chunks |
 //! | `flamenco_job_blocklist` | `{job: 1, task_type: 1, worker_id: 1}` | a job's blocklist; one entry per job, type and worker |
+//! | `webhook_deliveries` | `{next_attempt: 1}` | the webhook sender's due query |
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
@@ -53,6 +54,7 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
             super::retries::BLOCKLIST,
             doc! { "job": 1, "task_type": 1, "worker_id": 1 },
         ),
+        (super::webhooks::DELIVERIES, doc! { "next_attempt": 1 }),
     ]
 }
 
@@ -78,8 +80,15 @@ async fn ensure_one(collection: &Collection<Document>, keys: Document) -> StoreR
 
 /// Create the indices that do not exist yet.
 pub(super) async fn ensure(db: &Db) -> StoreResult<()> {
+    // Not among `Db`'s collections: only the webhook module uses it, by name.
+    let deliveries: Collection<Document> = db
+        .tasks
+        .client()
+        .database(&db.tasks.namespace().db)
+        .collection(super::webhooks::DELIVERIES);
     for (name, keys) in wanted() {
         let collection = match name {
+            super::webhooks::DELIVERIES => &deliveries,
             super::codec::TASKS => &db.tasks,
             super::codec::JOBS => &db.jobs,
             super::logs::CHUNKS => &db.log_chunks,

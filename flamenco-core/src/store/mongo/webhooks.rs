@@ -1,12 +1,12 @@
 //! The `webhook_deliveries` collection: the MongoDB side of [`crate::store::WebhookStore`].
 //! One document per queued delivery; `next_attempt` is null once it is given up. The
 //! queue is small (deliveries are deleted once accepted), so the due query runs on the
-//! `{next_attempt: 1}` index created here on first use of the store.
+//! `{next_attempt: 1}` index, created at connect with the others (`indexes`).
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 
 use super::codec::{date, oid, Fields};
 use super::errors::Mongo;
@@ -41,15 +41,8 @@ pub(super) async fn enqueue(db: &Database, deliveries: &[NewWebhookDelivery]) ->
             }
         })
         .collect();
-    // The index is cheap to ask for again; it makes the due query an index scan.
-    coll(db)
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "next_attempt": 1 })
-                .build(),
-        )
-        .await
-        .db()?;
+    // One command: the `{next_attempt: 1}` index exists since connect (`indexes`), so an
+    // enqueue on the worker API's path (a worker status change) costs one insert.
     coll(db).insert_many(docs).await.db()?;
     Ok(())
 }

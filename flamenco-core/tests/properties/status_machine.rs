@@ -32,7 +32,7 @@ use flamenco_core::jobs::JobSubmission;
 use flamenco_core::model::{ObjectId, Task, TaskStatus, Worker};
 use flamenco_core::protocol::WorkerTaskUpdate;
 use flamenco_core::store::sqlite::SqliteStore;
-use flamenco_core::store::{RetryStore, TaskQuery};
+use flamenco_core::store::TaskQuery;
 use flamenco_core::updates::{check_worker_update, local_status_after, WorkerUpdateOutcome};
 use flamenco_core::{ApiError, Manager, NextTask, Peer};
 use proptest::prelude::*;
@@ -499,7 +499,7 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         }
         let someone = workers.iter().any(|w| {
             w.status == "awake"
-                && w.supported_task_types.iter().any(|ty| *ty == t.task_type)
+                && w.supported_task_types.contains(&t.task_type)
                 && !failed_by.contains(&w.id)
                 && !blocked.contains(&w.id)
         });

@@ -79,6 +79,10 @@ pub(crate) struct Db {
     log_chunks: Collection<Document>,
     log_ends: Collection<Document>,
     blocklist: Collection<Document>,
+    /// Retries are in effect (`RetryStore::set_retry_policy`): the claim also takes
+    /// `soft-failed` tasks and skips excluded workers (`retries::exclusions`). Off, the
+    /// claim's query is v2's (upstream mode has neither).
+    retries: AtomicBool,
 }
 
 impl Db {
@@ -93,6 +97,7 @@ impl Db {
             log_chunks: db.collection(logs::CHUNKS),
             log_ends: db.collection(logs::ENDS),
             blocklist: db.collection(retries::BLOCKLIST),
+            retries: AtomicBool::new(false),
         }
     }
 }
@@ -249,6 +254,7 @@ impl crate::store::RetryStore for MongoStore {
         if let Ok(mut p) = self.retry_policy.write() {
             *p = policy;
         }
+        self.db.retries.store(policy.enabled, Ordering::Release);
     }
 
     fn retry_policy(&self) -> crate::jobs::retry::RetryPolicy {

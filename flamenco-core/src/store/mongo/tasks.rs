@@ -156,12 +156,7 @@ pub(super) fn candidates_query(
     task_types: &[String],
     worker_tags: &[String],
 ) -> (Document, Document) {
-    // `soft-failed`: a failed task waiting for another worker (retries).
-    let statuses = [
-        TaskStatus::Queued,
-        TaskStatus::ClaimedByManager,
-        TaskStatus::SoftFailed,
-    ];
+    let statuses = [TaskStatus::Queued, TaskStatus::ClaimedByManager];
     let mut tags: Vec<Bson> = vec![Bson::Null];
     tags.extend(worker_tags.iter().map(|t| Bson::String(t.clone())));
     let filter = doc! {
@@ -181,7 +176,7 @@ pub(super) async fn candidates(
     limit: usize,
 ) -> StoreResult<Vec<Task>> {
     let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
-    super::retries::exclusions(&mut filter, req.worker_id);
+    super::retries::exclusions(db, &mut filter, req.worker_id);
     let docs = collect(
         db.tasks
             .find(filter)
@@ -222,7 +217,7 @@ pub(super) async fn take_best(
 ) -> StoreResult<Option<Task>> {
     let ids: Vec<Bson> = candidates.iter().map(|t| oid(t.id)).collect();
     let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
-    super::retries::exclusions(&mut filter, req.worker_id);
+    super::retries::exclusions(db, &mut filter, req.worker_id);
     filter.insert("_id", doc! { "$in": ids });
     let mut set = doc! {
         "status": TaskStatus::Active.as_str(),

@@ -167,10 +167,9 @@ async fn show(State(manager): State<Arc<Manager>>, Path(raw): Path<String>) -> R
         Some(job) => {
             // Why the Manager failed it (no worker left, docs/jobs.md), when it did.
             let mut value = serde_json::to_value(&job).unwrap_or_default();
-            if let (Some(obj), Some(reason)) = (
-                value.as_object_mut(),
-                manager.job_status_reason(id).await?,
-            ) {
+            if let (Some(obj), Some(reason)) =
+                (value.as_object_mut(), manager.job_status_reason(id).await?)
+            {
                 obj.insert("status_reason".into(), json!(reason));
             }
             Ok(json_response(StatusCode::OK, &value))

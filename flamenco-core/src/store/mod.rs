@@ -217,7 +217,17 @@ pub struct JobStatusChange {
 /// [`TaskLogStore`], in `logs.rs`) is a supertrait, implemented by each backend in a file of
 /// its own.
 #[async_trait]
-pub trait Store: TaskLogStore + WebhookStore + CoordinationStore + BulkStore + TagStore + RetryStore + Send + Sync + 'static {
+pub trait Store:
+    TaskLogStore
+    + WebhookStore
+    + CoordinationStore
+    + BulkStore
+    + TagStore
+    + RetryStore
+    + Send
+    + Sync
+    + 'static
+{
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
 

@@ -207,7 +207,10 @@ pub(super) async fn action(
                     .db()?
                     .deleted_count;
                 logs::delete_for_gone(db, &task_ids).await?;
-                db.blocklist.delete_many(doc! { "job": oid(id) }).await.db()?;
+                db.blocklist
+                    .delete_many(doc! { "job": oid(id) })
+                    .await
+                    .db()?;
                 db.jobs.delete_one(doc! { "_id": oid(id) }).await.db()?;
                 return Ok(JobActionOutcome::Done { job, tasks: n });
             }

@@ -267,9 +267,7 @@ impl crate::store::RetryStore for SqliteStore {
     }
 
     async fn job_status_reason(&self, job: ObjectId) -> StoreResult<Option<String>> {
-        self.readers
-            .run(move |c| jobs::status_reason(c, job))
-            .await
+        self.readers.run(move |c| jobs::status_reason(c, job)).await
     }
 
     async fn fail_stranded_tasks(

@@ -241,8 +241,7 @@ CREATE INDEX tasks_schedule ON tasks (worker_tag, job_priority DESC, priority DE
     WHERE status IN ('queued', 'claimed-by-manager', 'soft-failed');
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] =
-    [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

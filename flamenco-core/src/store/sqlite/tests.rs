@@ -292,7 +292,11 @@ fn claim_query_plan_uses_the_schedule_index() {
                 .lines()
                 .filter(|l| l.trim() == "SEARCH t USING INDEX tasks_schedule (worker_tag=?)")
                 .count();
-            assert_eq!(walks, tags + 1, "one walk per tag and the untagged one: {plan}");
+            assert_eq!(
+                walks,
+                tags + 1,
+                "one walk per tag and the untagged one: {plan}"
+            );
             assert!(!plan.contains("SCAN t"), "{plan}");
             // No sort beside an index walk: each walk stops at its first match. (The
             // sorts SQLite adds to merge the branches sort their one-row results.)

@@ -853,26 +853,43 @@ pub async fn concurrent_claims_hand_out_each_task_once(store: Arc<dyn Store>) {
         workers.push(w);
     }
 
+    let repeated = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut handles = Vec::new();
     for w in workers.clone() {
         let store = store.clone();
+        let repeated = repeated.clone();
         handles.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             let mut tick = 0;
+            // A call a loaded server did not answer in time (`Unavailable`, a 503 to a
+            // worker) is made again, as workers do. The unanswered claim may still be
+            // applied later, so from then on this worker may get a task back as
+            // already assigned; no task may go to two workers either way.
+            let mut unanswered = false;
+            let mut retries = 0;
             loop {
                 tick += 1;
-                let claimed = store
-                    .claim_task(&claim_request(&w, at(tick)))
-                    .await
-                    .expect("claim");
+                let claimed = match store.claim_task(&claim_request(&w, at(tick))).await {
+                    Ok(claimed) => claimed,
+                    Err(StoreError::Unavailable(why)) => {
+                        unanswered = true;
+                        repeated.store(true, std::sync::atomic::Ordering::Relaxed);
+                        retries += 1;
+                        assert!(retries < 40, "claim: {why}");
+                        continue;
+                    }
+                    Err(e) => panic!("claim: {e}"),
+                };
                 let Some(claimed) = claimed else { break };
                 assert!(
-                    !claimed.already_assigned,
+                    !claimed.already_assigned || unanswered,
                     "{} got its task again",
                     w.nickname
                 );
                 assert_eq!(claimed.task.worker_id, Some(w.id));
-                mine.push(claimed.task.id);
+                if !mine.contains(&claimed.task.id) {
+                    mine.push(claimed.task.id);
+                }
                 let done = worker_update(
                     claimed.task.id,
                     &w,
@@ -880,8 +897,23 @@ pub async fn concurrent_claims_hand_out_each_task_once(store: Arc<dyn Store>) {
                     "done",
                     at(tick),
                 );
-                let outcome = store.apply_worker_update(w.id, done).await.expect("update");
-                assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+                let mut resent = false;
+                let outcome = loop {
+                    match store.apply_worker_update(w.id, done.clone()).await {
+                        Ok(outcome) => break outcome,
+                        Err(StoreError::Unavailable(why)) => {
+                            resent = true;
+                            repeated.store(true, std::sync::atomic::Ordering::Relaxed);
+                            retries += 1;
+                            assert!(retries < 40, "update: {why}");
+                        }
+                        Err(e) => panic!("update: {e}"),
+                    }
+                };
+                assert!(
+                    resent || outcome == WorkerUpdateOutcome::Applied,
+                    "{outcome:?}"
+                );
             }
             (w.id, mine)
         }));
@@ -901,11 +933,17 @@ pub async fn concurrent_claims_hand_out_each_task_once(store: Arc<dyn Store>) {
     assert_eq!(seen_once, expected);
     let counts = store.count_tasks_by_status().await.expect("count");
     assert_eq!(counts.get("completed"), Some(&(TASKS as u64)));
-    assert_eq!(
-        store.outbox_len().await.expect("len"),
-        3 * TASKS as u64,
-        "two assignment updates and one worker update per task"
-    );
+    let queued = store.outbox_len().await.expect("len");
+    if repeated.load(std::sync::atomic::Ordering::Relaxed) {
+        // A repeated call may queue its updates twice (at least once).
+        assert!(queued >= 3 * TASKS as u64, "{queued}");
+    } else {
+        assert_eq!(
+            queued,
+            3 * TASKS as u64,
+            "two assignment updates and one worker update per task"
+        );
+    }
 }
 
 // ---- the outbox ----

@@ -452,10 +452,12 @@ async fn workers_are_paged_sorted_grouped_and_params_checked() {
             "status",
             "status_requested",
             "supported_task_types",
-            "supports_status_requests"
+            "supports_status_requests",
+            "tags"
         ]
     );
     assert_eq!(first["supports_status_requests"], true);
+    assert_eq!(first["tags"], json!([]), "no tags given");
     assert_eq!(first["old"], false);
 
     let (_, page) = get(&tm, "/api/status/workers?limit=2&offset=2").await;

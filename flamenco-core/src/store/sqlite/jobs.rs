@@ -416,6 +416,12 @@ mod tests {
                  DROP TABLE webhook_deliveries; \
                  DROP TABLE task_failures; DROP TABLE job_blocklist; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
+                 DROP INDEX tasks_schedule; \
+                 ALTER TABLE workers DROP COLUMN tags; \
+                 ALTER TABLE tasks DROP COLUMN worker_tag; \
+                 CREATE INDEX tasks_schedule ON tasks \
+                     (job_priority DESC, priority DESC, id, task_type) \
+                     WHERE status IN ('queued', 'claimed-by-manager'); \
                  PRAGMA user_version = 3;",
             )
             .expect("downgrade");

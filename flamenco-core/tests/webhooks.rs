@@ -17,10 +17,10 @@ use flamenco_core::clock::ManualClock;
 use flamenco_core::config::Config;
 use flamenco_core::jobs::JobSubmission;
 use flamenco_core::manager::Manager;
-use flamenco_core::model::{TaskStatus, TaskUpdate};
+use flamenco_core::model::{JobStatus, TaskStatus, TaskUpdate};
 use flamenco_core::store::conformance::{at, claim_request, test_worker, worker_update};
 use flamenco_core::store::sqlite::SqliteStore;
-use flamenco_core::store::JobStatusChange;
+use flamenco_core::store::{JobStatusChange, NewWebhookDelivery};
 use flamenco_core::webhooks::send::Sender;
 use flamenco_core::webhooks::{
     self, WebhookConfig, WebhookEvent, DELIVERY_HEADER, MAX_ATTEMPTS, SIGNATURE_HEADER,
@@ -110,6 +110,61 @@ fn manager(dir: &std::path::Path, config: Config, clock: Arc<ManualClock>) -> Ma
     Manager::with_store(config, Arc::new(store), clock)
 }
 
+/// What each test starts with: a receiver failing its first `fail_first` requests, and a
+/// Manager on a fresh store (its folder kept for a restart) sending it `events`, on a
+/// manual clock at `at(0)`.
+struct Fixture {
+    rx: Arc<Receiver>,
+    url: String,
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    cfg: Config,
+    m: Manager,
+}
+
+impl Fixture {
+    async fn start(fail_first: usize, events: &[WebhookEvent]) -> Fixture {
+        let (rx, url) = receiver(fail_first).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(at(0)));
+        let cfg = config(&url, events);
+        let m = manager(dir.path(), cfg.clone(), clock.clone());
+        Fixture {
+            rx,
+            url,
+            dir,
+            clock,
+            cfg,
+            m,
+        }
+    }
+
+    /// A sender for the configured webhooks.
+    fn sender(&self) -> Sender {
+        Sender::new(self.cfg.webhooks.clone()).expect("sender")
+    }
+}
+
+/// Queue the deliveries of one job's status change `from` → `to`; returns them.
+async fn enqueue_job_change(
+    m: &Manager,
+    cfg: &Config,
+    from: JobStatus,
+    to: JobStatus,
+) -> Vec<NewWebhookDelivery> {
+    let change = JobStatusChange {
+        job: flamenco_core::model::ObjectId::new(),
+        from,
+        to,
+    };
+    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
+    m.store()
+        .webhook_enqueue(&deliveries)
+        .await
+        .expect("enqueue");
+    deliveries
+}
+
 /// Submit a one-task sleep job, run its task to `status` with a simulated worker, and let
 /// the standalone consumer follow.
 async fn run_one_task_job(m: &Manager, clock: &ManualClock, status: TaskStatus) {
@@ -141,17 +196,13 @@ fn body_of(s: &Seen) -> Value {
 
 #[tokio::test]
 async fn a_completed_job_sends_one_signed_delivery() {
-    let (rx, url) = receiver(0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::JobStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
-    run_one_task_job(&m, &clock, TaskStatus::Completed).await;
+    let f = Fixture::start(0, &[WebhookEvent::JobStatus]).await;
+    run_one_task_job(&f.m, &f.clock, TaskStatus::Completed).await;
 
-    let sender = Sender::new(cfg.webhooks).expect("sender");
-    let report = sender.send_due_now(&m).await.expect("send");
+    let sender = f.sender();
+    let report = sender.send_due_now(&f.m).await.expect("send");
     assert_eq!(report.failed + report.given_up, 0, "{report:?}");
-    let seen = rx.accepted();
+    let seen = f.rx.accepted();
     assert_eq!(seen.len(), report.delivered);
     let completed: Vec<_> = seen
         .iter()
@@ -178,85 +229,81 @@ async fn a_completed_job_sends_one_signed_delivery() {
     assert_eq!(s.headers["content-type"], "application/json");
 
     // Nothing left, and nothing sent twice.
-    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
     assert_eq!(
-        m.metrics().webhooks().delivered(&url),
+        sender.send_due_now(&f.m).await.expect("send").attempted(),
+        0
+    );
+    assert_eq!(
+        f.m.metrics().webhooks().delivered(&f.url),
         report.delivered as u64
     );
-    m.close().await.expect("close");
+    f.m.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn a_failed_task_sends_task_failed() {
-    let (rx, url) = receiver(0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::TaskFailed]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
-    run_one_task_job(&m, &clock, TaskStatus::Failed).await;
-    let sender = Sender::new(cfg.webhooks).expect("sender");
-    sender.send_due_now(&m).await.expect("send");
-    let seen = rx.accepted();
+    let f = Fixture::start(0, &[WebhookEvent::TaskFailed]).await;
+    run_one_task_job(&f.m, &f.clock, TaskStatus::Failed).await;
+    let sender = f.sender();
+    sender.send_due_now(&f.m).await.expect("send");
+    let seen = f.rx.accepted();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let body = body_of(&seen[0]);
     assert_eq!(body["event"], "task-failed");
     assert_eq!(body["task"]["status"], "failed");
     assert!(body["task"]["job"].is_string(), "{body}");
-    m.close().await.expect("close");
+    f.m.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn failures_are_retried_with_backoff_and_delivered_once() {
-    let (rx, url) = receiver(3).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::JobStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
-    let change = JobStatusChange {
-        job: flamenco_core::model::ObjectId::new(),
-        from: flamenco_core::model::JobStatus::Active,
-        to: flamenco_core::model::JobStatus::Completed,
-    };
-    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
-    m.store()
-        .webhook_enqueue(&deliveries)
-        .await
-        .expect("enqueue");
-    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let f = Fixture::start(3, &[WebhookEvent::JobStatus]).await;
+    let deliveries =
+        enqueue_job_change(&f.m, &f.cfg, JobStatus::Active, JobStatus::Completed).await;
+    let sender = f.sender();
 
     // 10 s, 20 s, 40 s between the attempts: nothing is sent before its time.
     for wait in [10, 20, 40] {
-        let report = sender.send_due_now(&m).await.expect("send");
+        let report = sender.send_due_now(&f.m).await.expect("send");
         assert_eq!(report.failed, 1, "{report:?}");
-        clock.advance(Duration::seconds(wait - 1));
-        assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
-        clock.advance(Duration::seconds(1));
+        f.clock.advance(Duration::seconds(wait - 1));
+        assert_eq!(
+            sender.send_due_now(&f.m).await.expect("send").attempted(),
+            0
+        );
+        f.clock.advance(Duration::seconds(1));
     }
-    let report = sender.send_due_now(&m).await.expect("send");
+    let report = sender.send_due_now(&f.m).await.expect("send");
     assert_eq!(report.delivered, 1, "{report:?}");
-    clock.advance(Duration::hours(2));
-    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
+    f.clock.advance(Duration::hours(2));
+    assert_eq!(
+        sender.send_due_now(&f.m).await.expect("send").attempted(),
+        0
+    );
 
-    let seen = rx.seen();
+    let seen = f.rx.seen();
     assert_eq!(seen.len(), 4, "three failures and one success");
-    assert_eq!(rx.accepted().len(), 1, "delivered exactly once");
+    assert_eq!(f.rx.accepted().len(), 1, "delivered exactly once");
     assert!(
         seen.iter().all(|s| s.body == deliveries[0].body),
         "same body"
     );
-    assert_eq!(m.metrics().webhooks().failed(&url), 3);
-    assert_eq!(m.metrics().webhooks().delivered(&url), 1);
-    assert!(m.store().webhook_stats().await.expect("stats").is_empty());
-    m.close().await.expect("close");
+    assert_eq!(f.m.metrics().webhooks().failed(&f.url), 3);
+    assert_eq!(f.m.metrics().webhooks().delivered(&f.url), 1);
+    assert!(f.m.store().webhook_stats().await.expect("stats").is_empty());
+    f.m.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn a_pending_delivery_survives_a_restart() {
-    let (rx, url) = receiver(1).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::JobStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let Fixture {
+        rx,
+        dir,
+        clock,
+        cfg,
+        m,
+        ..
+    } = Fixture::start(1, &[WebhookEvent::JobStatus]).await;
     run_one_task_job(&m, &clock, TaskStatus::Completed).await;
     let queued = m.store().webhook_due(m.now(), 100).await.expect("due");
     assert!(!queued.is_empty());
@@ -289,62 +336,48 @@ async fn a_pending_delivery_survives_a_restart() {
 
 #[tokio::test]
 async fn hopeless_deliveries_are_given_up_and_shown() {
-    let (rx, url) = receiver(usize::MAX).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::JobStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
-    let change = JobStatusChange {
-        job: flamenco_core::model::ObjectId::new(),
-        from: flamenco_core::model::JobStatus::Active,
-        to: flamenco_core::model::JobStatus::Failed,
-    };
-    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
-    m.store()
-        .webhook_enqueue(&deliveries)
-        .await
-        .expect("enqueue");
-    let sender = Sender::new(cfg.webhooks).expect("sender");
+    let f = Fixture::start(usize::MAX, &[WebhookEvent::JobStatus]).await;
+    enqueue_job_change(&f.m, &f.cfg, JobStatus::Active, JobStatus::Failed).await;
+    let sender = f.sender();
     let mut given_up = 0;
     for _ in 0..MAX_ATTEMPTS {
-        given_up += sender.send_due_now(&m).await.expect("send").given_up;
-        clock.advance(Duration::hours(1));
+        given_up += sender.send_due_now(&f.m).await.expect("send").given_up;
+        f.clock.advance(Duration::hours(1));
     }
     assert_eq!(given_up, 1);
-    assert_eq!(rx.seen().len(), MAX_ATTEMPTS as usize);
-    clock.advance(Duration::days(30));
-    assert_eq!(sender.send_due_now(&m).await.expect("send").attempted(), 0);
-    let stats = m.store().webhook_stats().await.expect("stats");
+    assert_eq!(f.rx.seen().len(), MAX_ATTEMPTS as usize);
+    f.clock.advance(Duration::days(30));
+    assert_eq!(
+        sender.send_due_now(&f.m).await.expect("send").attempted(),
+        0
+    );
+    let stats = f.m.store().webhook_stats().await.expect("stats");
     assert_eq!((stats[0].queued, stats[0].failed), (0, 1), "{stats:?}");
     assert!(stats[0].last_error.as_deref().unwrap_or("").contains("500"));
-    m.close().await.expect("close");
+    f.m.close().await.expect("close");
 }
 
 #[tokio::test]
 async fn a_job_action_sends_its_status_change() {
-    let (rx, url) = receiver(0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::JobStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let f = Fixture::start(0, &[WebhookEvent::JobStatus]).await;
     let settings = json!({"frames": "1-3", "chunk_size": 1, "time_in_seconds": 1});
-    let job = m
-        .submit_job(JobSubmission::new(
+    let job =
+        f.m.submit_job(JobSubmission::new(
             "sleep",
             settings.as_object().cloned().expect("object"),
         ))
         .await
         .expect("submit");
-    let canceled = m.cancel_job(job.id).await.expect("cancel");
-    let sender = Sender::new(cfg.webhooks).expect("sender");
-    sender.send_due_now(&m).await.expect("send");
-    let seen = rx.accepted();
+    let canceled = f.m.cancel_job(job.id).await.expect("cancel");
+    let sender = f.sender();
+    sender.send_due_now(&f.m).await.expect("send");
+    let seen = f.rx.accepted();
     assert_eq!(seen.len(), 1, "{seen:?}");
     let body = body_of(&seen[0]);
     assert_eq!(body["job"]["id"], job.id.to_string());
     assert_eq!(body["job"]["previous_status"], "queued");
     assert_eq!(body["job"]["status"], canceled.status.as_str());
-    m.close().await.expect("close");
+    f.m.close().await.expect("close");
 }
 
 /// Every change of a worker's status is sent as `worker-status`, with the status before
@@ -355,11 +388,14 @@ async fn worker_status_changes_are_sent() {
     use flamenco_core::manager::Peer;
     use flamenco_core::protocol::SignOnRequest;
 
-    let (rx, url) = receiver(0).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(at(0)));
-    let cfg = config(&url, &[WebhookEvent::WorkerStatus]);
-    let m = manager(dir.path(), cfg.clone(), clock.clone());
+    let Fixture {
+        rx,
+        clock,
+        cfg,
+        m,
+        dir: _dir,
+        ..
+    } = Fixture::start(0, &[WebhookEvent::WorkerStatus]).await;
     let id = flamenco_core::model::ObjectId::new();
     m.store()
         .insert_worker(&test_worker(id, "render-07", &["sleep"]))

@@ -7,12 +7,9 @@ mod support;
 
 use std::path::Path;
 
-use flamenco_core::config::Config;
-use flamenco_core::model::{RequestedStatus, Worker};
-use flamenco_core::protocol::RegisterWorker;
-use flamenco_core::{Manager, Peer};
+use flamenco_core::model::RequestedStatus;
 use serde_json::Value;
-use support::{new_store, run, run_err, run_ok};
+use support::{new_store, open, register, run, run_err, run_ok};
 
 fn submit(dir: &Path) -> String {
     let out = run_ok(
@@ -91,26 +88,6 @@ fn job_bulk_commands() {
     let out = run(dir.path(), &["job", "show", &c]);
     assert_eq!(out.status.code(), Some(1), "job {c} was deleted");
     assert_eq!(job(dir.path(), &a)["status"], "queued");
-}
-
-async fn open(dir: &Path) -> Manager {
-    let (mut config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
-    config.data_dir = dir.join("data");
-    Manager::open(config).await.unwrap()
-}
-
-async fn register(manager: &Manager, nickname: &str, software: &str) -> Worker {
-    let req: RegisterWorker = serde_json::from_value(serde_json::json!({
-        "secret": format!("secret-of-{nickname}"), "platform": "linux",
-        "supported_task_types": ["sleep"], "nickname": nickname,
-    }))
-    .unwrap();
-    let peer = Peer {
-        host: "10.0.0.5".into(),
-        host_port: "10.0.0.5:4000".into(),
-        user_agent: software.into(),
-    };
-    manager.register_worker(req, &peer, None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,13 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use flamenco_core::config::Config;
 use flamenco_core::model::{Command as TaskCommand, Task};
 use flamenco_core::Manager;
-use support::{flamenco, run, run_err, run_ok, write_config};
+use support::{flamenco, run, run_err, run_ok, sigterm_and_wait, wait_for_log, write_config};
 
 #[test]
 fn version_and_help() {
@@ -19,26 +19,14 @@ fn version_and_help() {
     let out = flamenco(dir.path()).arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
-    let out = flamenco(dir.path())
-        .arg("no-such-command")
-        .output()
-        .unwrap();
+    let out = run(dir.path(), &["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn config_check_with_defaults_and_with_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = flamenco(dir.path())
-        .args(["config", "check"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(dir.path(), &["config", "check"]);
     assert!(stdout.contains("defaults apply"), "{stdout}");
     assert!(stdout.contains("8083"), "{stdout}");
 
@@ -47,20 +35,13 @@ fn config_check_with_defaults_and_with_errors() {
         "listen: ':8083'\ndownload_task_sleep_seconds: 60s\n",
     )
     .unwrap();
-    let out = flamenco(dir.path())
-        .args(["config", "check"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = run_err(dir.path(), &["config", "check"]);
     assert!(stderr.contains("download_task_sleep_seconds"), "{stderr}");
 
-    let out = flamenco(dir.path())
-        .args(["config", "check", "--config", "missing.yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
+    assert!(
+        run_err(dir.path(), &["config", "check", "--config", "missing.yaml"])
+            .contains("missing.yaml")
+    );
 }
 
 #[test]
@@ -81,33 +62,6 @@ fn serve_refuses_a_port_in_use() {
         1,
         "{stderr}"
     );
-}
-
-/// Wait until the child logs `needle` on stderr; returns everything read so far.
-fn wait_for_log(child: &mut Child, needle: &str, timeout: Duration) -> String {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + timeout;
-    let mut seen = String::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains(needle) {
-                // keep draining in the background so the child never blocks on stderr
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return seen;
-            }
-        }
-    }
-    panic!("{needle:?} not logged within {timeout:?}; log so far:\n{seen}");
 }
 
 #[tokio::test]
@@ -134,30 +88,12 @@ async fn serve_runs_on_zero_config_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = sigterm_and_wait(&mut child, Duration::from_secs(20));
     assert!(exit.success(), "exit status {exit:?}");
     assert!(dir.path().join("data/flamenco.sqlite").exists());
 
     // The store was closed cleanly: the CLI sees the registered worker.
-    let out = flamenco(dir.path())
-        .args(["worker", "list", "--json"])
-        .output()
-        .unwrap();
+    let out = run(dir.path(), &["worker", "list", "--json"]);
     assert!(out.status.success());
     let line = String::from_utf8_lossy(&out.stdout);
     let w: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -187,16 +123,7 @@ async fn queue_and_worker_commands_read_the_daemons_store() {
     let ids = manager.enqueue_tasks(tasks).await.unwrap();
     manager.close().await.unwrap();
 
-    let out = flamenco(dir.path())
-        .args(["queue", "list"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_ok(dir.path(), &["queue", "list"]);
     for id in &ids {
         // Tables show short ids: the last 8 characters.
         let hex = id.to_hex();
@@ -209,31 +136,20 @@ async fn queue_and_worker_commands_read_the_daemons_store() {
     let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(v["_id"], ids[1].to_hex());
 
-    let out = flamenco(dir.path())
-        .args(["queue", "list", "--json", "--status", "completed"])
-        .output()
-        .unwrap();
+    let out = run(
+        dir.path(),
+        &["queue", "list", "--json", "--status", "completed"],
+    );
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
 
-    let out = flamenco(dir.path())
-        .args(["queue", "list", "--status", "cancelled"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+    assert!(run_err(dir.path(), &["queue", "list", "--status", "cancelled"]).contains("cancelled"));
 
-    let out = flamenco(dir.path())
-        .args(["worker", "sleep", "not-an-id"])
-        .output()
-        .unwrap();
+    let out = run(dir.path(), &["worker", "sleep", "not-an-id"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = flamenco(dir.path())
-        .args(["worker", "sleep", "aaaaaaaaaaaaaaaaaaaaaaaa"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown"));
+    assert!(
+        run_err(dir.path(), &["worker", "sleep", "aaaaaaaaaaaaaaaaaaaaaaaa"]).contains("unknown")
+    );
 }
 
 /// Seed a store in `dir/data` with `n` sleep tasks through the SDK; returns their ids.
@@ -316,18 +232,10 @@ async fn queue_show_substitutes_for_a_platform_and_list_sorts_and_filters() {
     assert_eq!(out.lines().count(), 2);
     assert!(out.contains("seed-1") && out.contains("seed-2"));
 
-    let out = flamenco(dir.path())
-        .args(["queue", "show", "aaaaaaaaaaaaaaaaaaaaaaaa"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown"));
-    let out = flamenco(dir.path())
-        .args(["queue", "list", "--job", "nope"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--job"));
+    assert!(
+        run_err(dir.path(), &["queue", "show", "aaaaaaaaaaaaaaaaaaaaaaaa"]).contains("unknown")
+    );
+    assert!(run_err(dir.path(), &["queue", "list", "--job", "nope"]).contains("--job"));
 }
 
 #[tokio::test]
@@ -373,10 +281,7 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
         "tlscert: missing-cert.pem\ntlskey: missing-key.pem\nmanager_secret: hush\n",
     )
     .unwrap();
-    let out = flamenco(dir.path())
-        .args(["config", "check"])
-        .output()
-        .unwrap();
+    let out = run(dir.path(), &["config", "check"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -412,10 +317,7 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
         ),
     )
     .unwrap();
-    let out = flamenco(dir.path())
-        .args(["config", "check", "--connect"])
-        .output()
-        .unwrap();
+    let out = run(dir.path(), &["config", "check", "--connect"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -430,12 +332,7 @@ fn config_check_lists_file_problems_and_connect_opens_the_store() {
         "data_dir: ./blocker\n",
     )
     .unwrap();
-    let out = flamenco(dir.path())
-        .args(["config", "check", "--connect"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = run_err(dir.path(), &["config", "check", "--connect"]);
     assert!(stderr.contains("is a file"), "{stderr}");
 }
 

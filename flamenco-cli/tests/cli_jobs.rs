@@ -3,13 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{flamenco, new_store, run_err, run_ok, write_config};
+use support::{flamenco, new_store, run_err, run_ok, sigterm_and_wait, wait_for_log, write_config};
 
 fn submit_sleep(dir: &Path) -> Value {
     let out = run_ok(
@@ -250,32 +249,6 @@ fn job_submit_from_a_file_with_overrides() {
     assert!(err.contains("unknown field `colour`"), "{err}");
 }
 
-/// Read the child's stderr in the background; wait for `needle`.
-fn wait_for_log(child: &mut Child, needle: &str, timeout: Duration) -> String {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + timeout;
-    let mut seen = String::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains(needle) {
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return seen;
-            }
-        }
-    }
-    panic!("{needle:?} not logged within {timeout:?}; log so far:\n{seen}");
-}
-
 /// The README's demo: `flamenco serve`, `flamenco job submit sleep …`, a worker runs the
 /// tasks, the job ends `completed` without restarting anything.
 #[tokio::test]
@@ -340,40 +313,18 @@ async fn a_running_daemon_runs_jobs_submitted_from_the_command_line() {
     );
 
     // The daemon's consumer follows the job; the job API answers a loopback client.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let job: Value = client
-            .get(format!("{base}/api/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["status"] == "completed" {
-            assert_eq!(job["task_counts"], json!({"completed": 4}));
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job did not complete: {job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let status = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = daemon.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    let job = || async {
+        let url = format!("{base}/api/jobs/{id}");
+        let resp = client.get(url).send().await.expect("GET the job");
+        resp.json::<Value>().await.expect("the job's JSON")
     };
+    support::wait_until("the job completes", || async {
+        job().await["status"] == "completed"
+    })
+    .await;
+    assert_eq!(job().await["task_counts"], json!({"completed": 4}));
+
+    let exit = sigterm_and_wait(&mut daemon, Duration::from_secs(20));
     assert!(exit.success(), "exit status {exit:?}");
     let shown: Value = serde_json::from_str(&run_ok(dir.path(), &["job", "show", &id])).unwrap();
     assert_eq!(shown["status"], "completed");

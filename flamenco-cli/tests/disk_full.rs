@@ -16,7 +16,7 @@ use flamenco_core::config::Config;
 use flamenco_core::testing::SmallDisk;
 use flamenco_core::Manager;
 use serde_json::{json, Value};
-use support::free_port;
+use support::{free_port, sigterm_and_wait};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -85,22 +85,7 @@ async fn sigterm_with_the_data_disk_full_says_so_and_exits_non_zero() {
     }
 
     disk.fill();
-    let status = Command::new("kill")
-        .args(["-TERM", &serve.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + WAIT;
-    let exit = loop {
-        if let Some(exit) = serve.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = sigterm_and_wait(&mut serve, WAIT);
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!("{text}");
     assert_eq!(exit.code(), Some(1), "exit status {exit:?}");

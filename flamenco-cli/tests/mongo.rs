@@ -6,28 +6,20 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Run the binary in `dir`, killing it if it runs longer than `limit`.
 fn run(dir: &Path, args: &[&str], limit: Duration) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flamenco"))
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
+    let mut child = support::flamenco(dir)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run flamenco");
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("flamenco {args:?} still ran after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_exit(&mut child, limit, &format!("flamenco {args:?} still ran"));
     (child.wait_with_output().expect("output"), started.elapsed())
 }
 

@@ -4,16 +4,8 @@
 
 mod support;
 
-use flamenco_core::config::Config;
 use flamenco_core::model::{Command as TaskCommand, ObjectId, Task, TaskStatus};
-use flamenco_core::Manager;
-use support::{run_err, run_ok, write_config};
-
-async fn open(dir: &std::path::Path) -> Manager {
-    let (mut config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
-    config.data_dir = dir.join("data");
-    Manager::open(config).await.unwrap()
-}
+use support::{open, run_err, run_ok, write_config};
 
 async fn status(dir: &std::path::Path, id: ObjectId) -> TaskStatus {
     let manager = open(dir).await;

@@ -7,21 +7,13 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flamenco_core::config::Config;
 use flamenco_core::model::{Command as TaskCommand, ObjectId, Task, TaskStatus, TaskUpdate};
-use flamenco_core::Manager;
-use support::{flamenco, run_err, run_ok, write_config};
+use support::{flamenco, open, run_err, run_ok, write_config};
 
 /// How long the test waits for the follower's output or exit.
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn open(dir: &std::path::Path) -> Manager {
-    let (mut config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
-    config.data_dir = dir.join("data");
-    Manager::open(config).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_log_prints_tails_and_follows() {
@@ -109,17 +101,11 @@ async fn task_log_prints_tails_and_follows() {
     manager.store().queue_update(done).await.unwrap();
     manager.close().await.unwrap();
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("--follow did not end after the task finished");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = support::wait_exit(
+        &mut child,
+        DEADLINE,
+        "--follow did not end after the task finished",
+    );
     assert!(status.success(), "{status:?}");
     assert!(rx.try_recv().is_err(), "nothing else was printed");
 }

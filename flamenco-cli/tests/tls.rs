@@ -138,22 +138,7 @@ async fn serve_over_https_logs_no_secret_at_debug_level() {
         format!("https://127.0.0.1:{port}/as-json").as_str()
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = support::sigterm_and_wait(&mut child, Duration::from_secs(30));
     assert!(exit.success(), "exit status {exit:?}");
     let text = wait_for(&log, "shutdown complete", Duration::from_secs(10));
     assert!(

@@ -5,8 +5,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flamenco_core::config::Config;
 use flamenco_core::model::{ObjectId, Task, TaskStatus, TaskUpdate};
@@ -14,18 +13,9 @@ use flamenco_core::Manager;
 use flamenco_testserver::{Endpoint, Fault, ManagerCreds, NewJob, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use support::{flamenco_process, kill_9, serve, terminate, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn flamenco(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
 
 fn write_config(dir: &Path, server: &TestServer, creds: &ManagerCreds, port: u16) -> PathBuf {
     let path = dir.join("flamenco-manager.yaml");
@@ -40,58 +30,6 @@ fn write_config(dir: &Path, server: &TestServer, creds: &ManagerCreds, port: u16
     )
     .unwrap();
     path
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not within {WAIT:?}: {what}");
-}
-
-/// Start `flamenco serve` and wait until it listens.
-async fn serve(dir: &Path) -> Child {
-    let mut child = flamenco(dir)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flamenco serve");
-    support::wait_until_listening(&mut child, WAIT).await;
-    child
-}
-
-async fn kill_9(child: &mut Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
-    child.wait().await.unwrap();
-}
-
-async fn terminate(mut child: Child) {
-    let pid = child.id().expect("pid").to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    let exit = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("serve stops after SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "{exit:?}");
 }
 
 struct Worker {
@@ -164,7 +102,7 @@ async fn kill_9_during_a_push_loses_no_acknowledged_update() {
     write_config(dir.path(), &server, &creds, port);
     let base = format!("http://127.0.0.1:{port}");
 
-    let mut child = serve(dir.path()).await;
+    let mut child = serve(dir.path(), None, WAIT).await;
     wait_until("the tasks were claimed by the Manager", || async {
         job.task_ids
             .iter()
@@ -205,7 +143,7 @@ async fn kill_9_during_a_push_loses_no_acknowledged_update() {
     kill_9(&mut child).await;
 
     server.clear_faults();
-    let child = serve(dir.path()).await;
+    let child = serve(dir.path(), None, WAIT).await;
     for (task, line) in &acknowledged {
         wait_until(&format!("{line:?} reached the Server"), || async {
             server.task_logs(task).iter().any(|l| &l.log == line)
@@ -222,11 +160,11 @@ async fn kill_9_during_a_push_loses_no_acknowledged_update() {
         let worker_lines = logs.iter().filter(|l| l.log.contains(" line ")).count();
         assert_eq!(worker_lines, 3, "{logs:?}");
     }
-    terminate(child).await;
+    terminate(child, WAIT).await;
 }
 
 async fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = flamenco(dir).args(args).output().await.unwrap();
+    let out = flamenco_process(dir).args(args).output().await.unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),

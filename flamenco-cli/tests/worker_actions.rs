@@ -3,21 +3,12 @@
 //! both refuse with the same message and record nothing; a 2.1+ worker's request is
 //! recorded by both.
 
+mod support;
+
 use std::sync::Arc;
 
-use flamenco_core::config::Config;
-use flamenco_core::model::{RequestedStatus, Worker};
-use flamenco_core::protocol::RegisterWorker;
-use flamenco_core::{Manager, Peer};
-
-/// `dir/flamenco-manager.yaml` with the store in `dir/data`.
-fn write_config(dir: &std::path::Path) {
-    std::fs::write(
-        dir.join("flamenco-manager.yaml"),
-        "listen: '127.0.0.1:0'\ndata_dir: ./data\n",
-    )
-    .unwrap();
-}
+use flamenco_core::model::RequestedStatus;
+use support::{open, register, write_config};
 
 /// Run `flamenco args…` in `dir`; its exit code and stderr.
 fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
@@ -33,32 +24,10 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-async fn open(dir: &std::path::Path) -> Manager {
-    let (mut config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
-    config.data_dir = dir.join("data");
-    Manager::open(config).await.unwrap()
-}
-
-/// Register a worker through the SDK, as `POST /register-worker` with `software` as its
-/// User-Agent would.
-async fn register(manager: &Manager, nickname: &str, software: &str) -> Worker {
-    let req: RegisterWorker = serde_json::from_value(serde_json::json!({
-        "secret": format!("secret-of-{nickname}"), "platform": "linux",
-        "supported_task_types": ["sleep"], "nickname": nickname,
-    }))
-    .unwrap();
-    let peer = Peer {
-        host: "10.0.0.5".into(),
-        host_port: "10.0.0.5:4000".into(),
-        user_agent: software.into(),
-    };
-    manager.register_worker(req, &peer, None).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_and_api_refuse_a_2_0_worker_with_the_same_message() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path());
+    write_config(dir.path(), "127.0.0.1:0");
     let manager = open(dir.path()).await;
     let old = register(&manager, "old", "Flamenco-Worker/2.0.6").await;
     let new = register(&manager, "new", "Flamenco-Worker/2.5").await;

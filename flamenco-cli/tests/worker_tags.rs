@@ -3,19 +3,10 @@
 //! refused with a message and exit status 1 (nothing changed), and a job's tag reaches its
 //! tasks.
 
-use flamenco_core::config::Config;
-use flamenco_core::model::Worker;
-use flamenco_core::protocol::RegisterWorker;
-use flamenco_core::store::TaskQuery;
-use flamenco_core::{Manager, Peer};
+mod support;
 
-fn write_config(dir: &std::path::Path) {
-    std::fs::write(
-        dir.join("flamenco-manager.yaml"),
-        "listen: '127.0.0.1:0'\ndata_dir: ./data\n",
-    )
-    .unwrap();
-}
+use flamenco_core::store::TaskQuery;
+use support::{open, register, write_config};
 
 /// Run `flamenco args…` in `dir`: exit code, stdout, stderr.
 fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
@@ -33,26 +24,6 @@ fn run(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-async fn open(dir: &std::path::Path) -> Manager {
-    let (mut config, _) = Config::load(Some(&dir.join("flamenco-manager.yaml"))).unwrap();
-    config.data_dir = dir.join("data");
-    Manager::open(config).await.unwrap()
-}
-
-async fn register(manager: &Manager, nickname: &str) -> Worker {
-    let req: RegisterWorker = serde_json::from_value(serde_json::json!({
-        "secret": format!("secret-of-{nickname}"), "platform": "linux",
-        "supported_task_types": ["sleep"], "nickname": nickname,
-    }))
-    .unwrap();
-    let peer = Peer {
-        host: "10.0.0.5".into(),
-        host_port: "10.0.0.5:4000".into(),
-        user_agent: "Flamenco-Worker/2.5".into(),
-    };
-    manager.register_worker(req, &peer, None).await.unwrap()
-}
-
 async fn tags_of(dir: &std::path::Path, id: flamenco_core::model::ObjectId) -> Vec<String> {
     let manager = open(dir).await;
     let tags = manager.get_worker(id).await.unwrap().unwrap().tags;
@@ -63,10 +34,10 @@ async fn tags_of(dir: &std::path::Path, id: flamenco_core::model::ObjectId) -> V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_workers_and_submit_a_tagged_job() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path());
+    write_config(dir.path(), "127.0.0.1:0");
     let manager = open(dir.path()).await;
-    let a = register(&manager, "render-a").await;
-    let b = register(&manager, "render-b").await;
+    let a = register(&manager, "render-a", "Flamenco-Worker/2.5").await;
+    let b = register(&manager, "render-b", "Flamenco-Worker/2.5").await;
     manager.close().await.unwrap();
     let (a_id, b_id) = (a.id.to_hex(), b.id.to_hex());
 

@@ -1,10 +1,35 @@
 //! Helpers shared by the CLI's black-box tests (each test file includes this module).
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
+
+/// How long [`wait_until`] waits: generous, it only bounds how long a broken build takes
+/// to fail on a loaded machine.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Poll `check` (every 25 ms) until it returns true; panic with `what` after
+/// [`WAIT_LIMIT`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not within {WAIT_LIMIT:?}: {what}");
+}
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -120,4 +145,146 @@ pub fn run_err(dir: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// [`flamenco`] as a tokio process: no stdin, killed when dropped.
+pub fn flamenco_process(dir: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::from(flamenco(dir));
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    cmd
+}
+
+/// Start `flamenco [-c config] serve` in `dir` (stdout discarded, stderr piped) and wait
+/// up to `wait` until it listens.
+pub async fn serve(dir: &Path, config: Option<&Path>, wait: Duration) -> Child {
+    let mut cmd = flamenco_process(dir);
+    if let Some(config) = config {
+        cmd.arg("-c").arg(config);
+    }
+    let mut child = cmd
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flamenco serve");
+    wait_until_listening(&mut child, wait).await;
+    child
+}
+
+/// `kill -9` the child, and reap it.
+pub async fn kill_9(child: &mut Child) {
+    let pid = child.id().expect("pid").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    assert!(status.success());
+    child.wait().await.expect("wait");
+}
+
+/// SIGTERM the child; it must exit successfully within `wait`.
+pub async fn terminate(mut child: Child, wait: Duration) {
+    let pid = child.id().expect("pid").to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("run kill");
+    let exit = tokio::time::timeout(wait, child.wait())
+        .await
+        .expect("serve stops after SIGTERM")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Wait up to `wait` until a (blocking) child exits; its status. After that, kill it and
+/// panic with `what`.
+pub fn wait_exit(child: &mut std::process::Child, wait: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait for the child") {
+            return exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} (waited {wait:?})");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Send SIGTERM to a (blocking) child; its exit status, within `wait`.
+pub fn sigterm_and_wait(child: &mut std::process::Child, wait: Duration) -> ExitStatus {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    wait_exit(child, wait, "serve did not stop after SIGTERM")
+}
+
+/// Read a (blocking) child's piped stderr in the background until it logs `needle`;
+/// everything read so far. The rest is drained so the child never blocks on the pipe.
+pub fn wait_for_log(child: &mut std::process::Child, needle: &str, timeout: Duration) -> String {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(needle) {
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return seen;
+            }
+        }
+    }
+    panic!("{needle:?} not logged within {timeout:?}; log so far:\n{seen}");
+}
+
+/// Open the store that the config in `dir` names, as a Manager in this process (no
+/// daemon runs on it).
+pub async fn open(dir: &Path) -> flamenco_core::Manager {
+    let (mut config, _) =
+        flamenco_core::config::Config::load(Some(&dir.join("flamenco-manager.yaml")))
+            .expect("load the config");
+    config.data_dir = dir.join("data");
+    flamenco_core::Manager::open(config)
+        .await
+        .expect("open the store")
+}
+
+/// Register a worker through the SDK, as `POST /register-worker` with `software` as its
+/// User-Agent would.
+pub async fn register(
+    manager: &flamenco_core::Manager,
+    nickname: &str,
+    software: &str,
+) -> flamenco_core::model::Worker {
+    let req: flamenco_core::protocol::RegisterWorker = serde_json::from_value(serde_json::json!({
+        "secret": format!("secret-of-{nickname}"), "platform": "linux",
+        "supported_task_types": ["sleep"], "nickname": nickname,
+    }))
+    .expect("a registration");
+    let peer = flamenco_core::Peer {
+        host: "10.0.0.5".into(),
+        host_port: "10.0.0.5:4000".into(),
+        user_agent: software.into(),
+    };
+    manager
+        .register_worker(req, &peer, None)
+        .await
+        .expect("register the worker")
 }

@@ -25,18 +25,10 @@ use flamenco_core::store::sqlite::SqliteStore;
 use flamenco_core::store::Store;
 use flamenco_core::Manager;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use support::{flamenco_process, kill_9, serve, terminate};
+use tokio::process::Child;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn flamenco(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
 
 /// Upstream mode against a closed port: pushes fail, so the outbox keeps everything. The
 /// data directory is absolute: the test process (which seeds and checks the store) runs
@@ -55,20 +47,6 @@ fn write_config(dir: &Path, name: &str, port: u16, database_url: Option<&str>) -
     }
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-/// Start `flamenco serve -c config` and wait until it listens.
-async fn serve(dir: &Path, config: &Path) -> Child {
-    let mut child = flamenco(dir)
-        .arg("-c")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flamenco serve");
-    support::wait_until_listening(&mut child, WAIT).await;
-    child
 }
 
 /// Wait until the daemon on `port` answers HTTP (after "listening on", its signal
@@ -94,31 +72,6 @@ async fn until_answers(port: u16) {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-}
-
-async fn kill_9(child: &mut Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    assert!(status.success());
-    child.wait().await.expect("wait");
-}
-
-async fn terminate(mut child: Child) {
-    let pid = child.id().expect("pid").to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    let exit = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("serve stops after SIGTERM")
-        .expect("wait");
-    assert!(exit.success(), "{exit:?}");
 }
 
 fn sleep_tasks(n: usize) -> Vec<Task> {
@@ -193,6 +146,7 @@ async fn worker_loop(
             return;
         };
         if resp.status().as_u16() == 204 {
+            // A simulated worker's poll interval: part of the load under test, not a wait.
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
@@ -273,6 +227,8 @@ async fn load_then_kill(
     while acks() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Then the load runs for at least 1.5 s (the kill must land under load, the thing
+    // tested) and until enough updates were acknowledged; the sleep is the sampling step.
     let started = Instant::now();
     let min_load = Duration::from_millis(1500);
     let max_load = Duration::from_secs(30);
@@ -351,12 +307,12 @@ async fn kill_9_under_load_loses_no_acknowledged_update_sqlite() {
     let port = support::free_port();
     let config = write_config(dir.path(), "flamenco-manager.yaml", port, None);
     seed(&config, 5_000).await;
-    let mut child = serve(dir.path(), &config).await;
+    let mut child = serve(dir.path(), Some(&config), WAIT).await;
     let base = format!("http://127.0.0.1:{port}");
     let acked = load_then_kill(&mut child, &base, 64, 5, 300).await;
 
     // The restarted daemon gets the lock (the kernel dropped the dead one's) and serves.
-    let child = serve(dir.path(), &config).await;
+    let child = serve(dir.path(), Some(&config), WAIT).await;
     until_answers(port).await;
     // Read the store as the CLI does, while the daemon runs.
     let store = SqliteStore::open(&dir.path().join("data")).expect("open the store");
@@ -366,7 +322,7 @@ async fn kill_9_under_load_loses_no_acknowledged_update_sqlite() {
     );
     assert_all_acked_are_stored(&store, &acked).await;
     store.close().await.expect("close");
-    terminate(child).await;
+    terminate(child, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -381,17 +337,17 @@ async fn kill_9_under_load_loses_no_acknowledged_update_mongodb() {
     let port = support::free_port();
     let config = write_config(dir.path(), "flamenco-manager.yaml", port, Some(&db.url));
     seed(&config, 400).await;
-    let mut child = serve(dir.path(), &config).await;
+    let mut child = serve(dir.path(), Some(&config), WAIT).await;
     let base = format!("http://127.0.0.1:{port}");
     let acked = load_then_kill(&mut child, &base, 16, 4, 150).await;
 
-    let child = serve(dir.path(), &config).await;
+    let child = serve(dir.path(), Some(&config), WAIT).await;
     until_answers(port).await;
     let (loaded, _) = Config::load(Some(&config)).expect("load config");
     let manager = Manager::open(loaded).await.expect("open the MongoDB store");
     assert_all_acked_are_stored(manager.store().as_ref(), &acked).await;
     manager.close().await.expect("close");
-    terminate(child).await;
+    terminate(child, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,13 +358,13 @@ async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     let first_config = write_config(dir.path(), "first.yaml", first_port, None);
     let second_config = write_config(dir.path(), "second.yaml", second_port, None);
     seed(&first_config, 3).await;
-    let first = serve(dir.path(), &first_config).await;
+    let first = serve(dir.path(), Some(&first_config), WAIT).await;
     until_answers(first_port).await;
     let first_pid = first.id().expect("pid");
 
     let out = tokio::time::timeout(
         WAIT,
-        flamenco(dir.path())
+        flamenco_process(dir.path())
             .arg("-c")
             .arg(&second_config)
             .arg("serve")
@@ -434,7 +390,7 @@ async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // Readers are not locked out.
-    let out = flamenco(dir.path())
+    let out = flamenco_process(dir.path())
         .arg("-c")
         .arg(&second_config)
         .args(["queue", "list"])
@@ -449,8 +405,8 @@ async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("crash-2"));
 
     // Once the first stops, the second starts.
-    terminate(first).await;
-    let second = serve(dir.path(), &second_config).await;
+    terminate(first, WAIT).await;
+    let second = serve(dir.path(), Some(&second_config), WAIT).await;
     until_answers(second_port).await;
-    terminate(second).await;
+    terminate(second, WAIT).await;
 }

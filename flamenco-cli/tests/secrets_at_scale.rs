@@ -16,7 +16,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,21 +26,12 @@ use flamenco_core::model::{worker_status, ObjectId, Worker};
 use flamenco_core::Manager;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use support::{serve, terminate};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One test at a time: each measures latencies on a 2-core machine.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn flamenco(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flamenco"));
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("flamenco-manager.yaml");
@@ -51,33 +41,6 @@ fn write_config(dir: &Path, port: u16) -> PathBuf {
     );
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-async fn serve(dir: &Path, config: &Path) -> Child {
-    let mut child = flamenco(dir)
-        .arg("-c")
-        .arg(config)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flamenco serve");
-    support::wait_until_listening(&mut child, WAIT).await;
-    child
-}
-
-async fn terminate(mut child: Child) {
-    let pid = child.id().expect("pid").to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("run kill");
-    let exit = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("serve stops after SIGTERM")
-        .expect("wait");
-    assert!(exit.success(), "{exit:?}");
 }
 
 /// A worker's credentials.
@@ -202,7 +165,7 @@ async fn a_thousand_workers_reconnect_at_once_after_a_restart() {
     let base = format!("http://127.0.0.1:{port}");
 
     let mut workers = seed_workers(&config, WORKERS - OVER_HTTP).await;
-    let child = serve(dir.path(), &config).await;
+    let child = serve(dir.path(), Some(&config), WAIT).await;
     let http = reqwest::Client::builder()
         .timeout(WAIT)
         .build()
@@ -224,10 +187,10 @@ async fn a_thousand_workers_reconnect_at_once_after_a_restart() {
         "restart storm: registered {OVER_HTTP} workers over HTTP in {:.2} s (bcrypt, one slot)",
         started.elapsed().as_secs_f64()
     );
-    terminate(child).await;
+    terminate(child, WAIT).await;
 
     // Restart: nothing is cached in the new process.
-    let child = serve(dir.path(), &config).await;
+    let child = serve(dir.path(), Some(&config), WAIT).await;
     let retries = Arc::new(AtomicU64::new(0));
     // One client: its pool has no open connection to the new process, so each of the
     // concurrent requests opens its own, as the workers do after a restart.
@@ -253,6 +216,8 @@ async fn a_thousand_workers_reconnect_at_once_after_a_restart() {
                         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                             retries.fetch_add(1, Ordering::Relaxed);
                             assert!(started.elapsed() < WAIT, "not served within {WAIT:?}");
+                            // The worker's back-off before it asks again: part of the storm
+                            // under test.
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         other => panic!("worker {} answered {other}", creds.id),
@@ -278,7 +243,7 @@ async fn a_thousand_workers_reconnect_at_once_after_a_restart() {
         all_served < WAIT,
         "all {WORKERS} workers should be served within {WAIT:?}, took {all_served:?}"
     );
-    terminate(child).await;
+    terminate(child, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +257,7 @@ async fn a_wrong_secret_flood_gets_429_while_verified_workers_are_served() {
     let port = support::free_port();
     let config = write_config(dir.path(), port);
     let base = format!("http://127.0.0.1:{port}");
-    let child = serve(dir.path(), &config).await;
+    let child = serve(dir.path(), Some(&config), WAIT).await;
     let http = reqwest::Client::builder()
         .timeout(WAIT)
         .build()
@@ -447,5 +412,5 @@ async fn a_wrong_secret_flood_gets_429_while_verified_workers_are_served() {
         poll(&http, &base, &verified).await.status(),
         StatusCode::NO_CONTENT
     );
-    terminate(child).await;
+    terminate(child, WAIT).await;
 }

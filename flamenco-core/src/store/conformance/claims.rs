@@ -1,0 +1,121 @@
+//! Conformance cases for the standalone claim ([`crate::store::ClaimStore`]): the
+//! worker's stopped (`cancel-requested`) tasks are canceled and queued before the claim,
+//! its own `active` task comes back first, and nothing of another worker is touched.
+
+use std::sync::Arc;
+
+use super::{
+    add_tasks, add_worker, assert_same_update, at, claim_request, nth_id, outbox, prio_task, task,
+    test_worker, worker, worker_update,
+};
+use crate::model::TaskStatus;
+use crate::store::claims::stopped_update;
+use crate::store::Store;
+use crate::updates::{self, WorkerUpdateOutcome};
+
+/// A worker asking for a task stopped its `cancel-requested` tasks: they are `canceled`
+/// (the update queued), then the claim gives back its `active` task, and only when it
+/// has none a new one. Another worker's `cancel-requested` task stays as it is.
+pub async fn claim_after_stops_cancels_then_claims(store: Arc<dyn Store>) {
+    let w = test_worker(nth_id(0xc1, 1), "stopper", &["sleeping"]);
+    let other = test_worker(nth_id(0xc1, 2), "other", &["sleeping"]);
+    let idle = test_worker(nth_id(0xc1, 3), "idle", &["nothing-queued"]);
+    for x in [&w, &other, &idle] {
+        add_worker(&store, x).await;
+    }
+    let mut stopped = prio_task(nth_id(0xc2, 1), "sleeping", 0, 50);
+    stopped.status = TaskStatus::CancelRequested;
+    stopped.worker_id = Some(w.id);
+    let mut stopped_too = prio_task(nth_id(0xc2, 2), "sleeping", 0, 50);
+    stopped_too.status = TaskStatus::CancelRequested;
+    stopped_too.worker_id = Some(w.id);
+    let mut running = prio_task(nth_id(0xc2, 3), "sleeping", 0, 50);
+    running.status = TaskStatus::Active;
+    running.worker_id = Some(w.id);
+    running.last_worker_ping = Some(at(0));
+    let mut others = prio_task(nth_id(0xc2, 4), "sleeping", 0, 50);
+    others.status = TaskStatus::CancelRequested;
+    others.worker_id = Some(other.id);
+    let queued = prio_task(nth_id(0xc2, 5), "sleeping", 0, 10);
+    add_tasks(
+        &store,
+        &[
+            stopped.clone(),
+            stopped_too.clone(),
+            running.clone(),
+            others.clone(),
+            queued.clone(),
+        ],
+    )
+    .await;
+
+    let req = claim_request(&w, at(1_000));
+    let outcome = store.claim_after_stops(&req).await.expect("claim");
+    assert_eq!(outcome.canceled, vec![stopped.id, stopped_too.id]);
+    let claimed = outcome.claimed.expect("its active task again");
+    assert!(claimed.already_assigned);
+    assert_eq!(claimed.task.id, running.id);
+    assert_eq!(claimed.task.commands, running.commands, "the whole task");
+    assert_eq!(claimed.task, task(&store, running.id).await);
+    for id in [stopped.id, stopped_too.id] {
+        assert_eq!(task(&store, id).await.status, TaskStatus::Canceled);
+    }
+    assert_eq!(
+        task(&store, others.id).await.status,
+        TaskStatus::CancelRequested,
+        "another worker's task is not touched"
+    );
+    assert_eq!(task(&store, queued.id).await, queued);
+    let sent = outbox(&store).await;
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_same_update(&sent[0], &stopped_update(stopped.id, &req).expect("update"));
+    assert_same_update(
+        &sent[1],
+        &stopped_update(stopped_too.id, &req).expect("update"),
+    );
+    assert_same_update(
+        &sent[2],
+        &updates::assignment_status_update(running.id, req.now),
+    );
+    assert_eq!(worker(&store, w.id).await.current_task, Some(running.id));
+
+    // Nothing left to stop; the active task comes back until it is finished.
+    let again = store
+        .claim_after_stops(&claim_request(&w, at(2_000)))
+        .await
+        .expect("claim");
+    assert!(again.canceled.is_empty());
+    assert_eq!(again.claimed.expect("a task").task.id, running.id);
+    let done = store
+        .apply_worker_update(
+            w.id,
+            worker_update(
+                running.id,
+                &w,
+                Some(TaskStatus::Completed),
+                "done",
+                at(3_000),
+            ),
+        )
+        .await
+        .expect("update");
+    assert_eq!(done, WorkerUpdateOutcome::Applied);
+    let next = store
+        .claim_after_stops(&claim_request(&w, at(4_000)))
+        .await
+        .expect("claim");
+    assert!(next.canceled.is_empty());
+    let next = next.claimed.expect("the queued task");
+    assert!(!next.already_assigned);
+    assert_eq!(next.task.id, queued.id);
+    assert_eq!(next.task.status, TaskStatus::Active);
+    assert_eq!(next.task.worker_id, Some(w.id));
+
+    // A worker with nothing to stop and nothing to do.
+    let empty = store
+        .claim_after_stops(&claim_request(&idle, at(5_000)))
+        .await
+        .expect("claim");
+    assert!(empty.canceled.is_empty());
+    assert!(empty.claimed.is_none());
+}

@@ -504,3 +504,49 @@ async fn worker_status_changes_are_sent() {
     assert_eq!(changes, want);
     m.close().await.expect("close");
 }
+
+/// A job the Manager fails because no worker can take its tasks (here: no worker has its
+/// tag; docs/jobs.md "No worker left") sends its `job-status` change like any other: the
+/// maintenance check marks it, the consumer fails it, the sender delivers it.
+#[tokio::test]
+async fn a_job_failed_for_lack_of_workers_sends_job_status() {
+    let f = Fixture::start(0, &[WebhookEvent::JobStatus]).await;
+    let settings = json!({"frames": "1-20", "chunk_size": 1, "time_in_seconds": 1});
+    let mut sub = JobSubmission::new("sleep", settings.as_object().cloned().expect("object"))
+        .with_worker_tag("gpu");
+    sub.name = Some("shot 020".into());
+    let job = f.m.submit_job(sub).await.expect("submit");
+    let w = test_worker(flamenco_core::model::ObjectId::new(), "cpu-1", &["sleep"]);
+    f.m.store().insert_worker(&w).await.expect("worker");
+    let report = f.m.check_timeouts_now().await.expect("maintenance");
+    assert_eq!(report.stranded.len(), 1, "{report:?}");
+    assert_eq!(report.stranded[0].job, job.id);
+    let consumed = f.m.drain_outbox_to_jobs().await.expect("consume");
+    assert!(
+        consumed
+            .changes
+            .iter()
+            .any(|c| c.job == job.id && c.to == JobStatus::Failed),
+        "{consumed:?}"
+    );
+    let sender = f.sender();
+    let sent = sender.send_due_now(&f.m).await.expect("send");
+    assert_eq!(sent.failed + sent.given_up, 0, "{sent:?}");
+    let seen = f.rx.accepted();
+    assert_eq!(seen.len(), 1, "one change, one delivery: {seen:?}");
+    let body = body_of(&seen[0]);
+    assert_eq!(body["event"], "job-status");
+    assert_eq!(body["job"]["id"], job.id.to_string());
+    assert_eq!(body["job"]["name"], "shot 020");
+    assert_eq!(body["job"]["previous_status"], "queued");
+    assert_eq!(body["job"]["status"], "failed");
+    let sig = seen[0].headers[SIGNATURE_HEADER].to_str().expect("ascii");
+    assert!(webhooks::verify(SECRET, seen[0].body.as_bytes(), sig));
+    let reason =
+        f.m.job_status_reason(job.id)
+            .await
+            .expect("reason")
+            .expect("the job says why");
+    assert!(reason.starts_with("no worker has tag 'gpu'"), "{reason}");
+    f.m.close().await.expect("close");
+}

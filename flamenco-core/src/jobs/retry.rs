@@ -12,10 +12,16 @@
 //!
 //! A worker that failed `blocklist_threshold` tasks of one task type in one job is
 //! blocklisted for that job and type ([`reaches_blocklist`], [`BlocklistEntry`]): the claim
-//! no longer gives it those tasks. When no awake worker that supports a task's type is left
-//! outside the task's failure record and its job's blocklist, the task cannot run anywhere:
-//! it fails for good and its job fails with a reason that says so ([`no_worker_left`]),
-//! checked when a failure is applied and periodically by the maintenance loop.
+//! no longer gives it those tasks.
+//!
+//! "No worker left" ([`no_worker_left`]): a task no known worker may ever take — none
+//! supports its type, carries its job's tag and is outside its failure record and its
+//! job's blocklist; a worker's status does not matter, only forgetting it does — fails for
+//! good, and the store marks its job with the reason (`status_reason`); the consumer then
+//! fails the job ([`job_status_after_task_change`]), with the `job-status` webhook of any
+//! job status change. Checked when a failure is applied and periodically by the
+//! maintenance loop ([`stranded_tasks`]: tasks with a failure record, of a blocklisted job
+//! and type, or of a job with a tag).
 //!
 //! Upstream mode keeps v2's behaviour (a `failed` from a worker is `failed`): the Flamenco
 //! Server 2.0.4 does not know `soft-failed` (server-protocol.md §4.1), so it is never
@@ -25,7 +31,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{worker_status, ObjectId, TaskStatus, TaskUpdate, Worker};
+use crate::model::{JobStatus, ObjectId, TaskStatus, TaskUpdate, Worker};
 use crate::updates::iso_log_time;
 
 /// The default of `task_fail_after_softfail_count`: a task fails for good once it failed
@@ -99,33 +105,83 @@ pub fn reaches_blocklist(failed_tasks: u64, threshold: u32) -> bool {
     failed_tasks >= u64::from(threshold.max(1))
 }
 
-/// Why a task cannot run anywhere, or `None` when some worker can still take it: an
-/// `awake` worker that supports `task_type` and is neither in `failed_by` (the task's
-/// failure record) nor in `blocked` (its job's blocklist for that type). The text is the
-/// job's failure reason.
+/// May `worker` ever take a task of `task_type` whose job requires `worker_tag`, given
+/// the task's failure record `failed_by` and its job's blocklist `blocked` for that type?
+/// The worker's status does not matter (docs/jobs.md, "No worker left"): an asleep,
+/// offline or timed-out worker may come back; only a forgotten one (no longer stored)
+/// will not.
+pub fn may_ever_take(
+    worker: &Worker,
+    task_type: &str,
+    worker_tag: Option<&str>,
+    failed_by: &[ObjectId],
+    blocked: &[ObjectId],
+) -> bool {
+    worker.supported_task_types.iter().any(|t| t == task_type)
+        && worker_tag.is_none_or(|tag| worker.tags.iter().any(|t| t == tag))
+        && !failed_by.contains(&worker.id)
+        && !blocked.contains(&worker.id)
+}
+
+/// Why a task cannot run anywhere, or `None` when some worker can still take it: the "no
+/// worker left" rule (docs/jobs.md). `workers` are every known worker, whatever their
+/// status; a task can run when one of them supports `task_type`, carries `worker_tag`
+/// (its job's tag, if any) and is neither in `failed_by` (the task's failure record) nor
+/// in `blocked` (its job's blocklist for that type). The text is the job's failure reason
+/// and says what to do.
 pub fn no_worker_left(
     task_type: &str,
+    worker_tag: Option<&str>,
     failed_by: &[ObjectId],
     blocked: &[ObjectId],
     workers: &[Worker],
 ) -> Option<String> {
-    let can_run = |w: &&Worker| {
-        w.status == worker_status::AWAKE && w.supported_task_types.iter().any(|t| t == task_type)
-    };
     if workers
         .iter()
-        .filter(can_run)
-        .any(|w| !failed_by.contains(&w.id) && !blocked.contains(&w.id))
+        .any(|w| may_ever_take(w, task_type, worker_tag, failed_by, blocked))
     {
         return None;
     }
-    let awake = workers.iter().filter(can_run).count();
+    let tagged: Vec<&Worker> = workers
+        .iter()
+        .filter(|w| worker_tag.is_none_or(|tag| w.tags.iter().any(|t| t == tag)))
+        .collect();
+    if let Some(tag) = worker_tag {
+        if tagged.is_empty() {
+            return Some(format!(
+                "no worker has tag '{tag}': tag a worker with `flamenco worker tag WORKER \
+                 --add {tag}` and re-queue the job"
+            ));
+        }
+    }
+    let with_tag = worker_tag
+        .map(|tag| format!(" with tag '{tag}'"))
+        .unwrap_or_default();
+    let able: Vec<&&Worker> = tagged
+        .iter()
+        .filter(|w| w.supported_task_types.iter().any(|t| t == task_type))
+        .collect();
+    if able.is_empty() {
+        return Some(format!(
+            "no worker{with_tag} supports task type '{task_type}' ({} worker(s){with_tag} are \
+             known); start a worker that supports it{}, then re-queue the job",
+            tagged.len(),
+            worker_tag
+                .map(|tag| format!(" and tag it with `flamenco worker tag WORKER --add {tag}`"))
+                .unwrap_or_default(),
+        ));
+    }
+    let failed = able.iter().filter(|w| failed_by.contains(&w.id)).count();
+    let blocklisted = able
+        .iter()
+        .filter(|w| !failed_by.contains(&w.id) && blocked.contains(&w.id))
+        .count();
     Some(format!(
-        "no awake worker that supports task type '{task_type}' is left for this job \
-         ({awake} awake worker(s) support it; {} failed the task, {} are blocklisted for \
-         this job); fix or add workers, then re-queue the job",
-        failed_by.len(),
-        blocked.len()
+        "no worker{with_tag} that supports task type '{task_type}' is left for this job \
+         ({} support it; {failed} failed the task, {blocklisted} are blocklisted for this \
+         job); fix the workers, or take one off the blocklist (`flamenco job unblock`), \
+         then re-queue the job",
+        able.len(),
     ))
 }
 
@@ -136,8 +192,18 @@ pub struct NarrowedTask {
     pub task_id: ObjectId,
     pub job: ObjectId,
     pub task_type: String,
+    /// Its job's `worker_tag`, copied onto it: only workers with this tag may take it.
+    pub worker_tag: Option<String>,
     /// [`excluded_workers`] of its failure record.
     pub failed_by: Vec<ObjectId>,
+}
+
+/// What a task asks of a worker, besides not being in its failure record or its job's
+/// blocklist: its type, and its job's tag if the job has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskNeeds<'a> {
+    pub task_type: &'a str,
+    pub worker_tag: Option<&'a str>,
 }
 
 /// A task that no worker can take, and the reason its job fails.
@@ -162,6 +228,7 @@ pub fn stranded_tasks(
         }
         if let Some(reason) = no_worker_left(
             &t.task_type,
+            t.worker_tag.as_deref(),
             &t.failed_by,
             &blocked(t.job, &t.task_type),
             workers,
@@ -174,6 +241,27 @@ pub fn stranded_tasks(
         }
     }
     out
+}
+
+/// The job status the standalone consumer derives from a task's change, with the "no
+/// worker left" rule: a job the Manager found stranded (its `status_reason` is set, in the
+/// same operation that failed the task) fails with that task's `failed`, whatever share of
+/// its tasks failed; otherwise [`super::status::job_status_after_task_change`]. So a
+/// stranded job's failure is one more job status change made by the consumer, with its
+/// cascade, its `job-status` webhook and its log line like any other.
+pub fn job_status_after_task_change(
+    job: &JobStatus,
+    task: &TaskStatus,
+    counts: &crate::model::TaskCounts,
+    stranded: bool,
+) -> Option<JobStatus> {
+    if stranded
+        && *task == TaskStatus::Failed
+        && matches!(job, JobStatus::Queued | JobStatus::Active)
+    {
+        return Some(JobStatus::Failed);
+    }
+    super::status::job_status_after_task_change(job, task, counts)
 }
 
 /// The activity of a task failed for good because no worker is left to take it.
@@ -204,7 +292,7 @@ pub struct FailureOutcome {
 pub fn decide_failure(
     policy: &RetryPolicy,
     failures: &[TaskFailure],
-    task_type: &str,
+    needs: TaskNeeds<'_>,
     worker_id: ObjectId,
     worker_failed_tasks: u64,
     blocked: &[ObjectId],
@@ -220,10 +308,16 @@ pub fn decide_failure(
     let mut activity = failure_activity(failures, policy.fail_after, &status);
     let mut stranded = None;
     if status == TaskStatus::SoftFailed {
-        stranded = no_worker_left(task_type, &excluded_workers(failures), &blocked, workers);
+        stranded = no_worker_left(
+            needs.task_type,
+            needs.worker_tag,
+            &excluded_workers(failures),
+            &blocked,
+            workers,
+        );
     } else if blocklist {
         // The job's other tasks of this type: is anyone left for them?
-        stranded = no_worker_left(task_type, &[], &blocked, workers);
+        stranded = no_worker_left(needs.task_type, needs.worker_tag, &[], &blocked, workers);
     }
     if let Some(reason) = &stranded {
         status = TaskStatus::Failed;
@@ -454,24 +548,88 @@ mod tests {
         w
     }
 
+    fn tagged(mut w: Worker, tags: &[&str]) -> Worker {
+        w.tags = tags.iter().map(|t| t.to_string()).collect();
+        w
+    }
+
     #[test]
-    fn no_worker_left_counts_awake_workers_of_the_type_outside_both_lists() {
+    fn no_worker_left_counts_known_workers_of_the_type_outside_both_lists() {
         let ws = vec![
             worker(1, "awake", &["sleep"]),
             worker(2, "awake", &["sleep", "blender"]),
             worker(3, "asleep", &["sleep"]),
             worker(4, "awake", &["ffmpeg"]),
         ];
-        assert_eq!(no_worker_left("sleep", &[id(1)], &[], &ws), None);
-        assert_eq!(no_worker_left("sleep", &[], &[id(2)], &ws), None);
-        let reason = no_worker_left("sleep", &[id(1)], &[id(2)], &ws).expect("nobody left");
+        assert_eq!(no_worker_left("sleep", None, &[id(1)], &[], &ws), None);
+        assert_eq!(no_worker_left("sleep", None, &[], &[id(2)], &ws), None);
+        // The asleep worker may be woken: it counts, whatever its status.
+        assert_eq!(no_worker_left("sleep", None, &[id(1)], &[id(2)], &ws), None);
+        let reason =
+            no_worker_left("sleep", None, &[id(1), id(3)], &[id(2)], &ws).expect("nobody left");
         assert!(
-            reason.starts_with("no awake worker that supports task type 'sleep' is left"),
+            reason.starts_with("no worker that supports task type 'sleep' is left for this job"),
             "{reason}"
         );
-        assert!(reason.contains("2 awake worker(s) support it"), "{reason}");
+        assert!(
+            reason.contains("(3 support it; 2 failed the task, 1 are blocklisted"),
+            "{reason}"
+        );
+        assert!(reason.contains("flamenco job unblock"), "{reason}");
         // No worker of the type at all.
-        assert!(no_worker_left("cycles", &[], &[], &ws).is_some());
+        let reason = no_worker_left("cycles", None, &[], &[], &ws).expect("nobody");
+        assert!(
+            reason.starts_with("no worker supports task type 'cycles' (4 worker(s) are known)"),
+            "{reason}"
+        );
+        // Offline and timed-out workers count too; forgotten ones are not in the list.
+        let gone = vec![
+            worker(5, "offline", &["sleep"]),
+            worker(6, "timeout", &["sleep"]),
+        ];
+        assert_eq!(no_worker_left("sleep", None, &[id(5)], &[], &gone), None);
+        assert!(no_worker_left("sleep", None, &[], &[], &[]).is_some());
+    }
+
+    #[test]
+    fn no_worker_left_follows_the_jobs_tag() {
+        let ws = vec![
+            tagged(worker(1, "awake", &["sleep"]), &["cpu"]),
+            tagged(worker(2, "asleep", &["blender"]), &["gpu"]),
+            tagged(worker(3, "offline", &["sleep"]), &["gpu", "win"]),
+        ];
+        // Nobody has the tag: the reason says how to fix it.
+        let reason = no_worker_left("sleep", Some("mac"), &[], &[], &ws).expect("no tag");
+        assert_eq!(
+            reason,
+            "no worker has tag 'mac': tag a worker with `flamenco worker tag WORKER --add mac` \
+             and re-queue the job"
+        );
+        // Tag matching is exact.
+        assert!(no_worker_left("sleep", Some("GPU"), &[], &[], &ws).is_some());
+        // An offline worker with the tag and the type keeps the job waiting.
+        assert_eq!(no_worker_left("sleep", Some("gpu"), &[], &[], &ws), None);
+        assert_eq!(no_worker_left("blender", Some("gpu"), &[], &[], &ws), None);
+        // Tagged workers, but none runs the type.
+        let reason = no_worker_left("ffmpeg", Some("gpu"), &[], &[], &ws).expect("no type");
+        assert!(
+            reason.starts_with(
+                "no worker with tag 'gpu' supports task type 'ffmpeg' (2 worker(s) with tag 'gpu' are known)"
+            ),
+            "{reason}"
+        );
+        assert!(reason.contains("--add gpu"), "{reason}");
+        // Every tagged worker of the type failed it or is blocklisted.
+        let reason = no_worker_left("sleep", Some("gpu"), &[id(3)], &[], &ws).expect("left");
+        assert!(
+            reason.starts_with("no worker with tag 'gpu' that supports task type 'sleep'"),
+            "{reason}"
+        );
+        // An untagged worker never takes a tagged job's task; a tagged one takes untagged.
+        assert!(no_worker_left("sleep", Some("gpu"), &[], &[id(3)], &ws).is_some());
+        assert_eq!(no_worker_left("sleep", None, &[id(1)], &[], &ws), None);
+        assert!(may_ever_take(&ws[2], "sleep", None, &[], &[]));
+        assert!(!may_ever_take(&ws[0], "sleep", Some("gpu"), &[], &[]));
     }
 
     #[test]
@@ -482,26 +640,35 @@ mod tests {
             worker(2, "awake", &["sleep"]),
         ];
         let one = record_failure(&[], fail(1, 0));
-        let d = decide_failure(&policy, &one, "sleep", id(1), 1, &[], &ws);
+        let sleep = TaskNeeds {
+            task_type: "sleep",
+            worker_tag: None,
+        };
+        let d = decide_failure(&policy, &one, sleep, id(1), 1, &[], &ws);
         assert_eq!(d.status, TaskStatus::SoftFailed);
         assert!(!d.blocklist);
         assert_eq!(d.stranded, None);
         // The worker's second failed task of the type in the job: blocklisted; w2 is left.
-        let d = decide_failure(&policy, &one, "sleep", id(1), 2, &[], &ws);
+        let d = decide_failure(&policy, &one, sleep, id(1), 2, &[], &ws);
         assert!(d.blocklist);
         assert_eq!(d.stranded, None);
         // Already blocklisted: no second entry.
-        let d = decide_failure(&policy, &one, "sleep", id(1), 3, &[id(1)], &ws);
+        let d = decide_failure(&policy, &one, sleep, id(1), 3, &[id(1)], &ws);
         assert!(!d.blocklist);
         // w2 failed it too: nobody is left, so it fails for good and the job with it.
         let two = record_failure(&one, fail(2, 1));
-        let d = decide_failure(&policy, &two, "sleep", id(2), 1, &[], &ws);
+        let d = decide_failure(&policy, &two, sleep, id(2), 1, &[], &ws);
         assert_eq!(d.status, TaskStatus::Failed);
         assert!(d.stranded.is_some());
-        assert!(d.activity.contains("no awake worker"), "{}", d.activity);
+        assert!(
+            d.activity
+                .contains("no worker that supports task type 'sleep' is left"),
+            "{}",
+            d.activity
+        );
         // Failed for good by the count, and the blocklisting leaves the job nobody.
         let policy = RetryPolicy::standalone(1, 1);
-        let d = decide_failure(&policy, &one, "sleep", id(1), 1, &[id(2)], &ws);
+        let d = decide_failure(&policy, &one, sleep, id(1), 1, &[id(2)], &ws);
         assert_eq!(d.status, TaskStatus::Failed);
         assert!(d.blocklist);
         assert!(d.stranded.is_some(), "w2 was blocklisted before");
@@ -518,18 +685,21 @@ mod tests {
                 task_id: id(10),
                 job: id(20),
                 task_type: "sleep".into(),
+                worker_tag: None,
                 failed_by: vec![id(1)],
             },
             NarrowedTask {
                 task_id: id(11),
                 job: id(20),
                 task_type: "sleep".into(),
+                worker_tag: None,
                 failed_by: vec![id(1)],
             },
             NarrowedTask {
                 task_id: id(12),
                 job: id(21),
                 task_type: "sleep".into(),
+                worker_tag: None,
                 failed_by: vec![],
             },
         ];
@@ -542,6 +712,61 @@ mod tests {
             &ws,
         );
         assert_eq!(out.len(), 2);
+        // A tagged job's task nobody carries the tag for is stranded without any failure.
+        let gpu = NarrowedTask {
+            task_id: id(13),
+            job: id(22),
+            task_type: "sleep".into(),
+            worker_tag: Some("gpu".into()),
+            failed_by: vec![],
+        };
+        let out = stranded_tasks(std::slice::from_ref(&gpu), |_, _| Vec::new(), &ws);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].reason.starts_with("no worker has tag 'gpu'"),
+            "{out:?}"
+        );
+        let ws = vec![tagged(worker(1, "offline", &["sleep"]), &["gpu"])];
+        assert!(stranded_tasks(&[gpu], |_, _| Vec::new(), &ws).is_empty());
+    }
+
+    #[test]
+    fn a_stranded_job_fails_with_its_first_failed_task() {
+        use crate::model::TaskCounts;
+        let mut counts = TaskCounts::default();
+        counts.add(&TaskStatus::Queued, 19);
+        counts.add(&TaskStatus::Failed, 1);
+        // 1 of 20 failed: not enough for the 10 % rule, unless the job is stranded.
+        assert_eq!(
+            job_status_after_task_change(&JobStatus::Active, &TaskStatus::Failed, &counts, false),
+            None
+        );
+        for job in [JobStatus::Queued, JobStatus::Active] {
+            assert_eq!(
+                job_status_after_task_change(&job, &TaskStatus::Failed, &counts, true),
+                Some(JobStatus::Failed)
+            );
+        }
+        // Finished or canceling jobs keep their rules.
+        for job in [
+            JobStatus::Failed,
+            JobStatus::Canceled,
+            JobStatus::CancelRequested,
+        ] {
+            assert_eq!(
+                job_status_after_task_change(&job, &TaskStatus::Failed, &counts, true),
+                crate::jobs::status::job_status_after_task_change(
+                    &job,
+                    &TaskStatus::Failed,
+                    &counts
+                )
+            );
+        }
+        // Other task statuses follow the ordinary rule.
+        assert_eq!(
+            job_status_after_task_change(&JobStatus::Queued, &TaskStatus::Active, &counts, true),
+            Some(JobStatus::Active)
+        );
     }
 
     #[test]

@@ -3280,6 +3280,7 @@ macro_rules! conformance_tests {
             blocklist_after_threshold_and_unblock,
             no_worker_left_fails_the_job,
             maintenance_fails_stranded_tasks,
+            tagged_job_without_worker_fails,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -15,11 +15,14 @@
 //! the task's own worker may still report a different final status
 //! (`completed` → `failed`), never out of `canceled`.
 //!
-//! Retries and blocklists are in effect (standalone mode, low limits so that they happen):
-//! a claim never hands a task to a worker in its failure record or blocklisted for its job
-//! and type, and once the maintenance check has run no task waits in `queued`,
-//! `claimed-by-manager` or `soft-failed` for ever because its failure record and its job's
-//! blocklist leave no awake worker that could take it.
+//! Retries, blocklists and worker tags are in effect (standalone mode, low limits so that
+//! they happen; random worker tags, a random job tag, tags added and removed, workers
+//! forgotten): a claim never hands a task to a worker in its failure record, blocklisted
+//! for its job and type, or without its job's tag; once the maintenance check has run and
+//! the consumer has taken its updates, no task waits in `queued`, `claimed-by-manager` or
+//! `soft-failed` for ever because no known worker could ever take it (docs/jobs.md, "No
+//! worker left": a worker's status does not matter, forgetting it does); and no job is
+//! marked stranded while every one of its tasks could still be taken by some worker.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,6 +61,27 @@ const SENT_STATUSES: [&str; 12] = [
     "done",
 ];
 
+/// Worker tags used by the test, and what a job may require.
+const TAGS: [&str; 2] = ["gpu", "win"];
+
+/// The farm at the start: each worker's tags, and the job's tag.
+#[derive(Clone, Debug)]
+struct Setup {
+    worker_tags: Vec<Vec<&'static str>>,
+    job_tag: Option<&'static str>,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        prop::collection::vec(prop::sample::subsequence(TAGS.to_vec(), 0..=2), WORKERS),
+        prop::option::weighted(0.6, prop::sample::select(TAGS.to_vec())),
+    )
+        .prop_map(|(worker_tags, job_tag)| Setup {
+            worker_tags,
+            job_tag,
+        })
+}
+
 #[derive(Clone, Debug)]
 enum Event {
     Claim(usize),
@@ -73,6 +97,12 @@ enum Event {
     AdminRequeue,
     /// The standalone consumer applies the outbox to the job (may cascade a failure).
     Consume,
+    /// An admin adds (true) or removes (false) a tag of a worker.
+    Tag(usize, &'static str, bool),
+    /// An admin forgets a worker (refused while it runs a task and is awake).
+    Forget(usize),
+    /// The maintenance loop's "no worker left" check on its own.
+    Stranded,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -90,6 +120,10 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::AdminCancel),
         2 => Just(Event::AdminRequeue),
         2 => Just(Event::Consume),
+        2 => (0..WORKERS, prop::sample::select(TAGS.to_vec()), any::<bool>())
+            .prop_map(|(w, t, add)| Event::Tag(w, t, add)),
+        1 => (0..WORKERS).prop_map(Event::Forget),
+        1 => Just(Event::Stranded),
     ]
 }
 
@@ -111,7 +145,7 @@ fn peer() -> Peer {
 }
 
 impl Farm {
-    async fn new() -> Farm {
+    async fn new(setup: &Setup) -> Farm {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = SqliteStore::open(dir.path()).expect("the SQLite store opens");
         let start = DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time");
@@ -141,7 +175,7 @@ impl Farm {
                 current_task_status: String::new(),
                 current_task_updated: None,
                 status_requested: None,
-                tags: Vec::new(),
+                tags: setup.worker_tags[i].iter().map(|t| t.to_string()).collect(),
             };
             manager
                 .store()
@@ -151,11 +185,13 @@ impl Farm {
             workers.push(worker.id);
         }
         let settings = json!({"frames": format!("1-{TASKS}"), "time_in_seconds": 1});
+        let mut submission =
+            JobSubmission::new("sleep", settings.as_object().cloned().expect("an object"));
+        if let Some(tag) = setup.job_tag {
+            submission = submission.with_worker_tag(tag);
+        }
         let job = manager
-            .submit_job(JobSubmission::new(
-                "sleep",
-                settings.as_object().cloned().expect("an object"),
-            ))
+            .submit_job(submission)
             .await
             .expect("the job is accepted");
         let tasks = manager
@@ -176,13 +212,45 @@ impl Farm {
         }
     }
 
-    async fn worker(&self, i: usize) -> Worker {
+    /// Worker `i`, unless it was forgotten.
+    async fn worker(&self, i: usize) -> Option<Worker> {
         self.manager
             .store()
             .get_worker(self.workers[i])
             .await
             .expect("read worker")
-            .expect("the worker exists")
+    }
+
+    /// What the "no worker left" rule needs: the known workers, the job's blocklist (one
+    /// job, one task type) and each task's failure record.
+    async fn candidates(
+        &self,
+    ) -> (
+        Vec<Worker>,
+        Vec<ObjectId>,
+        BTreeMap<ObjectId, Vec<ObjectId>>,
+    ) {
+        let store = self.manager.store();
+        let workers = store.list_workers().await.expect("list workers");
+        let blocked = store
+            .job_blocklist(self.job)
+            .await
+            .expect("the blocklist")
+            .into_iter()
+            .map(|e| e.worker_id)
+            .collect();
+        let mut failed = BTreeMap::new();
+        for id in &self.tasks {
+            let by = store
+                .task_failures(*id)
+                .await
+                .expect("the failure record")
+                .into_iter()
+                .map(|f| f.worker_id)
+                .collect();
+            failed.insert(*id, by);
+        }
+        (workers, blocked, failed)
     }
 
     async fn snapshot(&self) -> BTreeMap<ObjectId, Task> {
@@ -197,10 +265,11 @@ impl Farm {
     }
 
     /// The tasks a claim must not give this worker: those whose failure record names it,
-    /// and (when it is on the job's blocklist for their type) the job's tasks.
+    /// (when it is on the job's blocklist for their type) the job's tasks, and (when it
+    /// lacks the job's tag) the job's tasks.
     async fn excluded_for(
         &self,
-        worker: ObjectId,
+        worker: &Worker,
         tasks: &BTreeMap<ObjectId, Task>,
     ) -> std::collections::BTreeSet<ObjectId> {
         let store = self.manager.store();
@@ -209,16 +278,20 @@ impl Farm {
             .await
             .expect("the blocklist")
             .into_iter()
-            .any(|e| e.worker_id == worker);
+            .any(|e| e.worker_id == worker.id);
         let mut out = std::collections::BTreeSet::new();
-        for id in tasks.keys() {
+        for (id, t) in tasks {
             let failed = store
                 .task_failures(*id)
                 .await
                 .expect("the failure record")
                 .iter()
-                .any(|f| f.worker_id == worker);
-            if failed || blocked {
+                .any(|f| f.worker_id == worker.id);
+            let untagged = t
+                .worker_tag
+                .as_ref()
+                .is_some_and(|tag| !worker.tags.contains(tag));
+            if failed || blocked || untagged {
                 out.insert(*id);
             }
         }
@@ -235,10 +308,24 @@ fn state(t: &Task) -> (TaskStatus, Option<ObjectId>) {
     (t.status.clone(), t.worker_id)
 }
 
-async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
-    let farm = Farm::new().await;
+/// May `w` ever take task `t` (the rule of docs/jobs.md "No worker left", written out
+/// here independently of `flamenco_core::jobs::retry`)? Its status does not matter.
+fn may_take(w: &Worker, t: &Task, failed_by: &[ObjectId], blocked: &[ObjectId]) -> bool {
+    w.supported_task_types.contains(&t.task_type)
+        && t.worker_tag.as_ref().is_none_or(|tag| w.tags.contains(tag))
+        && !failed_by.contains(&w.id)
+        && !blocked.contains(&w.id)
+}
+
+async fn run(setup: Setup, events: Vec<Event>) -> Result<(), TestCaseError> {
+    let farm = Farm::new(&setup).await;
     for (step, ev) in events.iter().enumerate() {
         let before = farm.snapshot().await;
+        let reason_before = farm
+            .manager
+            .job_status_reason(farm.job)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("step {step}: {e}")))?;
         let outbox_before = farm.manager.outbox_len().await.expect("outbox length");
         farm.tick();
         let ctx = format!("step {step}: {ev:?}");
@@ -247,8 +334,10 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
         let mut final_report: Option<(ObjectId, ObjectId)> = None;
         match ev {
             Event::Claim(w) => {
-                let worker = farm.worker(*w).await;
-                let excluded = farm.excluded_for(worker.id, &before).await;
+                let Some(worker) = farm.worker(*w).await else {
+                    continue;
+                };
+                let excluded = farm.excluded_for(&worker, &before).await;
                 match farm.manager.next_task(&worker, &peer()).await {
                     Ok(NextTask::Task(task)) => {
                         let prev = &before[&task.id];
@@ -297,7 +386,9 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 }
             }
             Event::Update(w, t, status) => {
-                let worker = farm.worker(*w).await;
+                let Some(worker) = farm.worker(*w).await else {
+                    continue;
+                };
                 let id = farm.tasks[*t];
                 let body = WorkerTaskUpdate {
                     task_status: status.map(str::to_string),
@@ -372,7 +463,9 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 }
             }
             Event::MayIRun(w, t) => {
-                let worker = farm.worker(*w).await;
+                let Some(worker) = farm.worker(*w).await else {
+                    continue;
+                };
                 let id = farm.tasks[*t];
                 let answer = farm
                     .manager
@@ -390,11 +483,15 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                 }
             }
             Event::Return(w, t) => {
-                let worker = farm.worker(*w).await;
+                let Some(worker) = farm.worker(*w).await else {
+                    continue;
+                };
                 let _ = farm.manager.return_task(&worker, farm.tasks[*t]).await;
             }
             Event::SignOff(w) => {
-                let worker = farm.worker(*w).await;
+                let Some(worker) = farm.worker(*w).await else {
+                    continue;
+                };
                 farm.manager
                     .sign_off(&worker)
                     .await
@@ -431,6 +528,59 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
                     .await
                     .map_err(|e| TestCaseError::fail(format!("{ctx}: {e}")))?;
             }
+            Event::Tag(w, tag, add) => {
+                let tags = vec![tag.to_string()];
+                let (add, remove) = if *add { (tags, vec![]) } else { (vec![], tags) };
+                let result = farm
+                    .manager
+                    .tag_workers(&[farm.workers[*w]], &add, &remove)
+                    .await;
+                let known = before_known(&farm, *w).await;
+                prop_assert_eq!(result.is_ok(), known, "{}: tagging {:?}", ctx, result);
+            }
+            Event::Forget(w) => {
+                let _ = farm.manager.forget_worker(farm.workers[*w]).await;
+            }
+            Event::Stranded => {
+                let (workers, blocked, failed) = farm.candidates().await;
+                let stranded = farm
+                    .manager
+                    .store()
+                    .fail_stranded_tasks(farm.manager.now())
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{ctx}: {e}")))?;
+                for s in &stranded {
+                    let t = &before[&s.task_id];
+                    prop_assert!(
+                        !workers
+                            .iter()
+                            .any(|w| may_take(w, t, &failed[&s.task_id], &blocked)),
+                        "{ctx}: task {} failed as stranded although a worker may take it: {}",
+                        s.task_id,
+                        s.reason
+                    );
+                }
+            }
+        }
+        // A job marked stranded just now: some task of it no known worker may take.
+        let reason = farm
+            .manager
+            .job_status_reason(farm.job)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("{ctx}: {e}")))?;
+        if reason.is_some() && reason != reason_before {
+            let (workers, blocked, failed) = farm.candidates().await;
+            let tasks_now = farm.snapshot().await;
+            prop_assert!(
+                tasks_now.values().any(|t| !workers.iter().any(|w| may_take(
+                    w,
+                    t,
+                    &failed[&t.id],
+                    &blocked
+                ))),
+                "{ctx}: the job was marked stranded ({reason:?}) while every task of it \
+                 may be taken by a worker"
+            );
         }
 
         let after = farm.snapshot().await;
@@ -457,60 +607,83 @@ async fn run(events: Vec<Event>) -> Result<(), TestCaseError> {
             }
         }
     }
-    // The maintenance check, then: nothing waits for ever for a worker its failure record
-    // and its job's blocklist leave out.
-    let now = farm.manager.now();
-    farm.manager
+    // The maintenance check and the consumer, then: nothing waits for ever for a worker
+    // that cannot come (none known has the type and the tag outside the failure record and
+    // the blocklist), and every job marked stranded is failed.
+    let (workers, blocked, failed) = farm.candidates().await;
+    let before = farm.snapshot().await;
+    let stranded = farm
+        .manager
         .store()
-        .fail_stranded_tasks(now)
+        .fail_stranded_tasks(farm.manager.now())
         .await
         .map_err(|e| TestCaseError::fail(format!("the stranded check: {e}")))?;
+    for s in &stranded {
+        let t = &before[&s.task_id];
+        prop_assert!(
+            !workers
+                .iter()
+                .any(|w| may_take(w, t, &failed[&s.task_id], &blocked)),
+            "task {} failed as stranded although a worker may take it: {} (events {events:?})",
+            s.task_id,
+            s.reason
+        );
+    }
+    farm.manager
+        .drain_outbox_to_jobs()
+        .await
+        .map_err(|e| TestCaseError::fail(format!("the last consume: {e}")))?;
     let after = farm.snapshot().await;
-    let workers = farm
+    let job = farm
         .manager
         .store()
-        .list_workers()
+        .get_job(farm.job)
         .await
-        .expect("list workers");
-    let blocked: Vec<ObjectId> = farm
+        .expect("read the job")
+        .expect("the job exists");
+    let reason = farm
         .manager
-        .store()
-        .job_blocklist(farm.job)
+        .job_status_reason(farm.job)
         .await
-        .expect("the blocklist")
-        .into_iter()
-        .map(|e| e.worker_id)
-        .collect();
+        .expect("the reason");
+    if !stranded.is_empty() {
+        prop_assert!(
+            job.status.is_final(),
+            "the job stays {:?} after a stranded task (events {events:?})",
+            job.status
+        );
+    }
+    if let Some(reason) = &reason {
+        prop_assert!(
+            job.status.is_final() || job.status == flamenco_core::model::JobStatus::CancelRequested,
+            "the job is {:?} with a stranded reason {reason:?} (events {events:?})",
+            job.status
+        );
+    }
     for (id, t) in &after {
         if !claimable(&t.status) {
             continue;
         }
-        let failed_by: Vec<ObjectId> = farm
-            .manager
-            .store()
-            .task_failures(*id)
-            .await
-            .expect("the failure record")
-            .into_iter()
-            .map(|f| f.worker_id)
-            .collect();
-        if failed_by.is_empty() && blocked.is_empty() {
+        let failed_by = &failed[id];
+        if failed_by.is_empty() && blocked.is_empty() && t.worker_tag.is_none() {
             continue; // nothing narrowed it: it waits for workers like any queued task
         }
-        let someone = workers.iter().any(|w| {
-            w.status == "awake"
-                && w.supported_task_types.contains(&t.task_type)
-                && !failed_by.contains(&w.id)
-                && !blocked.contains(&w.id)
-        });
+        let someone = workers.iter().any(|w| may_take(w, t, failed_by, &blocked));
         prop_assert!(
             someone,
-            "task {id} stays {:?} although no awake worker may take it (failed by \
-             {failed_by:?}, blocklisted {blocked:?}, events {events:?})",
-            t.status
+            "task {id} stays {:?} although no known worker may take it (tag {:?}, failed by \
+             {failed_by:?}, blocklisted {blocked:?}, workers {:?}, events {events:?})",
+            t.status,
+            t.worker_tag,
+            workers.iter().map(|w| (w.id, &w.tags)).collect::<Vec<_>>()
         );
     }
     Ok(())
+}
+
+/// Was worker `i` still known (not forgotten) when the event ran?
+async fn before_known(farm: &Farm, i: usize) -> bool {
+    farm.worker(i).await.is_some()
 }
 
 /// May a claim take a task in this status (`soft-failed` too: retries)?
@@ -522,12 +695,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn no_event_sequence_breaks_the_status_machine(events in prop::collection::vec(event(), 1..30)) {
+    fn no_event_sequence_breaks_the_status_machine(
+        setup in setup(),
+        events in prop::collection::vec(event(), 1..30),
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        rt.block_on(run(events))?;
+        rt.block_on(run(setup, events))?;
     }
 
     #[test]

@@ -277,10 +277,10 @@ pub async fn blocklist_after_threshold_and_unblock(store: Arc<dyn Store>) {
     claim_expect(&store, &w1, 1070, Some(tasks[2].id)).await;
 }
 
-/// When the last awake worker that supports a task's type fails it, nobody is left: the
-/// task fails for good at once, the job fails with a reason that says so, and the rest
-/// of the job is canceled. A blocklisting that leaves nobody for the job's other tasks of
-/// that type fails the job too.
+/// When the last worker that supports a task's type fails it, nobody is left: the task
+/// fails for good at once, and its job is marked with a reason that says so; the consumer
+/// then fails the job (a job status change like any other: the `job-status` webhook is
+/// sent from it) and cancels the rest. A worker of another type does not count.
 pub async fn no_worker_left_fails_the_job(store: Arc<dyn Store>) {
     store.set_retry_policy(RetryPolicy::standalone(3, 1));
     let (j, tasks) = test_job(nth_id(0x71, 7), 0x79, 3);
@@ -288,9 +288,6 @@ pub async fn no_worker_left_fails_the_job(store: Arc<dyn Store>) {
     let w1 = awake(&store, 1, "w1", &["sleep"]).await;
     let w2 = awake(&store, 2, "w2", &["sleep"]).await;
     let _blender = awake(&store, 3, "b", &["blender"]).await;
-    let mut asleep = test_worker(nth_id(0x77, 4), "zz", &["sleep"]);
-    asleep.status = worker_status::ASLEEP.into();
-    add_worker(&store, &asleep).await;
     claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
     fail(&store, &w1, tasks[0].id, 1010).await;
     assert_eq!(
@@ -299,39 +296,79 @@ pub async fn no_worker_left_fails_the_job(store: Arc<dyn Store>) {
         "w2 is left"
     );
     assert_eq!(job(&store, j.id).await.status, JobStatus::Queued);
+    assert_eq!(store.job_status_reason(j.id).await.expect("reason"), None);
     claim_expect(&store, &w2, 1020, Some(tasks[0].id)).await;
     fail(&store, &w2, tasks[0].id, 1030).await;
     let t = task(&store, tasks[0].id).await;
     assert_eq!(t.status, TaskStatus::Failed, "nobody is left");
-    assert!(t.activity.contains("no awake worker"), "{}", t.activity);
-    let failed = job(&store, j.id).await;
-    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(
+        t.activity
+            .contains("no worker that supports task type 'sleep' is left for this job"),
+        "{}",
+        t.activity
+    );
     let reason = store
         .job_status_reason(j.id)
         .await
         .expect("reason")
-        .expect("a failed job says why");
+        .expect("a stranded job says why");
     assert!(
-        reason.contains("no awake worker that supports task type 'sleep'"),
+        reason.contains("no worker that supports task type 'sleep' is left for this job"),
         "{reason}"
     );
+    // The consumer fails the job: 1 failed task of 3 would not, by the share rule.
+    let changes = consume(&store, at(1040)).await;
+    let last = changes.last().expect("a job status change");
+    assert_eq!(
+        (last.job, &last.to),
+        (j.id, &JobStatus::Failed),
+        "{changes:?}"
+    );
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Failed);
     for other in &tasks[1..] {
         assert_eq!(task(&store, other.id).await.status, TaskStatus::Canceled);
     }
+    assert!(
+        consume(&store, at(1050)).await.is_empty(),
+        "consumed twice, changed once"
+    );
 }
 
-/// Workers go away (time out) while a task waits as `soft-failed` for another one: the
-/// maintenance check fails it and its job, once; with a worker left it changes nothing.
+/// A worker's status does not make it unavailable: a task failed by every awake worker
+/// waits for an asleep, offline or timed-out one (it may come back). Forgetting the last
+/// such worker strands it: the maintenance check fails it and marks its job, once, and
+/// the consumer fails the job.
 pub async fn maintenance_fails_stranded_tasks(store: Arc<dyn Store>) {
     store.set_retry_policy(RetryPolicy::standalone(3, 3));
     let (j, tasks) = test_job(nth_id(0x71, 8), 0x7a, 2);
     store.insert_job(&j, &tasks).await.expect("insert job");
     let w1 = awake(&store, 1, "w1", &["sleep"]).await;
-    let _w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    let mut zz = test_worker(nth_id(0x77, 3), "zz", &["sleep"]);
+    zz.status = worker_status::ASLEEP.into();
+    add_worker(&store, &zz).await;
     claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
     fail(&store, &w1, tasks[0].id, 1010).await;
+    claim_expect(&store, &w2, 1020, Some(tasks[0].id)).await;
+    fail(&store, &w2, tasks[0].id, 1030).await;
+    assert_eq!(
+        task(&store, tasks[0].id).await.status,
+        TaskStatus::SoftFailed,
+        "the asleep worker may still take it"
+    );
     assert!(store
-        .fail_stranded_tasks(at(1020))
+        .fail_stranded_tasks(at(1040))
+        .await
+        .expect("check")
+        .is_empty());
+    // The awake workers go silent: still somebody (they may come back).
+    let gone = store
+        .time_out_workers(at(1_000_000))
+        .await
+        .expect("timeout");
+    assert_eq!(gone.len(), 2);
+    assert!(store
+        .fail_stranded_tasks(at(1050))
         .await
         .expect("check")
         .is_empty());
@@ -339,25 +376,102 @@ pub async fn maintenance_fails_stranded_tasks(store: Arc<dyn Store>) {
         task(&store, tasks[0].id).await.status,
         TaskStatus::SoftFailed
     );
-    // Both workers go silent.
-    let gone = store
-        .time_out_workers(at(1_000_000))
-        .await
-        .expect("timeout");
-    assert_eq!(gone.len(), 2);
-    let stranded = store.fail_stranded_tasks(at(1030)).await.expect("check");
+    // The asleep worker is forgotten: nobody is left who has not failed it.
+    store.forget_worker(zz.id, at(1060)).await.expect("forget");
+    let stranded = store.fail_stranded_tasks(at(1070)).await.expect("check");
     assert_eq!(stranded.len(), 1, "{stranded:?}");
     assert_eq!((stranded[0].task_id, stranded[0].job), (tasks[0].id, j.id));
     assert_eq!(task(&store, tasks[0].id).await.status, TaskStatus::Failed);
-    assert_eq!(job(&store, j.id).await.status, JobStatus::Failed);
     assert!(store
         .job_status_reason(j.id)
         .await
         .expect("reason")
-        .is_some_and(|r| r.contains("no awake worker")));
+        .is_some_and(|r| r.contains("(2 support it; 2 failed the task, 0 are blocklisted")));
+    consume(&store, at(1080)).await;
+    assert_eq!(job(&store, j.id).await.status, JobStatus::Failed);
+    assert_eq!(task(&store, tasks[1].id).await.status, TaskStatus::Canceled);
     assert!(store
-        .fail_stranded_tasks(at(1040))
+        .fail_stranded_tasks(at(1090))
         .await
         .expect("check again")
         .is_empty());
+}
+
+/// A job whose tag no known worker carries fails at the maintenance check with a reason
+/// that says how to fix it, even though none of its tasks ever failed; a tagged worker
+/// that is asleep keeps it waiting, and re-queueing after tagging a worker runs it.
+pub async fn tagged_job_without_worker_fails(store: Arc<dyn Store>) {
+    use crate::tags::TagChange;
+    store.set_retry_policy(RetryPolicy::standalone(3, 3));
+    let (mut j, mut tasks) = test_job(nth_id(0x71, 9), 0x7b, 2);
+    j.worker_tag = Some("gpu".into());
+    for t in &mut tasks {
+        t.worker_tag = Some("gpu".into());
+    }
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let (plain, untagged_tasks) = test_job(nth_id(0x71, 10), 0x7c, 1);
+    store
+        .insert_job(&plain, &untagged_tasks)
+        .await
+        .expect("insert untagged job");
+    let cpu = awake(&store, 1, "cpu", &["sleep"]).await;
+    let mut gpu = test_worker(nth_id(0x77, 2), "gpu", &["sleep"]);
+    gpu.status = worker_status::ASLEEP.into();
+    add_worker(&store, &gpu).await;
+    let gpu_tag = TagChange::new(&["gpu".to_string()], &[]).expect("a valid change");
+    store
+        .tag_workers(&[gpu.id], &gpu_tag)
+        .await
+        .expect("tag the asleep worker");
+    assert!(
+        store
+            .fail_stranded_tasks(at(1000))
+            .await
+            .expect("check")
+            .is_empty(),
+        "an asleep worker with the tag keeps the job waiting"
+    );
+    // The tag is taken off: nobody has it any more.
+    let untag = TagChange::new(&[], &["gpu".to_string()]).expect("a valid change");
+    store.tag_workers(&[gpu.id], &untag).await.expect("untag");
+    let stranded = store.fail_stranded_tasks(at(1010)).await.expect("check");
+    assert_eq!(stranded.len(), 1, "one per job: {stranded:?}");
+    assert_eq!(stranded[0].job, j.id);
+    assert!(
+        stranded[0].reason.starts_with(
+            "no worker has tag 'gpu': tag a worker with `flamenco worker tag WORKER --add gpu`"
+        ),
+        "{}",
+        stranded[0].reason
+    );
+    let changes = consume(&store, at(1020)).await;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.job == j.id && c.to == JobStatus::Failed),
+        "{changes:?}"
+    );
+    for t in &tasks {
+        assert!(task(&store, t.id).await.status.is_final());
+    }
+    assert_eq!(
+        store.job_status_reason(j.id).await.expect("reason"),
+        Some(stranded[0].reason.clone())
+    );
+    // The untagged job is left alone and still goes to the untagged worker.
+    assert_eq!(job(&store, plain.id).await.status, JobStatus::Queued);
+    // Tag a worker, re-queue the job: it runs.
+    store.tag_workers(&[cpu.id], &gpu_tag).await.expect("tag");
+    store
+        .job_action(j.id, JobAction::Requeue, at(1030))
+        .await
+        .expect("requeue");
+    assert_eq!(store.job_status_reason(j.id).await.expect("reason"), None);
+    assert!(store
+        .fail_stranded_tasks(at(1040))
+        .await
+        .expect("check")
+        .is_empty());
+    let cpu = super::worker(&store, cpu.id).await;
+    claim_expect(&store, &cpu, 1050, Some(tasks[0].id)).await;
 }

@@ -287,7 +287,10 @@ pub(super) async fn task_action(
                     job.status = to;
                     job.task_counts = count_tasks(db, job.id).await?;
                     job.updated = as_stored(now);
-                    save(db, &job, &loaded).await?;
+                    if save(db, &job, &loaded).await? {
+                        // Out of `failed`: a "no worker left" reason no longer holds.
+                        super::retries::clear_status_reason(db, job.id).await?;
+                    }
                 }
             }
         }
@@ -304,6 +307,8 @@ pub(super) async fn task_action(
 struct Working {
     loaded: Job,
     job: Job,
+    /// Marked stranded ("no worker left": a `status_reason`), read at its first `failed`.
+    stranded: Option<bool>,
 }
 
 /// `Store::apply_updates_to_jobs`. Each job whose status or counts changed is saved with a
@@ -336,12 +341,28 @@ pub(super) async fn apply_updates(
                 let mut job = loaded.clone();
                 job.task_counts = count_tasks(db, job_id).await?;
                 order.push(job_id);
-                e.insert(Working { loaded, job })
+                e.insert(Working {
+                    loaded,
+                    job,
+                    stranded: None,
+                })
             }
         };
-        let Some(new) =
-            status::job_status_after_task_change(&w.job.status, &task.status, &w.job.task_counts)
-        else {
+        let stranded = task.status == TaskStatus::Failed
+            && match w.stranded {
+                Some(s) => s,
+                None => *w.stranded.insert(
+                    super::retries::status_reason(db, job_id)
+                        .await?
+                        .is_some(),
+                ),
+            };
+        let Some(new) = crate::jobs::retry::job_status_after_task_change(
+            &w.job.status,
+            &task.status,
+            &w.job.task_counts,
+            stranded,
+        ) else {
             continue;
         };
         if status::derived_status_cascades(&new) {

@@ -15,8 +15,10 @@ use super::codec::{self, date, oid};
 use super::errors::Mongo;
 use super::protocol::{kept_changing, CAS_ATTEMPTS};
 use super::{jobs, logs, outbox, tasks, workers, Db};
-use crate::jobs::retry::{self, BlocklistEntry, NarrowedTask, RetryPolicy, Stranded, TaskFailure};
-use crate::model::{JobStatus, ObjectId, TaskStatus, TaskUpdate};
+use crate::jobs::retry::{
+    self, BlocklistEntry, NarrowedTask, RetryPolicy, Stranded, TaskFailure, TaskNeeds,
+};
+use crate::model::{ObjectId, TaskStatus, TaskUpdate};
 use crate::store::retries::{MAX_BLOCKLIST_LISTED, MAX_STRANDED_SCAN};
 use crate::store::{StoreResult, TaskLogLimits};
 use crate::updates::{self, check_worker_update, WorkerUpdateOutcome};
@@ -221,37 +223,34 @@ pub(super) async fn status_reason(db: &Db, job: ObjectId) -> StoreResult<Option<
         .filter(|r| !r.is_empty()))
 }
 
-/// Fail job `job` because no worker is left for one of its tasks (see the SQLite twin).
-pub(super) async fn fail_job(
-    db: &Db,
-    job: ObjectId,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    for _ in 0..CAS_ATTEMPTS {
-        let Some(mut loaded) = jobs::get(db, job).await? else {
-            return Ok(());
-        };
-        if loaded.status.is_final() || loaded.status == JobStatus::CancelRequested {
-            return Ok(());
-        }
-        let from = loaded.status.clone();
-        jobs::cascade(db, job, &from, &JobStatus::Failed, now).await?;
-        loaded.task_counts = jobs::count_tasks(db, job).await?;
-        loaded.status = JobStatus::Failed;
-        loaded.updated = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
-        if jobs::save(db, &loaded, &from).await? {
-            db.jobs
-                .update_one(
-                    doc! { "_id": oid(job) },
-                    doc! { "$set": { "status_reason": reason } },
-                )
-                .await
-                .db()?;
-            return Ok(());
-        }
-    }
-    Err(kept_changing(job))
+/// Mark job `job` stranded: its `status_reason` says why no worker is left (see the SQLite
+/// twin); the consumer fails it when it takes the failed task's update. Called after the
+/// task's compare-and-set and BEFORE that update is queued, so the consumer cannot see
+/// the update without the mark. A finished or canceling job is left alone.
+pub(super) async fn mark_stranded(db: &Db, job: ObjectId, reason: &str) -> StoreResult<()> {
+    db.jobs
+        .update_one(
+            doc! {
+                "_id": oid(job),
+                "status": { "$nin": ["completed", "failed", "canceled", "cancel-requested"] },
+            },
+            doc! { "$set": { "status_reason": reason } },
+        )
+        .await
+        .db()?;
+    Ok(())
+}
+
+/// Forget a job's `status_reason` (it left `failed` by a task's re-queue).
+pub(super) async fn clear_status_reason(db: &Db, job: ObjectId) -> StoreResult<()> {
+    db.jobs
+        .update_one(
+            doc! { "_id": oid(job), "status_reason": { "$exists": true } },
+            doc! { "$unset": { "status_reason": "" } },
+        )
+        .await
+        .db()?;
+    Ok(())
 }
 
 /// How many distinct tasks of this type in this job the worker has failed.
@@ -325,7 +324,10 @@ pub(super) async fn apply_failed(
         let decided = retry::decide_failure(
             policy,
             &full,
-            &before.task_type,
+            TaskNeeds {
+                task_type: &before.task_type,
+                worker_tag: before.worker_tag.as_deref(),
+            },
             worker_id,
             failed_tasks,
             &blocked,
@@ -358,6 +360,9 @@ pub(super) async fn apply_failed(
         if matched == 0 {
             continue;
         }
+        if let Some(reason) = &decided.stranded {
+            mark_stranded(db, job, reason).await?;
+        }
         outbox::insert(db, std::slice::from_ref(&queued)).await?;
         logs::append(db, queued.task_id, &queued.log, log_limits).await?;
         workers::ping(db, worker_id, now, Some(TaskStatus::Failed.as_str())).await?;
@@ -374,9 +379,6 @@ pub(super) async fn apply_failed(
             )
             .await?;
         }
-        if let Some(reason) = &decided.stranded {
-            fail_job(db, job, reason, now).await?;
-        }
         return Ok(outcome);
     }
     Err(kept_changing(update.task_id))
@@ -392,7 +394,7 @@ pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Ve
             "job": { "$ne": Bson::Null },
             "failures.0": { "$exists": true },
         })
-        .projection(doc! { "job": 1, "task_type": 1, "failures": 1 })
+        .projection(doc! { "job": 1, "task_type": 1, "worker_tag": 1, "failures": 1 })
         .limit(limit)
         .await
         .db()?
@@ -409,6 +411,7 @@ pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Ve
             task_id: f.id("_id")?,
             job,
             task_type: f.string("task_type")?,
+            worker_tag: f.opt_string("worker_tag")?.filter(|t| !t.is_empty()),
             failed_by: retry::excluded_workers(&failures_from_task_doc(d)?),
         });
     }
@@ -438,14 +441,67 @@ pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Ve
                 "task_type": task_type.as_str(),
                 "status": { "$in": CLAIMABLE.to_vec() },
             })
-            .projection(doc! { "_id": 1 })
+            .projection(doc! { "_id": 1, "worker_tag": 1 })
             .await
             .db()?;
         if let Some(d) = found {
+            let f = codec::Fields::new(&d, codec::TASKS);
             narrowed.push(NarrowedTask {
-                task_id: codec::Fields::new(&d, codec::TASKS).id("_id")?,
+                task_id: f.id("_id")?,
                 job: *job,
                 task_type: task_type.clone(),
+                worker_tag: f.opt_string("worker_tag")?.filter(|t| !t.is_empty()),
+                failed_by: Vec::new(),
+            });
+        }
+    }
+    // One schedulable task of each type of each job with a tag: the tag narrows them all.
+    let tagged: Vec<Document> = db
+        .jobs
+        .find(doc! {
+            "worker_tag": { "$exists": true, "$nin": [Bson::Null, ""] },
+            "status": { "$nin": ["completed", "failed", "canceled", "cancel-requested"] },
+        })
+        .projection(doc! { "_id": 1 })
+        .limit(limit)
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    for d in &tagged {
+        let job = codec::Fields::new(d, codec::JOBS).id("_id")?;
+        let per_type: Vec<Document> = db
+            .tasks
+            .aggregate([
+                doc! { "$match": {
+                    "job": oid(job),
+                    "status": { "$in": CLAIMABLE.to_vec() },
+                } },
+                doc! { "$group": {
+                    "_id": "$task_type",
+                    "task": { "$min": "$_id" },
+                    "worker_tag": { "$first": "$worker_tag" },
+                } },
+            ])
+            .await
+            .db()?
+            .try_collect()
+            .await
+            .db()?;
+        for g in &per_type {
+            let (Ok(task_type), Ok(task_id)) = (g.get_str("_id"), g.get_object_id("task")) else {
+                continue;
+            };
+            narrowed.push(NarrowedTask {
+                task_id: ObjectId::from_bytes(task_id.bytes()),
+                job,
+                task_type: task_type.to_string(),
+                worker_tag: g
+                    .get_str("worker_tag")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
                 failed_by: Vec::new(),
             });
         }
@@ -476,11 +532,11 @@ pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Ve
             let mut after = before.clone();
             updates::apply_locally(&mut after, &update);
             if tasks::save(db, &before, &after, Document::new()).await? {
+                mark_stranded(db, s.job, &s.reason).await?;
                 outbox::insert(db, std::slice::from_ref(&update)).await?;
                 break;
             }
         }
-        fail_job(db, s.job, &s.reason, now).await?;
     }
     Ok(stranded)
 }

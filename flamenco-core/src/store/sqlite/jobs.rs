@@ -308,6 +308,8 @@ pub(super) fn task_action(
     if let Some(mut job) = job {
         if new == TaskStatus::Queued {
             if let Some(to) = status::job_status_after_task_requeue(&job.status) {
+                // Out of `failed`: a "no worker left" reason no longer holds.
+                set_status_reason(conn, job.id, None)?;
                 job.status = to;
                 job.task_counts = count_tasks(conn, job.id)?;
                 job.updated = super::rows::as_stored(now);
@@ -326,6 +328,8 @@ pub(super) fn task_action(
 struct Working {
     loaded: Job,
     job: Job,
+    /// Marked stranded ("no worker left": a `status_reason`), read at its first `failed`.
+    stranded: Option<bool>,
 }
 
 /// `Store::apply_updates_to_jobs`.
@@ -356,12 +360,24 @@ pub(super) fn apply_updates(
                 let mut job = loaded.clone();
                 job.task_counts = count_tasks(conn, job_id)?;
                 order.push(job_id);
-                e.insert(Working { loaded, job })
+                e.insert(Working {
+                    loaded,
+                    job,
+                    stranded: None,
+                })
             }
         };
-        let Some(new) =
-            status::job_status_after_task_change(&w.job.status, &task.status, &w.job.task_counts)
-        else {
+        let stranded = task.status == TaskStatus::Failed
+            && match w.stranded {
+                Some(s) => s,
+                None => *w.stranded.insert(status_reason(conn, job_id)?.is_some()),
+            };
+        let Some(new) = crate::jobs::retry::job_status_after_task_change(
+            &w.job.status,
+            &task.status,
+            &w.job.task_counts,
+            stranded,
+        ) else {
             continue;
         };
         if status::derived_status_cascades(&new) {

@@ -213,7 +213,8 @@ pub(super) fn unassign(
 /// the same transaction (`logs::append`). With retries in effect (`policy.enabled`), a
 /// `failed` of a job's task is recorded and decided by [`crate::jobs::retry`] in the same
 /// transaction (`retries::record_failure`): the task becomes `soft-failed` (no worker) or
-/// `failed` for good, and a job left without workers fails. The late words of a worker
+/// `failed` for good, and a job left without workers is marked to fail (its reason; the
+/// consumer fails it). The late words of a worker
 /// that failed a `soft-failed` task keep their log but change nothing else.
 pub(super) fn apply_worker_update(
     conn: &Connection,
@@ -273,7 +274,7 @@ pub(super) fn apply_worker_update(
     queue_for(conn, &mut task, &update)?;
     tasks::save_changes(conn, &before, &task)?;
     if let Some((job, reason)) = stranded {
-        retries::fail_job(conn, job, &reason, now)?;
+        retries::mark_stranded(conn, job, &reason)?;
     }
     Ok(outcome)
 }

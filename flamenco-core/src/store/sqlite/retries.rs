@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
-use super::rows::{as_stored, blob, col_id, col_text, col_time, ms, Db};
+use super::rows::{blob, col_id, col_text, col_time, ms, Db};
 use super::{jobs, outbox, tasks, workers};
 use crate::jobs::retry::{
     self, BlocklistEntry, FailureOutcome, NarrowedTask, RetryPolicy, Stranded, TaskFailure,
+    TaskNeeds,
 };
 use crate::model::{JobStatus, ObjectId, Task, TaskUpdate};
 use crate::store::retries::{MAX_BLOCKLIST_LISTED, MAX_STRANDED_SCAN};
@@ -171,7 +172,10 @@ pub(super) fn record_failure(
     let outcome = retry::decide_failure(
         policy,
         &record,
-        &before.task_type,
+        TaskNeeds {
+            task_type: &before.task_type,
+            worker_tag: before.worker_tag.as_deref(),
+        },
         worker_id,
         failed_tasks,
         &blocked,
@@ -195,28 +199,19 @@ pub(super) fn record_failure(
     Ok(outcome)
 }
 
-/// Fail job `job` because no worker is left for one of its tasks: the job becomes
-/// `failed` with `reason`, and the rest of it is canceled (the cascade of any failed job).
-/// A job that already finished is left alone.
-pub(super) fn fail_job(
-    conn: &Connection,
-    job: ObjectId,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let Some(mut loaded) = jobs::get(conn, job)? else {
+/// Mark job `job` stranded (no worker is left for one of its tasks, which is failed in the
+/// same transaction): its `status_reason` says why, and the consumer fails the job when
+/// it takes that task's `failed` ([`retry::job_status_after_task_change`]), with the
+/// cascade, the log line and the `job-status` webhook of any job status change. A job
+/// that already finished, or is being canceled, is left alone.
+pub(super) fn mark_stranded(conn: &Connection, job: ObjectId, reason: &str) -> StoreResult<()> {
+    let Some(loaded) = jobs::get(conn, job)? else {
         return Ok(());
     };
     if loaded.status.is_final() || loaded.status == JobStatus::CancelRequested {
         return Ok(());
     }
-    jobs::cascade(conn, job, &loaded.status, &JobStatus::Failed, now)?;
-    loaded.task_counts = jobs::count_tasks(conn, job)?;
-    loaded.status = JobStatus::Failed;
-    loaded.updated = as_stored(now);
-    jobs::save(conn, &loaded)?;
-    jobs::set_status_reason(conn, job, Some(reason))?;
-    Ok(())
+    jobs::set_status_reason(conn, job, Some(reason))
 }
 
 /// `RetryStore::fail_stranded_tasks`, in one transaction.
@@ -227,7 +222,7 @@ pub(super) fn fail_stranded(conn: &Connection, now: DateTime<Utc>) -> StoreResul
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT f.task_id, t.job, t.task_type, f.worker_id \
+                "SELECT f.task_id, t.job, t.task_type, f.worker_id, t.worker_tag \
                  FROM task_failures f JOIN tasks t ON t.id = f.task_id \
                  WHERE t.status IN ('queued', 'claimed-by-manager', 'soft-failed') \
                    AND t.job IS NOT NULL \
@@ -244,6 +239,7 @@ pub(super) fn fail_stranded(conn: &Connection, now: DateTime<Utc>) -> StoreResul
                     task_id,
                     job: col_id(row, 1)?,
                     task_type: col_text(row, 2)?,
+                    worker_tag: Some(col_text(row, 4)?).filter(|t| !t.is_empty()),
                     failed_by: Vec::new(),
                 }),
             };
@@ -270,7 +266,7 @@ pub(super) fn fail_stranded(conn: &Connection, now: DateTime<Utc>) -> StoreResul
     {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id FROM tasks WHERE job = ?1 AND task_type = ?2 \
+                "SELECT id, worker_tag FROM tasks WHERE job = ?1 AND task_type = ?2 \
                    AND status IN ('queued', 'claimed-by-manager', 'soft-failed') LIMIT 1",
             )
             .db()?;
@@ -281,6 +277,42 @@ pub(super) fn fail_stranded(conn: &Connection, now: DateTime<Utc>) -> StoreResul
                     task_id: col_id(row, 0)?,
                     job: *job,
                     task_type: task_type.clone(),
+                    worker_tag: Some(col_text(row, 1)?).filter(|t| !t.is_empty()),
+                    failed_by: Vec::new(),
+                });
+            }
+        }
+    }
+    // One schedulable task of each type of each job with a tag: the tag narrows them all.
+    {
+        let mut jobs_stmt = conn
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE worker_tag != '' \
+                   AND status NOT IN ('completed', 'failed', 'canceled', 'cancel-requested') \
+                 ORDER BY id LIMIT ?1",
+            )
+            .db()?;
+        let mut tagged: Vec<ObjectId> = Vec::new();
+        let mut rows = jobs_stmt.query([limit]).db()?;
+        while let Some(row) = rows.next().db()? {
+            tagged.push(col_id(row, 0)?);
+        }
+        drop(rows);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT task_type, min(id), worker_tag FROM tasks WHERE job = ?1 \
+                   AND status IN ('queued', 'claimed-by-manager', 'soft-failed') \
+                 GROUP BY task_type",
+            )
+            .db()?;
+        for job in tagged {
+            let mut rows = stmt.query([blob(job)]).db()?;
+            while let Some(row) = rows.next().db()? {
+                tasks_list.push(NarrowedTask {
+                    task_id: col_id(row, 1)?,
+                    job,
+                    task_type: col_text(row, 0)?,
+                    worker_tag: Some(col_text(row, 2)?).filter(|t| !t.is_empty()),
                     failed_by: Vec::new(),
                 });
             }
@@ -308,7 +340,7 @@ pub(super) fn fail_stranded(conn: &Connection, now: DateTime<Utc>) -> StoreResul
             crate::updates::apply_locally(&mut after, &update);
             tasks::save_changes(conn, &before, &after)?;
         }
-        fail_job(conn, s.job, &s.reason, now)?;
+        mark_stranded(conn, s.job, &s.reason)?;
     }
     Ok(stranded)
 }

@@ -90,30 +90,31 @@ where
     (name, Box::pin(f))
 }
 
+/// The scenarios every supported worker version runs.
+fn scenarios_for(version: &'static str) -> Vec<Scenario> {
+    vec![
+        scenario(
+            "two workers, 4-task sleep job",
+            scenarios::two_workers_sleep_job(version),
+        ),
+        scenario("cancel", scenarios::cancel_stops_running_tasks(version)),
+        scenario(
+            "exec output in the task log",
+            scenarios::exec_output_in_task_log(version),
+        ),
+        scenario(
+            "kill -9 of the Manager",
+            scenarios::manager_killed_mid_job(version),
+        ),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_2_0_6() {
     if !worker_available(V2_0_6, "worker_2_0_6") {
         return;
     }
-    run_concurrently(
-        "worker 2.0.6",
-        vec![
-            scenario(
-                "two workers, 4-task sleep job",
-                scenarios::two_workers_sleep_job(V2_0_6),
-            ),
-            scenario("cancel", scenarios::cancel_stops_running_tasks(V2_0_6)),
-            scenario(
-                "exec output in the task log",
-                scenarios::exec_output_in_task_log(V2_0_6),
-            ),
-            scenario(
-                "kill -9 of the Manager",
-                scenarios::manager_killed_mid_job(V2_0_6),
-            ),
-        ],
-    )
-    .await;
+    run_concurrently("worker 2.0.6", scenarios_for(V2_0_6)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -121,33 +122,18 @@ async fn worker_2_5() {
     if !worker_available(V2_5, "worker_2_5") {
         return;
     }
-    run_concurrently(
-        "worker 2.5",
-        vec![
-            scenario(
-                "two workers, 4-task sleep job",
-                scenarios::two_workers_sleep_job(V2_5),
-            ),
-            scenario("cancel", scenarios::cancel_stops_running_tasks(V2_5)),
-            scenario(
-                "exec output in the task log",
-                scenarios::exec_output_in_task_log(V2_5),
-            ),
-            scenario(
-                "kill -9 of the Manager",
-                scenarios::manager_killed_mid_job(V2_5),
-            ),
-            scenario(
-                "sleep/wake/shutdown (CLI)",
-                scenarios::sleep_wake_shutdown_cli(),
-            ),
-            scenario(
-                "sleep/wake/shutdown (API)",
-                scenarios::sleep_wake_shutdown_api(),
-            ),
-        ],
-    )
-    .await;
+    let mut all = scenarios_for(V2_5);
+    all.extend([
+        scenario(
+            "sleep/wake/shutdown (CLI)",
+            scenarios::sleep_wake_shutdown_cli(),
+        ),
+        scenario(
+            "sleep/wake/shutdown (API)",
+            scenarios::sleep_wake_shutdown_api(),
+        ),
+    ]);
+    run_concurrently("worker 2.5", all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

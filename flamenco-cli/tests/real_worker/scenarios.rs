@@ -30,6 +30,29 @@ fn task_ids(tasks: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A farm named `<name>-<version>` with two workers of `version`, "a" and "b", both
+/// awake.
+async fn farm_with_two_workers(name: &str, version: &'static str) -> (Farm, Vec<Worker>) {
+    let farm = Farm::start(&format!("{name}-{version}"), "").await;
+    let workers = vec![
+        Worker::start(&farm, version, "a"),
+        Worker::start(&farm, version, "b"),
+    ];
+    for w in &workers {
+        wait_awake(&farm, w).await;
+    }
+    (farm, workers)
+}
+
+/// Submit a `sleep` job over `frames`, a task a frame, each sleeping `seconds`; its id.
+async fn submit_sleep(farm: &Farm, frames: &str, seconds: u64) -> String {
+    farm.submit(
+        "sleep",
+        json!({"frames": frames, "chunk_size": 1, "time_in_seconds": seconds}),
+    )
+    .await
+}
+
 async fn finish(farm: &mut Farm, workers: &mut [Worker]) {
     for w in workers.iter_mut() {
         w.stop().await;
@@ -49,20 +72,8 @@ async fn finish(farm: &mut Farm, workers: &mut [Worker]) {
 
 /// Two workers complete a 4-task `sleep` job, both taking part.
 pub async fn two_workers_sleep_job(version: &'static str) {
-    let mut farm = Farm::start(&format!("sleep-{version}"), "").await;
-    let mut workers = vec![
-        Worker::start(&farm, version, "a"),
-        Worker::start(&farm, version, "b"),
-    ];
-    for w in &workers {
-        wait_awake(&farm, w).await;
-    }
-    let job = farm
-        .submit(
-            "sleep",
-            json!({"frames": "1-4", "chunk_size": 1, "time_in_seconds": 3}),
-        )
-        .await;
+    let (mut farm, mut workers) = farm_with_two_workers("sleep", version).await;
+    let job = submit_sleep(&farm, "1-4", 3).await;
     farm.wait_job_status(&job, "completed", WAIT).await;
     let tasks = farm.tasks(&job).await;
     assert_eq!(tasks.len(), 4, "{tasks:#?}");
@@ -91,20 +102,8 @@ pub async fn two_workers_sleep_job(version: &'static str) {
 /// `flamenco job cancel` stops the running tasks within seconds; their last words are
 /// kept.
 pub async fn cancel_stops_running_tasks(version: &'static str) {
-    let mut farm = Farm::start(&format!("cancel-{version}"), "").await;
-    let mut workers = vec![
-        Worker::start(&farm, version, "a"),
-        Worker::start(&farm, version, "b"),
-    ];
-    for w in &workers {
-        wait_awake(&farm, w).await;
-    }
-    let job = farm
-        .submit(
-            "sleep",
-            json!({"frames": "1-2", "chunk_size": 1, "time_in_seconds": 600}),
-        )
-        .await;
+    let (mut farm, mut workers) = farm_with_two_workers("cancel", version).await;
+    let job = submit_sleep(&farm, "1-2", 600).await;
     // Both tasks run, and each worker is inside its `sleep` command.
     wait_for(
         &format!("[{}] both tasks sleeping", farm.name),
@@ -192,20 +191,8 @@ pub async fn exec_output_in_task_log(version: &'static str) {
 /// `kill -9` of the Manager mid-job; after a restart the job completes and no update is
 /// lost: every worker's queue drains with 2xx answers, and every task's log is whole.
 pub async fn manager_killed_mid_job(version: &'static str) {
-    let mut farm = Farm::start(&format!("kill9-{version}"), "").await;
-    let mut workers = vec![
-        Worker::start(&farm, version, "a"),
-        Worker::start(&farm, version, "b"),
-    ];
-    for w in &workers {
-        wait_awake(&farm, w).await;
-    }
-    let job = farm
-        .submit(
-            "sleep",
-            json!({"frames": "1-4", "chunk_size": 1, "time_in_seconds": 4}),
-        )
-        .await;
+    let (mut farm, mut workers) = farm_with_two_workers("kill9", version).await;
+    let job = submit_sleep(&farm, "1-4", 4).await;
     wait_for(
         &format!("[{}] a task completed, another running", farm.name),
         WAIT,
@@ -304,12 +291,7 @@ pub async fn sleep_wake_shutdown_api() {
     wait_worker_status(&farm, &id, "awake").await;
 
     // Asleep in the middle of a task.
-    let job = farm
-        .submit(
-            "sleep",
-            json!({"frames": "1", "chunk_size": 1, "time_in_seconds": 600}),
-        )
-        .await;
+    let job = submit_sleep(&farm, "1", 600).await;
     wait_for("the task runs", WAIT, || async {
         let tasks = farm.tasks(&job).await;
         (tasks[0]["status"] == "active"
@@ -348,6 +330,7 @@ pub async fn sleep_wake_shutdown_api() {
             "the task was not returned with all its updates within {WAIT:?}; worker log:\n{}",
             w.log_tail()
         );
+        // Not `wait_for`: every look is also a sample of the status shown, the thing tested.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Once more after the last update was answered.

@@ -42,6 +42,8 @@ use flamenco_core::Manager;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::http1;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Simulate Flamenco Workers against a Manager")]
 pub struct Args {
@@ -80,6 +82,18 @@ pub struct Args {
     /// --seed-config); 0: no tags.
     #[arg(long, default_value_t = 0)]
     pub tags: usize,
+    /// Soak mode (with `--scenario cycles`, needs --seed-config and --pid): run this many
+    /// minutes with jobs submitted continuously and one row of figures per minute
+    /// (`--duration` is ignored); 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub soak_minutes: u64,
+    /// The length of a soak "minute" in seconds (shorter in tests).
+    #[arg(long, default_value_t = 60, hide = true)]
+    pub soak_row_seconds: u64,
+    /// With `--scenario restart-storm`: the shell command that starts the Manager again
+    /// after `--pid` was stopped (it should `exec` the Manager; this run stops it at the end).
+    #[arg(long)]
+    pub restart_with: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,7 +102,16 @@ pub enum Scenario {
     EmptyPolls,
     MayIRun,
     Burst,
+    /// `GET /healthz` on the workers' own connections: the HTTP stack alone.
+    Ceiling,
+    /// `GET /status-change`: the stack plus authentication, no store work.
+    CeilingAuth,
+    /// Stop and start the Manager under every registered worker's polls (see `storm`).
+    RestartStorm,
 }
+
+mod soak;
+mod storm;
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -147,108 +170,230 @@ impl Stats {
     }
 }
 
-/// One simulated worker: its credentials and HTTP client.
-struct SimWorker {
+/// How a simulated worker talks HTTP: the light keep-alive client ([`crate::http1`]) for
+/// `http://` Managers, reqwest for `https://`.
+enum Transport {
+    Raw(Box<http1::Conn>),
+    Reqwest(reqwest::Client),
+}
+
+/// One simulated worker: its credentials and HTTP connection.
+pub(crate) struct SimWorker {
     base: String,
     id: String,
     secret: String,
-    client: reqwest::Client,
+    transport: Transport,
     stats: Stats,
+    /// Also record into this shared window (per-minute figures of a soak or storm).
+    window: Option<Arc<Mutex<Window>>>,
+}
+
+/// Request bodies built once per run and shared by every worker (no JSON encoding in the
+/// hot loop).
+pub(crate) struct Bodies {
+    active: Vec<u8>,
+    log: Vec<u8>,
+    completed: Vec<u8>,
+}
+
+impl Bodies {
+    pub(crate) fn new(log_bytes: usize) -> Bodies {
+        let log = "x".repeat(log_bytes.saturating_sub(1)) + "\n";
+        let enc = |v: Value| serde_json::to_vec(&v).unwrap_or_default();
+        Bodies {
+            active: enc(json!({"activity": "", "current_command_idx": 0,
+                "task_progress_percentage": 0, "command_progress_percentage": 0,
+                "task_status": "active"})),
+            log: enc(
+                json!({"activity": "starting sleep", "current_command_idx": 1,
+                "task_progress_percentage": 0, "command_progress_percentage": 0,
+                "task_status": "active", "log": log}),
+            ),
+            completed: enc(
+                json!({"activity": "Task completed", "current_command_idx": 1,
+                "command_progress_percentage": 100, "task_status": "completed"}),
+            ),
+        }
+    }
+}
+
+/// Requests, latencies and cycles since the window was last taken.
+pub(crate) struct Window {
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) errors: u64,
+    pub(crate) not_2xx: u64,
+    pub(crate) cycles: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            errors: 0,
+            not_2xx: 0,
+            cycles: 0,
+        }
+    }
+}
+
+/// The only field of a task answer the simulator needs.
+#[derive(serde::Deserialize)]
+struct TaskId<'a> {
+    #[serde(borrow, rename = "_id")]
+    id: std::borrow::Cow<'a, str>,
 }
 
 impl SimWorker {
-    async fn register(base: &str, n: usize) -> Result<SimWorker> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .user_agent("Flamenco-Worker/2.5")
-            .build()?;
-        let secret = format!("{:064}", n);
-        let resp = client
-            .post(format!("{base}/register-worker"))
-            .json(&json!({"secret": secret, "platform": "linux",
-                          "supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}))
-            .send()
+    fn new(base: &str) -> Result<SimWorker> {
+        let transport = match http1::http_authority(base) {
+            Some(authority) => {
+                Transport::Raw(Box::new(http1::Conn::new(authority, "Flamenco-Worker/2.5")))
+            }
+            None => Transport::Reqwest(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .user_agent("Flamenco-Worker/2.5")
+                    .build()?,
+            ),
+        };
+        Ok(SimWorker {
+            base: base.to_string(),
+            id: String::new(),
+            secret: String::new(),
+            transport,
+            stats: Stats::default(),
+            window: None,
+        })
+    }
+
+    pub(crate) async fn register(base: &str, n: usize) -> Result<SimWorker> {
+        let mut w = SimWorker::new(base)?;
+        w.secret = format!("{:064}", n);
+        let body = serde_json::to_vec(&json!({"secret": w.secret, "platform": "linux",
+                          "supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}))?;
+        let (status, answer) = w
+            .send("POST", &["/register-worker"], Some(&body))
             .await
             .context("register-worker")?;
-        if !resp.status().is_success() {
-            bail!("register-worker answered {}", resp.status());
+        if !(200..300).contains(&status) {
+            bail!("register-worker answered {status}");
         }
-        let body: Value = resp.json().await?;
-        let id = body["_id"].as_str().context("no _id")?.to_string();
-        let w = SimWorker {
-            base: base.to_string(),
-            id,
-            secret,
-            client,
-            stats: Stats::default(),
-        };
-        let resp = w
-            .client
-            .post(format!("{}/sign-on", w.base))
-            .basic_auth(&w.id, Some(&w.secret))
-            .json(&json!({"supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("sign-on answered {}", resp.status());
+        let answer: Value = serde_json::from_slice(&answer)?;
+        w.id = answer["_id"].as_str().context("no _id")?.to_string();
+        if let Transport::Raw(conn) = &mut w.transport {
+            conn.set_basic_auth(&w.id, &w.secret);
         }
+        w.sign_on(n).await?;
         Ok(w)
     }
 
-    /// Send a request, record its latency and status; returns (status, body).
-    async fn call(
+    pub(crate) async fn sign_on(&mut self, n: usize) -> Result<()> {
+        let body = serde_json::to_vec(
+            &json!({"supported_task_types": ["sleep"], "nickname": format!("sim-{n}")}),
+        )?;
+        let (status, _) = self
+            .send("POST", &["/sign-on"], Some(&body))
+            .await
+            .context("sign-on")?;
+        if !(200..300).contains(&status) {
+            bail!("sign-on answered {status}");
+        }
+        Ok(())
+    }
+
+    /// One request, not recorded.
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &[&str],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, bytes::Bytes)> {
+        match &mut self.transport {
+            Transport::Raw(conn) => {
+                let (status, answer) = conn.send(method, path, body).await?;
+                Ok((status, bytes::Bytes::copy_from_slice(answer)))
+            }
+            Transport::Reqwest(client) => {
+                let method = reqwest::Method::from_bytes(method.as_bytes())?;
+                let mut req = client.request(method, format!("{}{}", self.base, path.concat()));
+                if !self.id.is_empty() {
+                    req = req.basic_auth(&self.id, Some(&self.secret));
+                }
+                req = match body {
+                    Some(b) => req
+                        .header("Content-Type", "application/json")
+                        .body(b.to_vec()),
+                    None => req.header("Content-Length", "0"),
+                };
+                let resp = req.send().await?;
+                let status = resp.status().as_u16();
+                Ok((status, resp.bytes().await?))
+            }
+        }
+    }
+
+    /// Send a request, record its latency and status; `f` gets the status and the body.
+    async fn call<T>(
         &mut self,
         endpoint: &'static str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Option<(u16, bytes::Bytes)> {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path))
-            .basic_auth(&self.id, Some(&self.secret));
-        req = match body {
-            Some(b) => req.json(b),
-            None => req.header("Content-Length", "0"),
-        };
+        method: &str,
+        path: &[&str],
+        body: Option<&[u8]>,
+        f: impl FnOnce(u16, &[u8]) -> T,
+    ) -> Option<T> {
         let start = Instant::now();
-        let result = async {
-            let resp = req.send().await?;
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
-        }
-        .await;
+        let result = match &mut self.transport {
+            Transport::Raw(conn) => conn
+                .send(method, path, body)
+                .await
+                .map(|(status, answer)| (status, f(status, answer)))
+                .ok(),
+            Transport::Reqwest(_) => self
+                .send(method, path, body)
+                .await
+                .map(|(status, answer)| (status, f(status, &answer)))
+                .ok(),
+        };
         let elapsed = start.elapsed();
-        match result {
-            Ok((status, bytes)) => {
-                self.stats.record(endpoint, elapsed, Some(status));
-                Some((status, bytes))
-            }
-            Err(_) => {
-                self.stats.record(endpoint, elapsed, None);
-                None
+        let status = result.as_ref().map(|(s, _)| *s);
+        self.stats.record(endpoint, elapsed, status);
+        if let Some(window) = &self.window {
+            let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w.latency_us.record((elapsed.as_micros() as u64).max(1));
+            match status {
+                None => w.errors += 1,
+                Some(s) if !(200..300).contains(&s) => w.not_2xx += 1,
+                Some(_) => {}
             }
         }
+        result.map(|(_, t)| t)
     }
 
-    async fn get_task(&mut self) -> Option<String> {
-        let (status, body) = self
-            .call("/task", reqwest::Method::POST, "/task", None)
-            .await?;
-        if status != 200 {
-            return None;
-        }
-        let v: Value = serde_json::from_slice(&body).ok()?;
-        v["_id"].as_str().map(str::to_string)
+    pub(crate) async fn get_task(&mut self) -> Option<String> {
+        self.call("/task", "POST", &["/task"], None, |status, body| {
+            if status != 200 {
+                return None;
+            }
+            let t: TaskId = serde_json::from_slice(body).ok()?;
+            Some(t.id.into_owned())
+        })
+        .await
+        .flatten()
     }
 
-    async fn update(&mut self, task: &str, body: &Value) {
+    /// `POST /task` that is answered at all (any status); false on a transport error.
+    pub(crate) async fn poll(&mut self) -> Option<u16> {
+        self.call("/task", "POST", &["/task"], None, |status, _| status)
+            .await
+    }
+
+    async fn update(&mut self, task: &str, body: &[u8]) {
         self.call(
             "/tasks/{id}/update",
-            reqwest::Method::POST,
-            &format!("/tasks/{task}/update"),
+            "POST",
+            &["/tasks/", task, "/update"],
             Some(body),
+            |_, _| (),
         )
         .await;
     }
@@ -256,39 +401,45 @@ impl SimWorker {
     async fn may_i_run(&mut self, task: &str) {
         self.call(
             "/may-i-run/{id}",
-            reqwest::Method::GET,
-            &format!("/may-i-run/{task}"),
+            "GET",
+            &["/may-i-run/", task],
             None,
+            |_, _| (),
         )
         .await;
     }
 
-    async fn cycle(&mut self, log: &str) -> bool {
+    /// `GET /healthz` with the worker's own connection and headers: the ceiling (no
+    /// authentication, no store).
+    async fn healthz(&mut self) {
+        self.call("/healthz", "GET", &["/healthz"], None, |_, _| ())
+            .await;
+    }
+
+    /// `GET /status-change`: authenticated, and no store work while nothing changes.
+    async fn status_change(&mut self) {
+        self.call(
+            "/status-change",
+            "GET",
+            &["/status-change"],
+            None,
+            |_, _| (),
+        )
+        .await;
+    }
+
+    pub(crate) async fn cycle(&mut self, bodies: &Bodies) -> bool {
         let Some(task) = self.get_task().await else {
             return false;
         };
-        self.update(
-            &task,
-            &json!({"activity": "", "current_command_idx": 0,
-            "task_progress_percentage": 0, "command_progress_percentage": 0,
-            "task_status": "active"}),
-        )
-        .await;
+        self.update(&task, &bodies.active).await;
         self.may_i_run(&task).await;
-        self.update(
-            &task,
-            &json!({"activity": "starting sleep", "current_command_idx": 1,
-            "task_progress_percentage": 0, "command_progress_percentage": 0,
-            "task_status": "active", "log": log}),
-        )
-        .await;
-        self.update(
-            &task,
-            &json!({"activity": "Task completed", "current_command_idx": 1,
-            "command_progress_percentage": 100, "task_status": "completed"}),
-        )
-        .await;
+        self.update(&task, &bodies.log).await;
+        self.update(&task, &bodies.completed).await;
         self.stats.cycles += 1;
+        if let Some(window) = &self.window {
+            window.lock().unwrap_or_else(|e| e.into_inner()).cycles += 1;
+        }
         true
     }
 }
@@ -398,6 +549,29 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Per-endpoint counts, rates, latency percentiles and statuses; and the request total.
+fn endpoint_report(total: &Stats, elapsed: f64) -> (serde_json::Map<String, Value>, u64) {
+    let mut endpoints = serde_json::Map::new();
+    let mut all_requests = 0u64;
+    for (name, e) in &total.endpoints {
+        let count = e.latency_us.len();
+        all_requests += count;
+        let q = |p: f64| e.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        endpoints.insert(
+            name.to_string(),
+            json!({
+                "requests": count,
+                "per_second": count as f64 / elapsed,
+                "latency_ms": {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+                               "max": e.latency_us.max() as f64 / 1000.0},
+                "statuses": e.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "errors": e.errors,
+            }),
+        );
+    }
+    (endpoints, all_requests)
+}
+
 /// Run the simulation described by `args` and return the report.
 pub async fn run(args: Args) -> Result<Value> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -411,7 +585,16 @@ pub async fn run(args: Args) -> Result<Value> {
     if args.keep_queued && (args.scenario != Scenario::Cycles || args.seed_config.is_none()) {
         bail!("--keep-queued needs --scenario cycles and --seed-config");
     }
-    if args.scenario != Scenario::Burst && args.seed_tasks > 0 {
+    if args.scenario == Scenario::RestartStorm
+        && (args.pid.is_none() || args.restart_with.is_none())
+    {
+        bail!("--scenario restart-storm needs --pid (the Manager to stop) and --restart-with (a shell command that starts it again)");
+    }
+    if args.soak_minutes > 0 && args.scenario != Scenario::Cycles {
+        bail!("--soak-minutes needs --scenario cycles");
+    }
+    // The soak submits its own jobs (about --seed-tasks tasks queued).
+    if args.scenario != Scenario::Burst && args.seed_tasks > 0 && args.soak_minutes == 0 {
         if let Some(cfg) = &args.seed_config {
             seed(cfg, args.seed_tasks, args.tags).await?;
         }
@@ -436,11 +619,16 @@ pub async fn run(args: Args) -> Result<Value> {
     if let (Some(cfg), true) = (&args.seed_config, args.tags > 0) {
         tag_workers(cfg, &workers, args.tags).await?;
     }
+    let bodies = Arc::new(Bodies::new(args.log_bytes));
+    if args.scenario == Scenario::RestartStorm {
+        return storm::run(&args, workers).await;
+    }
     // The idle ones: registered and signed on, their connections open, no requests.
     let idle: Vec<SimWorker> = workers.split_off(args.workers.min(workers.len()));
+    if args.soak_minutes > 0 {
+        return soak::run(&args, workers, idle, bodies).await;
+    }
 
-    let log = "x".repeat(args.log_bytes.saturating_sub(1)) + "\n";
-    let log = Arc::new(log);
     let deadline = Instant::now() + args.duration;
     let drained_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let start = Instant::now();
@@ -472,7 +660,7 @@ pub async fn run(args: Args) -> Result<Value> {
 
     let mut handles = Vec::new();
     for mut w in workers {
-        let log = log.clone();
+        let bodies = bodies.clone();
         let completed = completed.clone();
         let scenario = args.scenario;
         let drained_at = drained_at.clone();
@@ -481,7 +669,7 @@ pub async fn run(args: Args) -> Result<Value> {
             while Instant::now() < deadline {
                 match scenario {
                     Scenario::Cycles => {
-                        if w.cycle(&log).await {
+                        if w.cycle(&bodies).await {
                             completed.fetch_add(1, Ordering::Relaxed);
                         } else {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -490,6 +678,10 @@ pub async fn run(args: Args) -> Result<Value> {
                     Scenario::EmptyPolls => {
                         w.get_task().await;
                     }
+                    Scenario::Ceiling => w.healthz().await,
+                    Scenario::CeilingAuth => w.status_change().await,
+                    // Returned earlier (storm::run).
+                    Scenario::RestartStorm => break,
                     Scenario::MayIRun => match &held {
                         Some(task) => {
                             let task = task.clone();
@@ -503,7 +695,7 @@ pub async fn run(args: Args) -> Result<Value> {
                         }
                     },
                     Scenario::Burst => {
-                        let did = w.cycle(&log).await;
+                        let did = w.cycle(&bodies).await;
                         if !did {
                             if Instant::now() > burst_at + Duration::from_millis(500) {
                                 let mut d = drained_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -545,24 +737,7 @@ pub async fn run(args: Args) -> Result<Value> {
         Some(refill) => Some(refill.await??),
         None => None,
     };
-    let mut endpoints = serde_json::Map::new();
-    let mut all_requests = 0u64;
-    for (name, e) in &total.endpoints {
-        let count = e.latency_us.len();
-        all_requests += count;
-        let q = |p: f64| e.latency_us.value_at_quantile(p) as f64 / 1000.0;
-        endpoints.insert(
-            name.to_string(),
-            json!({
-                "requests": count,
-                "per_second": count as f64 / elapsed,
-                "latency_ms": {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
-                               "max": e.latency_us.max() as f64 / 1000.0},
-                "statuses": e.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-                "errors": e.errors,
-            }),
-        );
-    }
+    let (endpoints, all_requests) = endpoint_report(&total, elapsed);
     let mut report = json!({
         "scenario": format!("{:?}", args.scenario),
         "workers": args.workers,

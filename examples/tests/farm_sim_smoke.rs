@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use flamenco_core::config::Config;
 use flamenco_core::Manager;
 use flamenco_examples::sim::{run, Args, Scenario};
@@ -45,6 +46,8 @@ fn args(manager: &str, config: &std::path::Path, scenario: Scenario, seed: usize
         registered_workers: 0,
         pid: Some(std::process::id()),
         tags: 0,
+        // Every option added later keeps its default here.
+        ..Args::parse_from(["farm_sim"])
     }
 }
 
@@ -102,6 +105,68 @@ async fn every_scenario_runs() {
         .await
         .unwrap();
     assert_all_succeeded(&report);
+
+    // The ceilings: the same workers and connections, one route each.
+    for (scenario, route) in [
+        (Scenario::Ceiling, "/healthz"),
+        (Scenario::CeilingAuth, "/status-change"),
+    ] {
+        let report = run(args(&url, &config, scenario, 0)).await.unwrap();
+        assert_all_succeeded(&report);
+        let endpoints = report["endpoints"].as_object().unwrap();
+        assert_eq!(
+            endpoints.keys().collect::<Vec<_>>(),
+            [route],
+            "{scenario:?}: {report}"
+        );
+        assert!(
+            endpoints[route]["requests"].as_u64().unwrap() > 100,
+            "{report}"
+        );
+    }
+}
+
+/// Soak mode with 1-second "minutes": jobs are submitted through the SDK and done by the
+/// workers; every row has the Manager's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_mode_reports_a_row_per_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, config) = start_manager(dir.path()).await;
+    let mut soak = args(&url, &config, Scenario::Cycles, 0);
+    soak.registered_workers = 6;
+    soak.soak_minutes = 3;
+    soak.soak_row_seconds = 1;
+    let report = run(soak).await.unwrap();
+    assert_all_succeeded(&report);
+    assert_eq!(report["idle_workers"], 2, "{report}");
+    assert!(report["jobs_submitted"].as_u64().unwrap() >= 10, "{report}");
+    assert!(report["task_cycles"].as_u64().unwrap() > 0, "{report}");
+    let rows = report["minutes"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    for row in rows {
+        assert!(row["rss_bytes"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["open_fds"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["data_dir_bytes"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["wal_bytes"].is_u64(), "{row}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r["cycles_per_second"].as_f64().unwrap() > 0.0),
+        "{report}"
+    );
+}
+
+/// Soak mode and the restart storm refuse to start without what they need.
+#[tokio::test]
+async fn soak_and_storm_need_their_options() {
+    let mut a = Args::parse_from(["farm_sim", "--soak-minutes", "1", "--scenario", "may-i-run"]);
+    a.manager = "http://127.0.0.1:9".into();
+    let e = run(a).await.unwrap_err().to_string();
+    assert!(e.contains("--soak-minutes needs --scenario cycles"), "{e}");
+    let mut a = Args::parse_from(["farm_sim", "--scenario", "restart-storm"]);
+    a.manager = "http://127.0.0.1:9".into();
+    let e = run(a).await.unwrap_err().to_string();
+    assert!(e.contains("needs --pid"), "{e}");
 }
 
 /// `--tags`: every seeded task requires one of 3 tags and the workers are tagged through

@@ -478,6 +478,20 @@ impl Worker {
 
     pub fn start_with(farm: &Farm, version: &'static str, name: &str, task_types: &str) -> Worker {
         let dir = farm.path().join(format!("worker-{name}"));
+        Self::start_at(&dir, &farm.url(), &farm.name, version, name, task_types)
+    }
+
+    /// Start a worker of `version` in `dir` against the Manager (or load balancer) at
+    /// `url`; `farm` names the farm in messages.
+    pub fn start_at(
+        dir: &Path,
+        url: &str,
+        farm: &str,
+        version: &'static str,
+        name: &str,
+        task_types: &str,
+    ) -> Worker {
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir).expect("worker dir");
         let log = dir.join("flamenco-worker.log");
         // The logging sections are required (without them: KeyError 'formatters').
@@ -498,13 +512,12 @@ impl Worker {
              [handler_file]\nclass = logging.FileHandler\nformatter = flamenco\nargs = ('{log}', 'a', 'utf8')\n\
              [formatters]\nkeys = flamenco\n\
              [formatter_flamenco]\nformat = %(asctime)-15s %(levelname)8s %(name)s %(message)s\n",
-            url = farm.url(),
             log = log.display(),
         );
         std::fs::write(dir.join("flamenco-worker.cfg"), cfg).expect("worker config");
         let mut w = Worker {
             version,
-            name: format!("{}/{name} ({version})", farm.name),
+            name: format!("{farm}/{name} ({version})"),
             dir,
             child: None,
         };

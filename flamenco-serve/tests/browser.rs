@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use browser_harness::{Browser, ONE_BROWSER};
-use common::{v2_test_config, TestManager, TestWorker};
+use common::{v2_test_config, wait_until, TestManager, TestWorker};
 use flamenco_core::config::Config;
 use flamenco_core::jobs::JobSubmission;
 use flamenco_core::model::{Command, JobStatus, ObjectId, RequestedStatus, Task, TaskStatus};
@@ -131,13 +131,10 @@ impl Farm {
 
     /// Wait until the outbox consumer has caught up (job statuses and counts are current).
     async fn drained(&self) {
-        for _ in 0..200 {
-            if self.tm.manager.outbox_len().await.expect("outbox") == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the standalone consumer did not drain the outbox within 10 s");
+        wait_until("the standalone consumer drains the outbox", || async {
+            self.tm.manager.outbox_len().await.expect("outbox") == 0
+        })
+        .await;
     }
 
     async fn counts(&self) -> BTreeMap<String, u64> {

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestManager, TestWorker};
+use common::{CapturedLog, TestManager, TestWorker};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -229,29 +227,6 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
-/// The log lines written while it is the thread's default subscriber.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLog {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-impl Write for CapturedLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn post_raw(w: &TestWorker, body: bytes::Bytes) -> reqwest::RequestBuilder {
     w.client
         .post(format!("{}/output-produced", w.base))
@@ -273,14 +248,7 @@ fn post_raw(w: &TestWorker, body: bytes::Bytes) -> reqwest::RequestBuilder {
 async fn hostile_reports_keep_memory_and_logs_bounded() {
     let _one = EXCLUSIVE.lock().await;
     let log = CapturedLog::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let log = log.clone();
-            move || log.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
+    let subscriber = log.subscriber(tracing::Level::INFO);
     // current_thread runtime: the server's tasks run on this thread, so they log here.
     let _logging = tracing::subscriber::set_default(subscriber);
     let tm = TestManager::start().await;

@@ -255,7 +255,8 @@ async fn a_worker_over_its_request_rate_gets_429_and_others_do_not() {
         StatusCode::UNAUTHORIZED
     );
 
-    // After Retry-After, the busy worker is served again.
+    // After Retry-After, the busy worker is served again. The sleep is the thing tested:
+    // the worker waits as long as it was told to, no longer.
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert_eq!(
         busy.get("/status-change").await.status(),

@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use base64::Engine;
-use common::{TestManager, TestWorker};
+use common::{CapturedLog, TestManager, TestWorker};
 use flamenco_core::config::Config;
 use flamenco_core::model::ObjectId;
 use reqwest::StatusCode;
@@ -23,28 +20,6 @@ const WRONG_REGISTRATION_SECRET: &str = "WRONG-REGISTRATION-0cc175b9c0f1b6a8";
 const ADMIN_TOKEN: &str = "ADMIN-TOKEN-92eb5ffee6ae2fec3ad71c77";
 const WRONG_ADMIN_TOKEN: &str = "WRONG-ADMIN-TOKEN-8277e0910d750195";
 const MANAGER_SECRET: &str = "MANAGER-SECRET-b026324c6904b2a9";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
 
 /// A registration token as Flamenco Worker 2.3+ makes it (HS256).
 fn jwt(secret: &str) -> String {
@@ -61,14 +36,7 @@ fn jwt(secret: &str) -> String {
 
 #[tokio::test]
 async fn no_secret_appears_in_trace_level_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .expect("the only subscriber in this test binary");
+    let logs = CapturedLog::install_global(tracing::Level::TRACE);
 
     let config = Config {
         worker_registration_secret: REGISTRATION_SECRET.into(),

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{oid, test_task, v2_test_config, TestWorker};
+use common::{oid, test_task, v2_test_config, wait_until, TestWorker};
 use flamenco_core::clock::SystemClock;
 use flamenco_core::config::{Config, UpstreamGzip};
 use flamenco_core::model::{ObjectId, Task, TaskStatus};
@@ -24,22 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Generous: these waits only bound how long a broken build takes to fail.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Poll `check` until it returns true, or panic after `WAIT` with `what`.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not within {WAIT:?}: {what}");
-}
 
 /// Short intervals: pushes every 200 ms, cancel polls every 300 ms.
 fn config_for(server: &TestServer, creds: &ManagerCreds) -> Config {
@@ -196,6 +179,7 @@ async fn run_worker(w: TestWorker, stop: CancellationToken) -> Vec<ObjectId> {
     while !stop.is_cancelled() {
         let (status, body) = w.task().await;
         if status != StatusCode::OK {
+            // The simulated worker's poll interval, as a real worker waits between asks.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use flamenco_core::clock::SystemClock;
 use flamenco_core::config::Config;
@@ -305,4 +307,88 @@ pub fn oid(prefix: &str) -> ObjectId {
 
 pub fn counts(map: &BTreeMap<String, u64>, status: &str) -> u64 {
     map.get(status).copied().unwrap_or(0)
+}
+
+/// Log output kept in memory: the writer of a `tracing_subscriber::fmt` subscriber.
+#[derive(Clone, Default)]
+pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    /// Capture every event up to `level`, as plain text, with this test binary's global
+    /// subscriber (there is one per binary: a second call panics).
+    pub fn install_global(level: tracing::Level) -> CapturedLog {
+        let log = CapturedLog::default();
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the only subscriber in this test binary");
+        log
+    }
+
+    /// A subscriber writing every event up to `level` here, as plain text, for
+    /// `tracing::subscriber::set_default`.
+    pub fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish()
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// The lines logged so far that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Forget what was logged so far.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How long [`wait_until`] waits: generous, it only bounds how long a broken build takes
+/// to fail on a loaded machine.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Poll `check` (every 25 ms) until it returns true; panic with `what` after
+/// [`WAIT_LIMIT`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not within {WAIT_LIMIT:?}: {what}");
 }

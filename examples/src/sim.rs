@@ -94,6 +94,17 @@ pub struct Args {
     /// after `--pid` was stopped (it should `exec` the Manager; this run stops it at the end).
     #[arg(long)]
     pub restart_with: Option<String>,
+    /// The seeded and refilled tasks belong to one job (needs --seed-config), so that the
+    /// retry and blocklist rules apply to them (see `sim/retries.rs`).
+    #[arg(long)]
+    pub in_job: bool,
+    /// Blocklist this many extra, idle workers for the job before the run (needs --in-job).
+    #[arg(long, default_value_t = 0)]
+    pub blocklist_others: usize,
+    /// Blocklist this many of the simulated workers for the job before the run (needs
+    /// --in-job): their claims skip all of its tasks.
+    #[arg(long, default_value_t = 0)]
+    pub blocklist_sim: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,6 +121,7 @@ pub enum Scenario {
     RestartStorm,
 }
 
+mod retries;
 mod soak;
 mod storm;
 
@@ -500,6 +512,7 @@ async fn enqueue(manager: &Manager, n: usize, tag: impl Fn(usize) -> Option<Stri
                     ],
                 );
                 task.worker_tag = tag(first + i);
+                task.job = retries::job();
                 task
             })
             .collect();
@@ -593,6 +606,15 @@ pub async fn run(args: Args) -> Result<Value> {
     if args.soak_minutes > 0 && args.scenario != Scenario::Cycles {
         bail!("--soak-minutes needs --scenario cycles");
     }
+    if (args.blocklist_others > 0 || args.blocklist_sim > 0) && !args.in_job {
+        bail!("--blocklist-others and --blocklist-sim need --in-job");
+    }
+    if args.in_job {
+        let Some(cfg) = &args.seed_config else {
+            bail!("--in-job needs --seed-config (the Manager's config file)");
+        };
+        retries::create_job(cfg).await?;
+    }
     // The soak submits its own jobs (about --seed-tasks tasks queued).
     if args.scenario != Scenario::Burst && args.seed_tasks > 0 && args.soak_minutes == 0 {
         if let Some(cfg) = &args.seed_config {
@@ -619,6 +641,13 @@ pub async fn run(args: Args) -> Result<Value> {
     if let (Some(cfg), true) = (&args.seed_config, args.tags > 0) {
         tag_workers(cfg, &workers, args.tags).await?;
     }
+    let blocklisted = match &args.seed_config {
+        Some(cfg) if args.blocklist_others > 0 || args.blocklist_sim > 0 => {
+            let sim = &workers[..args.blocklist_sim.min(workers.len())];
+            retries::blocklist(cfg, args.blocklist_others, sim).await?
+        }
+        _ => 0,
+    };
     let bodies = Arc::new(Bodies::new(args.log_bytes));
     if args.scenario == Scenario::RestartStorm {
         return storm::run(&args, workers).await;
@@ -752,6 +781,10 @@ pub async fn run(args: Args) -> Result<Value> {
     });
     if let Some(replaced) = replaced {
         report["tasks_replaced"] = json!(replaced);
+    }
+    if args.in_job {
+        report["in_job"] = json!(true);
+        report["blocklisted_workers"] = json!(blocklisted);
     }
     if let Some(pid) = args.pid {
         let sampled = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());

@@ -210,7 +210,9 @@ async fn depsgraph_semantics() {
     let (status, _, body) = api.depsgraph(Some(&mark)).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(body, Value::Null);
-    // Server-side changes come back incrementally (only queued/claimed-by-manager).
+    // Server-side changes come back incrementally (only queued/claimed-by-manager). The
+    // clock moves on past the mark first (not a wait for an event): the changes must be
+    // stamped after it.
     tokio::time::sleep(Duration::from_millis(5)).await;
     api.server.set_task_status(&job.task_ids[1], "queued");
     api.server.set_task_status(&job.task_ids[2], "active");

@@ -136,6 +136,7 @@ mod tests {
         let cache = WorkerCache::new(Duration::from_millis(20));
         let w = worker("b");
         cache.insert(&w);
+        // Letting the TTL run out is the thing tested; nothing else is waited for.
         std::thread::sleep(Duration::from_millis(40));
         assert!(cache.get(w.id).is_none());
     }
@@ -155,6 +156,7 @@ mod tests {
         for i in 0..63 {
             cache.insert(&worker(&format!("old{i}")));
         }
+        // The TTL runs out (the thing tested), so that the entries are stale.
         std::thread::sleep(Duration::from_millis(20));
         cache.insert(&worker("new"));
         // 64 entries triggered a prune of the 63 stale ones on the next insert.

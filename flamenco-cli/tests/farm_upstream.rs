@@ -28,10 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use balancer::{Balancer, Daemon, Record, WAIT};
-use flamenco_core::model::TaskStatus;
+use balancer::{Acked, Balancer, Daemon, Record, WAIT};
+use flamenco_core::model::{ObjectId, TaskStatus};
 use flamenco_core::store::mongo::testing::TestDatabase;
 use flamenco_testserver::{Endpoint, Fault, NewJob, TestServer};
+use serde_json::{json, Value};
 
 const LEASE: Duration = Duration::from_secs(3);
 /// Tasks of the job on the Server before the kill, and of the one added after it.
@@ -65,6 +66,93 @@ fn pushed_ids(server: &TestServer, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// A worker driven step by step (not by [`balancer::worker`]), for a request held at a
+/// chosen Manager.
+#[derive(Clone)]
+struct Straggler {
+    base: String,
+    id: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl Straggler {
+    async fn register(base: &str) -> Straggler {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let secret = format!("straggler-secret-{}", ObjectId::new());
+        let resp = http
+            .post(format!("{base}/register-worker"))
+            .json(&json!({"secret": secret, "platform": "linux",
+                          "supported_task_types": ["sleep"], "nickname": "straggler"}))
+            .send()
+            .await
+            .expect("register the straggler");
+        assert!(resp.status().is_success(), "register: {}", resp.status());
+        let body: Value = resp.json().await.expect("register body");
+        Straggler {
+            base: base.to_string(),
+            id: body["_id"].as_str().expect("_id").to_string(),
+            secret,
+            http,
+        }
+    }
+
+    /// `POST /task`, through the balancer, or to one Manager (`m1`…) when `at` says;
+    /// (status, task id); status 0: no answer.
+    async fn claim(&self, at: Option<&str>) -> (u16, Option<String>) {
+        let mut req = self
+            .http
+            .post(format!("{}/task", self.base))
+            .basic_auth(&self.id, Some(&self.secret))
+            .header("Content-Length", "0");
+        if let Some(at) = at {
+            req = req.header(balancer::FORCE_SERVER, at);
+        }
+        let Ok(resp) = req.send().await else {
+            return (0, None);
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return (status, None);
+        }
+        let task = resp
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|t| t["_id"].as_str().map(str::to_string));
+        (status, task)
+    }
+
+    /// Send an update until it is answered 2xx.
+    async fn update(&self, task: &str, status: &str, log: &str, since: Instant) {
+        loop {
+            let resp = self
+                .http
+                .post(format!("{}/tasks/{task}/update", self.base))
+                .basic_auth(&self.id, Some(&self.secret))
+                .json(&json!({"task_status": status, "activity": "straggler",
+                              "current_command_idx": 0, "task_progress_percentage": 0,
+                              "command_progress_percentage": 0, "log": log}))
+                .send()
+                .await;
+            match resp.map(|r| r.status().as_u16()) {
+                Ok(200..=299) => return,
+                Ok(code @ 400..=499) => panic!("the straggler's update was refused: {code}"),
+                _ => {
+                    assert!(
+                        since.elapsed() < WAIT,
+                        "the straggler's update is not answered"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_sync_resumes_on_another_manager_after_kill_9_of_the_leader_mid_push() {
     let test = "upstream_sync_resumes_on_another_manager_after_kill_9_of_the_leader_mid_push";
@@ -96,7 +184,7 @@ async fn upstream_sync_resumes_on_another_manager_after_kill_9_of_the_leader_mid
     let ports: Vec<u16> = managers.iter().map(|m| m.port).collect();
     let lb = Balancer::start(&haproxy, dir.path(), &ports).await;
     let http = reqwest::Client::new();
-    let leader = balancer::one_leader(&http, &managers).await;
+    let first_leader = balancer::one_leader(&http, &managers).await;
     wait_until("the leader downloaded the first job", WAIT, || {
         first_job
             .task_ids
@@ -104,9 +192,69 @@ async fn upstream_sync_resumes_on_another_manager_after_kill_9_of_the_leader_mid
             .all(|id| server.task_status(id).as_deref() == Some("claimed-by-manager"))
     })
     .await;
+    let rec = Arc::new(Mutex::new(Record::default()));
+
+    // A worker loses its Manager mid-request: its claim is held at the leader (the Server
+    // double does not answer the claim's re-validation) when the leader is killed. The
+    // balancer cannot answer it; the worker's next try, through the balancer, gets its
+    // task from another Manager, and the worker completes it.
+    let straggler = Straggler::register(&lb.url()).await;
+    server.set_fault(Endpoint::Task, Fault::Hang);
+    let refetches = server.requests_to(Endpoint::Task).len();
+    let held = {
+        let (s, target) = (straggler.clone(), format!("m{}", first_leader + 1));
+        tokio::spawn(async move { s.claim(Some(&target)).await.0 })
+    };
+    wait_until("the claim waits on the Server at the leader", WAIT, || {
+        server.requests_to(Endpoint::Task).len() > refetches
+    })
+    .await;
+    let first_kill = Instant::now();
+    managers[first_leader].kill_9().await;
+    server.clear_faults();
+    let lost = held.await.expect("the held claim");
+    assert!(
+        !(200..300).contains(&lost),
+        "the claim held at the killed leader was answered {lost}"
+    );
+    let mut tries = 1;
+    let task = loop {
+        tries += 1;
+        let (status, task) = straggler.claim(None).await;
+        if let Some(task) = task {
+            break task;
+        }
+        assert!(
+            first_kill.elapsed() < WAIT,
+            "the straggler gets no task: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The task the dead leader had reserved for it (its re-validation names it).
+    let reserved = server.requests_to(Endpoint::Task)[refetches].path.clone();
+    assert!(
+        reserved.contains(&task),
+        "the straggler got {task}, not the task reserved at the dead leader ({reserved})"
+    );
+    for (n, status) in ["active", "completed"].into_iter().enumerate() {
+        let log = format!("straggler update {n} task {task}\n");
+        straggler.update(&task, status, &log, first_kill).await;
+        rec_lock(&rec).acked.push(Acked {
+            task: ObjectId::parse(&task).expect("task id"),
+            status: TaskStatus::parse_known(status).expect("status"),
+            log,
+        });
+    }
+    let leader = balancer::one_leader(&http, &managers).await;
+    let first_takeover = first_kill.elapsed();
+    eprintln!(
+        "farm upstream: a claim held at the leader {} when it was killed got {lost} (0: no \
+         answer); the worker's try {tries} through the balancer got the same task from another \
+         Manager; {} leads after {first_takeover:?}",
+        managers[first_leader].name, managers[leader].name
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let rec = Arc::new(Mutex::new(Record::default()));
     let workers: Vec<_> = (0..WORKERS)
         .map(|n| {
             tokio::spawn(balancer::worker(

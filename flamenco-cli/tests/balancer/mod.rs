@@ -262,8 +262,19 @@ pub fn haproxy_config(listen: u16, ports: &[u16]) -> String {
     for (i, p) in ports.iter().enumerate() {
         text.push_str(&format!("  server m{} 127.0.0.1:{p} check\n", i + 1));
     }
+    // For the tests only: a request with `x-farm-server: m2` goes to m2 (see
+    // [`FORCE_SERVER`]), so that a test can hold a request at a Manager it then kills.
+    for i in 1..=ports.len() {
+        text.push_str(&format!(
+            "  use-server m{i} if {{ req.hdr({FORCE_SERVER}) -m str m{i} }}\n"
+        ));
+    }
     text
 }
+
+/// The header that sends a request to one Manager (`m1`, `m2`, … in the order of the
+/// ports given to [`haproxy_config`]); tests only, not in the documented configuration.
+pub const FORCE_SERVER: &str = "x-farm-server";
 
 /// A running HAProxy, killed when dropped.
 pub struct Balancer {

@@ -555,9 +555,6 @@ impl Manager {
                 "You do not support any task types.".into(),
             ));
         }
-        if !self.config.is_upstream() {
-            self.cancel_tasks_worker_stopped(worker).await?;
-        }
         let claim = ClaimRequest {
             worker_id: worker.id,
             nickname: worker.nickname.clone(),
@@ -573,8 +570,17 @@ impl Manager {
             now: self.now(),
         };
         let claimed = match &self.upstream {
-            None => self.store.claim_task(&claim).await?,
             Some(up) => self.claim_revalidated(up, claim.clone()).await?,
+            None if self.config.is_upstream() => self.store.claim_task(&claim).await?,
+            None => {
+                // Standalone: the worker stopped its cancel-requested tasks; canceling
+                // them and the claim are one store operation (one read on MongoDB).
+                let outcome = self.store.claim_after_stops(&claim).await?;
+                for id in &outcome.canceled {
+                    tracing::info!(task = %id, worker = %claim.ident, "the worker stopped its cancel-requested task; canceled");
+                }
+                outcome.claimed
+            }
         };
         self.metrics.record_claim(claimed.as_ref());
         let Some(claimed) = claimed else {

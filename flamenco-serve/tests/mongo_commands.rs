@@ -85,7 +85,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::OK);
-    budgets.push(("claim", claim.len(), 8));
+    budgets.push(("claim", claim.len(), 7));
 
     let (status, update) = measured(&log, "update with log lines", async {
         w.update(
@@ -127,7 +127,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    budgets.push(("empty poll", poll.len(), 3));
+    budgets.push(("empty poll", poll.len(), 2));
 
     for commands in [&claim, &update, &update_plain, &may_i_run, &poll] {
         assert!(

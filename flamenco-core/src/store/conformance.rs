@@ -43,6 +43,8 @@ mod tags;
 pub use tags::*;
 mod retries;
 pub use retries::*;
+mod claims;
+pub use claims::*;
 
 // ---- fixtures ----
 
@@ -3230,6 +3232,7 @@ macro_rules! conformance_tests {
             claim_parent_rules,
             claim_assigns_and_queues_two_updates,
             claim_returns_already_assigned_task,
+            claim_after_stops_cancels_then_claims,
             claim_ignores_non_active_tasks_of_worker,
             concurrent_claims_hand_out_each_task_once,
             outbox_order_and_ack,

@@ -118,6 +118,14 @@ macro_rules! timed {
     }};
 }
 
+/// The standalone claim: timed like the rest.
+#[async_trait]
+impl super::ClaimStore for InstrumentedStore {
+    async fn claim_after_stops(&self, req: &ClaimRequest) -> StoreResult<super::ClaimOutcome> {
+        timed!(self, "claim_after_stops", self.inner.claim_after_stops(req))
+    }
+}
+
 /// The worker-tags part: timed like the rest.
 #[async_trait]
 impl super::TagStore for InstrumentedStore {

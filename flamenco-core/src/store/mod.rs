@@ -9,6 +9,7 @@
 //! operation that writes a time takes `now`.
 
 pub mod bulk;
+pub mod claims;
 #[doc(hidden)]
 pub mod conformance;
 pub mod coordination;
@@ -32,6 +33,7 @@ use crate::model::{
 use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
 
 pub use bulk::{BulkStore, ForgetOutcome};
+pub use claims::{ClaimOutcome, ClaimStore};
 pub use coordination::{CoordinationStore, Lease, LEADER_LEASE};
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
 pub use retries::RetryStore;
@@ -224,6 +226,7 @@ pub trait Store:
     + BulkStore
     + TagStore
     + RetryStore
+    + ClaimStore
     + Send
     + Sync
     + 'static

@@ -21,6 +21,7 @@
 //! `outbox`, `workers`, `settings`, `logs` (task logs), `testing` (test support).
 
 mod bulk;
+mod claims;
 mod codec;
 mod connect;
 mod coordination;

@@ -113,8 +113,10 @@ fn reserved(before: &Task, req: &ClaimRequest) -> Task {
 /// server for a task taken from the candidates. Returns the task as stored, that value,
 /// and whether the worker already had the task.
 ///
-/// 1. The worker's own `active` task, if any (`{status, worker_id, _id}` index), taken
-///    with one compare-and-set on its status and `worker_id`.
+/// 1. The worker's own `active` task, if any: `own`, as the caller read it (with
+///    [`tasks::active_for_worker`], or `super::claims` with the worker's stopped tasks),
+///    taken with one compare-and-set on its status and `worker_id` (read again if that
+///    fails).
 /// 2. Otherwise the candidates, best first, [`CLAIM_BATCH`] at a time (one sorted query
 ///    with a limit). Their parents are checked with one query per batch. Then ONE
 ///    `find_one_and_update` ([`tasks::take_best`]), sorted like the claim, whose filter
@@ -132,20 +134,24 @@ fn reserved(before: &Task, req: &ClaimRequest) -> Task {
 pub(super) async fn pick_and_take<T>(
     db: &Db,
     req: &ClaimRequest,
+    own: Option<Task>,
     change: impl Fn(&Task) -> (Task, T),
     taking: tasks::Taking<'_>,
 ) -> StoreResult<Option<(Task, T, bool)>> {
+    let mut own = own;
     for attempt in 0.. {
-        let Some(before) = tasks::active_for_worker(db, req.worker_id).await? else {
+        let Some(before) = own.take() else {
             break;
         };
         let (after, extra) = change(&before);
+        // The answer is the whole task as stored, also when `before` was a state read.
         if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
             return Ok(Some((stored, extra, true)));
         }
         if attempt + 1 >= CAS_ATTEMPTS {
             return Err(kept_changing(before.id));
         }
+        own = tasks::active_for_worker(db, req.worker_id).await?;
     }
     if req.task_types.is_empty() {
         return Ok(None);
@@ -183,11 +189,21 @@ pub(super) async fn pick_and_take<T>(
 
 /// `Store::claim_task`.
 pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    let own = tasks::active_for_worker(db, req.worker_id).await?;
+    claim_with_own(db, req, own).await
+}
+
+/// [`claim`], the worker's own `active` task (the oldest, if any) already read.
+pub(super) async fn claim_with_own(
+    db: &Db,
+    req: &ClaimRequest,
+    own: Option<Task>,
+) -> StoreResult<Option<Claimed>> {
     let taking = tasks::Taking::Assignment {
         nickname: &req.nickname,
         ident: &req.ident,
     };
-    match pick_and_take(db, req, |before| assigned(before, req), taking).await? {
+    match pick_and_take(db, req, own, |before| assigned(before, req), taking).await? {
         Some((task, queued, already_assigned)) => finish(db, req, task, queued, already_assigned)
             .await
             .map(Some),
@@ -198,9 +214,11 @@ pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Cla
 /// `Store::reserve_task`: the claim's choice and compare-and-set, with only `active`,
 /// `worker_id` and the times written.
 pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    let own = tasks::active_for_worker(db, req.worker_id).await?;
     Ok(pick_and_take(
         db,
         req,
+        own,
         |before| (reserved(before, req), ()),
         tasks::Taking::Reservation,
     )

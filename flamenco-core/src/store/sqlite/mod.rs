@@ -9,6 +9,7 @@
 //! * The schema is versioned with `PRAGMA user_version` (`schema`).
 
 mod bulk;
+mod claims;
 mod disk;
 mod faults;
 mod jobs;

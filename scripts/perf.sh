@@ -216,6 +216,10 @@ for name in names:
          "task_cycles_per_second": med([r["task_cycles_per_second"] for r in reports]),
          "runs_requests_per_second": [round(r["requests_per_second"]) for r in reports],
          "runs_task_cycles_per_second": [round(r["task_cycles_per_second"]) for r in reports]}
+    for key in ("manager_cpu_us_per_request", "simulator_cpu_us_per_request"):
+        xs = [r[key] for r in reports if key in r]
+        if xs:
+            s[key] = med(xs)
     rss = [r["manager_peak_rss_bytes"] for r in reports if "manager_peak_rss_bytes" in r]
     if rss:
         s["rss_mb"] = med(rss) / 2**20
@@ -244,12 +248,16 @@ for s in sc.values():
     s["fraction_of_ceiling"] = frac(s)
 
 print("\nmedians of %d runs, %s, %d workers, %s each" % (runs, "pinned (Manager core 1, client core 0)" if pin == "1" else "unpinned", int(workers), duration))
-print("%-18s %10s %10s %8s %8s  %s" % ("scenario", "cycles/s", "req/s", "ceiling", "RSS MB", "p99 ms per endpoint"))
+print("%-18s %10s %10s %8s %8s %8s %8s  %s" % ("scenario", "cycles/s", "req/s", "ceiling", "RSS MB", "mgr us", "sim us", "p99 ms per endpoint"))
 for name, s in sc.items():
     f = s["fraction_of_ceiling"]
     p99 = ", ".join("%s %.1f" % (e, v) for e, v in s["p99_ms"].items() if v is not None)
-    print("%-18s %10.0f %10.0f %8s %8s  %s" % (name, s["task_cycles_per_second"], s["requests_per_second"],
-          "%.2f" % f if f is not None else "-", "%.1f" % s["rss_mb"] if "rss_mb" in s else "-", p99))
+    us = lambda k: "%.1f" % s[k] if k in s else "-"
+    print("%-18s %10.0f %10.0f %8s %8s %8s %8s  %s" % (name, s["task_cycles_per_second"], s["requests_per_second"],
+          "%.2f" % f if f is not None else "-", "%.1f" % s["rss_mb"] if "rss_mb" in s else "-",
+          us("manager_cpu_us_per_request"), us("simulator_cpu_us_per_request"), p99))
+print("(ceiling: the rate as a fraction of the ceiling's, a task cycle counting as five requests;"
+      " mgr us / sim us: CPU microseconds per request of the Manager and of the simulator)")
 if "wrk-ceiling" in sc and ceiling:
     print("simulator / wrk on the ceiling route: %.0f %%" % (100 * ceiling / sc["wrk-ceiling"]["requests_per_second"]))
 if sc.get("cycles-100k") and sc.get("cycles-100k-tags") and sc["cycles-100k"]["task_cycles_per_second"]:
@@ -286,6 +294,7 @@ if compare:
         if not b:
             continue
         figures = [("task_cycles_per_second", True), ("requests_per_second", True), ("fraction_of_ceiling", True), ("rss_mb", False),
+                   ("manager_cpu_us_per_request", False),
                    ("all_served_seconds", False), ("storm_p99_ms", False)]
         figures += [("p99_ms " + e, False) for e in s.get("p99_ms", {})]
         for key, higher_is_better in figures:

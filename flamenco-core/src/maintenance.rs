@@ -256,20 +256,37 @@ pub async fn run_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
     );
 }
 
-/// Run this process's own loop until `shutdown` becomes true, on every Manager: writing
-/// the workers' "seen" times it collected ([`crate::seen`]).
+/// Run this process's own loops until `shutdown` becomes true, on every Manager: writing
+/// the workers' "seen" times it collected ([`crate::seen`]), and adopting the latest image
+/// another Manager stored ([`Manager::follow_latest_image`], every
+/// [`crate::latest_image::FOLLOW_PERIOD`]).
 pub async fn run_local_loops(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) {
-    periodic(
-        "seen flush",
-        SEEN_FLUSH_PERIOD,
-        SEEN_FLUSH_PERIOD,
+    let seen = {
+        let manager = manager.clone();
+        periodic(
+            "seen flush",
+            SEEN_FLUSH_PERIOD,
+            SEEN_FLUSH_PERIOD,
+            shutdown.clone(),
+            move || {
+                let manager = manager.clone();
+                async move { manager.flush_seen().await.map_err(ApiError::from) }
+            },
+        )
+    };
+    // The latest image another Manager of the store converted (docs/operations.md, "What
+    // is shared between Managers").
+    let image = periodic(
+        "latest image follow",
+        Duration::ZERO,
+        crate::latest_image::FOLLOW_PERIOD,
         shutdown,
         move || {
             let manager = manager.clone();
-            async move { manager.flush_seen().await.map_err(ApiError::from) }
+            async move { manager.follow_latest_image().await.map(|_| ()) }
         },
-    )
-    .await
+    );
+    tokio::join!(seen, image);
 }
 
 /// Run the loops that must run once per site until `shutdown` becomes true: the timeout

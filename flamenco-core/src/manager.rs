@@ -787,8 +787,17 @@ impl Manager {
         self.latest_images.get_or_init(|| {
             let images = LatestImages::new(self.config.data_dir.clone());
             images.load_persisted();
+            // Every Manager of the store shows the same image (docs/operations.md).
+            images.share_through(self.store.clone());
             Arc::new(images)
         })
+    }
+
+    /// Show the image another Manager of the store stored, if there is a new one (one
+    /// read of its version; see [`LatestImages::follow_store`]). Run every
+    /// [`crate::latest_image::FOLLOW_PERIOD`] by [`crate::maintenance::run_local_loops`].
+    pub async fn follow_latest_image(&self) -> Result<bool, ApiError> {
+        Ok(self.latest_images().follow_store().await?)
     }
 
     /// What is known about the latest image, if there is one.

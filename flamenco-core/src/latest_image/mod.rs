@@ -28,6 +28,14 @@
 //! stops the pipeline at once and ends every subscription (it never waits for a
 //! conversion); submitting afterwards is a no-op. [`LatestImages::stats`] counts what the
 //! pipeline did.
+//!
+//! **Shared between Managers.** Given a store ([`LatestImages::share_through`], which the
+//! [`crate::Manager`] does), each new image is also stored there
+//! ([`crate::store::SharedStateStore::put_latest_image`], which keeps a newer one) and
+//! shown with the store's version; [`LatestImages::follow_store`], run every
+//! [`FOLLOW_PERIOD`] on every Manager, adopts an image another Manager stored. So every
+//! Manager behind a load balancer serves the same image within [`FOLLOW_PERIOD`] (plus the
+//! store's answer), with the same version and ETag. The embedded store runs the same code.
 
 pub mod convert;
 mod queue;
@@ -52,6 +60,7 @@ pub use convert::{ConvertError, ConvertLimits, Converted};
 pub use queue::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 pub use report::ReportSummary;
 
+use crate::store::{ImagePut, NewSharedImage, SharedImage, Store};
 use queue::{PathQueue, Pushed};
 use recent::{FileIdentity, RecentFiles};
 use skips::SkipLog;
@@ -65,6 +74,10 @@ pub const MAX_CONVERSION_THREADS: usize = 3;
 /// shown, but does not become the time later files must not be older than.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
+/// How often every Manager checks the store for an image another Manager stored
+/// ([`LatestImages::follow_store`]): one small read of the stored version.
+pub const FOLLOW_PERIOD: Duration = Duration::from_secs(2);
+
 /// The file the latest image is kept in, inside `data_dir`.
 pub const IMAGE_FILE: &str = "latest-image.jpg";
 
@@ -74,7 +87,8 @@ pub const INFO_FILE: &str = "latest-image.json";
 /// What is known about the latest image (`GET /api/latest-image`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatestImageInfo {
-    /// Counts up by one with each new image (from 1 at each start).
+    /// Counts up by one with each new image: the store's count when the image is shared
+    /// (the same on every Manager), else from 1 at each start.
     pub version: u64,
     /// When the image was converted.
     pub updated: DateTime<Utc>,
@@ -129,6 +143,11 @@ struct Shared {
     /// The modification time of the current image's file: a file written before it does
     /// not replace it.
     newest_source: Mutex<Option<SystemTime>>,
+    /// Where images are shared with the other Managers (see [`LatestImages::share_through`]).
+    store: std::sync::OnceLock<Arc<dyn Store>>,
+    /// The stored version this Manager shows (stored by it or adopted), so that
+    /// [`LatestImages::follow_store`] fetches the bytes only when another Manager stored one.
+    store_seen: Mutex<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -253,6 +272,8 @@ impl LatestImages {
                 thread_ended: Notify::new(),
                 persist: Mutex::new(()),
                 newest_source: Mutex::new(None),
+                store: std::sync::OnceLock::new(),
+                store_seen: Mutex::new(None),
             }),
         }
     }
@@ -331,6 +352,40 @@ impl LatestImages {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = source_modified.map(SystemTime::from);
         true
+    }
+
+    /// Share images with the other Managers of `store` (once; later calls are ignored):
+    /// new images are stored there, and [`LatestImages::follow_store`] adopts theirs.
+    pub fn share_through(&self, store: Arc<dyn Store>) {
+        let _ = self.shared.store.set(store);
+    }
+
+    /// Adopt the stored image when another Manager stored a new one since this one last
+    /// looked (one read of the version; the bytes only when it changed). Announced to
+    /// `/imagewatch` listeners like a local image, and saved in `data_dir`. Returns whether
+    /// an image was adopted; without a store, does nothing.
+    pub async fn follow_store(&self) -> crate::store::StoreResult<bool> {
+        let Some(store) = self.shared.store.get().cloned() else {
+            return Ok(false);
+        };
+        if self.is_closed() {
+            return Ok(false);
+        }
+        let seen = *self
+            .shared
+            .store_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(version) = store.latest_image_version().await? else {
+            return Ok(false);
+        };
+        if seen == Some(version) {
+            return Ok(false);
+        }
+        let Some(stored) = store.latest_image().await? else {
+            return Ok(false);
+        };
+        Ok(adopt(&self.shared, stored))
     }
 
     /// Where the latest image is kept: `<data_dir>/latest-image.jpg`.
@@ -604,6 +659,24 @@ async fn run_conversions(shared: Arc<Shared>) {
                         shared.data_dir.display()
                     );
                 }
+                let version = match share(&shared, &saved, &converted).await {
+                    Sharing::Stored(version) => Some(version),
+                    Sharing::Local => None,
+                    Sharing::Kept => {
+                        counters.older.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            "latest image: {} is older than the image another Manager \
+                             stored; not shown",
+                            skips::shown(&path)
+                        );
+                        shared
+                            .queue
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .done();
+                        continue;
+                    }
+                };
                 counters.published.fetch_add(1, Ordering::Relaxed);
                 if let Some(modified) = saved.source_modified.map(SystemTime::from) {
                     // A time far in the future (a skewed clock) would hide every later file.
@@ -614,7 +687,7 @@ async fn run_conversions(shared: Arc<Shared>) {
                             .unwrap_or_else(|e| e.into_inner()) = Some(modified);
                     }
                 }
-                publish(&shared, saved, converted);
+                publish(&shared, saved, converted, version);
             }
             Outcome::Older => {
                 counters.older.fetch_add(1, Ordering::Relaxed);
@@ -828,7 +901,8 @@ fn convert_one(shared: &Shared, path: &Path, abandoned: &AtomicBool) -> Outcome 
         }
     };
     let saved = Saved {
-        updated: Utc::now(),
+        // Whole milliseconds: what the stores keep, so every Manager shows the same time.
+        updated: chrono::SubsecRound::trunc_subsecs(Utc::now(), 3),
         source_path: path.display().to_string(),
         source_modified: modified.map(DateTime::<Utc>::from),
     };
@@ -847,10 +921,91 @@ fn convert_one(shared: &Shared, path: &Path, abandoned: &AtomicBool) -> Outcome 
     }
 }
 
-fn publish(shared: &Shared, saved: Saved, converted: Converted) {
+/// What storing a new image in the shared store gave.
+enum Sharing {
+    /// Stored as this version.
+    Stored(u64),
+    /// Not stored: the store has an image made from a newer file.
+    Kept,
+    /// No store, or it failed: shown by this Manager only.
+    Local,
+}
+
+/// Store a new image for the other Managers (see [`LatestImages::share_through`]).
+async fn share(shared: &Arc<Shared>, saved: &Saved, converted: &Converted) -> Sharing {
+    let Some(store) = shared.store.get() else {
+        return Sharing::Local;
+    };
+    let image = NewSharedImage {
+        updated: saved.updated,
+        source_path: saved.source_path.clone(),
+        source_modified: saved.source_modified,
+        width: converted.width,
+        height: converted.height,
+        jpeg: converted.jpeg.clone(),
+    };
+    match store.put_latest_image(&image).await {
+        Ok(ImagePut::Stored { version }) => {
+            *shared.store_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
+            Sharing::Stored(version)
+        }
+        Ok(ImagePut::Kept { .. }) => Sharing::Kept,
+        Err(e) => {
+            tracing::warn!(
+                "latest image: cannot store it for the other Managers: {e}; this Manager \
+                 shows it, the others keep theirs until the next image is stored"
+            );
+            Sharing::Local
+        }
+    }
+}
+
+/// Show an image another Manager stored: the same version and bytes (so the same ETag),
+/// saved in `data_dir` for the next start, announced to `/imagewatch` listeners.
+fn adopt(shared: &Shared, stored: SharedImage) -> bool {
+    if shared.closed.is_cancelled() {
+        return false;
+    }
+    let SharedImage { version, image } = stored;
+    let saved = Saved {
+        updated: image.updated,
+        source_path: image.source_path,
+        source_modified: image.source_modified,
+    };
+    {
+        let _one_writer = shared.persist.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = persist(&shared.data_dir, &image.jpeg, &saved) {
+            tracing::warn!(
+                "latest image: cannot save the image another Manager stored in {}: {e}; it \
+                 is served from memory",
+                shared.data_dir.display()
+            );
+        }
+    }
+    if let Some(modified) = saved.source_modified.map(SystemTime::from) {
+        if modified <= SystemTime::now() + FUTURE_TOLERANCE {
+            *shared
+                .newest_source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(modified);
+        }
+    }
+    *shared.store_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
+    let converted = Converted {
+        width: image.width,
+        height: image.height,
+        jpeg: image.jpeg,
+    };
+    publish(shared, saved, converted, Some(version));
+    true
+}
+
+/// Make `converted` the current image, as `version` (the store's) or else the next local
+/// version, and announce it.
+fn publish(shared: &Shared, saved: Saved, converted: Converted, version: Option<u64>) {
     let version = {
         let mut current = shared.current.write().unwrap_or_else(|e| e.into_inner());
-        let version = current.as_ref().map_or(1, |c| c.info.version + 1);
+        let version = version.unwrap_or_else(|| current.as_ref().map_or(1, |c| c.info.version + 1));
         let info = LatestImageInfo {
             version,
             updated: saved.updated,

@@ -43,6 +43,8 @@ mod tags;
 pub use tags::*;
 mod retries;
 pub use retries::*;
+mod shared_state;
+pub use shared_state::*;
 mod claims;
 pub use claims::*;
 
@@ -3229,6 +3231,7 @@ macro_rules! conformance_tests {
             job_worker_tag_reaches_its_tasks,
             tags_survive_sign_on_and_off,
             tag_workers_on_many,
+            latest_image_versions_and_rule,
             claim_parent_rules,
             claim_assigns_and_queues_two_updates,
             claim_returns_already_assigned_task,

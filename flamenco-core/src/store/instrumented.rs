@@ -218,6 +218,29 @@ impl super::RetryStore for InstrumentedStore {
 }
 
 /// The lease part: timed like the rest.
+/// The shared-state part (the latest image): timed like the rest.
+#[async_trait]
+impl super::SharedStateStore for InstrumentedStore {
+    async fn put_latest_image(
+        &self,
+        image: &super::NewSharedImage,
+    ) -> StoreResult<super::ImagePut> {
+        timed!(self, "put_latest_image", self.inner.put_latest_image(image))
+    }
+
+    async fn latest_image_version(&self) -> StoreResult<Option<u64>> {
+        timed!(
+            self,
+            "latest_image_version",
+            self.inner.latest_image_version()
+        )
+    }
+
+    async fn latest_image(&self) -> StoreResult<Option<super::SharedImage>> {
+        timed!(self, "latest_image", self.inner.latest_image())
+    }
+}
+
 #[async_trait]
 impl super::CoordinationStore for InstrumentedStore {
     fn coordination_shared(&self) -> bool {

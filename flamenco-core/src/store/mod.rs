@@ -17,6 +17,7 @@ pub mod instrumented;
 pub mod logs;
 pub mod mongo;
 pub mod retries;
+pub mod shared_state;
 pub mod sqlite;
 pub mod tags;
 pub mod webhooks;
@@ -37,6 +38,7 @@ pub use claims::{ClaimOutcome, ClaimStore};
 pub use coordination::{CoordinationStore, Lease, LEADER_LEASE};
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
 pub use retries::RetryStore;
+pub use shared_state::{ImagePut, NewSharedImage, SharedImage, SharedStateStore};
 pub use tags::{TagOutcome, TagStore};
 pub use webhooks::{NewWebhookDelivery, WebhookDelivery, WebhookQueueStats, WebhookStore};
 
@@ -226,6 +228,7 @@ pub trait Store:
     + BulkStore
     + TagStore
     + RetryStore
+    + SharedStateStore
     + ClaimStore
     + Send
     + Sync

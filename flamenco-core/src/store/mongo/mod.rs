@@ -34,6 +34,7 @@ mod outbox;
 mod protocol;
 mod retries;
 mod settings;
+mod shared_state;
 mod tags;
 mod tasks;
 #[doc(hidden)]

@@ -23,6 +23,7 @@ mod retries;
 mod rows;
 mod schema;
 mod settings;
+mod shared_state;
 mod tags;
 mod tasks;
 mod webhooks;

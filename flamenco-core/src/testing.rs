@@ -1,6 +1,7 @@
 //! Test support shared by this workspace's test suites (not part of the SDK proper):
 //! visible skips of the suites that need an external component (a MongoDB server, a
-//! browser, a Python worker, Blender).
+//! browser, a Python worker, Blender), and [`wait_until`], the one way tests wait for
+//! something to happen (never a fixed sleep).
 //!
 //! The rule: under `CI=true` a missing component is a failure; elsewhere the test returns
 //! early and the skip is *seen*. The test harness captures `print!`/`eprint!` of passing
@@ -10,8 +11,31 @@
 //! why. Without that, a suite of skipped tests reports "47 passed" and nothing else.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write;
 use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// How long [`wait_until`] waits: generous, it only bounds how long a broken build takes
+/// to fail on a loaded machine.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Poll `check` (every 25 ms) until it returns true; panic with `what` after
+/// [`WAIT_LIMIT`]. Tests wait with this for an observable condition, not with a sleep.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT_LIMIT;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("not within {WAIT_LIMIT:?}: {what}");
+}
 
 /// Whether the tests run under CI (`CI=true` or `CI=1`), where skips are failures.
 pub fn under_ci() -> bool {

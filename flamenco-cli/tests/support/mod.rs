@@ -1,7 +1,6 @@
 //! Helpers shared by the CLI's black-box tests (each test file includes this module).
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -10,26 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-/// How long [`wait_until`] waits: generous, it only bounds how long a broken build takes
-/// to fail on a loaded machine.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(30);
-
-/// Poll `check` (every 25 ms) until it returns true; panic with `what` after
-/// [`WAIT_LIMIT`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT_LIMIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not within {WAIT_LIMIT:?}: {what}");
-}
+// Not every test binary that includes this module waits.
+#[allow(unused_imports)]
+pub use flamenco_core::testing::wait_until;
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {

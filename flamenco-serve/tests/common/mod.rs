@@ -4,10 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use flamenco_core::clock::SystemClock;
 use flamenco_core::config::Config;
@@ -16,6 +14,10 @@ use flamenco_core::store::sqlite::SqliteStore;
 use flamenco_core::Manager;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+
+// Not every test binary that includes this module waits.
+#[allow(unused_imports)]
+pub use flamenco_core::testing::wait_until;
 
 pub struct TestManager {
     pub manager: Arc<Manager>,
@@ -370,25 +372,4 @@ impl std::io::Write for CapturedLog {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// How long [`wait_until`] waits: generous, it only bounds how long a broken build takes
-/// to fail on a loaded machine.
-pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
-
-/// Poll `check` (every 25 ms) until it returns true; panic with `what` after
-/// [`WAIT_LIMIT`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT_LIMIT;
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("not within {WAIT_LIMIT:?}: {what}");
 }

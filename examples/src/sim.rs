@@ -554,6 +554,17 @@ async fn tag_workers(
     Ok(())
 }
 
+/// CPU time (user + system, every thread) a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (in parentheses): utime and stime are the 12th and
+    // 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// Peak resident memory (VmHWM) of a process, in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -660,6 +671,10 @@ pub async fn run(args: Args) -> Result<Value> {
 
     let deadline = Instant::now() + args.duration;
     let drained_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let cpu_at_start = (
+        args.pid.and_then(cpu_seconds),
+        cpu_seconds(std::process::id()),
+    );
     let start = Instant::now();
     let burst_at = start + args.duration / 4;
 
@@ -785,6 +800,17 @@ pub async fn run(args: Args) -> Result<Value> {
     if args.in_job {
         report["in_job"] = json!(true);
         report["blocklisted_workers"] = json!(blocklisted);
+    }
+    // CPU time per request: a figure that other load on the machine disturbs far less
+    // than the rates.
+    let per_request = |cpu: f64| json!(1e6 * cpu / all_requests.max(1) as f64);
+    if let (Some(a), Some(b)) = (cpu_at_start.0, args.pid.and_then(cpu_seconds)) {
+        report["manager_cpu_seconds"] = json!(b - a);
+        report["manager_cpu_us_per_request"] = per_request(b - a);
+    }
+    if let (Some(a), Some(b)) = (cpu_at_start.1, cpu_seconds(std::process::id())) {
+        report["simulator_cpu_seconds"] = json!(b - a);
+        report["simulator_cpu_us_per_request"] = per_request(b - a);
     }
     if let Some(pid) = args.pid {
         let sampled = *rss_peak.lock().unwrap_or_else(|e| e.into_inner());

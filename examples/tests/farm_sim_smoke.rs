@@ -75,6 +75,15 @@ async fn every_scenario_runs() {
         assert!(endpoints.contains_key(e), "{e} missing: {report}");
     }
     assert!(report["manager_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Here the "Manager" is this process, which did the work of every request.
+    assert!(
+        report["manager_cpu_us_per_request"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["simulator_cpu_seconds"].as_f64().is_some(),
+        "{report}"
+    );
 
     // --keep-queued replaces completed tasks: more cycles than tasks seeded.
     let mut keep = args(&url, &config, Scenario::Cycles, 20);

@@ -357,6 +357,20 @@ pub fn failure_update(mut update: TaskUpdate, outcome: &FailureOutcome) -> TaskU
     update
 }
 
+/// The Manager-made update of a task whose worker went silent (the active-task timeout,
+/// [`crate::updates::timeout_update`]) once the timeout is decided as a failure of that
+/// worker with retries in effect ([`decide_failure`], like a worker's own `failed`): its
+/// status (`soft-failed` until the limit), and an activity that says both, e.g. "Task
+/// timed out on worker w1: Failed on worker w1 (1 of 3 workers); re-queued for another
+/// worker." The log line stays the timeout's.
+pub fn timeout_failure_update(mut timeout: TaskUpdate, outcome: &FailureOutcome) -> TaskUpdate {
+    timeout.task_status = Some(outcome.status.clone());
+    if !outcome.activity.is_empty() {
+        timeout.activity = format!("{}: {}", timeout.activity, outcome.activity);
+    }
+    timeout
+}
+
 /// The Manager-made update that fails a stranded task for good (the maintenance check).
 pub fn stranded_update(task_id: ObjectId, reason: &str, now: DateTime<Utc>) -> TaskUpdate {
     let mut u = TaskUpdate::new(task_id, now);
@@ -675,6 +689,46 @@ mod tests {
         let update = failure_update(TaskUpdate::new(id(9), Utc::now()), &d);
         assert_eq!(update.task_status, Some(TaskStatus::Failed));
         assert_eq!(update.activity, d.activity);
+    }
+
+    #[test]
+    fn a_timeout_is_a_failure_of_the_silent_worker() {
+        let policy = RetryPolicy::standalone(3, 3);
+        let ws = vec![
+            worker(1, "timeout", &["sleep"]),
+            worker(2, "awake", &["sleep"]),
+        ];
+        let sleep = TaskNeeds {
+            task_type: "sleep",
+            worker_tag: None,
+        };
+        let mut timeout = TaskUpdate::new(id(9), Utc::now());
+        timeout.task_status = Some(TaskStatus::Failed);
+        timeout.activity = "Task timed out on worker w1".into();
+        timeout.log = "timed out".into();
+        let one = record_failure(&[], fail(1, 0));
+        let d = decide_failure(&policy, &one, sleep, id(1), 1, &[], &ws);
+        let u = timeout_failure_update(timeout.clone(), &d);
+        assert_eq!(u.task_status, Some(TaskStatus::SoftFailed));
+        assert_eq!(
+            u.activity,
+            "Task timed out on worker w1: Failed on worker w1 (1 of 3 workers); re-queued \
+             for another worker."
+        );
+        assert_eq!(u.log, "timed out");
+        // No retries asked for: failed at once, the timeout's own activity.
+        let d = decide_failure(
+            &RetryPolicy::standalone(1, 3),
+            &one,
+            sleep,
+            id(1),
+            1,
+            &[],
+            &ws,
+        );
+        let u = timeout_failure_update(timeout, &d);
+        assert_eq!(u.task_status, Some(TaskStatus::Failed));
+        assert_eq!(u.activity, "Task timed out on worker w1");
     }
 
     #[test]

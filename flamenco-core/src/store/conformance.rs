@@ -3287,6 +3287,8 @@ macro_rules! conformance_tests {
             no_worker_left_fails_the_job,
             maintenance_fails_stranded_tasks,
             tagged_job_without_worker_fails,
+            timed_out_tasks_are_retried,
+            timed_out_tasks_fail_without_retries,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -475,3 +475,103 @@ pub async fn tagged_job_without_worker_fails(store: Arc<dyn Store>) {
     let cpu = super::worker(&store, cpu.id).await;
     claim_expect(&store, &cpu, 1050, Some(tasks[0].id)).await;
 }
+
+/// A task whose worker went silent (the Manager's active-task timeout) goes through the
+/// same retry rule as a worker's own `failed`: it counts as a failure of that worker, the
+/// task is `soft-failed` (no worker, runnable by another) until the limit of distinct
+/// workers, then failed for good; the silent worker is not given it again, and its late
+/// words change nothing.
+pub async fn timed_out_tasks_are_retried(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(2, 100));
+    let (j, tasks) = test_job(nth_id(0x71, 11), 0x7d, 2);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let (t1, t2) = (tasks[0].id, tasks[1].id);
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(t1)).await;
+    let failed = store
+        .fail_timed_out_tasks(at(5000), at(6000))
+        .await
+        .expect("timeouts");
+    assert_eq!(failed, vec![t1]);
+    let now = task(&store, t1).await;
+    assert_eq!(now.status, TaskStatus::SoftFailed, "1 of 2 workers");
+    assert_eq!(now.worker_id, None, "a soft-failed task has no worker");
+    assert!(
+        now.activity.starts_with("Task timed out on worker")
+            && now
+                .activity
+                .ends_with("(1 of 2 workers); re-queued for another worker."),
+        "{}",
+        now.activity
+    );
+    let record = store.task_failures(t1).await.expect("failures");
+    assert_eq!(record.len(), 1, "{record:?}");
+    assert_eq!((record[0].worker_id, record[0].at), (w1.id, at(6000)));
+    let last = outbox(&store).await.pop().expect("queued update");
+    assert_eq!(
+        (last.task_id, last.task_status),
+        (t1, Some(TaskStatus::SoftFailed))
+    );
+    assert_eq!(
+        super::worker(&store, w1.id).await.status,
+        worker_status::TIMEOUT
+    );
+    // The silent worker comes back: its late words are kept but change nothing, and it
+    // gets the job's other task, not this one.
+    let late = store
+        .apply_worker_update(
+            w1.id,
+            worker_update(t1, &w1, Some(TaskStatus::Active), "still here", at(6010)),
+        )
+        .await
+        .expect("late words");
+    assert!(late.is_accepted(), "{late:?}");
+    assert_eq!(task(&store, t1).await.status, TaskStatus::SoftFailed);
+    claim_expect(&store, &w1, 6020, Some(t2)).await;
+    // Another worker takes it and goes silent too: 2 of 2, failed for good.
+    claim_expect(&store, &w2, 6030, Some(t1)).await;
+    let failed = store
+        .fail_timed_out_tasks(at(9000), at(10_000))
+        .await
+        .expect("timeouts");
+    assert!(failed.contains(&t1), "{failed:?}");
+    let now = task(&store, t1).await;
+    assert_eq!(now.status, TaskStatus::Failed, "2 of 2 workers");
+    assert!(
+        now.activity.ends_with("failed for good."),
+        "{}",
+        now.activity
+    );
+    assert_eq!(store.task_failures(t1).await.expect("failures").len(), 2);
+    // Re-queueing clears the record, as for any failure.
+    store
+        .task_action(t1, TaskAction::Requeue, at(10_010))
+        .await
+        .expect("requeue");
+    assert!(store.task_failures(t1).await.expect("failures").is_empty());
+}
+
+/// Without retries (upstream mode, v2), a timed-out task fails at once and records
+/// nothing.
+pub async fn timed_out_tasks_fail_without_retries(store: Arc<dyn Store>) {
+    let (j, tasks) = test_job(nth_id(0x71, 12), 0x7e, 1);
+    store.insert_job(&j, &tasks).await.expect("insert job");
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
+    store
+        .fail_timed_out_tasks(at(5000), at(6000))
+        .await
+        .expect("timeouts");
+    let now = task(&store, tasks[0].id).await;
+    assert_eq!(now.status, TaskStatus::Failed);
+    assert_eq!(
+        now.activity,
+        format!("Task timed out on worker {}", w1.identifier())
+    );
+    assert!(store
+        .task_failures(tasks[0].id)
+        .await
+        .expect("failures")
+        .is_empty());
+}

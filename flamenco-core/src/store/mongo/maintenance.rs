@@ -53,10 +53,14 @@ fn timed_out(task: &Task, cutoff: DateTime<Utc>) -> bool {
 }
 
 /// `Store::fail_timed_out_tasks`.
+/// With retries in effect, a timed-out task of a job counts as a failure of its silent
+/// worker, decided as a worker's own `failed` (`retries::decide_timeout`) and stored with
+/// the same compare-and-set.
 pub(super) async fn fail_timed_out(
     db: &Db,
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
+    policy: &crate::jobs::retry::RetryPolicy,
 ) -> StoreResult<Vec<ObjectId>> {
     let mut filter = doc! { "status": TaskStatus::Active.as_str() };
     filter.extend(untouched_since(cutoff));
@@ -74,11 +78,35 @@ pub(super) async fn fail_timed_out(
                 None => None,
             };
             let ident = updates::timeout_ident(&before, worker.as_ref());
-            let update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+            let mut update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+            let nickname = worker.as_ref().map(|w| w.nickname.as_str()).unwrap_or_default();
+            let retry = super::retries::decide_timeout(db, &before, nickname, policy, now).await?;
+            if let Some(t) = &retry {
+                update = crate::jobs::retry::timeout_failure_update(update, &t.decided);
+            }
             let mut after = before.clone();
             apply_locally(&mut after, &update);
-            // Unchanged status and worker, and still not pinged since the cutoff.
-            if tasks::save(db, &before, &after, untouched_since(cutoff)).await? {
+            if after.status == TaskStatus::SoftFailed {
+                // Runnable again, by another worker.
+                after.worker_id = None;
+                after.worker.clear();
+            }
+            // Unchanged status and worker, and still not pinged since the cutoff; the
+            // failure joins the record in the same write.
+            let saved = match &retry {
+                None => tasks::save(db, &before, &after, untouched_since(cutoff)).await?,
+                Some(t) => {
+                    let mut write = tasks::changes(&before, &after).unwrap_or_default();
+                    write.insert("$push", super::retries::push_failure(&t.failure));
+                    let mut filter = tasks::unchanged_filter(&before);
+                    filter.extend(untouched_since(cutoff));
+                    db.tasks.update_one(filter, write).await.db()?.matched_count > 0
+                }
+            };
+            if saved {
+                if let Some(t) = &retry {
+                    super::retries::after_timeout_failure(db, &before.task_type, t).await?;
+                }
                 outbox::insert(db, std::slice::from_ref(&update)).await?;
                 if let Some(w) = worker {
                     db.workers

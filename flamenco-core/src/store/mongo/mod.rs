@@ -556,7 +556,8 @@ impl Store for MongoStore {
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ObjectId>> {
-        self.run(maintenance::fail_timed_out(&self.db, cutoff, now))
+        let policy = crate::store::RetryStore::retry_policy(self);
+        self.run(maintenance::fail_timed_out(&self.db, cutoff, now, &policy))
             .await
     }
 

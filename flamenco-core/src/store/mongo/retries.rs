@@ -384,6 +384,98 @@ pub(super) async fn apply_failed(
     Err(kept_changing(update.task_id))
 }
 
+/// A timed-out task's silent worker, as a failure with retries in effect (standalone
+/// mode, a task of a job stored here): the record as read, and the decision
+/// ([`retry::decide_failure`], as for a worker's own `failed`). `None`: v2's rule (the
+/// task is failed).
+pub(super) struct TimeoutFailure {
+    pub job: ObjectId,
+    pub failure: TaskFailure,
+    pub decided: retry::FailureOutcome,
+}
+
+/// Decide the timeout of `before` (an `active` task of `worker_id`) as that worker's
+/// failure ([`TimeoutFailure`]); `None` when retries do not apply to it.
+pub(super) async fn decide_timeout(
+    db: &Db,
+    before: &crate::model::Task,
+    nickname: &str,
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<TimeoutFailure>> {
+    let (true, Some(job), Some(worker_id)) = (policy.enabled, before.job, before.worker_id) else {
+        return Ok(None);
+    };
+    if jobs::get(db, job).await?.is_none() {
+        return Ok(None);
+    }
+    let record = failures(db, before.id).await?;
+    let failure = TaskFailure {
+        worker_id,
+        worker: nickname.to_string(),
+        at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+    };
+    let already = record.iter().any(|f| f.worker_id == worker_id);
+    let full = retry::record_failure(&record, failure.clone());
+    let failed_tasks =
+        tasks_failed_by(db, job, &before.task_type, worker_id).await? + u64::from(!already);
+    let blocked = blocked_for(db, job, &before.task_type).await?;
+    let all_workers = workers::list(db).await?;
+    let decided = retry::decide_failure(
+        policy,
+        &full,
+        TaskNeeds {
+            task_type: &before.task_type,
+            worker_tag: before.worker_tag.as_deref(),
+        },
+        worker_id,
+        failed_tasks,
+        &blocked,
+        &all_workers,
+    );
+    Ok(Some(TimeoutFailure {
+        job,
+        failure,
+        decided,
+    }))
+}
+
+/// The `$push` of a timeout's failure onto the task's record (with its compare-and-set).
+pub(super) fn push_failure(failure: &TaskFailure) -> Document {
+    doc! { "failures": {
+        "worker_id": oid(failure.worker_id),
+        "worker": failure.worker.as_str(),
+        "at": date(failure.at),
+    } }
+}
+
+/// After a timeout's failure was stored with the task: mark the job stranded (before its
+/// update is queued, see [`mark_stranded`]) and add the blocklist entry when due. The
+/// caller queues the update next.
+pub(super) async fn after_timeout_failure(
+    db: &Db,
+    task_type: &str,
+    t: &TimeoutFailure,
+) -> StoreResult<()> {
+    if let Some(reason) = &t.decided.stranded {
+        mark_stranded(db, t.job, reason).await?;
+    }
+    if t.decided.blocklist {
+        block(
+            db,
+            &BlocklistEntry {
+                job: t.job,
+                task_type: task_type.to_string(),
+                worker_id: t.failure.worker_id,
+                worker: t.failure.worker.clone(),
+                added: t.failure.at,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// `RetryStore::fail_stranded_tasks`.
 pub(super) async fn fail_stranded(db: &Db, now: DateTime<Utc>) -> StoreResult<Vec<Stranded>> {
     let limit = i64::try_from(MAX_STRANDED_SCAN).unwrap_or(i64::MAX);

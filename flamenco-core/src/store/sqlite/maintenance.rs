@@ -11,10 +11,15 @@ use crate::store::StoreResult;
 use crate::updates;
 
 /// `Store::fail_timed_out_tasks`.
+/// With retries in effect (`policy.enabled`), a timed-out task of a job counts as a
+/// failure of its silent worker, decided as a worker's own `failed`
+/// ([`super::retries::record_timeout`]): `soft-failed` until the limit, and a job left
+/// without workers is marked to fail.
 pub(super) fn fail_timed_out(
     conn: &Connection,
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
+    policy: &crate::jobs::retry::RetryPolicy,
 ) -> StoreResult<Vec<ObjectId>> {
     let ids: Vec<ObjectId> = {
         let mut stmt = conn
@@ -40,11 +45,24 @@ pub(super) fn fail_timed_out(
             None => None,
         };
         let ident = updates::timeout_ident(&before, worker.as_ref());
-        let update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+        let mut update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
+        let mut stranded = None;
+        if let Some((job, decided)) = super::retries::record_timeout(conn, &before, now, policy)? {
+            update = crate::jobs::retry::timeout_failure_update(update, &decided);
+            stranded = decided.stranded.map(|reason| (job, reason));
+        }
         outbox::insert(conn, &update)?;
         let mut after = before.clone();
         updates::apply_locally(&mut after, &update);
+        if after.status == crate::model::TaskStatus::SoftFailed {
+            // Runnable again, by another worker.
+            after.worker_id = None;
+            after.worker.clear();
+        }
         tasks::save_changes(conn, &before, &after)?;
+        if let Some((job, reason)) = stranded {
+            super::retries::mark_stranded(conn, job, &reason)?;
+        }
         if let Some(w) = worker {
             conn.prepare_cached("UPDATE workers SET status = ?2 WHERE id = ?1")
                 .db()?

@@ -556,8 +556,9 @@ impl Store for SqliteStore {
         cutoff: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<ObjectId>> {
+        let policy = crate::store::RetryStore::retry_policy(self);
         self.writer
-            .run(move |c| maintenance::fail_timed_out(c, cutoff, now))
+            .run(move |c| maintenance::fail_timed_out(c, cutoff, now, &policy))
             .await
     }
 

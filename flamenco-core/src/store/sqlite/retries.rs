@@ -199,6 +199,27 @@ pub(super) fn record_failure(
     Ok(outcome)
 }
 
+/// A timed-out task's silent worker as a failure with retries in effect (standalone mode,
+/// a task of a job stored here): record it and decide ([`record_failure`], as for a
+/// worker's own `failed`); `None` when retries do not apply (v2's rule: failed). The
+/// caller applies the outcome ([`retry::timeout_failure_update`]) and marks the job when
+/// stranded.
+pub(super) fn record_timeout(
+    conn: &Connection,
+    before: &Task,
+    now: DateTime<Utc>,
+    policy: &RetryPolicy,
+) -> StoreResult<Option<(ObjectId, FailureOutcome)>> {
+    let (true, Some(job), Some(worker_id)) = (policy.enabled, before.job, before.worker_id) else {
+        return Ok(None);
+    };
+    if jobs::get(conn, job)?.is_none() {
+        return Ok(None);
+    }
+    let outcome = record_failure(conn, before, job, worker_id, now, policy)?;
+    Ok(Some((job, outcome)))
+}
+
 /// Mark job `job` stranded (no worker is left for one of its tasks, which is failed in the
 /// same transaction): its `status_reason` says why, and the consumer fails the job when
 /// it takes that task's `failed` ([`retry::job_status_after_task_change`]), with the

@@ -17,6 +17,7 @@
 //! Prints one JSON object per (synchronous, writers): the median of the runs' commit rates
 //! and latencies, the runs themselves, and the data directory's filesystem.
 
+use flamenco_core::store::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;

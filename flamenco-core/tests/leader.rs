@@ -7,6 +7,7 @@
 //! Without `FLAMENCO_TEST_MONGODB_URL` these tests skip with a notice, except under
 //! `CI=true`, where they fail.
 
+use flamenco_core::store::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -366,7 +367,7 @@ async fn store_calls(m: &Manager, operation: &str) -> u64 {
 async fn timeouts_fire_once_per_task_on_the_leader_only() {
     use flamenco_core::model::TaskStatus;
     use flamenco_core::store::conformance::{at, oid, test_task};
-    use flamenco_core::store::Store;
+
     let Some(db) = TestDatabase::new(&test_name()) else {
         return;
     };

@@ -7,6 +7,7 @@
 //! Without `FLAMENCO_TEST_MONGODB_URL` the tests that need a server skip with a notice,
 //! except under `CI=true`, where they fail.
 
+use flamenco_core::store::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

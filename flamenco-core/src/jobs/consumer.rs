@@ -5,11 +5,11 @@
 //! upstream pusher drains it to the Flamenco Server; in standalone mode this loop drains
 //! it instead, so both modes share the same pipeline:
 //!
-//! 1. peek the oldest updates, in arrival order ([`crate::store::Store::outbox_peek`]);
+//! 1. peek the oldest updates, in arrival order ([`crate::store::OutboxStore::outbox_peek`]);
 //! 2. apply their consequences to their jobs in one store operation
-//!    ([`crate::store::Store::apply_updates_to_jobs`]: job status derivation, task counts,
+//!    ([`crate::store::JobStore::apply_updates_to_jobs`]: job status derivation, task counts,
 //!    the cascade of a failed job);
-//! 3. acknowledge them ([`crate::store::Store::outbox_ack`]).
+//! 3. acknowledge them ([`crate::store::OutboxStore::outbox_ack`]).
 //!
 //! Restart-safe and idempotent: a crash between 2 and 3 consumes the same updates again,
 //! and step 2 decides from the tasks' current statuses and current counts, so doing it

@@ -47,14 +47,11 @@ impl InstrumentedStore {
     }
 }
 
-/// The `impl Store`: one timed delegation per listed method.
+/// One `impl` of a per-concern store trait: one timed delegation per listed method.
 macro_rules! instrumented {
-    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+    (impl $trait:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )* }) => {
         #[async_trait]
-        impl Store for InstrumentedStore {
-            fn describe(&self) -> String {
-                self.inner.describe()
-            }
+        impl super::$trait for InstrumentedStore {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     let start = Instant::now();
@@ -316,60 +313,109 @@ impl WebhookStore for InstrumentedStore {
 }
 
 instrumented! {
-    fn insert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
-    fn upsert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
-    fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>>;
-    fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>>;
-    fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>>;
-    fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>>;
-    fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
-    fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()>;
-    fn apply_worker_update(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<WorkerUpdateOutcome>;
-    fn may_i_run(&self, task_id: ObjectId, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<MayIRun>;
-    fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>>;
-    fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
-    fn return_task(&self, task_id: ObjectId, worker_id: ObjectId, ident: &str, now: DateTime<Utc>) -> StoreResult<ReturnOutcome>;
-    fn sign_off_worker(&self, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
-    fn queue_update(&self, update: TaskUpdate) -> StoreResult<()>;
-    fn outbox_len(&self) -> StoreResult<u64>;
-    fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>>;
-    fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64>;
-    fn insert_worker(&self, worker: &Worker) -> StoreResult<()>;
-    fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>>;
-    fn list_workers(&self) -> StoreResult<Vec<Worker>>;
-    fn set_worker_secret_sha256(&self, id: ObjectId, hashed_secret: &str, secret_sha256: &str) -> StoreResult<bool>;
-    fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool>;
-    fn worker_sign_on(&self, id: ObjectId, sign_on: &SignOn, seen: &Seen) -> StoreResult<bool>;
-    fn set_worker_status_requested(&self, id: ObjectId, requested: Option<RequestedStatus>) -> StoreResult<bool>;
-    fn ack_worker_status(&self, id: ObjectId, status: &str, now: DateTime<Utc>) -> StoreResult<bool>;
-    fn fail_timed_out_tasks(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
-    fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
-    fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
-    fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
-    fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
-    fn merge_downloaded_tasks(&self, tasks: &[Task], now: DateTime<Utc>) -> StoreResult<MergeReport>;
-    fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
-    fn confirm_claim(&self, task_id: ObjectId, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
-    fn release_claim(&self, task_id: ObjectId, worker_id: ObjectId, verdict: &Refetched, now: DateTime<Utc>) -> StoreResult<bool>;
-    fn apply_upstream_cancels(&self, task_ids: &[ObjectId], now: DateTime<Utc>) -> StoreResult<CancelReport>;
-    fn outbox_note_unacknowledged(&self, ids: &[ObjectId], set_aside_after: u32, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
-    fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>>;
-    fn outbox_set_aside_len(&self) -> StoreResult<u64>;
-    fn outbox_retry_set_aside(&self) -> StoreResult<u64>;
-    fn insert_job(&self, job: &Job, tasks: &[Task]) -> StoreResult<()>;
-    fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>>;
-    fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>>;
-    fn job_action(&self, id: ObjectId, action: JobAction, now: DateTime<Utc>) -> StoreResult<JobActionOutcome>;
-    fn task_action(&self, id: ObjectId, action: TaskAction, now: DateTime<Utc>) -> StoreResult<TaskActionOutcome>;
-    fn apply_updates_to_jobs(&self, updates: &[TaskUpdate], now: DateTime<Utc>) -> StoreResult<Vec<JobStatusChange>>;
-    fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
-    fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()>;
-    fn close(&self) -> StoreResult<()>;
+    impl TaskStore {
+        fn insert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
+        fn upsert_tasks(&self, tasks: &[Task]) -> StoreResult<()>;
+        fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>>;
+        fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>>;
+        fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>>;
+        fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>>;
+    }
+}
+
+instrumented! {
+    impl WorkerProtocolStore {
+        fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+        fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()>;
+        fn apply_worker_update(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<WorkerUpdateOutcome>;
+        fn may_i_run(&self, task_id: ObjectId, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<MayIRun>;
+        fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>>;
+        fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
+        fn return_task(&self, task_id: ObjectId, worker_id: ObjectId, ident: &str, now: DateTime<Utc>) -> StoreResult<ReturnOutcome>;
+        fn sign_off_worker(&self, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
+        fn queue_update(&self, update: TaskUpdate) -> StoreResult<()>;
+    }
+}
+
+instrumented! {
+    impl OutboxStore {
+        fn outbox_len(&self) -> StoreResult<u64>;
+        fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>>;
+        fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64>;
+        fn outbox_note_unacknowledged(&self, ids: &[ObjectId], set_aside_after: u32, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
+        fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>>;
+        fn outbox_set_aside_len(&self) -> StoreResult<u64>;
+        fn outbox_retry_set_aside(&self) -> StoreResult<u64>;
+    }
+}
+
+instrumented! {
+    impl WorkerStore {
+        fn insert_worker(&self, worker: &Worker) -> StoreResult<()>;
+        fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>>;
+        fn list_workers(&self) -> StoreResult<Vec<Worker>>;
+        fn set_worker_secret_sha256(&self, id: ObjectId, hashed_secret: &str, secret_sha256: &str) -> StoreResult<bool>;
+        fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool>;
+        fn worker_sign_on(&self, id: ObjectId, sign_on: &SignOn, seen: &Seen) -> StoreResult<bool>;
+        fn set_worker_status_requested(&self, id: ObjectId, requested: Option<RequestedStatus>) -> StoreResult<bool>;
+        fn ack_worker_status(&self, id: ObjectId, status: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+    }
+}
+
+instrumented! {
+    impl MaintenanceStore {
+        fn fail_timed_out_tasks(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
+        fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
+        fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
+        fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
+        fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
+    }
+}
+
+instrumented! {
+    impl UpstreamStore {
+        fn merge_downloaded_tasks(&self, tasks: &[Task], now: DateTime<Utc>) -> StoreResult<MergeReport>;
+        fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+        fn confirm_claim(&self, task_id: ObjectId, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
+        fn release_claim(&self, task_id: ObjectId, worker_id: ObjectId, verdict: &Refetched, now: DateTime<Utc>) -> StoreResult<bool>;
+        fn apply_upstream_cancels(&self, task_ids: &[ObjectId], now: DateTime<Utc>) -> StoreResult<CancelReport>;
+    }
+}
+
+instrumented! {
+    impl JobStore {
+        fn insert_job(&self, job: &Job, tasks: &[Task]) -> StoreResult<()>;
+        fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>>;
+        fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>>;
+        fn job_action(&self, id: ObjectId, action: JobAction, now: DateTime<Utc>) -> StoreResult<JobActionOutcome>;
+        fn task_action(&self, id: ObjectId, action: TaskAction, now: DateTime<Utc>) -> StoreResult<TaskActionOutcome>;
+        fn apply_updates_to_jobs(&self, updates: &[TaskUpdate], now: DateTime<Utc>) -> StoreResult<Vec<JobStatusChange>>;
+    }
+}
+
+instrumented! {
+    impl SettingsStore {
+        fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+        fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()>;
+    }
+}
+
+/// The `impl Store` itself: its own two methods.
+#[async_trait]
+impl Store for InstrumentedStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        timed!(self, "close", self.inner.close())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::prelude::*;
     use crate::store::sqlite::SqliteStore;
     use prometheus_client::encoding::text::encode_registry;
 

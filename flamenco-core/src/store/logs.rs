@@ -403,7 +403,7 @@ pub fn choose(metas: &[LogChunk], query: TaskLogQuery) -> Vec<LogChunk> {
 
 /// The task-log part of a [`super::Store`].
 ///
-/// Lines sent with a worker's update are appended by [`super::Store::apply_worker_update`]
+/// Lines sent with a worker's update are appended by [`super::WorkerProtocolStore::apply_worker_update`]
 /// itself (in the update's transaction on SQLite; right after the task and outbox writes on
 /// MongoDB, before the worker is answered), so an acknowledged update's log is stored.
 #[async_trait]

@@ -3,10 +3,10 @@
 //! check that fails jobs whose tasks no worker can take any more.
 //!
 //! [`RetryStore`] holds what is read and edited from outside the protocol. The failure
-//! record itself is written by [`super::Store::apply_worker_update`] (in the same
+//! record itself is written by [`super::WorkerProtocolStore::apply_worker_update`] (in the same
 //! transaction as the worker's `failed`), the claim skips excluded workers in its one query,
-//! and re-queueing clears records ([`super::Store::job_action`],
-//! [`super::Store::task_action`]). Every decision comes from [`crate::jobs::retry`].
+//! and re-queueing clears records ([`super::JobStore::job_action`],
+//! [`super::JobStore::task_action`]). Every decision comes from [`crate::jobs::retry`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ pub const MAX_STRANDED_SCAN: usize = 10_000;
 /// Storage of failure records and blocklists.
 #[async_trait]
 pub trait RetryStore: Send + Sync {
-    /// The policy [`super::Store::apply_worker_update`] applies to a worker's `failed`.
+    /// The policy [`super::WorkerProtocolStore::apply_worker_update`] applies to a worker's `failed`.
     /// The default is [`RetryPolicy::default`] (v2: no retries) until the Manager sets it.
     fn set_retry_policy(&self, policy: RetryPolicy);
 

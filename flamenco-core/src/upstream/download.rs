@@ -2,7 +2,7 @@
 //! then incremental downloads with `X-Flamenco-If-Updated-Since`.
 //!
 //! The tasks of one answer are stored in one store call
-//! ([`crate::store::Store::merge_downloaded_tasks`], which never takes a task away from the
+//! ([`crate::store::UpstreamStore::merge_downloaded_tasks`], which never takes a task away from the
 //! worker running it), and only then is the answer's `X-Flamenco-Last-Updated` saved as
 //! the new watermark: a failed or partial store keeps the old watermark, so the same
 //! tasks come again. One loop does every download, so they never overlap; kicks

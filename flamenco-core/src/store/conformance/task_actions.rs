@@ -1,4 +1,4 @@
-//! Conformance cases for a user's action on one task ([`crate::store::Store::task_action`]):
+//! Conformance cases for a user's action on one task ([`crate::store::JobStore::task_action`]):
 //! cancel and re-queue follow [`crate::jobs::status::plan_task_action`], each change goes
 //! through the outbox, refusals change nothing, and a re-queue revives a finished job.
 

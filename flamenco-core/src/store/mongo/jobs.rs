@@ -13,6 +13,7 @@ use mongodb::bson::{doc, Document};
 use super::codec::{self, counts_doc, date, job_from_doc, job_to_doc, oid};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::protocol::{kept_changing, CAS_ATTEMPTS};
+use super::MongoStore;
 use super::{logs, outbox, tasks, Db};
 use crate::jobs::status::{self, ActionPlan, JobAction, TaskAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
@@ -25,7 +26,7 @@ fn as_stored(now: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
-/// `Store::insert_job`: the job, then its tasks; if the tasks cannot be inserted (a
+/// `JobStore::insert_job`: the job, then its tasks; if the tasks cannot be inserted (a
 /// duplicate id), the job is removed again, so it is both or neither.
 pub(super) async fn insert(db: &Db, job: &Job, new_tasks: &[Task]) -> StoreResult<()> {
     match db.jobs.insert_one(job_to_doc(job)).await {
@@ -53,7 +54,7 @@ pub(super) async fn get(db: &Db, id: ObjectId) -> StoreResult<Option<Job>> {
     }
 }
 
-/// `Store::list_jobs`: newest first.
+/// `JobStore::list_jobs`: newest first.
 pub(super) async fn list(db: &Db, q: &JobQuery) -> StoreResult<Vec<Job>> {
     if q.limit == Some(0) {
         return Ok(Vec::new());
@@ -178,7 +179,7 @@ pub(super) async fn cascade(
     Ok(changed)
 }
 
-/// `Store::job_action`. The job is saved with a compare-and-set on the status it was
+/// `JobStore::job_action`. The job is saved with a compare-and-set on the status it was
 /// read with; if a concurrent action changed it, the action is planned again.
 pub(super) async fn action(
     db: &Db,
@@ -235,7 +236,7 @@ pub(super) async fn action(
     Err(kept_changing(id))
 }
 
-/// `Store::task_action`. The task is saved with a compare-and-set on its state as read
+/// `JobStore::task_action`. The task is saved with a compare-and-set on its state as read
 /// (planned again if it changed meanwhile), then its update goes into the outbox, as a
 /// cascade does; a job that a re-queue makes `queued` is saved with a compare-and-set on
 /// its status (left alone if a concurrent action changed it).
@@ -311,7 +312,7 @@ struct Working {
     stranded: Option<bool>,
 }
 
-/// `Store::apply_updates_to_jobs`. Each job whose status or counts changed is saved with a
+/// `JobStore::apply_updates_to_jobs`. Each job whose status or counts changed is saved with a
 /// compare-and-set on the status it was loaded with; a job a user action changed
 /// meanwhile is left as that action saved it (with its fresh counts).
 pub(super) async fn apply_updates(
@@ -351,11 +352,9 @@ pub(super) async fn apply_updates(
         let stranded = task.status == TaskStatus::Failed
             && match w.stranded {
                 Some(s) => s,
-                None => *w.stranded.insert(
-                    super::retries::status_reason(db, job_id)
-                        .await?
-                        .is_some(),
-                ),
+                None => *w
+                    .stranded
+                    .insert(super::retries::status_reason(db, job_id).await?.is_some()),
             };
         let Some(new) = crate::jobs::retry::job_status_after_task_change(
             &w.job.status,
@@ -387,4 +386,48 @@ pub(super) async fn apply_updates(
         }
     }
     Ok(changes)
+}
+
+#[async_trait::async_trait]
+impl crate::store::JobStore for MongoStore {
+    async fn insert_job(&self, job: &Job, tasks: &[Task]) -> StoreResult<()> {
+        self.run(super::jobs::insert(&self.db, job, tasks)).await
+    }
+
+    async fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>> {
+        self.run(super::jobs::get(&self.db, id)).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>> {
+        self.run(super::jobs::list(&self.db, query)).await
+    }
+
+    async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobActionOutcome> {
+        self.run(super::jobs::action(&self.db, id, action, now))
+            .await
+    }
+
+    async fn task_action(
+        &self,
+        id: ObjectId,
+        action: TaskAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskActionOutcome> {
+        self.run(super::jobs::task_action(&self.db, id, action, now))
+            .await
+    }
+
+    async fn apply_updates_to_jobs(
+        &self,
+        updates: &[TaskUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<JobStatusChange>> {
+        self.run(super::jobs::apply_updates(&self.db, updates, now))
+            .await
+    }
 }

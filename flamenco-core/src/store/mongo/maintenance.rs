@@ -11,6 +11,7 @@ use mongodb::bson::{doc, Bson, Document};
 use super::codec::{self, date, oid};
 use super::errors::Mongo;
 use super::protocol::{apply_locally, CAS_ATTEMPTS};
+use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{worker_status, ObjectId, Task, TaskStatus};
 use crate::store::StoreResult;
@@ -52,7 +53,7 @@ fn timed_out(task: &Task, cutoff: DateTime<Utc>) -> bool {
             .is_none_or(|t| t <= cutoff)
 }
 
-/// `Store::fail_timed_out_tasks`.
+/// `MaintenanceStore::fail_timed_out_tasks`.
 /// With retries in effect, a timed-out task of a job counts as a failure of its silent
 /// worker, decided as a worker's own `failed` (`retries::decide_timeout`) and stored with
 /// the same compare-and-set.
@@ -79,7 +80,10 @@ pub(super) async fn fail_timed_out(
             };
             let ident = updates::timeout_ident(&before, worker.as_ref());
             let mut update = updates::timeout_update(&before, &ident, before.last_worker_ping, now);
-            let nickname = worker.as_ref().map(|w| w.nickname.as_str()).unwrap_or_default();
+            let nickname = worker
+                .as_ref()
+                .map(|w| w.nickname.as_str())
+                .unwrap_or_default();
             let retry = super::retries::decide_timeout(db, &before, nickname, policy, now).await?;
             if let Some(t) = &retry {
                 update = crate::jobs::retry::timeout_failure_update(update, &t.decided);
@@ -126,7 +130,7 @@ pub(super) async fn fail_timed_out(
     Ok(failed)
 }
 
-/// `Store::time_out_workers`: one conditional update per worker.
+/// `MaintenanceStore::time_out_workers`: one conditional update per worker.
 pub(super) async fn time_out_workers(db: &Db, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
     let filter = doc! {
         "status": worker_status::AWAKE,
@@ -169,7 +173,7 @@ fn finished_statuses() -> Vec<&'static str> {
     ]
 }
 
-/// `Store::delete_finished_tasks`: finished tasks untouched since `cutoff` (both times at
+/// `MaintenanceStore::delete_finished_tasks`: finished tasks untouched since `cutoff` (both times at
 /// or before it, or missing), except parents of tasks that are not finished (found
 /// through the `{parents: 1}` index). The delete repeats the conditions, so a task
 /// re-queued meanwhile stays.
@@ -245,7 +249,7 @@ pub(super) async fn delete_finished(
     Ok(deleted)
 }
 
-/// `Store::delete_tasks` (clean slate).
+/// `MaintenanceStore::delete_tasks` (clean slate).
 pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     if limit == 0 {
         return Ok(0);
@@ -302,4 +306,38 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
         }
     }
     Ok(deleted)
+}
+
+#[async_trait::async_trait]
+impl crate::store::MaintenanceStore for MongoStore {
+    async fn fail_timed_out_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        let policy = crate::store::RetryStore::retry_policy(self);
+        self.run(super::maintenance::fail_timed_out(
+            &self.db, cutoff, now, &policy,
+        ))
+        .await
+    }
+
+    async fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
+        self.run(super::maintenance::time_out_workers(&self.db, cutoff))
+            .await
+    }
+
+    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.run(super::maintenance::delete_finished(&self.db, cutoff, limit))
+            .await
+    }
+
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64> {
+        self.run(super::maintenance::delete_any(&self.db, limit))
+            .await
+    }
+
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
+        self.run(super::outbox::purge(&self.db, limit)).await
+    }
 }

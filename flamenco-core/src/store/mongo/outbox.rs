@@ -30,6 +30,7 @@ use mongodb::options::ReturnDocument;
 use super::codec::{self, date, oid, update_from_doc, update_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::Db;
+use super::MongoStore;
 use crate::model::{ObjectId, TaskStatus, TaskUpdate};
 use crate::store::{SetAsideUpdate, StoreError, StoreResult};
 
@@ -287,4 +288,46 @@ pub(super) async fn retry_set_aside(db: &Db) -> StoreResult<u64> {
         moved += result.matched_count;
     }
     Ok(moved)
+}
+
+#[async_trait::async_trait]
+impl crate::store::OutboxStore for MongoStore {
+    async fn outbox_len(&self) -> StoreResult<u64> {
+        self.run(super::outbox::len(&self.db)).await
+    }
+
+    async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>> {
+        self.run(super::outbox::peek(&self.db, limit)).await
+    }
+
+    async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64> {
+        self.run(super::outbox::ack(&self.db, ids)).await
+    }
+
+    async fn outbox_note_unacknowledged(
+        &self,
+        ids: &[ObjectId],
+        set_aside_after: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.run(super::outbox::note_unacknowledged(
+            &self.db,
+            ids,
+            set_aside_after,
+            now,
+        ))
+        .await
+    }
+
+    async fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>> {
+        self.run(super::outbox::set_aside(&self.db, limit)).await
+    }
+
+    async fn outbox_set_aside_len(&self) -> StoreResult<u64> {
+        self.run(super::outbox::set_aside_len(&self.db)).await
+    }
+
+    async fn outbox_retry_set_aside(&self) -> StoreResult<u64> {
+        self.run(super::outbox::retry_set_aside(&self.db)).await
+    }
 }

@@ -40,6 +40,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::codec::{date, oid};
 use super::errors::Mongo;
+use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
 use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskLogLimits, TaskPing};
@@ -187,7 +188,7 @@ pub(super) async fn pick_and_take<T>(
     ))
 }
 
-/// `Store::claim_task`.
+/// `WorkerProtocolStore::claim_task`.
 pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
     let own = tasks::active_for_worker(db, req.worker_id).await?;
     claim_with_own(db, req, own).await
@@ -211,7 +212,7 @@ pub(super) async fn claim_with_own(
     }
 }
 
-/// `Store::reserve_task`: the claim's choice and compare-and-set, with only `active`,
+/// `UpstreamStore::reserve_task`: the claim's choice and compare-and-set, with only `active`,
 /// `worker_id` and the times written.
 pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
     let own = tasks::active_for_worker(db, req.worker_id).await?;
@@ -234,7 +235,7 @@ fn held_by(task: &Task, worker_id: ObjectId) -> bool {
     task.status == TaskStatus::Active && task.worker_id == Some(worker_id)
 }
 
-/// `Store::confirm_claim`.
+/// `UpstreamStore::confirm_claim`.
 pub(super) async fn confirm(
     db: &Db,
     task_id: ObjectId,
@@ -256,7 +257,7 @@ pub(super) async fn confirm(
     Err(kept_changing(task_id))
 }
 
-/// `Store::unassign_task`.
+/// `WorkerProtocolStore::unassign_task`.
 pub(super) async fn unassign(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> StoreResult<()> {
     for _ in 0..CAS_ATTEMPTS {
         let Some(before) = tasks::get_state(db, update.task_id).await? else {
@@ -375,7 +376,7 @@ async fn checked_update(
     Err(kept_changing(update.task_id))
 }
 
-/// `Store::apply_worker_update`: the task write, then the outbox insert, then the log
+/// `WorkerProtocolStore::apply_worker_update`: the task write, then the outbox insert, then the log
 /// lines (`logs::append`), then the worker's ping; success is returned only after all of
 /// them. The last words of a canceled task are stored and queued without their status.
 pub(super) async fn apply_worker_update(
@@ -418,7 +419,7 @@ pub(super) async fn apply_worker_update_plain(
     Ok(outcome)
 }
 
-/// `Store::may_i_run`.
+/// `WorkerProtocolStore::may_i_run`.
 pub(super) async fn may_i_run(
     db: &Db,
     task_id: ObjectId,
@@ -442,7 +443,7 @@ pub(super) async fn may_i_run(
     Err(kept_changing(task_id))
 }
 
-/// `Store::record_pings`: one conditional update per ping (still runnable, still this
+/// `WorkerProtocolStore::record_pings`: one conditional update per ping (still runnable, still this
 /// worker's; `$max` never moves the ping back).
 pub(super) async fn record_pings(db: &Db, pings: &[TaskPing]) -> StoreResult<()> {
     for ping in pings {
@@ -466,7 +467,7 @@ pub(super) async fn record_pings(db: &Db, pings: &[TaskPing]) -> StoreResult<()>
     Ok(())
 }
 
-/// `Store::return_task`.
+/// `WorkerProtocolStore::return_task`.
 pub(super) async fn return_task(
     db: &Db,
     task_id: ObjectId,
@@ -496,7 +497,7 @@ pub(super) async fn return_task(
     Err(kept_changing(task_id))
 }
 
-/// `Store::sign_off_worker`.
+/// `WorkerProtocolStore::sign_off_worker`.
 pub(super) async fn sign_off(
     db: &Db,
     worker_id: ObjectId,
@@ -534,7 +535,7 @@ pub(super) async fn sign_off(
     Ok(requeued)
 }
 
-/// `Store::queue_update`: a missing task only gets the outbox entry.
+/// `WorkerProtocolStore::queue_update`: a missing task only gets the outbox entry.
 pub(super) async fn queue_update(db: &Db, update: &TaskUpdate) -> StoreResult<()> {
     for _ in 0..CAS_ATTEMPTS {
         let Some(before) = tasks::get_state(db, update.task_id).await? else {
@@ -547,6 +548,79 @@ pub(super) async fn queue_update(db: &Db, update: &TaskUpdate) -> StoreResult<()
         }
     }
     Err(kept_changing(update.task_id))
+}
+
+#[async_trait::async_trait]
+impl crate::store::WorkerProtocolStore for MongoStore {
+    async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        self.run(super::protocol::claim(&self.db, req)).await
+    }
+
+    async fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()> {
+        self.run(super::protocol::unassign(&self.db, worker_id, &update))
+            .await
+    }
+
+    async fn apply_worker_update(
+        &self,
+        worker_id: ObjectId,
+        update: TaskUpdate,
+    ) -> StoreResult<WorkerUpdateOutcome> {
+        let limits = crate::store::TaskLogStore::task_log_limits(self);
+        let policy = crate::store::RetryStore::retry_policy(self);
+        self.run(super::protocol::apply_worker_update(
+            &self.db, worker_id, update, limits, policy,
+        ))
+        .await
+    }
+
+    async fn may_i_run(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<MayIRun> {
+        self.run(super::protocol::may_i_run(
+            &self.db, task_id, worker_id, now,
+        ))
+        .await
+    }
+
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.run(super::tasks::get_state(&self.db, id)).await
+    }
+
+    async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {
+        self.run(super::protocol::record_pings(&self.db, pings))
+            .await
+    }
+
+    async fn return_task(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReturnOutcome> {
+        self.run(super::protocol::return_task(
+            &self.db, task_id, worker_id, ident, now,
+        ))
+        .await
+    }
+
+    async fn sign_off_worker(
+        &self,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.run(super::protocol::sign_off(&self.db, worker_id, now))
+            .await
+    }
+
+    async fn queue_update(&self, update: TaskUpdate) -> StoreResult<()> {
+        self.run(super::protocol::queue_update(&self.db, &update))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use mongodb::bson::{doc, Document};
 use super::codec::{self, Fields};
 use super::errors::Mongo;
 use super::Db;
+use super::MongoStore;
 use crate::store::{StoreError, StoreResult};
 
 /// Setting names are field names: no `$` prefix, no dots, not `_id`.
@@ -58,4 +59,15 @@ pub(super) async fn set(db: &Db, key: &str, value: Option<&str>) -> StoreResult<
         .await
         .db()?;
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl crate::store::SettingsStore for MongoStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        self.run(super::settings::get(&self.db, key)).await
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()> {
+        self.run(super::settings::set(&self.db, key, value)).await
+    }
 }

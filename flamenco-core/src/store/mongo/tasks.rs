@@ -11,6 +11,7 @@ use mongodb::Cursor;
 use super::codec::{self, date, oid, oid_or_null, task_from_doc, task_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::Db;
+use super::MongoStore;
 use crate::model::{ObjectId, Task, TaskStatus};
 use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
 
@@ -535,4 +536,32 @@ pub(super) async fn count_by_status(db: &Db) -> StoreResult<BTreeMap<String, u64
         *counts.entry(status).or_insert(0) += n;
     }
     Ok(counts)
+}
+
+#[async_trait::async_trait]
+impl crate::store::TaskStore for MongoStore {
+    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        self.run(super::tasks::insert(&self.db, new)).await
+    }
+
+    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        self.run(super::tasks::upsert(&self.db, new)).await
+    }
+
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.run(super::tasks::get(&self.db, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
+        self.run(super::tasks::list(&self.db, query)).await
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.run(super::tasks::count_by_status(&self.db)).await
+    }
+
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
+        self.run(super::tasks::count_by_status_and_type(&self.db))
+            .await
+    }
 }

@@ -7,12 +7,15 @@
 use chrono::{DateTime, Utc};
 
 use super::protocol::{apply_locally, kept_changing, CAS_ATTEMPTS};
+use super::MongoStore;
 use super::{outbox, tasks, Db};
 use crate::model::{ObjectId, Task, TaskStatus};
+use crate::store::ClaimRequest;
+use crate::store::Claimed;
 use crate::store::{CancelReport, MergeReport, StoreResult};
 use crate::updates::{self, Refetched, UpstreamCancel};
 
-/// `Store::merge_downloaded_tasks`: per task, insert it, or replace the local document
+/// `UpstreamStore::merge_downloaded_tasks`: per task, insert it, or replace the local document
 /// with [`updates::merge_downloaded`] of it if no bookkeeping field changed since it was
 /// read ([`tasks::exact_filter`]), so a concurrent claim, ping or update is never lost.
 pub(super) async fn merge_downloaded(
@@ -50,7 +53,7 @@ pub(super) async fn merge_downloaded(
     Ok(report)
 }
 
-/// `Store::release_claim`.
+/// `UpstreamStore::release_claim`.
 pub(super) async fn release(
     db: &Db,
     task_id: ObjectId,
@@ -74,7 +77,7 @@ pub(super) async fn release(
     Err(kept_changing(task_id))
 }
 
-/// `Store::apply_upstream_cancels`.
+/// `UpstreamStore::apply_upstream_cancels`.
 pub(super) async fn apply_cancels(
     db: &Db,
     ids: &[ObjectId],
@@ -122,4 +125,51 @@ pub(super) async fn apply_cancels(
         return Err(kept_changing(id));
     }
     Ok(report)
+}
+
+#[async_trait::async_trait]
+impl crate::store::UpstreamStore for MongoStore {
+    async fn merge_downloaded_tasks(
+        &self,
+        new: &[Task],
+        now: DateTime<Utc>,
+    ) -> StoreResult<MergeReport> {
+        self.run(super::upstream::merge_downloaded(&self.db, new, now))
+            .await
+    }
+
+    async fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        self.run(super::protocol::reserve(&self.db, req)).await
+    }
+
+    async fn confirm_claim(
+        &self,
+        task_id: ObjectId,
+        req: &ClaimRequest,
+    ) -> StoreResult<Option<Claimed>> {
+        self.run(super::protocol::confirm(&self.db, task_id, req))
+            .await
+    }
+
+    async fn release_claim(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        verdict: &Refetched,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.run(super::upstream::release(
+            &self.db, task_id, worker_id, verdict, now,
+        ))
+        .await
+    }
+
+    async fn apply_upstream_cancels(
+        &self,
+        task_ids: &[ObjectId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<CancelReport> {
+        self.run(super::upstream::apply_cancels(&self.db, task_ids, now))
+            .await
+    }
 }

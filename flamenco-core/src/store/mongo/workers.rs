@@ -9,6 +9,7 @@ use mongodb::bson::{doc, Bson, Document};
 use super::codec::{date, oid, worker_from_doc, worker_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::Db;
+use super::MongoStore;
 use crate::model::{worker_status, ObjectId, RequestedStatus, Worker};
 use crate::store::{Seen, SignOn, StoreError, StoreResult};
 
@@ -228,4 +229,69 @@ pub(super) async fn signed_off(db: &Db, id: ObjectId) -> StoreResult<()> {
         .await
         .db()?;
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl crate::store::WorkerStore for MongoStore {
+    async fn insert_worker(&self, worker: &Worker) -> StoreResult<()> {
+        self.run(super::workers::insert(&self.db, worker)).await
+    }
+
+    async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>> {
+        self.run(super::workers::get(&self.db, id)).await
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<Worker>> {
+        self.run(super::workers::list(&self.db)).await
+    }
+
+    async fn set_worker_secret_sha256(
+        &self,
+        id: ObjectId,
+        hashed_secret: &str,
+        secret_sha256: &str,
+    ) -> StoreResult<bool> {
+        self.run(super::workers::set_secret_sha256(
+            &self.db,
+            id,
+            hashed_secret,
+            secret_sha256,
+        ))
+        .await
+    }
+
+    async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+        self.run(super::workers::seen(&self.db, id, seen)).await
+    }
+
+    async fn worker_sign_on(
+        &self,
+        id: ObjectId,
+        sign_on: &SignOn,
+        seen: &Seen,
+    ) -> StoreResult<bool> {
+        self.run(super::workers::sign_on(&self.db, id, sign_on, seen))
+            .await
+    }
+
+    async fn set_worker_status_requested(
+        &self,
+        id: ObjectId,
+        requested: Option<RequestedStatus>,
+    ) -> StoreResult<bool> {
+        self.run(super::workers::set_status_requested(
+            &self.db, id, requested,
+        ))
+        .await
+    }
+
+    async fn ack_worker_status(
+        &self,
+        id: ObjectId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.run(super::workers::ack_status(&self.db, id, status, now))
+            .await
+    }
 }

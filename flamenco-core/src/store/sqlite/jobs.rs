@@ -14,6 +14,7 @@ use super::rows::{
     blob, col_i32, col_id, col_text, col_time, is_duplicate, map_err, ms, task_from_row, to_json,
     Db, TASK_STATE_COLUMNS,
 };
+use super::SqliteStore;
 use super::{logs, outbox, tasks};
 use crate::jobs::status::{self, ActionPlan, JobAction, TaskAction};
 use crate::model::{Job, JobStatus, ObjectId, Task, TaskCounts, TaskStatus, TaskUpdate};
@@ -45,7 +46,7 @@ fn job_from_row(row: &Row<'_>) -> StoreResult<Job> {
     })
 }
 
-/// `Store::insert_job`: the job, then its tasks; a duplicate id fails the whole job.
+/// `JobStore::insert_job`: the job, then its tasks; a duplicate id fails the whole job.
 pub(super) fn insert(conn: &Connection, job: &Job, new_tasks: &[Task]) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO jobs (id, name, job_type, priority, status, settings, created, updated, \
@@ -85,7 +86,7 @@ pub(super) fn get(conn: &Connection, id: ObjectId) -> StoreResult<Option<Job>> {
     }
 }
 
-/// `Store::list_jobs`: newest first (`created`, then id).
+/// `JobStore::list_jobs`: newest first (`created`, then id).
 pub(super) fn list(conn: &Connection, q: &JobQuery) -> StoreResult<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
     let mut args: Vec<Value> = Vec::new();
@@ -217,7 +218,7 @@ pub(super) fn cascade(
     Ok(changed)
 }
 
-/// `Store::job_action`.
+/// `JobStore::job_action`.
 pub(super) fn action(
     conn: &Connection,
     id: ObjectId,
@@ -269,7 +270,7 @@ pub(super) fn action(
     }
 }
 
-/// `Store::task_action`: one task, in the writer's transaction.
+/// `JobStore::task_action`: one task, in the writer's transaction.
 pub(super) fn task_action(
     conn: &Connection,
     id: ObjectId,
@@ -332,7 +333,7 @@ struct Working {
     stranded: Option<bool>,
 }
 
-/// `Store::apply_updates_to_jobs`.
+/// `JobStore::apply_updates_to_jobs`.
 pub(super) fn apply_updates(
     conn: &Connection,
     updates: &[TaskUpdate],
@@ -402,8 +403,63 @@ pub(super) fn apply_updates(
     Ok(changes)
 }
 
+#[async_trait::async_trait]
+impl crate::store::JobStore for SqliteStore {
+    async fn insert_job(&self, job: &Job, new: &[Task]) -> StoreResult<()> {
+        let (job, new) = (job.clone(), new.to_vec());
+        self.writer
+            .run(move |c| super::jobs::insert(c, &job, &new))
+            .await
+    }
+
+    async fn get_job(&self, id: ObjectId) -> StoreResult<Option<Job>> {
+        self.readers.run(move |c| super::jobs::get(c, id)).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<Job>> {
+        let query = query.clone();
+        self.readers
+            .run(move |c| super::jobs::list(c, &query))
+            .await
+    }
+
+    async fn job_action(
+        &self,
+        id: ObjectId,
+        action: JobAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobActionOutcome> {
+        self.writer
+            .run(move |c| super::jobs::action(c, id, action, now))
+            .await
+    }
+
+    async fn task_action(
+        &self,
+        id: ObjectId,
+        action: TaskAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TaskActionOutcome> {
+        self.writer
+            .run(move |c| super::jobs::task_action(c, id, action, now))
+            .await
+    }
+
+    async fn apply_updates_to_jobs(
+        &self,
+        updates: &[TaskUpdate],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<JobStatusChange>> {
+        let updates = updates.to_vec();
+        self.writer
+            .run(move |c| super::jobs::apply_updates(c, &updates, now))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::store::prelude::*;
     use std::sync::Arc;
 
     use super::super::{SqliteStore, DATABASE_FILE};

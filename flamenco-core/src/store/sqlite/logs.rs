@@ -180,6 +180,7 @@ pub(super) fn read(
 mod tests {
     use super::*;
     use crate::store::logs::TaskLogEntry;
+    use crate::store::prelude::*;
 
     fn writer() -> Connection {
         let conn = Connection::open_in_memory().expect("open");

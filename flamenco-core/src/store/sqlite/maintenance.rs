@@ -5,12 +5,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::rows::{blob, col_id, ms, Db};
+use super::SqliteStore;
 use super::{logs, outbox, tasks, workers};
 use crate::model::{worker_status, ObjectId};
 use crate::store::StoreResult;
 use crate::updates;
 
-/// `Store::fail_timed_out_tasks`.
+/// `MaintenanceStore::fail_timed_out_tasks`.
 /// With retries in effect (`policy.enabled`), a timed-out task of a job counts as a
 /// failure of its silent worker, decided as a worker's own `failed`
 /// ([`super::retries::record_timeout`]): `soft-failed` until the limit, and a job left
@@ -75,7 +76,7 @@ pub(super) fn fail_timed_out(
     Ok(failed)
 }
 
-/// `Store::time_out_workers`.
+/// `MaintenanceStore::time_out_workers`.
 pub(super) fn time_out_workers(
     conn: &Connection,
     cutoff: DateTime<Utc>,
@@ -100,7 +101,7 @@ pub(super) fn time_out_workers(
     Ok(ids)
 }
 
-/// `Store::delete_finished_tasks`.
+/// `MaintenanceStore::delete_finished_tasks`.
 pub(super) fn delete_finished(
     conn: &Connection,
     cutoff: DateTime<Utc>,
@@ -129,7 +130,7 @@ pub(super) fn delete_finished(
     Ok(deleted.len() as u64)
 }
 
-/// `Store::delete_tasks`.
+/// `MaintenanceStore::delete_tasks`.
 pub(super) fn delete_any(conn: &Connection, limit: usize) -> StoreResult<u64> {
     // The batch's jobs first, so that those left without tasks go in the same transaction.
     conn.execute_batch(
@@ -165,7 +166,7 @@ pub(super) fn delete_any(conn: &Connection, limit: usize) -> StoreResult<u64> {
     Ok(n as u64)
 }
 
-/// `Store::purge_outbox`.
+/// `MaintenanceStore::purge_outbox`.
 pub(super) fn purge_outbox(conn: &Connection, limit: usize) -> StoreResult<u64> {
     let n = conn
         .prepare_cached(
@@ -176,4 +177,42 @@ pub(super) fn purge_outbox(conn: &Connection, limit: usize) -> StoreResult<u64> 
         .execute([limit as i64])
         .db()?;
     Ok(n as u64)
+}
+
+#[async_trait::async_trait]
+impl crate::store::MaintenanceStore for SqliteStore {
+    async fn fail_timed_out_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        let policy = crate::store::RetryStore::retry_policy(self);
+        self.writer
+            .run(move |c| super::maintenance::fail_timed_out(c, cutoff, now, &policy))
+            .await
+    }
+
+    async fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>> {
+        self.writer
+            .run(move |c| super::maintenance::time_out_workers(c, cutoff))
+            .await
+    }
+
+    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| super::maintenance::delete_finished(c, cutoff, limit))
+            .await
+    }
+
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| super::maintenance::delete_any(c, limit))
+            .await
+    }
+
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
+        self.writer
+            .run(move |c| super::maintenance::purge_outbox(c, limit))
+            .await
+    }
 }

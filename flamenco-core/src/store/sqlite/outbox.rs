@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::rows::{
     blob, col_i64, col_time, is_duplicate, map_err, ms, update_from_row, Db, UPDATE_COLUMNS,
 };
+use super::SqliteStore;
 use crate::model::{ObjectId, TaskUpdate};
 use crate::store::{SetAsideUpdate, StoreError, StoreResult};
 
@@ -177,4 +178,48 @@ pub(super) fn retry_set_aside(conn: &Connection) -> StoreResult<u64> {
         mv.execute([seq]).db()?;
     }
     Ok(seqs.len() as u64)
+}
+
+#[async_trait::async_trait]
+impl crate::store::OutboxStore for SqliteStore {
+    async fn outbox_len(&self) -> StoreResult<u64> {
+        self.readers.run(super::outbox::len).await
+    }
+
+    async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>> {
+        self.readers
+            .run(move |c| super::outbox::peek(c, limit))
+            .await
+    }
+
+    async fn outbox_ack(&self, ids: &[ObjectId]) -> StoreResult<u64> {
+        let ids = ids.to_vec();
+        self.writer.run(move |c| super::outbox::ack(c, &ids)).await
+    }
+
+    async fn outbox_note_unacknowledged(
+        &self,
+        ids: &[ObjectId],
+        set_aside_after: u32,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        let ids = ids.to_vec();
+        self.writer
+            .run(move |c| super::outbox::note_unacknowledged(c, &ids, set_aside_after, now))
+            .await
+    }
+
+    async fn outbox_set_aside(&self, limit: usize) -> StoreResult<Vec<SetAsideUpdate>> {
+        self.readers
+            .run(move |c| super::outbox::set_aside(c, limit))
+            .await
+    }
+
+    async fn outbox_set_aside_len(&self) -> StoreResult<u64> {
+        self.readers.run(super::outbox::set_aside_len).await
+    }
+
+    async fn outbox_retry_set_aside(&self) -> StoreResult<u64> {
+        self.writer.run(super::outbox::retry_set_aside).await
+    }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 
 use super::rows::{as_stored, blob, ms, Db};
+use super::SqliteStore;
 use super::{logs, outbox, retries, tasks, workers};
 use crate::jobs::retry::{self, RetryPolicy};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
@@ -68,7 +69,7 @@ fn assign(
     })
 }
 
-/// `Store::claim_task`.
+/// `WorkerProtocolStore::claim_task`.
 pub(super) fn claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
     match pick(conn, req)? {
         Some((before, already_assigned)) => assign(conn, before, req, already_assigned).map(Some),
@@ -76,7 +77,7 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option
     }
 }
 
-/// `Store::reserve_task`.
+/// `UpstreamStore::reserve_task`.
 pub(super) fn reserve(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
     let Some((before, already_assigned)) = pick(conn, req)? else {
         return Ok(None);
@@ -98,7 +99,7 @@ fn held_by(task: &Task, worker_id: ObjectId) -> bool {
     task.status == TaskStatus::Active && task.worker_id == Some(worker_id)
 }
 
-/// `Store::confirm_claim`.
+/// `UpstreamStore::confirm_claim`.
 pub(super) fn confirm(
     conn: &Connection,
     task_id: ObjectId,
@@ -113,7 +114,7 @@ pub(super) fn confirm(
     }
 }
 
-/// `Store::release_claim`.
+/// `UpstreamStore::release_claim`.
 pub(super) fn release(
     conn: &Connection,
     task_id: ObjectId,
@@ -131,7 +132,7 @@ pub(super) fn release(
     }
 }
 
-/// `Store::merge_downloaded_tasks`.
+/// `UpstreamStore::merge_downloaded_tasks`.
 pub(super) fn merge_downloaded(
     conn: &Connection,
     downloaded: &[Task],
@@ -155,7 +156,7 @@ pub(super) fn merge_downloaded(
     Ok(report)
 }
 
-/// `Store::apply_upstream_cancels`.
+/// `UpstreamStore::apply_upstream_cancels`.
 pub(super) fn apply_upstream_cancels(
     conn: &Connection,
     ids: &[ObjectId],
@@ -192,7 +193,7 @@ pub(super) fn apply_upstream_cancels(
     Ok(report)
 }
 
-/// `Store::unassign_task`.
+/// `WorkerProtocolStore::unassign_task`.
 pub(super) fn unassign(
     conn: &Connection,
     worker_id: ObjectId,
@@ -209,7 +210,7 @@ pub(super) fn unassign(
     tasks::save_changes(conn, &before, &task)
 }
 
-/// `Store::apply_worker_update`: the update's log lines are appended to the task's log in
+/// `WorkerProtocolStore::apply_worker_update`: the update's log lines are appended to the task's log in
 /// the same transaction (`logs::append`). With retries in effect (`policy.enabled`), a
 /// `failed` of a job's task is recorded and decided by [`crate::jobs::retry`] in the same
 /// transaction (`retries::record_failure`): the task becomes `soft-failed` (no worker) or
@@ -279,7 +280,7 @@ pub(super) fn apply_worker_update(
     Ok(outcome)
 }
 
-/// `Store::may_i_run`.
+/// `WorkerProtocolStore::may_i_run`.
 pub(super) fn may_i_run(
     conn: &Connection,
     task_id: ObjectId,
@@ -298,7 +299,7 @@ pub(super) fn may_i_run(
     Ok(answer)
 }
 
-/// `Store::record_pings`: one statement per ping, only while the task is still runnable and
+/// `WorkerProtocolStore::record_pings`: one statement per ping, only while the task is still runnable and
 /// assigned to that worker, never moving `last_worker_ping` back.
 pub(super) fn record_pings(conn: &Connection, pings: &[TaskPing]) -> StoreResult<()> {
     let mut task_stmt = conn
@@ -324,7 +325,7 @@ pub(super) fn record_pings(conn: &Connection, pings: &[TaskPing]) -> StoreResult
     Ok(())
 }
 
-/// `Store::return_task`.
+/// `WorkerProtocolStore::return_task`.
 pub(super) fn return_task(
     conn: &Connection,
     task_id: ObjectId,
@@ -348,7 +349,7 @@ pub(super) fn return_task(
     Ok(outcome)
 }
 
-/// `Store::sign_off_worker`.
+/// `WorkerProtocolStore::sign_off_worker`.
 pub(super) fn sign_off(
     conn: &Connection,
     worker_id: ObjectId,
@@ -370,7 +371,7 @@ pub(super) fn sign_off(
     Ok(requeued)
 }
 
-/// `Store::queue_update`: a missing task only gets the outbox entry.
+/// `WorkerProtocolStore::queue_update`: a missing task only gets the outbox entry.
 pub(super) fn queue_update(conn: &Connection, update: &TaskUpdate) -> StoreResult<()> {
     match tasks::get_state(conn, update.task_id)? {
         Some(before) => {
@@ -379,5 +380,88 @@ pub(super) fn queue_update(conn: &Connection, update: &TaskUpdate) -> StoreResul
             tasks::save_changes(conn, &before, &task)
         }
         None => outbox::insert(conn, update),
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::WorkerProtocolStore for SqliteStore {
+    async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+        let req = req.clone();
+        self.writer
+            .run(move |c| super::protocol::claim(c, &req))
+            .await
+    }
+
+    async fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()> {
+        self.writer
+            .run(move |c| super::protocol::unassign(c, worker_id, &update))
+            .await
+    }
+
+    async fn apply_worker_update(
+        &self,
+        worker_id: ObjectId,
+        update: TaskUpdate,
+    ) -> StoreResult<WorkerUpdateOutcome> {
+        let limits = crate::store::TaskLogStore::task_log_limits(self);
+        let policy = crate::store::RetryStore::retry_policy(self);
+        self.writer
+            .run(move |c| {
+                super::protocol::apply_worker_update(c, worker_id, update, limits, policy)
+            })
+            .await
+    }
+
+    async fn may_i_run(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<MayIRun> {
+        self.writer
+            .run(move |c| super::protocol::may_i_run(c, task_id, worker_id, now))
+            .await
+    }
+
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.readers
+            .run(move |c| super::tasks::get_state(c, id))
+            .await
+    }
+
+    async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {
+        let pings = pings.to_vec();
+        self.writer
+            .run(move |c| super::protocol::record_pings(c, &pings))
+            .await
+    }
+
+    async fn return_task(
+        &self,
+        task_id: ObjectId,
+        worker_id: ObjectId,
+        ident: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<ReturnOutcome> {
+        let ident = ident.to_string();
+        self.writer
+            .run(move |c| super::protocol::return_task(c, task_id, worker_id, &ident, now))
+            .await
+    }
+
+    async fn sign_off_worker(
+        &self,
+        worker_id: ObjectId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<ObjectId>> {
+        self.writer
+            .run(move |c| super::protocol::sign_off(c, worker_id, now))
+            .await
+    }
+
+    async fn queue_update(&self, update: TaskUpdate) -> StoreResult<()> {
+        self.writer
+            .run(move |c| super::protocol::queue_update(c, &update))
+            .await
     }
 }

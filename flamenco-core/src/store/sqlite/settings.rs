@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::rows::Db;
+use super::SqliteStore;
 use crate::store::StoreResult;
 
 pub(super) fn get(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
@@ -31,4 +32,22 @@ pub(super) fn set(conn: &Connection, key: &str, value: Option<&str>) -> StoreRes
             .db()?,
     };
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl crate::store::SettingsStore for SqliteStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.readers
+            .run(move |c| super::settings::get(c, &key))
+            .await
+    }
+
+    async fn set_setting(&self, key: &str, value: Option<&str>) -> StoreResult<()> {
+        let key = key.to_string();
+        let value = value.map(str::to_string);
+        self.writer
+            .run(move |c| super::settings::set(c, &key, value.as_deref()))
+            .await
+    }
 }

@@ -11,6 +11,7 @@ use super::rows::{
     blob, is_duplicate, map_err, opt_blob, opt_ms, pack_ids, task_from_row, to_json, Db,
     TASK_COLUMNS, TASK_STATE_COLUMNS,
 };
+use super::SqliteStore;
 use crate::model::{ObjectId, Task};
 use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
 
@@ -217,6 +218,44 @@ static NEXT_SCHEDULABLE: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
 
 /// The SQL of [`next_schedulable`] for one task type and `tags` tags, for plan checks in
 /// tests.
+#[async_trait::async_trait]
+impl crate::store::TaskStore for SqliteStore {
+    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer
+            .run(move |c| super::tasks::insert(c, &new))
+            .await
+    }
+
+    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer
+            .run(move |c| super::tasks::upsert(c, &new))
+            .await
+    }
+
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.readers.run(move |c| super::tasks::get(c, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
+        let query = query.clone();
+        self.readers
+            .run(move |c| super::tasks::list(c, &query))
+            .await
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.readers.run(super::tasks::count_by_status).await
+    }
+
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
+        self.readers
+            .run(super::tasks::count_by_status_and_type)
+            .await
+    }
+}
+
 #[cfg(test)]
 pub(super) fn next_schedulable_sql(tags: usize) -> String {
     next_schedulable_sql_for(1, tags)

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::model::TaskStatus;
+use crate::model::{Task, TaskStatus, TaskUpdate};
 use crate::store::conformance::{self, at, claim_request, oid, prio_task, test_worker};
+use crate::store::prelude::*;
+use crate::store::TaskQuery;
+use crate::updates::MayIRun;
 
 async fn make() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");

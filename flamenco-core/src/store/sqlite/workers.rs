@@ -7,6 +7,7 @@ use rusqlite::{params, Connection};
 use super::rows::{
     blob, is_duplicate, map_err, ms, opt_blob, opt_ms, to_json, worker_from_row, Db, WORKER_COLUMNS,
 };
+use super::SqliteStore;
 use crate::model::{worker_status, ObjectId, RequestedStatus, Worker};
 use crate::store::{Seen, SignOn, StoreError, StoreResult};
 
@@ -215,4 +216,75 @@ pub(super) fn signed_off(conn: &Connection, id: ObjectId) -> StoreResult<()> {
         .execute(params![blob(id), worker_status::DOWN])
         .db()?;
     Ok(())
+}
+
+#[async_trait::async_trait]
+impl crate::store::WorkerStore for SqliteStore {
+    async fn insert_worker(&self, worker: &Worker) -> StoreResult<()> {
+        let worker = worker.clone();
+        self.writer
+            .run(move |c| super::workers::insert(c, &worker))
+            .await
+    }
+
+    async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>> {
+        self.readers.run(move |c| super::workers::get(c, id)).await
+    }
+
+    async fn list_workers(&self) -> StoreResult<Vec<Worker>> {
+        self.readers.run(super::workers::list).await
+    }
+
+    async fn set_worker_secret_sha256(
+        &self,
+        id: ObjectId,
+        hashed_secret: &str,
+        secret_sha256: &str,
+    ) -> StoreResult<bool> {
+        let (hashed, fast) = (hashed_secret.to_string(), secret_sha256.to_string());
+        self.writer
+            .run(move |c| super::workers::set_secret_sha256(c, id, &hashed, &fast))
+            .await
+    }
+
+    async fn worker_seen(&self, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
+        let seen = seen.clone();
+        self.writer
+            .run(move |c| super::workers::seen(c, id, &seen))
+            .await
+    }
+
+    async fn worker_sign_on(
+        &self,
+        id: ObjectId,
+        sign_on: &SignOn,
+        seen: &Seen,
+    ) -> StoreResult<bool> {
+        let (sign_on, seen) = (sign_on.clone(), seen.clone());
+        self.writer
+            .run(move |c| super::workers::sign_on(c, id, &sign_on, &seen))
+            .await
+    }
+
+    async fn set_worker_status_requested(
+        &self,
+        id: ObjectId,
+        requested: Option<RequestedStatus>,
+    ) -> StoreResult<bool> {
+        self.writer
+            .run(move |c| super::workers::set_status_requested(c, id, requested))
+            .await
+    }
+
+    async fn ack_worker_status(
+        &self,
+        id: ObjectId,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let status = status.to_string();
+        self.writer
+            .run(move |c| super::workers::ack_status(c, id, &status, now))
+            .await
+    }
 }

@@ -246,9 +246,10 @@ async fn counters_and_gauges_follow_a_worker_session() {
             >= 1.0
     );
 
-    // Store latency, by operation.
+    // Store latency, by operation (a standalone `POST /task` is `claim_after_stops`).
     assert!(
-        delta(r#"flamenco_store_operation_duration_seconds_count{operation="claim_task"}"#) >= 4.0,
+        delta(r#"flamenco_store_operation_duration_seconds_count{operation="claim_after_stops"}"#)
+            >= 4.0,
         "{}",
         after.text
     );

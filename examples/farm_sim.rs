@@ -14,9 +14,16 @@
 use clap::Parser;
 use flamenco_examples::sim::{run, Args};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let report = run(Args::parse()).await?;
+fn main() -> anyhow::Result<()> {
+    // On one core (`taskset -c 0`, scripts/perf.sh --pin) one thread without work stealing
+    // costs the least per request; otherwise a thread per core.
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut runtime = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let report = runtime.enable_all().build()?.block_on(run(Args::parse()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

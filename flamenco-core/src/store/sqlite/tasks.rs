@@ -218,44 +218,6 @@ static NEXT_SCHEDULABLE: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
 
 /// The SQL of [`next_schedulable`] for one task type and `tags` tags, for plan checks in
 /// tests.
-#[async_trait::async_trait]
-impl crate::store::TaskStore for SqliteStore {
-    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
-        let new = new.to_vec();
-        self.writer
-            .run(move |c| super::tasks::insert(c, &new))
-            .await
-    }
-
-    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
-        let new = new.to_vec();
-        self.writer
-            .run(move |c| super::tasks::upsert(c, &new))
-            .await
-    }
-
-    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
-        self.readers.run(move |c| super::tasks::get(c, id)).await
-    }
-
-    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
-        let query = query.clone();
-        self.readers
-            .run(move |c| super::tasks::list(c, &query))
-            .await
-    }
-
-    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
-        self.readers.run(super::tasks::count_by_status).await
-    }
-
-    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
-        self.readers
-            .run(super::tasks::count_by_status_and_type)
-            .await
-    }
-}
-
 #[cfg(test)]
 pub(super) fn next_schedulable_sql(tags: usize) -> String {
     next_schedulable_sql_for(1, tags)
@@ -453,4 +415,42 @@ pub(super) fn count_by_status(conn: &Connection) -> StoreResult<BTreeMap<String,
         counts.insert(status, u64::try_from(n).unwrap_or_default());
     }
     Ok(counts)
+}
+
+#[async_trait::async_trait]
+impl crate::store::TaskStore for SqliteStore {
+    async fn insert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer
+            .run(move |c| super::tasks::insert(c, &new))
+            .await
+    }
+
+    async fn upsert_tasks(&self, new: &[Task]) -> StoreResult<()> {
+        let new = new.to_vec();
+        self.writer
+            .run(move |c| super::tasks::upsert(c, &new))
+            .await
+    }
+
+    async fn get_task(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        self.readers.run(move |c| super::tasks::get(c, id)).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Vec<Task>> {
+        let query = query.clone();
+        self.readers
+            .run(move |c| super::tasks::list(c, &query))
+            .await
+    }
+
+    async fn count_tasks_by_status(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.readers.run(super::tasks::count_by_status).await
+    }
+
+    async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
+        self.readers
+            .run(super::tasks::count_by_status_and_type)
+            .await
+    }
 }

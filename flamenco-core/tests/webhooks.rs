@@ -157,7 +157,8 @@ async fn enqueue_job_change(
         from,
         to,
     };
-    let deliveries = webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, m.now());
+    let deliveries =
+        webhooks::job_status_deliveries(&cfg.webhooks, &[change], |_| None, |_| None, m.now());
     m.store()
         .webhook_enqueue(&deliveries)
         .await
@@ -540,6 +541,11 @@ async fn a_job_failed_for_lack_of_workers_sends_job_status() {
     assert_eq!(body["job"]["name"], "shot 020");
     assert_eq!(body["job"]["previous_status"], "queued");
     assert_eq!(body["job"]["status"], "failed");
+    let reason = body["job"]["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("no worker"),
+        "the delivery says why the job failed: {body}"
+    );
     let sig = seen[0].headers[SIGNATURE_HEADER].to_str().expect("ascii");
     assert!(webhooks::verify(SECRET, seen[0].body.as_bytes(), sig));
     let reason =

@@ -24,15 +24,22 @@ impl Manager {
         let mut deliveries = Vec::new();
         if !changes.is_empty() && hooks.iter().any(|h| h.wants(WebhookEvent::JobStatus)) {
             let mut names = std::collections::HashMap::new();
+            let mut reasons = std::collections::HashMap::new();
             for c in changes {
                 if let Some(job) = self.store().get_job(c.job).await? {
                     names.insert(c.job, job.name);
+                }
+                if c.to == JobStatus::Failed {
+                    if let Some(reason) = self.store().job_status_reason(c.job).await? {
+                        reasons.insert(c.job, reason);
+                    }
                 }
             }
             deliveries.extend(webhooks::job_status_deliveries(
                 hooks,
                 changes,
                 |id| names.get(&id).cloned(),
+                |id| reasons.get(&id).cloned(),
                 now,
             ));
         }
@@ -92,6 +99,7 @@ impl Manager {
             &self.config().webhooks,
             &[change],
             |_| Some(job.name.clone()),
+            |_| None,
             self.now(),
         );
         if let Err(e) = self.store().webhook_enqueue(&deliveries).await {

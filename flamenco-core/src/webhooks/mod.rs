@@ -198,21 +198,27 @@ fn for_each_hook(
     }
 }
 
-/// Deliveries for job status changes. `name` gives a job's name when known.
+/// Deliveries for job status changes. `name` gives a job's name when known; `reason` its
+/// `status_reason` (why the Manager failed it, e.g. no worker left), sent only when there is
+/// one.
 pub fn job_status_deliveries(
     hooks: &[WebhookConfig],
     changes: &[JobStatusChange],
     name: impl Fn(ObjectId) -> Option<String>,
+    reason: impl Fn(ObjectId) -> Option<String>,
     now: DateTime<Utc>,
 ) -> Vec<NewWebhookDelivery> {
     let mut out = Vec::new();
     for c in changes {
-        let job = json!({
+        let mut job = json!({
             "id": c.job.to_string(),
             "name": name(c.job),
             "status": c.to.as_str(),
             "previous_status": c.from.as_str(),
         });
+        if let Some(reason) = reason(c.job) {
+            job["status_reason"] = Value::String(reason);
+        }
         for_each_hook(hooks, WebhookEvent::JobStatus, now, "job", &job, &mut out);
     }
     out
@@ -471,7 +477,8 @@ mod tests {
             from: crate::model::JobStatus::Active,
             to: crate::model::JobStatus::Completed,
         };
-        let out = job_status_deliveries(&hooks, &[change], |_| Some("shot 10".into()), now);
+        let out =
+            job_status_deliveries(&hooks, &[change], |_| Some("shot 10".into()), |_| None, now);
         assert_eq!(out.len(), 1, "only the hook that wants job-status");
         let d = &out[0];
         assert_eq!(d.url, "http://a/");

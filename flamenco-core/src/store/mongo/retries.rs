@@ -310,29 +310,9 @@ pub(super) async fn apply_failed(
             return super::protocol::apply_worker_update_plain(db, worker_id, update, log_limits)
                 .await;
         };
-        let failure = TaskFailure {
-            worker_id,
-            worker: nickname.clone(),
-            at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
-        };
-        let already = record.iter().any(|f| f.worker_id == worker_id);
-        let full = retry::record_failure(&record, failure.clone());
-        let failed_tasks =
-            tasks_failed_by(db, job, &before.task_type, worker_id).await? + u64::from(!already);
-        let blocked = blocked_for(db, job, &before.task_type).await?;
-        let all_workers = workers::list(db).await?;
-        let decided = retry::decide_failure(
-            policy,
-            &full,
-            TaskNeeds {
-                task_type: &before.task_type,
-                worker_tag: before.worker_tag.as_deref(),
-            },
-            worker_id,
-            failed_tasks,
-            &blocked,
-            &all_workers,
-        );
+        let (failure, decided) =
+            decide_worker_failure(db, &before, job, worker_id, &nickname, &record, policy, now)
+                .await?;
         let queued = retry::failure_update(update, &decided);
         let mut after = before.clone();
         after.last_worker_ping = Some(now);
@@ -384,6 +364,47 @@ pub(super) async fn apply_failed(
     Err(kept_changing(update.task_id))
 }
 
+/// `worker_id` failed `before` (a task of job `job` whose failure record is `record`):
+/// this failure, and what it means ([`retry::decide_failure`] with the worker's failed
+/// tasks in the job, the job's blocklist and every known worker). Shared by a worker's own
+/// `failed` and the Manager's timeout, so both follow one rule.
+#[allow(clippy::too_many_arguments)]
+async fn decide_worker_failure(
+    db: &Db,
+    before: &crate::model::Task,
+    job: ObjectId,
+    worker_id: ObjectId,
+    nickname: &str,
+    record: &[TaskFailure],
+    policy: &RetryPolicy,
+    now: DateTime<Utc>,
+) -> StoreResult<(TaskFailure, retry::FailureOutcome)> {
+    let failure = TaskFailure {
+        worker_id,
+        worker: nickname.to_string(),
+        at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+    };
+    let already = record.iter().any(|f| f.worker_id == worker_id);
+    let full = retry::record_failure(record, failure.clone());
+    let failed_tasks =
+        tasks_failed_by(db, job, &before.task_type, worker_id).await? + u64::from(!already);
+    let blocked = blocked_for(db, job, &before.task_type).await?;
+    let all_workers = workers::list(db).await?;
+    let decided = retry::decide_failure(
+        policy,
+        &full,
+        TaskNeeds {
+            task_type: &before.task_type,
+            worker_tag: before.worker_tag.as_deref(),
+        },
+        worker_id,
+        failed_tasks,
+        &blocked,
+        &all_workers,
+    );
+    Ok((failure, decided))
+}
+
 /// A timed-out task's silent worker, as a failure with retries in effect (standalone
 /// mode, a task of a job stored here): the record as read, and the decision
 /// ([`retry::decide_failure`], as for a worker's own `failed`). `None`: v2's rule (the
@@ -410,29 +431,8 @@ pub(super) async fn decide_timeout(
         return Ok(None);
     }
     let record = failures(db, before.id).await?;
-    let failure = TaskFailure {
-        worker_id,
-        worker: nickname.to_string(),
-        at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
-    };
-    let already = record.iter().any(|f| f.worker_id == worker_id);
-    let full = retry::record_failure(&record, failure.clone());
-    let failed_tasks =
-        tasks_failed_by(db, job, &before.task_type, worker_id).await? + u64::from(!already);
-    let blocked = blocked_for(db, job, &before.task_type).await?;
-    let all_workers = workers::list(db).await?;
-    let decided = retry::decide_failure(
-        policy,
-        &full,
-        TaskNeeds {
-            task_type: &before.task_type,
-            worker_tag: before.worker_tag.as_deref(),
-        },
-        worker_id,
-        failed_tasks,
-        &blocked,
-        &all_workers,
-    );
+    let (failure, decided) =
+        decide_worker_failure(db, before, job, worker_id, nickname, &record, policy, now).await?;
     Ok(Some(TimeoutFailure {
         job,
         failure,

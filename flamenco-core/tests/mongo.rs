@@ -199,7 +199,14 @@ async fn two_managers_on_one_database_never_hand_out_a_task_twice() {
             .map(|u| u.task_status.as_ref().map(|s| s.as_str()))
             .collect();
         if repeated {
+            // At least once: a claim made again after an unanswered one returns the same
+            // task and queues its assignment pair again; an update made again repeats.
             statuses.dedup();
+            while statuses.len() > 3
+                && statuses[..4] == [Some("active"), None, Some("active"), None]
+            {
+                statuses.drain(..2);
+            }
         }
         assert_eq!(
             statuses,

@@ -3284,6 +3284,8 @@ macro_rules! conformance_tests {
             claim_skips_workers_in_the_failure_record,
             requeue_clears_the_failure_record,
             blocklist_after_threshold_and_unblock,
+            blocklisted_worker_gets_the_next_jobs_task,
+            blocklisted_for_one_type_gets_the_jobs_other_type,
             no_worker_left_fails_the_job,
             maintenance_fails_stranded_tasks,
             tagged_job_without_worker_fails,

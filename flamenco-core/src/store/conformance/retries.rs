@@ -277,6 +277,89 @@ pub async fn blocklist_after_threshold_and_unblock(store: Arc<dyn Store>) {
     claim_expect(&store, &w1, 1070, Some(tasks[2].id)).await;
 }
 
+/// `w` reports `completed` for `task` (no log lines).
+async fn complete(store: &Arc<dyn Store>, w: &Worker, task: ObjectId, at_ms: i64) {
+    let mut done = worker_update(task, w, Some(TaskStatus::Completed), "", at(at_ms));
+    done.log.clear();
+    let outcome = store
+        .apply_worker_update(w.id, done)
+        .await
+        .expect("complete");
+    assert_eq!(
+        outcome,
+        WorkerUpdateOutcome::Applied,
+        "completed from {}",
+        w.nickname
+    );
+}
+
+/// A worker blocklisted for job A gets job B's task of the same job priority although
+/// A's tasks come before it in the queue's order (and one of A's after it), then the task
+/// of a job of lower priority before the rest of A's; a job of higher priority whose task
+/// it cannot run does not stop it. A worker that is not blocklisted gets A's tasks in
+/// order.
+pub async fn blocklisted_worker_gets_the_next_jobs_task(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(5, 1));
+    let (a, mut a_tasks) = test_job(nth_id(0x71, 20), 0x7a, 3);
+    a_tasks[0].priority = 5;
+    a_tasks[1].priority = 5;
+    a_tasks[2].priority = 0;
+    let (b, mut b_tasks) = test_job(nth_id(0x71, 21), 0x7b, 1);
+    b_tasks[0].priority = 3;
+    let (mut c, mut c_tasks) = test_job(nth_id(0x71, 22), 0x7c, 1);
+    c.priority = 40;
+    c_tasks[0].job_priority = 40;
+    let (mut d, mut d_tasks) = test_job(nth_id(0x71, 23), 0x7d, 1);
+    d.priority = 60;
+    d_tasks[0].job_priority = 60;
+    d_tasks[0].task_type = "blender".into();
+    for (job, tasks) in [
+        (&a, &a_tasks),
+        (&b, &b_tasks),
+        (&c, &c_tasks),
+        (&d, &d_tasks),
+    ] {
+        store.insert_job(job, tasks).await.expect("insert job");
+    }
+    let w1 = awake(&store, 1, "w1", &["sleep"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(a_tasks[0].id)).await;
+    fail(&store, &w1, a_tasks[0].id, 1010).await;
+    let list = store.job_blocklist(a.id).await.expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    // The queue for w1: A0 (failed by w1), A1 (blocklisted), B0, A2, then C0.
+    claim_expect(&store, &w1, 1020, Some(b_tasks[0].id)).await;
+    claim_expect(&store, &w2, 1030, Some(a_tasks[0].id)).await;
+    complete(&store, &w1, b_tasks[0].id, 1040).await;
+    claim_expect(&store, &w1, 1050, Some(c_tasks[0].id)).await;
+    complete(&store, &w1, c_tasks[0].id, 1060).await;
+    claim_expect(&store, &w1, 1070, None).await;
+    complete(&store, &w2, a_tasks[0].id, 1080).await;
+    claim_expect(&store, &w2, 1090, Some(a_tasks[1].id)).await;
+}
+
+/// Blocklisted for job A's type `sleep` only, a worker still gets A's `blender` task,
+/// although A's `sleep` tasks come first in the queue's order.
+pub async fn blocklisted_for_one_type_gets_the_jobs_other_type(store: Arc<dyn Store>) {
+    store.set_retry_policy(RetryPolicy::standalone(5, 1));
+    let (a, mut tasks) = test_job(nth_id(0x71, 24), 0x7e, 4);
+    tasks[3].task_type = "blender".into();
+    store.insert_job(&a, &tasks).await.expect("insert job");
+    let w1 = awake(&store, 1, "w1", &["sleep", "blender"]).await;
+    let w2 = awake(&store, 2, "w2", &["sleep"]).await;
+    claim_expect(&store, &w1, 1000, Some(tasks[0].id)).await;
+    fail(&store, &w1, tasks[0].id, 1010).await;
+    let list = store.job_blocklist(a.id).await.expect("list");
+    assert_eq!(
+        list.iter()
+            .map(|e| (e.task_type.as_str(), e.worker_id))
+            .collect::<Vec<_>>(),
+        vec![("sleep", w1.id)]
+    );
+    claim_expect(&store, &w1, 1020, Some(tasks[3].id)).await;
+    claim_expect(&store, &w2, 1030, Some(tasks[0].id)).await;
+}
+
 /// When the last worker that supports a task's type fails it, nobody is left: the task
 /// fails for good at once, and its job is marked with a reason that says so; the consumer
 /// then fails the job (a job status change like any other: the `job-status` webhook is

@@ -488,7 +488,7 @@ mod tests {
                  DROP TABLE webhook_deliveries; \
                  DROP TABLE task_failures; DROP TABLE job_blocklist; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
-                 DROP INDEX tasks_schedule; \
+                 DROP INDEX tasks_schedule; DROP INDEX tasks_schedule_by_job; \
                  ALTER TABLE workers DROP COLUMN tags; \
                  ALTER TABLE tasks DROP COLUMN worker_tag; \
                  CREATE INDEX tasks_schedule ON tasks \

@@ -15,7 +15,7 @@ use super::rows::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// The schema version this program writes.
-pub(super) const LATEST_VERSION: i64 = 11;
+pub(super) const LATEST_VERSION: i64 = 12;
 
 /// Version 1: the initial schema.
 ///
@@ -241,7 +241,18 @@ CREATE INDEX tasks_schedule ON tasks (worker_tag, job_priority DESC, priority DE
     WHERE status IN ('queued', 'claimed-by-manager', 'soft-failed');
 ";
 
-const MIGRATIONS: [&str; LATEST_VERSION as usize] = [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+/// Version 12: the schedulable tasks again, by job (issue 16, blocklisted workers): in
+/// each tag's range and job priority, one run per job and task type, in the claim's order.
+/// A worker blocklisted for the job at the head of the queue skips that job's run with one
+/// seek instead of walking it (`tasks::next_schedulable_past_blocks`).
+const V12: &str = "
+CREATE INDEX tasks_schedule_by_job
+    ON tasks (worker_tag, job_priority DESC, job, task_type, priority DESC, id)
+    WHERE status IN ('queued', 'claimed-by-manager', 'soft-failed');
+";
+
+const MIGRATIONS: [&str; LATEST_VERSION as usize] =
+    [V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// Per-connection settings.
 #[derive(Clone, Debug)]

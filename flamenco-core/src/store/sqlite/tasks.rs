@@ -148,35 +148,47 @@ pub(super) fn active_states_for_worker(
 /// The claim query's parameters: the worker's id is `?1`, its task types `?2, ?3, …`,
 /// then its tags.
 ///
-/// The conditions a schedulable task meets for one claim, whatever its tag: its status
-/// (`soft-failed` included: retries), one of the worker's types (`?2` … `?types+1`), no
-/// parent that exists locally and is not `completed`, not failed by this worker (`?1`)
-/// before (its failure record, `task_failures`) and not of a job and type this worker is
-/// blocklisted for (`job_blocklist`); both are primary-key lookups. Every branch of the
-/// claim query (one per tag) checks these, so a condition added here holds for all of
-/// them.
+/// The conditions a task meets to be claimed by worker `?1`, besides its type and tag:
+/// its status (`soft-failed` included: retries), no parent that exists locally and is not
+/// `completed`, and not failed by this worker before (its failure record,
+/// `task_failures`, a primary-key lookup). The blocklist (`job_blocklist`) is not among
+/// them: it is checked once per claim for the winner ([`BLOCKED_COLUMN`]), and the rare
+/// blocklisted worker skips its blocked jobs by job ([`next_schedulable_past_blocks`]).
+const READY_CONDITIONS: &str = "t.status IN ('queued', 'claimed-by-manager', 'soft-failed') \
+    AND NOT EXISTS ( \
+        SELECT 1 FROM task_parents p JOIN tasks pt ON pt.id = p.parent_id \
+        WHERE p.task_id = t.id AND pt.status <> 'completed') \
+    AND NOT EXISTS ( \
+        SELECT 1 FROM task_failures f WHERE f.task_id = t.id AND f.worker_id = ?1)";
+
+/// Whether worker `?1` is blocklisted for the task's job and type: one primary-key lookup.
+/// It is a column of the claim query, not a condition, so it is evaluated for a branch's
+/// winner only, never for every index entry the walk passes.
+const BLOCKED_COLUMN: &str = "EXISTS (SELECT 1 FROM job_blocklist b \
+    WHERE b.job = t.job AND b.task_type = t.task_type AND b.worker_id = ?1) AS blocked";
+
+/// The position of [`BLOCKED_COLUMN`] in a row of the claim query, after the
+/// [`TASK_COLUMNS`].
+const BLOCKED_IDX: usize = 21;
+
+/// The conditions of one branch of the claim query, whatever its tag: [`READY_CONDITIONS`]
+/// and one of the worker's types (`?2` … `?types+1`). Every branch (one per tag) checks
+/// these, so a condition added here holds for all of them.
 fn schedulable_conditions(types: usize) -> String {
     let marks: Vec<String> = (2..=types.max(1) + 1).map(|i| format!("?{i}")).collect();
     format!(
         "t.status IN ('queued', 'claimed-by-manager', 'soft-failed') \
-           AND t.task_type IN ({}) \
-           AND NOT EXISTS ( \
-               SELECT 1 FROM task_parents p JOIN tasks pt ON pt.id = p.parent_id \
-               WHERE p.task_id = t.id AND pt.status <> 'completed') \
-           AND NOT EXISTS ( \
-               SELECT 1 FROM task_failures f WHERE f.task_id = t.id AND f.worker_id = ?1) \
-           AND NOT EXISTS ( \
-               SELECT 1 FROM job_blocklist b \
-               WHERE b.job = t.job AND b.task_type = t.task_type AND b.worker_id = ?1)",
+           AND t.task_type IN ({}) AND {READY_CONDITIONS}",
         marks.join(", ")
     )
 }
 
-/// The best schedulable task requiring the tag `tag` (an SQL expression: `''` or a
-/// parameter): one walk of `tasks_schedule` from the head of that tag's range.
+/// The best task requiring the tag `tag` (an SQL expression: `''` or a parameter) that
+/// meets the conditions, blocklist aside: one walk of `tasks_schedule` from the head of
+/// that tag's range.
 fn branch_sql(types: usize, tag: &str) -> String {
     format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t INDEXED BY tasks_schedule \
+        "SELECT {TASK_COLUMNS}, {BLOCKED_COLUMN} FROM tasks t INDEXED BY tasks_schedule \
          WHERE t.worker_tag = {tag} AND {} \
          ORDER BY t.job_priority DESC, t.priority DESC, t.id \
          LIMIT 1",
@@ -224,9 +236,10 @@ pub(super) fn next_schedulable_sql(tags: usize) -> String {
 }
 
 /// The best schedulable task for these task types and worker tags (v2 §6.2 step 3,
-/// §6.3): status `queued`/`claimed-by-manager`, a matching type, no tag required or one
-/// of `worker_tags`, no parent that exists locally and is not `completed`; by
-/// `job_priority` desc, `priority` desc, id asc.
+/// §6.3): status `queued`/`claimed-by-manager` (or `soft-failed`: retries), a matching
+/// type, no tag required or one of `worker_tags`, no parent that exists locally and is
+/// not `completed`, not failed by this worker before, not of a job and type it is
+/// blocklisted for; by `job_priority` desc, `priority` desc, id asc.
 ///
 /// `EXPLAIN QUERY PLAN` (SQLite 3.54; checked by a test, also after `ANALYZE` of a table
 /// of mostly finished tasks), for a worker without tags:
@@ -250,6 +263,11 @@ pub(super) fn next_schedulable_sql(tags: usize) -> String {
 /// best of those few rows wins (a temporary B-tree over at most one row per branch).
 /// Tasks of tags the worker lacks are never read, however many there are.
 ///
+/// The blocklist is looked up once, for the winner ([`BLOCKED_COLUMN`]): a walk that
+/// checked it per entry would pass every task of a job the worker is blocklisted for
+/// (100,000 entries at every poll of that worker, docs/performance.md). When the winner's
+/// job is blocked, [`next_schedulable_past_blocks`] finds the answer job by job.
+///
 /// The types are bound as `?1, ?2, …` rather than as one JSON array: `json_each` costs a
 /// virtual table and a bloom filter per claim, about half the query's time.
 pub(super) fn next_schedulable(
@@ -265,18 +283,203 @@ pub(super) fn next_schedulable(
         .chain(task_types.iter().map(|t| Value::Text(t.clone())))
         .chain(worker_tags.iter().map(|t| Value::Text(t.clone())))
         .collect();
-    let args = params_from_iter(args);
-    let prebuilt = NEXT_SCHEDULABLE
+    let built;
+    let sql = match NEXT_SCHEDULABLE
         .get(task_types.len() - 1)
-        .and_then(|by_tags| by_tags.get(worker_tags.len()));
-    match prebuilt {
-        Some(sql) => query_one(conn, sql, args),
-        None => query_one(
-            conn,
-            &next_schedulable_sql_for(task_types.len(), worker_tags.len()),
-            args,
-        ),
+        .and_then(|by_tags| by_tags.get(worker_tags.len()))
+    {
+        Some(sql) => sql,
+        None => {
+            built = next_schedulable_sql_for(task_types.len(), worker_tags.len());
+            &built
+        }
+    };
+    let (head, blocked) = {
+        let mut stmt = conn.prepare_cached(sql).db()?;
+        let mut rows = stmt.query(params_from_iter(args)).db()?;
+        match rows.next().db()? {
+            Some(row) => (task_from_row(row)?, row.get::<_, bool>(BLOCKED_IDX).db()?),
+            None => return Ok(None),
+        }
+    };
+    if !blocked {
+        return Ok(Some(head));
     }
+    next_schedulable_past_blocks(
+        conn,
+        worker_id,
+        task_types,
+        worker_tags,
+        i64::from(head.job_priority),
+    )
+}
+
+/// The statuses of `tasks_schedule_by_job` (its partial index condition, repeated in each
+/// query so that SQLite may use it).
+const SCHEDULABLE: &str = "t.status IN ('queued', 'claimed-by-manager', 'soft-failed')";
+
+/// The first (job priority, job) of tag `?1` at job priority `?2` or lower, in the claim's
+/// order: one seek of `tasks_schedule_by_job`.
+static FIRST_JOB_FROM_BAND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.job_priority, t.job FROM tasks t INDEXED BY tasks_schedule_by_job \
+         WHERE t.worker_tag = ?1 AND {SCHEDULABLE} AND t.job_priority <= ?2 \
+         ORDER BY t.job_priority DESC, t.job LIMIT 1"
+    )
+});
+
+/// The next job after `?3` of tag `?1` at job priority `?2`: one seek. Tasks of no job
+/// come first (`NULL`); after them, `?3` is the empty blob, below every job id.
+static NEXT_JOB_IN_BAND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT t.job_priority, t.job FROM tasks t INDEXED BY tasks_schedule_by_job \
+         WHERE t.worker_tag = ?1 AND {SCHEDULABLE} AND t.job_priority = ?2 AND t.job > ?3 \
+         ORDER BY t.job LIMIT 1"
+    )
+});
+
+/// The best task worker `?1` may take of tag `?2`, job priority `?3`, job `?4` (`NULL`:
+/// no job) and type `?5`, blocklist aside: a walk of that one run of
+/// `tasks_schedule_by_job`, which is in the claim's order.
+static BEST_OF_JOB_AND_TYPE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t INDEXED BY tasks_schedule_by_job \
+         WHERE t.worker_tag = ?2 AND t.job_priority = ?3 AND t.job IS ?4 \
+           AND t.task_type = ?5 AND {READY_CONDITIONS} \
+         ORDER BY t.priority DESC, t.id LIMIT 1"
+    )
+});
+
+/// A (job priority, job) pair of `tasks_schedule_by_job`; the job as stored (`None`: tasks
+/// of no job).
+type JobRun = (i64, Option<Vec<u8>>);
+
+fn job_run(conn: &Connection, sql: &str, args: &[Value]) -> StoreResult<Option<JobRun>> {
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    let mut rows = stmt.query(params_from_iter(args)).db()?;
+    match rows.next().db()? {
+        Some(row) => Ok(Some((row.get(0).db()?, row.get(1).db()?))),
+        None => Ok(None),
+    }
+}
+
+/// Is worker `?3` blocklisted for job `?1` (as stored) and type `?2`?
+const IS_BLOCKED: &str =
+    "SELECT 1 FROM job_blocklist WHERE job = ?1 AND task_type = ?2 AND worker_id = ?3";
+
+/// [`IS_BLOCKED`]: one primary-key lookup.
+fn is_blocked(conn: &Connection, job: &[u8], task_type: &str, worker: &[u8]) -> StoreResult<bool> {
+    conn.prepare_cached(IS_BLOCKED)
+        .db()?
+        .exists(params![job, task_type, worker])
+        .db()
+}
+
+/// The statements of [`next_schedulable_past_blocks`], for plan and cost checks in tests.
+#[cfg(test)]
+pub(super) fn past_blocks_sql() -> [&'static str; 4] {
+    [
+        FIRST_JOB_FROM_BAND.as_str(),
+        NEXT_JOB_IN_BAND.as_str(),
+        BEST_OF_JOB_AND_TYPE.as_str(),
+        IS_BLOCKED,
+    ]
+}
+
+/// The claim's order: `job_priority` desc, `priority` desc, id asc (ids compare like
+/// SQLite compares their blobs).
+fn schedule_key(t: &Task) -> (std::cmp::Reverse<i32>, std::cmp::Reverse<i32>, ObjectId) {
+    (
+        std::cmp::Reverse(t.job_priority),
+        std::cmp::Reverse(t.priority),
+        t.id,
+    )
+}
+
+/// [`next_schedulable`] for a worker that is blocklisted for the job of the best task it
+/// could otherwise take, whose job priority is `from_band`: nothing above that priority is
+/// schedulable for it. In each tag's range, job priority by job priority from there, each
+/// job's best task of each of the worker's types it is not blocklisted for (one seek of
+/// `tasks_schedule_by_job` per job and type, one walk per allowed run), until a job
+/// priority that has an answer is done. A blocked job costs one seek past its tasks and
+/// a primary-key lookup per type, however many tasks it has; each other job of that job
+/// priority costs a seek and a short walk per type.
+fn next_schedulable_past_blocks(
+    conn: &Connection,
+    worker_id: ObjectId,
+    task_types: &[String],
+    worker_tags: &[String],
+    from_band: i64,
+) -> StoreResult<Option<Task>> {
+    let worker = worker_id.bytes().to_vec();
+    let mut types: Vec<&str> = task_types.iter().map(String::as_str).collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut tags: Vec<&str> = std::iter::once("")
+        .chain(worker_tags.iter().map(String::as_str))
+        .collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let mut best: Option<Task> = None;
+    for tag in tags {
+        let mut run = job_run(
+            conn,
+            &FIRST_JOB_FROM_BAND,
+            &[Value::Text(tag.into()), Value::Integer(from_band)],
+        )?;
+        while let Some((band, job)) = run {
+            if best
+                .as_ref()
+                .is_some_and(|b| i64::from(b.job_priority) > band)
+            {
+                break; // a better job priority has an answer
+            }
+            for task_type in &types {
+                if let Some(job) = &job {
+                    if is_blocked(conn, job, task_type, &worker)? {
+                        continue;
+                    }
+                }
+                let args = [
+                    Value::Blob(worker.clone()),
+                    Value::Text(tag.into()),
+                    Value::Integer(band),
+                    job.clone().map_or(Value::Null, Value::Blob),
+                    Value::Text((*task_type).into()),
+                ];
+                if let Some(task) = query_one(conn, &BEST_OF_JOB_AND_TYPE, params_from_iter(args))?
+                {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| schedule_key(&task) < schedule_key(b))
+                    {
+                        best = Some(task);
+                    }
+                }
+            }
+            let after = job.unwrap_or_default();
+            run = match job_run(
+                conn,
+                &NEXT_JOB_IN_BAND,
+                &[
+                    Value::Text(tag.into()),
+                    Value::Integer(band),
+                    Value::Blob(after),
+                ],
+            )? {
+                Some(next) => Some(next),
+                None => match band.checked_sub(1) {
+                    Some(lower) => job_run(
+                        conn,
+                        &FIRST_JOB_FROM_BAND,
+                        &[Value::Text(tag.into()), Value::Integer(lower)],
+                    )?,
+                    None => None,
+                },
+            };
+        }
+    }
+    Ok(best)
 }
 
 /// Write the local bookkeeping columns (status, activity, worker, worker_id,

@@ -734,3 +734,121 @@ async fn a_full_disk_at_close_says_where_and_loses_nothing() {
     );
     again.close().await.expect("close with room");
 }
+
+/// The statements a blocklisted worker's claim uses to skip a blocked job are seeks of
+/// `tasks_schedule_by_job` (each walk starts at its job and type, in the claim's order: no
+/// sort) and a primary-key lookup of `job_blocklist`, never a scan.
+#[test]
+fn blocked_job_skips_are_seeks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ConnConfig {
+        synchronous: "NORMAL",
+        busy_timeout: Duration::from_secs(5),
+    };
+    let conn = schema::open_writer(&dir.path().join(DATABASE_FILE), &cfg).expect("open");
+    let [first, next, best, blocked] = tasks::past_blocks_sql();
+    for (sql, want) in [
+        (
+            first,
+            "SEARCH t USING INDEX tasks_schedule_by_job (worker_tag=? AND job_priority<?)",
+        ),
+        (
+            next,
+            "SEARCH t USING INDEX tasks_schedule_by_job \
+             (worker_tag=? AND job_priority=? AND job>?)",
+        ),
+        (
+            best,
+            "SEARCH t USING INDEX tasks_schedule_by_job \
+             (worker_tag=? AND job_priority=? AND job=? AND task_type=?)",
+        ),
+        (
+            blocked,
+            "SEARCH job_blocklist USING PRIMARY KEY (job=? AND task_type=? AND worker_id=?)",
+        ),
+    ] {
+        let plan = query_plan(&conn, sql);
+        println!("{plan}");
+        // The seeks of a job read one row; whether SQLite counts the index as covering
+        // does not matter.
+        let head = plan.lines().next().unwrap_or_default().trim();
+        assert_eq!(head.replace("COVERING INDEX", "INDEX"), want, "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
+    }
+}
+
+/// A worker blocklisted for a big job at the head of the queue gets the next job's task,
+/// and its claim does the same work whether the blocked job has 50 tasks or 5,000
+/// (SQLite's count of virtual machine steps of every statement the claim ran): it does
+/// not walk the blocked job's tasks. A worker that is not blocklisted gets the head.
+#[test]
+fn blocklisted_claim_does_not_walk_the_blocked_job() {
+    let steps_for = |n: u32| -> i64 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = ConnConfig {
+            synchronous: "NORMAL",
+            busy_timeout: Duration::from_secs(5),
+        };
+        let conn = schema::open_writer(&dir.path().join(DATABASE_FILE), &cfg).expect("open");
+        let (a, b) = (conformance::nth_id(0x20, 1), conformance::nth_id(0x20, 2));
+        for job in [a, b] {
+            conn.execute(
+                "INSERT INTO jobs (id, status, created, updated) VALUES (?1, 'active', 0, 0)",
+                [job.bytes().to_vec()],
+            )
+            .expect("insert job");
+        }
+        let mut all: Vec<Task> = (0..n)
+            .map(|i| {
+                let mut t = prio_task(conformance::nth_id(0x30, i), "sleeping", 0, 50);
+                t.job = Some(a);
+                t
+            })
+            .collect();
+        let mut other = prio_task(conformance::nth_id(0x31, 1), "sleeping", 0, 50);
+        other.job = Some(b);
+        all.push(other.clone());
+        tasks::insert(&conn, &all).expect("insert tasks");
+        let (blocked, free) = (conformance::nth_id(0x40, 1), conformance::nth_id(0x40, 2));
+        conn.execute(
+            "INSERT INTO job_blocklist (job, task_type, worker_id, added) \
+             VALUES (?1, 'sleeping', ?2, 0)",
+            [a.bytes().to_vec(), blocked.bytes().to_vec()],
+        )
+        .expect("block");
+        let types = ["sleeping".to_string()];
+        let claim = |worker| {
+            tasks::next_schedulable(&conn, worker, &types, &[])
+                .expect("claim")
+                .map(|t| t.id)
+        };
+        assert_eq!(claim(free), Some(all[0].id), "the head, for a free worker");
+        let statements: Vec<String> = std::iter::once(tasks::next_schedulable_sql(0))
+            .chain(tasks::past_blocks_sql().map(str::to_string))
+            .collect();
+        for sql in &statements {
+            conn.prepare_cached(sql)
+                .expect("prepare")
+                .reset_status(rusqlite::StatementStatus::VmStep);
+        }
+        assert_eq!(claim(blocked), Some(other.id), "the next job's task");
+        statements
+            .iter()
+            .map(|sql| {
+                i64::from(
+                    conn.prepare_cached(sql)
+                        .expect("prepare")
+                        .get_status(rusqlite::StatementStatus::VmStep),
+                )
+            })
+            .sum()
+    };
+    let (small, big) = (steps_for(50), steps_for(5_000));
+    println!("VM steps of a blocklisted claim: {small} (50 blocked tasks), {big} (5,000)");
+    assert!(small > 0, "the claim's statements were counted");
+    assert!(
+        big < small + 500,
+        "the claim walks the blocked job: {small} steps for 50 tasks, {big} for 5,000"
+    );
+}

@@ -430,15 +430,14 @@ impl Manager {
     }
 
     /// Write the pending "seen" times of workers and may-i-run pings to the store.
+    /// Task reports of accepted updates go with them ([`crate::seen`]). One store call.
     pub async fn flush_seen(&self) -> Result<(), StoreError> {
-        for (id, seen) in self.seen_tracker.take() {
-            self.store.worker_seen(id, &seen).await?;
-        }
+        let seen = self.seen_tracker.take();
         let pings = self.ping_tracker.take();
-        if !pings.is_empty() {
-            self.store.record_pings(&pings).await?;
+        if seen.is_empty() && pings.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.store.write_deferred(&seen, &pings).await
     }
 
     fn seen(&self, peer: &Peer, mark_awake: bool) -> Seen {
@@ -449,6 +448,7 @@ impl Manager {
             // record at most the limit.
             software: crate::protocol::bounded_software(&peer.user_agent).to_string(),
             mark_awake,
+            task_report: None,
         }
     }
 
@@ -656,8 +656,19 @@ impl Manager {
         self.mark_seen(worker, peer, true).await?;
         let update = body.into_update(task_id, &worker.identifier(), self.now())?;
         let has_log = !update.log.is_empty();
+        let (at, reported) = (update.received_on_manager, update.task_status.clone());
         let outcome = self.store.apply_worker_update(worker.id, update).await?;
         self.metrics.record_task_update(&outcome);
+        if outcome.is_accepted() {
+            // Shown on the worker after the next flush (`crate::seen`); last words keep
+            // the worker's reported status as it was.
+            let status = match outcome {
+                WorkerUpdateOutcome::LastWords(_) => None,
+                _ => reported.map(|s| s.as_str().to_string()),
+            };
+            self.seen_tracker
+                .report(worker.id, crate::store::TaskReport { at, status });
+        }
         if has_log && outcome.is_accepted() {
             self.log_events.notify(task_id);
         }

@@ -13,12 +13,24 @@
 //! ping (`last_worker_ping`, `current_task_updated`) is written with the next flush. Only
 //! the latest ping per task is kept. Every other may-i-run (a task without a worker, a
 //! reassigned or stopped task) goes to the store at once.
+//!
+//! What an accepted task update shows on the worker (`current_task_updated`,
+//! `current_task_status`, for the dashboard and the API) is kept the same way, as a
+//! [`TaskReport`] merged into the worker's pending contact ([`SeenTracker::report`]), so
+//! an update costs no write of the worker's record: it shows within a flush interval
+//! (about a second). The task's own state (`last_worker_ping`, status, activity) and the
+//! outbox are written by the update itself, as before.
+//!
+//! The flush is one store call ([`crate::store::WorkerProtocolStore::write_deferred`]):
+//! one transaction on SQLite; on MongoDB one bulk `update` of the workers and, when there
+//! are pings, one of the tasks (docs/performance.md, "MongoDB commands per worker
+//! request").
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::model::{worker_status, ObjectId, Worker};
-use crate::store::{Seen, TaskPing};
+use crate::store::{Seen, TaskPing, TaskReport};
 
 /// Pending may-i-run pings, by task (the latest wins).
 #[derive(Debug, Default)]
@@ -42,10 +54,37 @@ impl PingTracker {
     }
 }
 
-/// Pending `last_activity` times, by worker.
+/// What a worker's next flush writes: its latest contact and its latest task report.
+#[derive(Debug, Default)]
+struct PendingWorker {
+    seen: Option<Seen>,
+    report: Option<TaskReport>,
+}
+
+/// Pending `last_activity` times and task reports, by worker.
 #[derive(Debug, Default)]
 pub struct SeenTracker {
-    pending: Mutex<HashMap<ObjectId, Seen>>,
+    pending: Mutex<HashMap<ObjectId, PendingWorker>>,
+}
+
+/// Two reports of one worker as one: the later time, and the later report's status, or
+/// the earlier one's when the later reported none (an update without status keeps the
+/// worker's reported status).
+pub fn merge_reports(earlier: Option<TaskReport>, later: TaskReport) -> TaskReport {
+    let Some(earlier) = earlier else {
+        return later;
+    };
+    if later.at >= earlier.at {
+        TaskReport {
+            at: later.at,
+            status: later.status.or(earlier.status),
+        }
+    } else {
+        TaskReport {
+            at: earlier.at,
+            status: earlier.status.or(later.status),
+        }
+    }
 }
 
 impl SeenTracker {
@@ -61,26 +100,56 @@ impl SeenTracker {
     /// Remember the latest contact of a worker.
     pub fn record(&self, id: ObjectId, seen: Seen) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.insert(id, seen);
+        pending.entry(id).or_default().seen = Some(seen);
     }
 
-    /// Drop a worker's pending contact (it was written directly).
+    /// Remember what an accepted task update shows on the worker (merged with a report
+    /// not written yet, [`merge_reports`]).
+    pub fn report(&self, id: ObjectId, report: TaskReport) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(id).or_default();
+        entry.report = Some(merge_reports(entry.report.take(), report));
+    }
+
+    /// Drop a worker's pending contact (it was written directly); its pending task report
+    /// stays.
     pub fn forget(&self, id: ObjectId) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.remove(&id);
+        if let Some(entry) = pending.get_mut(&id) {
+            entry.seen = None;
+            if entry.report.is_none() {
+                pending.remove(&id);
+            }
+        }
     }
 
     /// Take every pending contact, as `last_activity`-only updates (no status change: a
-    /// status change is never deferred, and the worker's status may have changed since).
+    /// status change is never deferred, and the worker's status may have changed since),
+    /// each with the worker's pending task report. A report without a pending contact
+    /// (the contact was written directly) goes with a contact at the report's time.
     pub fn take(&self) -> Vec<(ObjectId, Seen)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending
+        let mut taken: Vec<(ObjectId, Seen)> = pending
             .drain()
-            .map(|(id, mut seen)| {
+            .filter_map(|(id, entry)| {
+                let mut seen = match (entry.seen, &entry.report) {
+                    (Some(seen), _) => seen,
+                    (None, Some(report)) => Seen {
+                        now: report.at,
+                        address: String::new(),
+                        software: String::new(),
+                        mark_awake: false,
+                        task_report: None,
+                    },
+                    (None, None) => return None,
+                };
                 seen.mark_awake = false;
-                (id, seen)
+                seen.task_report = entry.report;
+                Some((id, seen))
             })
-            .collect()
+            .collect();
+        taken.sort_by_key(|(id, _)| *id);
+        taken
     }
 }
 
@@ -156,6 +225,7 @@ mod tests {
             address: address.into(),
             software: software.into(),
             mark_awake,
+            task_report: None,
         }
     }
 
@@ -183,6 +253,65 @@ mod tests {
             &w,
             &seen("10.0.0.1", "Flamenco-Worker/2.5", false)
         ));
+    }
+
+    fn report(secs: i64, status: Option<&str>) -> TaskReport {
+        TaskReport {
+            at: chrono::DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("a time"),
+            status: status.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn reports_merge_and_survive_a_direct_write() {
+        let t = SeenTracker::default();
+        let (id, quiet) = (ObjectId::new(), ObjectId::new());
+        t.record(id, seen("a", "b", true));
+        t.report(id, report(1, Some("active")));
+        // A later update without status keeps the reported one.
+        t.report(id, report(2, None));
+        // A contact written directly drops the pending contact, not the report.
+        t.forget(id);
+        t.record(quiet, seen("c", "d", true));
+        let taken = t.take();
+        assert_eq!(taken.len(), 2);
+        let (got_id, got) = taken.iter().find(|(i, _)| *i == id).expect("the reporter");
+        assert_eq!(*got_id, id);
+        assert_eq!(got.task_report, Some(report(2, Some("active"))));
+        assert_eq!(
+            got.now,
+            report(2, None).at,
+            "a contact at the report's time"
+        );
+        assert!(got.address.is_empty() && got.software.is_empty());
+        assert!(!got.mark_awake);
+        let (_, q) = taken
+            .iter()
+            .find(|(i, _)| *i == quiet)
+            .expect("the quiet one");
+        assert_eq!(q.task_report, None);
+        assert!(t.take().is_empty());
+    }
+
+    #[test]
+    fn the_later_report_wins() {
+        assert_eq!(
+            merge_reports(Some(report(5, Some("active"))), report(3, Some("failed"))),
+            report(5, Some("active"))
+        );
+        assert_eq!(
+            merge_reports(Some(report(5, None)), report(3, Some("failed"))),
+            report(5, Some("failed")),
+            "an older status fills a newer report without one"
+        );
+        assert_eq!(
+            merge_reports(
+                Some(report(1, Some("active"))),
+                report(2, Some("completed"))
+            ),
+            report(2, Some("completed"))
+        );
+        assert_eq!(merge_reports(None, report(2, None)), report(2, None));
     }
 
     #[test]

@@ -207,6 +207,9 @@ async fn as_json_has_v2_fields_order_and_omissions() {
             .await,
         StatusCode::NO_CONTENT
     );
+    // The worker's reported status shows after the next "seen" flush (every second in
+    // the daemon, `flamenco_core::seen`).
+    tm.manager.flush_seen().await.expect("flush");
 
     let (status, body) = get(&tm, "/as-json").await;
     assert_eq!(status, StatusCode::OK);

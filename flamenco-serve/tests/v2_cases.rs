@@ -137,6 +137,9 @@ async fn case07_task_rescheduling() {
     assert_eq!(task.worker_id, Some(w2.id));
     assert_eq!(task.status, TaskStatus::Failed);
     assert_eq!(task.activity, "doing stuff by worker2");
+    // The workers' `current_task_*` are written with the "seen" flush (every second in
+    // the daemon, `flamenco_core::seen`).
+    tm.manager.flush_seen().await.expect("flush");
     let wk1 = tm.worker(w1.id).await;
     let wk2 = tm.worker(w2.id).await;
     assert!(wk1.current_task_updated.unwrap() < t_mid);

@@ -150,6 +150,9 @@ async fn full_session_stores_every_step() {
     let t = tm.task(id).await;
     assert_eq!(t.status, TaskStatus::Completed);
     assert_eq!(t.activity, "Task completed");
+    // The worker's reported status is written with the next "seen" flush (every second
+    // in the daemon, `flamenco_core::seen`).
+    tm.manager.flush_seen().await.expect("flush");
     let stored = tm.worker(worker_id).await;
     assert_eq!(stored.current_task_status, "completed");
 

@@ -331,6 +331,7 @@ instrumented! {
         fn may_i_run(&self, task_id: ObjectId, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<MayIRun>;
         fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>>;
         fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
+        fn write_deferred(&self, seen: &[(ObjectId, Seen)], pings: &[TaskPing]) -> StoreResult<()>;
         fn return_task(&self, task_id: ObjectId, worker_id: ObjectId, ident: &str, now: DateTime<Utc>) -> StoreResult<ReturnOutcome>;
         fn sign_off_worker(&self, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
         fn queue_update(&self, update: TaskUpdate) -> StoreResult<()>;

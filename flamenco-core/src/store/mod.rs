@@ -153,6 +153,21 @@ pub struct Seen {
     pub software: String,
     /// Set the status to `awake` (true for `/task`, updates, may-i-run and sign-on).
     pub mark_awake: bool,
+    /// The worker's latest accepted task update, written with the deferred "seen"
+    /// ([`crate::seen`]): `current_task_updated` (never moved back) and
+    /// `current_task_status` when the update reported one. `None` for immediate writes.
+    pub task_report: Option<TaskReport>,
+}
+
+/// What an accepted worker update shows on the worker (`current_task_updated`,
+/// `current_task_status`), kept in memory and written with the next "seen" flush.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskReport {
+    /// When the Manager received the update.
+    pub at: DateTime<Utc>,
+    /// The status the worker reported (as stored: none for last words); `None` keeps
+    /// the stored one.
+    pub status: Option<String>,
 }
 
 /// What storing a download did ([`UpstreamStore::merge_downloaded_tasks`]).

@@ -5,9 +5,11 @@
 
 use super::ClaimRequest;
 use super::Claimed;
+use super::Seen;
 use super::StoreResult;
 use super::TaskPing;
 use super::TaskStore;
+use super::WorkerStore;
 use crate::model::ObjectId;
 use crate::model::Task;
 use crate::model::TaskUpdate;
@@ -20,7 +22,7 @@ use chrono::Utc;
 
 /// The worker protocol's writes: claim, update, may-i-run, return, sign-off, and Manager-made updates.
 #[async_trait]
-pub trait WorkerProtocolStore: TaskStore + Send + Sync {
+pub trait WorkerProtocolStore: TaskStore + WorkerStore + Send + Sync {
     /// Hand a task to a worker, atomically (compare-and-set on the status):
     /// 1. an `active` task already assigned to this worker is returned again;
     /// 2. otherwise the best schedulable task (`queued`/`claimed-by-manager`, task type in
@@ -41,8 +43,10 @@ pub trait WorkerProtocolStore: TaskStore + Send + Sync {
     /// [`crate::updates::check_worker_update`]; if accepted, ping the task
     /// (`last_worker_ping`, `worker_id`), apply the status per
     /// [`crate::updates::local_status_after`] and a non-empty activity, set `last_updated`,
-    /// insert `update` into the outbox, and set the worker's `current_task_updated` (and
-    /// `current_task_status` when the update has a status).
+    /// and insert `update` into the outbox. The worker's record is not written: the caller
+    /// keeps what the update shows there (`current_task_updated`, `current_task_status`)
+    /// as a [`super::TaskReport`] and writes it with the next "seen" flush
+    /// ([`WorkerProtocolStore::write_deferred`], about every second; see [`crate::seen`]).
     async fn apply_worker_update(
         &self,
         worker_id: ObjectId,
@@ -70,6 +74,24 @@ pub trait WorkerProtocolStore: TaskStore + Send + Sync {
     /// that worker (a ping never claims a task). Pings of tasks that changed meanwhile are
     /// dropped.
     async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
+
+    /// The deferred "seen" flush ([`crate::seen`]): each worker's latest contact, with
+    /// its [`super::TaskReport`] (as [`super::WorkerStore::worker_seen`] writes them),
+    /// then the may-i-run pings (as [`WorkerProtocolStore::record_pings`]). Backends
+    /// batch them: one transaction on SQLite, one bulk command per collection on MongoDB.
+    async fn write_deferred(
+        &self,
+        seen: &[(ObjectId, Seen)],
+        pings: &[TaskPing],
+    ) -> StoreResult<()> {
+        for (id, contact) in seen {
+            self.worker_seen(*id, contact).await?;
+        }
+        if !pings.is_empty() {
+            self.record_pings(pings).await?;
+        }
+        Ok(())
+    }
 
     /// `POST /tasks/{id}/return`: decide with [`crate::updates::decide_return`] and apply it
     /// with [`crate::updates::return_update`] (a requeued task loses its `worker_id`).

@@ -66,6 +66,23 @@ pub(super) fn map_err(e: Error) -> StoreError {
     }
 }
 
+/// A write error or write concern error found in a command's reply (`code`, `errmsg`),
+/// for commands sent with `run_command` (`super::batch`), which the driver does not
+/// turn into errors itself.
+pub(super) fn reply_error(error: &mongodb::bson::Document) -> StoreError {
+    let code = match error.get("code") {
+        Some(mongodb::bson::Bson::Int32(c)) => *c,
+        Some(mongodb::bson::Bson::Int64(c)) => i32::try_from(*c).unwrap_or(-1),
+        _ => -1,
+    };
+    let message = error.get_str("errmsg").unwrap_or("no message");
+    if UNAVAILABLE_CODES.contains(&code) {
+        StoreError::Unavailable(format!("MongoDB: {message} ({code})"))
+    } else {
+        StoreError::Other(format!("MongoDB: {message} ({code})"))
+    }
+}
+
 /// The code the server gave, for errors that come from the server.
 fn server_code(e: &Error) -> Option<i32> {
     match e.kind.as_ref() {

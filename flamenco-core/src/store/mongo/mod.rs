@@ -20,6 +20,7 @@
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
 //! `outbox`, `workers`, `settings`, `logs` (task logs), `testing` (test support).
 
+mod batch;
 mod bulk;
 mod claims;
 mod codec;
@@ -80,6 +81,8 @@ pub(crate) struct Db {
     /// `soft-failed` tasks and skips excluded workers (`retries::exclusions`). Off, the
     /// claim's query is v2's (upstream mode has neither).
     retries: AtomicBool,
+    /// Workers known to have blocklist entries (`retries::BlockedHint`).
+    blocked_hint: retries::BlockedHint,
 }
 
 impl Db {
@@ -95,6 +98,7 @@ impl Db {
             log_ends: db.collection(logs::ENDS),
             blocklist: db.collection(retries::BLOCKLIST),
             retries: AtomicBool::new(false),
+            blocked_hint: Default::default(),
         }
     }
 }
@@ -158,6 +162,9 @@ impl MongoStore {
             .await
             .map_err(|e| connect::preparing(&database, e))?;
         outbox::init_counter(&db)
+            .await
+            .map_err(|e| connect::preparing(&database, e))?;
+        retries::load_hint(&db)
             .await
             .map_err(|e| connect::preparing(&database, e))?;
         Ok(MongoStore {

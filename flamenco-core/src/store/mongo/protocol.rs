@@ -38,12 +38,13 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
+use super::batch::{self, Statement};
 use super::codec::{date, oid};
 use super::errors::Mongo;
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
-use crate::store::{ClaimRequest, Claimed, StoreError, StoreResult, TaskLogLimits, TaskPing};
+use crate::store::{ClaimRequest, Claimed, Seen, StoreError, StoreResult, TaskLogLimits, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
     WorkerUpdateOutcome,
@@ -409,13 +410,8 @@ pub(super) async fn apply_worker_update_plain(
     let update = &updates::without_status(&outcome, update);
     outbox::insert(db, std::slice::from_ref(update)).await?;
     logs::append(db, update.task_id, &update.log, log_limits).await?;
-    workers::ping(
-        db,
-        worker_id,
-        update.received_on_manager,
-        update.task_status.as_ref().map(|s| s.as_str()),
-    )
-    .await?;
+    // The worker's `current_task_updated`/`current_task_status` are the caller's, written
+    // with the next "seen" flush (`crate::seen`, `write_deferred`).
     Ok(outcome)
 }
 
@@ -443,26 +439,71 @@ pub(super) async fn may_i_run(
     Err(kept_changing(task_id))
 }
 
-/// `WorkerProtocolStore::record_pings`: one conditional update per ping (still runnable, still this
-/// worker's; `$max` never moves the ping back).
+/// The statuses in which a ping is written (the task is still runnable).
+const PINGABLE: [&str; 3] = ["queued", "claimed-by-manager", "active"];
+
+/// The task half of [`record_pings`]: one batched update of the tasks (still runnable,
+/// still this worker's; `$max` never moves the ping back). Returns the workers' halves
+/// of the pings that held, as statements for the workers' batch. When every ping
+/// matched (the common case) that is all of them; otherwise one read finds which held.
+async fn ping_tasks(db: &Db, pings: &[TaskPing]) -> StoreResult<Vec<Statement>> {
+    if pings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statements = pings
+        .iter()
+        .map(|ping| Statement {
+            filter: doc! {
+                "_id": oid(ping.task_id),
+                "worker_id": oid(ping.worker_id),
+                "status": { "$in": PINGABLE.to_vec() },
+            },
+            update: doc! { "$max": { "last_worker_ping": date(ping.at) } },
+        })
+        .collect();
+    let matched = batch::update_each(&db.tasks, statements).await?;
+    let held: Vec<&TaskPing> = if usize::try_from(matched).ok() == Some(pings.len()) {
+        pings.iter().collect()
+    } else {
+        let ids: Vec<Bson> = pings.iter().map(|p| oid(p.task_id)).collect();
+        let still = tasks::pingable(db, ids, &PINGABLE).await?;
+        pings
+            .iter()
+            .filter(|p| still.contains(&(p.task_id, p.worker_id)))
+            .collect()
+    };
+    Ok(held
+        .into_iter()
+        .map(|p| workers::ping_statement(p.worker_id, p.at))
+        .collect())
+}
+
+/// `WorkerProtocolStore::record_pings`: two commands for any number of pings (one
+/// batched update of the tasks, one of the workers; a read between them when some
+/// task changed meanwhile).
 pub(super) async fn record_pings(db: &Db, pings: &[TaskPing]) -> StoreResult<()> {
-    for ping in pings {
-        let matched = db
-            .tasks
-            .update_one(
-                doc! {
-                    "_id": oid(ping.task_id),
-                    "worker_id": oid(ping.worker_id),
-                    "status": { "$in": ["queued", "claimed-by-manager", "active"] },
-                },
-                doc! { "$max": { "last_worker_ping": date(ping.at) } },
-            )
-            .await
-            .db()?
-            .matched_count;
-        if matched > 0 {
-            workers::ping(db, ping.worker_id, ping.at, None).await?;
-        }
+    let worker_pings = ping_tasks(db, pings).await?;
+    if !worker_pings.is_empty() {
+        batch::update_each(&db.workers, worker_pings).await?;
+    }
+    Ok(())
+}
+
+/// `WorkerProtocolStore::write_deferred`: the pings' task half first, then ONE batched
+/// update of the workers with every contact (and task report) and the pings' worker
+/// half. Two commands per flush (one without pings).
+pub(super) async fn write_deferred(
+    db: &Db,
+    seen: &[(ObjectId, Seen)],
+    pings: &[TaskPing],
+) -> StoreResult<()> {
+    let mut statements: Vec<Statement> = seen
+        .iter()
+        .map(|(id, contact)| workers::seen_statement(*id, contact))
+        .collect();
+    statements.extend(ping_tasks(db, pings).await?);
+    if !statements.is_empty() {
+        batch::update_each(&db.workers, statements).await?;
     }
     Ok(())
 }
@@ -592,6 +633,15 @@ impl crate::store::WorkerProtocolStore for MongoStore {
 
     async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {
         self.run(super::protocol::record_pings(&self.db, pings))
+            .await
+    }
+
+    async fn write_deferred(
+        &self,
+        seen: &[(ObjectId, Seen)],
+        pings: &[TaskPing],
+    ) -> StoreResult<()> {
+        self.run(super::protocol::write_deferred(&self.db, seen, pings))
             .await
     }
 

@@ -5,7 +5,7 @@
 //! one query. A worker's `failed` is recorded with one compare-and-set on the task (the
 //! decision from [`crate::jobs::retry`] on the record as read), like every protocol write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -63,6 +63,95 @@ pub(super) fn exclusions(db: &Db, filter: &mut Document, worker_id: ObjectId) {
     filter.insert("status", doc! { "$in": CLAIMABLE.to_vec() });
     filter.insert("failures.worker_id", doc! { "$ne": oid(worker_id) });
     filter.insert("blocked_workers", doc! { "$ne": oid(worker_id) });
+}
+
+/// Workers this Manager knows to have blocklist entries: a hint, so that only their
+/// claims read the blocklist (one `find`) to leave out their blocked jobs by `job`
+/// ([`blocked_jobs`]), and every other claim sends the commands it sent before. Filled
+/// at connect ([`load_hint`]) and by this Manager's own blocklisting; a worker whose read
+/// finds no entry leaves it. An entry another Manager adds later is honoured all the same
+/// (the claim's `blocked_workers` condition), only without the shortcut until this
+/// Manager connects again.
+#[derive(Default)]
+pub(super) struct BlockedHint(std::sync::Mutex<HashSet<ObjectId>>);
+
+impl BlockedHint {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectId>> {
+        // A panic while holding the lock cannot leave the set half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, worker: ObjectId) -> bool {
+        self.lock().contains(&worker)
+    }
+}
+
+/// At most this many blocked jobs go into one claim's `$nin` (more is not a real farm:
+/// each is a job in which this worker failed `blocklist_threshold` tasks).
+const MAX_NIN_JOBS: i64 = 1_000;
+
+/// Fill the hint with every worker that has a blocklist entry: one `distinct` at connect.
+pub(super) async fn load_hint(db: &Db) -> StoreResult<()> {
+    let workers = db
+        .blocklist
+        .distinct("worker_id", Document::new())
+        .await
+        .db()?;
+    let mut hint = db.blocked_hint.lock();
+    hint.extend(workers.iter().filter_map(|b| match b {
+        Bson::ObjectId(o) => Some(ObjectId::from_bytes(o.bytes())),
+        _ => None,
+    }));
+    Ok(())
+}
+
+/// The jobs the claiming worker is blocklisted for in every one of its task types, for
+/// the claim's `job: {$nin: …}`: read only for a worker in the hint (one `find` of its
+/// entries, served by `{worker_id, job, task_type}`); empty for every other worker, and
+/// with retries off. A job blocked for some of its types only is left to the
+/// `blocked_workers` condition, which is exact in every case; `$nin` on `job` (a key of
+/// the candidates' index) lets the server pass a blocked job's tasks on the index keys
+/// alone instead of fetching and filtering each document.
+pub(super) async fn blocked_jobs(
+    db: &Db,
+    worker_id: ObjectId,
+    task_types: &[String],
+) -> StoreResult<Vec<Bson>> {
+    if !db.retries.load(std::sync::atomic::Ordering::Acquire)
+        || !db.blocked_hint.contains(worker_id)
+    {
+        return Ok(Vec::new());
+    }
+    let docs: Vec<Document> = db
+        .blocklist
+        .find(doc! { "worker_id": oid(worker_id) })
+        .projection(doc! { "_id": 0, "job": 1, "task_type": 1 })
+        .limit(MAX_NIN_JOBS * 8)
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    if docs.is_empty() {
+        db.blocked_hint.lock().remove(&worker_id);
+        return Ok(Vec::new());
+    }
+    let mut types_by_job: BTreeMap<ObjectId, HashSet<String>> = BTreeMap::new();
+    for d in &docs {
+        let f = codec::Fields::new(d, BLOCKLIST);
+        types_by_job
+            .entry(f.id("job")?)
+            .or_default()
+            .insert(f.string("task_type")?);
+    }
+    Ok(types_by_job
+        .into_iter()
+        .filter(|(_, types)| task_types.iter().all(|t| types.contains(t)))
+        .take(usize::try_from(MAX_NIN_JOBS).unwrap_or(usize::MAX))
+        .map(|(job, _)| oid(job))
+        .collect())
 }
 
 /// A task's failure record, oldest first.
@@ -174,6 +263,7 @@ async fn block(db: &Db, entry: &BlocklistEntry) -> StoreResult<()> {
         .upsert(true)
         .await
         .db()?;
+    db.blocked_hint.lock().insert(entry.worker_id);
     db.tasks
         .update_many(
             doc! { "job": oid(entry.job), "task_type": entry.task_type.as_str() },
@@ -345,7 +435,6 @@ pub(super) async fn apply_failed(
         }
         outbox::insert(db, std::slice::from_ref(&queued)).await?;
         logs::append(db, queued.task_id, &queued.log, log_limits).await?;
-        workers::ping(db, worker_id, now, Some(TaskStatus::Failed.as_str())).await?;
         if decided.blocklist {
             block(
                 db,

@@ -178,6 +178,10 @@ pub(super) async fn candidates(
 ) -> StoreResult<Vec<Task>> {
     let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
     super::retries::exclusions(db, &mut filter, req.worker_id);
+    let blocked = super::retries::blocked_jobs(db, req.worker_id, &req.task_types).await?;
+    if !blocked.is_empty() {
+        filter.insert("job", doc! { "$nin": blocked });
+    }
     let docs = collect(
         db.tasks
             .find(filter)
@@ -289,6 +293,31 @@ pub(super) async fn blocking_parents(
     docs.iter()
         .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
         .collect()
+}
+
+/// Of the tasks `ids`, those in one of `statuses`, as (task, `worker_id`) pairs (tasks
+/// without a worker left out): which deferred may-i-run pings still hold.
+pub(super) async fn pingable(
+    db: &Db,
+    ids: Vec<Bson>,
+    statuses: &[&str],
+) -> StoreResult<BTreeSet<(ObjectId, ObjectId)>> {
+    let docs = collect(
+        db.tasks
+            .find(doc! { "_id": { "$in": ids }, "status": { "$in": statuses.to_vec() } })
+            .projection(doc! { "_id": 1, "worker_id": 1 })
+            .await
+            .db()?,
+    )
+    .await?;
+    let mut held = BTreeSet::new();
+    for d in &docs {
+        let fields = codec::Fields::new(d, codec::TASKS);
+        if let Some(worker) = fields.opt_id("worker_id")? {
+            held.insert((fields.id("_id")?, worker));
+        }
+    }
+    Ok(held)
 }
 
 /// The compare-and-set filter: the task still has the status and `worker_id` it had when

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 
+use super::batch::Statement;
 use super::codec::{date, oid, worker_from_doc, worker_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::Db;
@@ -81,24 +82,57 @@ fn seen_fields(seen: &Seen) -> Document {
     set
 }
 
+/// The update "seen" writes when the status stays: [`seen_fields`], and the deferred
+/// task report (`current_task_updated` never moved back, `current_task_status` when one
+/// was reported).
+fn seen_update(seen: &Seen) -> Document {
+    let mut set = seen_fields(seen);
+    let Some(report) = &seen.task_report else {
+        return doc! { "$set": set };
+    };
+    if let Some(status) = report.status.as_deref().filter(|s| !s.is_empty()) {
+        set.insert("current_task_status", status);
+    }
+    doc! { "$set": set, "$max": { "current_task_updated": date(report.at) } }
+}
+
+/// A deferred contact ([`crate::seen`], `mark_awake` false) as one statement of a
+/// batched update (`super::batch`).
+pub(super) fn seen_statement(id: ObjectId, seen: &Seen) -> Statement {
+    Statement {
+        filter: by_id(id),
+        update: seen_update(seen),
+    }
+}
+
+/// A may-i-run ping's mark on the worker, as one statement of a batched update:
+/// `current_task_updated`, never moved back.
+pub(super) fn ping_statement(id: ObjectId, at: DateTime<Utc>) -> Statement {
+    Statement {
+        filter: by_id(id),
+        update: doc! { "$max": { "current_task_updated": date(at) } },
+    }
+}
+
 /// "Seen"; false when the worker does not exist. `mark_awake` wakes only the statuses in
 /// [`worker_status::WOKEN_BY_CONTACT`] (or a missing status): the condition is in the
 /// filter of one update, and when it does not hold, a second update writes the rest.
 pub(super) async fn seen(db: &Db, id: ObjectId, seen: &Seen) -> StoreResult<bool> {
-    let set = seen_fields(seen);
     if seen.mark_awake {
         let mut wakeable: Vec<Bson> = worker_status::WOKEN_BY_CONTACT
             .iter()
             .map(|s| Bson::String(s.to_string()))
             .collect();
         wakeable.push(Bson::Null);
-        let mut waking = set.clone();
-        waking.insert("status", worker_status::AWAKE);
+        let mut waking = seen_update(seen);
+        if let Ok(set) = waking.get_document_mut("$set") {
+            set.insert("status", worker_status::AWAKE);
+        }
         let result = db
             .workers
             .update_one(
                 doc! { "_id": oid(id), "status": { "$in": wakeable } },
-                doc! { "$set": waking },
+                waking,
             )
             .await
             .db()?;
@@ -108,7 +142,7 @@ pub(super) async fn seen(db: &Db, id: ObjectId, seen: &Seen) -> StoreResult<bool
     }
     let result = db
         .workers
-        .update_one(by_id(id), doc! { "$set": set })
+        .update_one(by_id(id), seen_update(seen))
         .await
         .db()?;
     Ok(result.matched_count > 0)

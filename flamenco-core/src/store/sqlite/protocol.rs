@@ -13,7 +13,8 @@ use super::{logs, outbox, retries, tasks, workers};
 use crate::jobs::retry::{self, RetryPolicy};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
 use crate::store::{
-    CancelReport, ClaimRequest, Claimed, MergeReport, StoreResult, TaskLogLimits, TaskPing,
+    CancelReport, ClaimRequest, Claimed, MergeReport, Seen, StoreResult, TaskLogLimits, TaskPing,
+    TaskReport,
 };
 use crate::updates::{
     self, apply_locally, check_worker_update, decide_return, MayIRun, Refetched, ReturnOutcome,
@@ -248,12 +249,8 @@ pub(super) fn apply_worker_update(
         task.last_worker_ping = Some(now);
         task.worker_id = Some(worker_id);
     }
-    workers::ping(
-        conn,
-        worker_id,
-        now,
-        update.task_status.as_ref().map(|s| s.as_str()),
-    )?;
+    // The worker's `current_task_updated`/`current_task_status` are the caller's, written
+    // with the next "seen" flush (`crate::seen`).
     let mut stranded = None;
     if let (true, Some(job), Some(TaskStatus::Failed)) =
         (policy.enabled, before.job, update.task_status.as_ref())
@@ -319,7 +316,11 @@ pub(super) fn record_pings(conn: &Connection, pings: &[TaskPing]) -> StoreResult
             ])
             .db()?;
         if changed > 0 {
-            workers::ping(conn, ping.worker_id, ping.at, None)?;
+            let report = TaskReport {
+                at: ping.at,
+                status: None,
+            };
+            workers::report_task(conn, ping.worker_id, &report)?;
         }
     }
     Ok(())
@@ -433,6 +434,22 @@ impl crate::store::WorkerProtocolStore for SqliteStore {
         let pings = pings.to_vec();
         self.writer
             .run(move |c| super::protocol::record_pings(c, &pings))
+            .await
+    }
+
+    async fn write_deferred(
+        &self,
+        seen: &[(ObjectId, Seen)],
+        pings: &[TaskPing],
+    ) -> StoreResult<()> {
+        let (seen, pings) = (seen.to_vec(), pings.to_vec());
+        self.writer
+            .run(move |c| {
+                for (id, contact) in &seen {
+                    workers::seen(c, *id, contact)?;
+                }
+                super::protocol::record_pings(c, &pings)
+            })
             .await
     }
 

@@ -9,7 +9,7 @@ use super::rows::{
 };
 use super::SqliteStore;
 use crate::model::{worker_status, ObjectId, RequestedStatus, Worker};
-use crate::store::{Seen, SignOn, StoreError, StoreResult};
+use crate::store::{Seen, SignOn, StoreError, StoreResult, TaskReport};
 
 pub(super) fn insert(conn: &Connection, w: &Worker) -> StoreResult<()> {
     conn.prepare_cached(
@@ -113,7 +113,25 @@ pub(super) fn seen(conn: &Connection, id: ObjectId, seen: &Seen) -> StoreResult<
             s4,
         ])
         .db()?;
+    if let (true, Some(report)) = (n > 0, &seen.task_report) {
+        report_task(conn, id, report)?;
+    }
     Ok(n > 0)
+}
+
+/// A deferred task report ([`crate::store::TaskReport`]): `current_task_updated` never
+/// moved back, `current_task_status` when one was reported.
+pub(super) fn report_task(conn: &Connection, id: ObjectId, report: &TaskReport) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE workers SET \
+           current_task_updated = max(coalesce(current_task_updated, ?2), ?2), \
+           current_task_status = coalesce(?3, current_task_status) \
+         WHERE id = ?1",
+    )
+    .db()?
+    .execute(params![blob(id), ms(report.at), report.status])
+    .db()?;
+    Ok(())
 }
 
 /// Sign-on (v2 §4.6): non-empty nickname and task types, `current_task` removed, status

@@ -4,7 +4,7 @@
 //! | collection | keys | for |
 //! |---|---|---|
 //! | `flamenco_tasks` | `{status: 1, priority: 1}` | v2's index, kept |
-//! | `flamenco_tasks` | `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1}` | the claim's candidate query: filter (worker tags too) and order |
+//! | `flamenco_tasks` | `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1, job: 1}` | the claim's candidate query: filter (worker tags too) and order; `job` for a blocklisted worker's `$nin` on the keys |
 //! | `flamenco_tasks` | `{status: 1, worker_id: 1, _id: 1}` | the already-assigned lookup and sign-off |
 //! | `flamenco_tasks` | `{parents: 1}` | cleanup: is this finished task a parent of a waiting one? |
 //! | `flamenco_tasks` | `{job: 1, status: 1}` | a job's tasks and their counts per status |
@@ -13,6 +13,7 @@
 //! | `flamenco_jobs` | `{status: 1}` | listing jobs by status |
 //! | `task_log_chunks` | `{task_id: 1, head: 1, start_byte: 1}` | a task's log in order; dropping the tail's oldest chunks |
 //! | `flamenco_job_blocklist` | `{job: 1, task_type: 1, worker_id: 1}` | a job's blocklist; one entry per job, type and worker |
+//! | `flamenco_job_blocklist` | `{worker_id: 1, job: 1, task_type: 1}` | a worker's entries (a blocklisted worker's claim) |
 //! | `webhook_deliveries` | `{next_attempt: 1}` | the webhook sender's due query |
 
 use mongodb::bson::{doc, Document};
@@ -32,7 +33,7 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         (super::codec::TASKS, doc! { "status": 1, "priority": 1 }),
         (
             super::codec::TASKS,
-            doc! { "status": 1, "worker_tag": 1, "task_type": 1, "job_priority": -1, "priority": -1, "_id": 1 },
+            doc! { "status": 1, "worker_tag": 1, "task_type": 1, "job_priority": -1, "priority": -1, "_id": 1, "job": 1 },
         ),
         (
             super::codec::TASKS,
@@ -53,6 +54,10 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         (
             super::retries::BLOCKLIST,
             doc! { "job": 1, "task_type": 1, "worker_id": 1 },
+        ),
+        (
+            super::retries::BLOCKLIST,
+            doc! { "worker_id": 1, "job": 1, "task_type": 1 },
         ),
         (super::webhooks::DELIVERIES, doc! { "next_attempt": 1 }),
     ]

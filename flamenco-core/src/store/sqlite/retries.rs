@@ -373,8 +373,9 @@ mod tests {
     use super::super::schema::{self, ConnConfig};
     use super::super::{tasks, DATABASE_FILE};
 
-    /// The claim's two retry conditions are primary-key lookups per candidate (no scan of
-    /// `task_failures` or `job_blocklist`), in every branch of the claim query.
+    /// The claim's two retry conditions are primary-key lookups (no scan of
+    /// `task_failures` or `job_blocklist`), in every branch of the claim query: the
+    /// failure record per candidate, the blocklist for the branch's winner (a column).
     #[test]
     fn claim_exclusions_are_primary_key_lookups() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -175,7 +175,11 @@ async fn a_30_s_database_outage_under_load_gives_503s_one_leader_and_loses_nothi
         .await
         .expect("read the lease")
         .expect("a lease");
-    assert_eq!(lease.holder, managers[leader_after].name, "{lease:?}");
+    assert_eq!(
+        flamenco_core::leader::holder_instance(&lease.holder),
+        managers[leader_after].name,
+        "{lease:?}"
+    );
     let watch_started = watch.started;
     let log = watch.stop().await;
     // From the watcher's log: when the leader stopped leading after the outage began, and

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use flamenco_core::leader::holder_instance;
 use flamenco_core::store::mongo::testing::TestDatabase;
 use flamenco_core::store::mongo::MongoStore;
 use flamenco_core::store::{CoordinationStore, Lease, LEADER_LEASE};
@@ -153,7 +154,8 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_a_stopped_one_at_once(
         (&mut b, &mut a)
     };
     let held = lease(&store).await;
-    assert_eq!(held.holder, leader.name);
+    // The holder is the instance name and the process's token.
+    assert_eq!(holder_instance(&held.holder), leader.name);
 
     // /healthz: both healthy, and each knows whether it leads.
     for (d, leads) in [(&*leader, true), (&*follower, false)] {
@@ -211,7 +213,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_a_stopped_one_at_once(
         "takeover took {took:?} with a lease of {LEASE:?}"
     );
     let after = lease(&store).await;
-    assert_eq!(after.holder, follower.name);
+    assert_eq!(holder_instance(&after.holder), follower.name);
     assert_eq!(after.term, before.term + 1, "{before:?} then {after:?}");
     assert!(
         after.acquired >= before.expires,
@@ -236,13 +238,13 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_a_stopped_one_at_once(
     // Released, or already taken by the other.
     let released = lease(&store).await;
     assert!(
-        released.released || released.holder == leader.name,
+        released.released || holder_instance(&released.holder) == leader.name,
         "SIGTERM left the lease held: {released:?}"
     );
     assert_eq!(one_leader(&http, &[&*leader]).await, 0);
     let after = lease(&store).await;
     assert_eq!(
-        (after.holder.as_str(), after.term),
+        (holder_instance(&after.holder), after.term),
         (leader.name, before.term + 1)
     );
     assert!(

@@ -90,12 +90,30 @@ pub fn generated_instance_name() -> String {
     )
 }
 
+/// The lease holder of a Manager: its instance name and its process's token,
+/// `<instance name>#<token>`. The instance name alone is not enough: two Managers given
+/// the same `instance_name` (a copied configuration file) would both renew "their" lease
+/// and both lead.
+pub fn lease_holder(instance: &str, token: &str) -> String {
+    format!("{instance}#{token}")
+}
+
+/// The instance name in a lease holder ([`lease_holder`]): the part before the last `#`,
+/// or all of it (a lease taken by a version without tokens).
+pub fn holder_instance(holder: &str) -> &str {
+    holder.rsplit_once('#').map_or(holder, |(name, _)| name)
+}
+
 /// What this Manager knows about leadership: whether it leads, the lease as last seen, and
 /// whether its singleton loops run. Read by `/metrics`, the dashboard and `/healthz`.
 #[derive(Debug)]
 pub struct Leadership {
     /// This process's name when `instance_name` is empty.
     generated_name: String,
+    /// This process's random token: the lease holder is `<instance name>#<token>`
+    /// ([`lease_holder`]), so two Managers given the same `instance_name` are still two
+    /// holders.
+    token: String,
     leading: AtomicBool,
     /// Sets of singleton loops not finished yet (started, stop not complete).
     running: Arc<AtomicUsize>,
@@ -109,6 +127,7 @@ impl Default for Leadership {
     fn default() -> Self {
         Leadership {
             generated_name: generated_instance_name(),
+            token: format!("{:08x}", rand::random::<u32>()),
             leading: AtomicBool::new(false),
             running: Arc::new(AtomicUsize::new(0)),
             last: Mutex::new(None),
@@ -121,6 +140,11 @@ impl Default for Leadership {
 impl Leadership {
     pub(crate) fn generated_name(&self) -> &str {
         &self.generated_name
+    }
+
+    /// This process's random token (see [`lease_holder`]).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Whether this Manager leads now (runs, or is about to run, the singleton loops).
@@ -295,7 +319,7 @@ impl Singletons {
 pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
     let store = manager.store().clone();
     let leadership = manager.leadership();
-    let me = manager.instance_name().to_string();
+    let me = manager.lease_holder();
     if !store.coordination_shared() {
         leadership.set_leading(true);
         let loops = Singletons::start(&manager);
@@ -315,7 +339,8 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
     let mut next = Instant::now();
     let mut failing = false;
     tracing::info!(
-        instance = %me,
+        instance = %manager.instance_name(),
+        holder = %me,
         "several Managers may share this database: the singleton loops run on the holder of the leader lease ({})",
         crate::config::format_duration(duration)
     );
@@ -368,7 +393,7 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
                     stopping.retain(|s| !s.task.is_finished());
                     if loops.is_none() && stopping.is_empty() {
                         tracing::info!(
-                            instance = %me,
+                            holder = %me,
                             term = lease.term,
                             "this Manager leads: starting the singleton loops"
                         );
@@ -415,7 +440,7 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
     }
     if held {
         match tokio::time::timeout(duration, store.lease_release(LEADER_LEASE, &me)).await {
-            Ok(Ok(true)) => tracing::info!(instance = %me, "released the leader lease"),
+            Ok(Ok(true)) => tracing::info!(holder = %me, "released the leader lease"),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
                 tracing::warn!("cannot release the leader lease (it expires by itself): {e}")
@@ -496,11 +521,14 @@ pub fn register_metrics(manager: &Manager, reg: &mut prometheus_client::registry
 }
 
 /// This Manager's view of leadership for the dashboard (`/api/status`'s `leader`):
-/// `instance` (this Manager), `leading`, `shared` (several Managers may share the store),
-/// `holder`, `term` and `expires` (the lease as last seen; `null` when unknown).
+/// `instance` (this Manager), `lease_holder` (this Manager's name in the lease,
+/// [`lease_holder`]), `leading`, `shared` (several Managers may share the store),
+/// `holder`, `term` and `expires` (the lease as last seen; `null` when unknown; `holder`
+/// is a lease holder, `<instance>#<token>`, with a shared store, else `instance`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LeaderStatus {
     pub instance: String,
+    pub lease_holder: String,
     pub leading: bool,
     pub shared: bool,
     pub holder: Option<String>,
@@ -522,6 +550,7 @@ impl Manager {
         };
         LeaderStatus {
             instance: self.instance_name().to_string(),
+            lease_holder: self.lease_holder(),
             leading,
             shared,
             holder: match &lease {
@@ -551,16 +580,23 @@ pub async fn describe_holder(manager: &Manager) -> Result<String, crate::store::
                     .and_then(|r| r.to_std().ok())
                     .map(|r| format!(", expires in {:.1}s", r.as_secs_f64()))
                     .unwrap_or_default();
-                format!("leader: {} (term {}){left}", lease.holder, lease.term)
+                format!(
+                    "leader: {} (term {}){left}; lease holder {}",
+                    holder_instance(&lease.holder),
+                    lease.term,
+                    lease.holder
+                )
             } else if lease.released {
                 format!(
                     "leader: none (released by {}, term {})",
-                    lease.holder, lease.term
+                    holder_instance(&lease.holder),
+                    lease.term
                 )
             } else {
                 format!(
                     "leader: none (the lease of {} expired, term {})",
-                    lease.holder, lease.term
+                    holder_instance(&lease.holder),
+                    lease.term
                 )
             }
         }
@@ -644,6 +680,18 @@ mod tests {
         let mut forever = lease("me", 0);
         forever.expires = None;
         assert!(v.on_answer(Instant::now(), &forever, "me"));
+    }
+
+    #[test]
+    fn a_lease_holder_is_the_instance_name_and_a_token() {
+        let holder = lease_holder("render#1", "0badcafe");
+        assert_eq!(holder, "render#1#0badcafe");
+        assert_eq!(holder_instance(&holder), "render#1");
+        assert_eq!(holder_instance("old-style"), "old-style");
+        let (a, b) = (Leadership::default(), Leadership::default());
+        assert_eq!(a.token().len(), 8);
+        assert!(a.token().chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.token(), b.token(), "a token per process (random)");
     }
 
     #[test]

@@ -342,6 +342,12 @@ impl Manager {
         }
     }
 
+    /// This Manager's name in the leader lease: [`Manager::instance_name`] and this
+    /// process's random token, `<instance name>#<token>` ([`crate::leader::lease_holder`]).
+    pub fn lease_holder(&self) -> String {
+        crate::leader::lease_holder(self.instance_name(), self.leadership.token())
+    }
+
     /// The Prometheus metrics of this Manager (see [`crate::metrics::scrape`]).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics

@@ -162,12 +162,17 @@ struct Pair {
 
 impl Pair {
     async fn start(db: &TestDatabase, lease: Duration) -> Pair {
+        Pair::start_named(db, lease, ["m1", "m2"]).await
+    }
+
+    /// Two Managers with these `instance_name`s.
+    async fn start_named(db: &TestDatabase, lease: Duration, names: [&str; 2]) -> Pair {
         let mut pair = Pair {
             managers: Vec::new(),
             stops: Vec::new(),
             runs: Vec::new(),
         };
-        for name in ["m1", "m2"] {
+        for name in names {
             let m = Arc::new(
                 Manager::open(config(db, name, lease))
                     .await
@@ -234,7 +239,11 @@ async fn two_managers_one_leader_and_a_clean_stop_hands_over_at_once() {
             .expect("stored");
         terms.insert((doc.term, doc.holder.clone()));
         if let Some(&i) = leaders.first() {
-            assert_eq!(doc.holder, pair.managers[i].instance_name());
+            assert_eq!(doc.holder, pair.managers[i].lease_holder());
+            assert_eq!(
+                flamenco_core::leader::holder_instance(&doc.holder),
+                pair.managers[i].instance_name()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -248,7 +257,7 @@ async fn two_managers_one_leader_and_a_clean_stop_hands_over_at_once() {
     assert!(pair.managers[leader].leadership().loops_running());
     assert!(!pair.managers[follower].leadership().loops_running());
     // Both see the same holder (the follower from its own attempts).
-    let holder = pair.managers[leader].instance_name().to_string();
+    let holder = pair.managers[leader].lease_holder();
     until(WAIT, "the follower knows the holder", || {
         pair.managers[follower].leader_status().holder.as_deref() == Some(&holder)
     })
@@ -273,7 +282,7 @@ async fn two_managers_one_leader_and_a_clean_stop_hands_over_at_once() {
         .await
         .expect("read")
         .expect("stored");
-    assert_eq!(after.holder, pair.managers[follower].instance_name());
+    assert_eq!(after.holder, pair.managers[follower].lease_holder());
     assert_eq!(after.term, before.term + 1);
     assert!(
         after.acquired < before.expires,
@@ -290,6 +299,77 @@ async fn two_managers_one_leader_and_a_clean_stop_hands_over_at_once() {
         .expect("read")
         .expect("stored");
     assert!(last.released, "{last:?}");
+}
+
+/// Two Managers given the same `instance_name` (a configuration file copied to a second
+/// machine): the lease holder is the name plus a per-process token, so they are two
+/// holders and only one leads, over several renewals; when it stops, the other takes
+/// over as a new term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_managers_with_the_same_instance_name_one_leader() {
+    let Some(db) = TestDatabase::new(&test_name()) else {
+        return;
+    };
+    let lease = Duration::from_secs(2);
+    let mut pair = Pair::start_named(&db, lease, ["render", "render"]).await;
+    let s = store(&db).await;
+    assert_ne!(
+        pair.managers[0].lease_holder(),
+        pair.managers[1].lease_holder()
+    );
+    until(WAIT, "one Manager leads", || pair.leaders().len() == 1).await;
+    // Over two lease periods (six renewals): never both.
+    let start = Instant::now();
+    let mut terms = std::collections::BTreeSet::new();
+    while start.elapsed() < 2 * lease {
+        let leaders = pair.leaders();
+        assert!(leaders.len() <= 1, "two leaders with one name: {leaders:?}");
+        let running = pair.running();
+        assert!(running.len() <= 1, "singleton loops on both: {running:?}");
+        let doc = s
+            .lease_current(LEADER_LEASE)
+            .await
+            .expect("read")
+            .expect("stored");
+        terms.insert((doc.term, doc.holder.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(terms.len(), 1, "the lease changed hands: {terms:?}");
+    let leader = pair.leaders()[0];
+    let follower = 1 - leader;
+    let (_, holder) = terms.iter().next().expect("one term");
+    assert_eq!(holder, &pair.managers[leader].lease_holder());
+    assert_eq!(flamenco_core::leader::holder_instance(holder), "render");
+    // What the displays say: the instance name, and which of the two holds the lease.
+    let status = pair.managers[follower].leader_status();
+    assert_eq!(status.instance, "render");
+    assert!(!status.leading);
+    until(WAIT, "the follower sees the holder", || {
+        pair.managers[follower].leader_status().holder.as_deref() == Some(holder.as_str())
+    })
+    .await;
+    let line = flamenco_core::leader::describe_holder(&pair.managers[follower])
+        .await
+        .expect("describe");
+    assert!(
+        line.starts_with("leader: render (term ") && line.contains(holder.as_str()),
+        "{line}"
+    );
+
+    pair.stop(leader).await;
+    until(WAIT, "the other one leads", || {
+        pair.managers[follower].leadership().is_leader()
+    })
+    .await;
+    let after = s
+        .lease_current(LEADER_LEASE)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(after.holder, pair.managers[follower].lease_holder());
+    let (first_term, _) = terms.iter().next().expect("one term");
+    assert_eq!(after.term, first_term + 1);
+    pair.stop(follower).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +395,7 @@ async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() 
         .await
         .expect("read")
         .expect("stored");
-    assert_eq!(held.holder, "m1");
+    assert_eq!(held.holder, m1.lease_holder());
     m1.store().close().await.expect("close m1's store");
     let stepped_down = until(WAIT, "m1 steps down", || !m1.leadership().is_leader()).await;
     assert!(
@@ -338,7 +418,10 @@ async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() 
         .await
         .expect("read")
         .expect("stored");
-    assert_eq!((taken.holder.as_str(), taken.term), ("m2", held.term + 1));
+    assert_eq!(
+        (taken.holder, taken.term),
+        (m2.lease_holder(), held.term + 1)
+    );
     // m1 renewed until its store closed; m2 took over only after m1's last expiry.
     let last_m1 = m1.leadership().last_seen().expect("m1 saw its lease");
     assert!(

@@ -39,6 +39,7 @@ async fn healthz(State(manager): State<Arc<Manager>>) -> Response {
         &json!({
             "status": if error.is_some() { "store-unavailable" } else { "ok" },
             "instance": manager.instance_name(),
+            "lease_holder": manager.lease_holder(),
             "leader": manager.leadership().is_leader(),
         }),
     );

@@ -654,3 +654,81 @@ async fn an_unreachable_server_fails_fast_with_a_clear_message() {
     );
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+/// A blocklisted worker's claim reads its blocklist entries once (one `find` of
+/// `flamenco_job_blocklist`: one command more than a claim of a worker without entries,
+/// which sends none) and gets the next job's task; the free worker still gets the
+/// blocked job's task first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocklisted_claim_reads_its_entries_once() {
+    use flamenco_core::jobs::retry::RetryPolicy;
+    use flamenco_core::model::worker_status;
+    use flamenco_core::store::conformance::test_job;
+    use flamenco_core::store::mongo::testing::connect_logged;
+
+    let Some(db) = TestDatabase::new("blocklisted_claim_reads_its_entries_once") else {
+        return;
+    };
+    let (store, log) = connect_logged(&db.url).await.expect("connect");
+    let store: Arc<dyn Store> = Arc::new(store);
+    store.set_retry_policy(RetryPolicy::standalone(5, 1));
+    let (a, a_tasks) = test_job(nth_id(0x81, 1), 0x82, 3);
+    let (b, b_tasks) = test_job(nth_id(0x81, 2), 0x83, 1);
+    store.insert_job(&a, &a_tasks).await.expect("insert job a");
+    store.insert_job(&b, &b_tasks).await.expect("insert job b");
+    let mut workers = Vec::new();
+    for (n, name) in [(1, "w1"), (2, "w2")] {
+        let mut w = test_worker(nth_id(0x84, n), name, &["sleep"]);
+        w.status = worker_status::AWAKE.into();
+        store.insert_worker(&w).await.expect("insert worker");
+        workers.push(w);
+    }
+    let (w1, w2) = (&workers[0], &workers[1]);
+    let log = &log;
+    let claim = |w: &flamenco_core::model::Worker, ms: i64| {
+        let store = store.clone();
+        let req = claim_request(w, at(ms));
+        async move {
+            let got = store.claim_task(&req).await.expect("claim");
+            (got.map(|c| c.task.id), log.take())
+        }
+    };
+    log.take();
+    let (got, _) = claim(w1, 1000).await;
+    assert_eq!(got, Some(a_tasks[0].id));
+    let outcome = store
+        .apply_worker_update(
+            w1.id,
+            worker_update(
+                a_tasks[0].id,
+                w1,
+                Some(TaskStatus::Failed),
+                "exit 1",
+                at(1010),
+            ),
+        )
+        .await
+        .expect("fail");
+    assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+    assert_eq!(store.job_blocklist(a.id).await.expect("list").len(), 1);
+    log.take();
+    let (got, blocked) = claim(w1, 1020).await;
+    println!(
+        "blocklisted claim: {} commands: {}",
+        blocked.len(),
+        blocked.join(", ")
+    );
+    assert_eq!(got, Some(b_tasks[0].id), "the next job's task");
+    let (got, free) = claim(w2, 1030).await;
+    println!("free claim: {} commands: {}", free.len(), free.join(", "));
+    assert_eq!(got, Some(a_tasks[0].id), "the blocked job's first task");
+    let reads = |commands: &[String]| {
+        commands
+            .iter()
+            .filter(|c| *c == "find flamenco_job_blocklist")
+            .count()
+    };
+    assert_eq!(reads(&blocked), 1, "{blocked:?}");
+    assert_eq!(reads(&free), 0, "{free:?}");
+    assert_eq!(blocked.len(), free.len() + 1, "{blocked:?} / {free:?}");
+}

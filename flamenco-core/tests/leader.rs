@@ -372,6 +372,54 @@ async fn two_managers_with_the_same_instance_name_one_leader() {
     pair.stop(follower).await;
 }
 
+/// The push loop's fence (`upstream::push::check_still_leading`): right before a push the
+/// leader reads the lease from the store, and a lease another Manager holds stops the
+/// push even while this Manager's own view (renewed every third of the lease) still says
+/// it leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_checks_the_lease_in_the_store_first() {
+    use flamenco_core::upstream::push::{check_still_leading, PushError};
+    let Some(db) = TestDatabase::new(&test_name()) else {
+        return;
+    };
+    // A long lease: no renewal during the test, so only the store read can notice.
+    let lease = Duration::from_secs(60);
+    let m = Arc::new(
+        Manager::open(config(&db, "pusher", lease))
+            .await
+            .expect("open"),
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(flamenco_core::leader::run(m.clone(), stop.clone()));
+    until(WAIT, "it leads", || m.leadership().is_leader()).await;
+    check_still_leading(&m).await.expect("the leader may push");
+
+    // Another Manager gets the lease behind its back (here: released by hand, then
+    // taken), as after a partition that outlasted the lease.
+    let s = store(&db).await;
+    assert!(s
+        .lease_release(LEADER_LEASE, &m.lease_holder())
+        .await
+        .expect("release"));
+    let taken = s
+        .lease_acquire(LEADER_LEASE, "intruder#00000001", lease)
+        .await
+        .expect("take");
+    assert_eq!(taken.holder, "intruder#00000001");
+    assert!(
+        m.leadership().is_leader(),
+        "its own view has not noticed yet"
+    );
+    match check_still_leading(&m).await {
+        Err(PushError::NotLeader(why)) => {
+            assert!(why.contains("intruder#00000001"), "{why}")
+        }
+        other => panic!("a push went ahead without the lease: {other:?}"),
+    }
+    stop.cancel();
+    run.await.expect("join");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() {
     let Some(db) = TestDatabase::new(&test_name()) else {

@@ -12,6 +12,12 @@
 //! `flamenco queue outbox`), and the updates behind it go on. A batch the Server refuses
 //! as too large (413) is halved; a single update refused that way is set aside at once.
 //!
+//! On a shared store (several Managers on one MongoDB) the push loop runs on the leader
+//! only, and checks right before each push that this Manager still holds the leader lease
+//! (one store read, [`check_still_leading`]): a leader that lost it meanwhile sends
+//! nothing. This narrows, but cannot close, the window for a late push (docs/operations.md,
+//! "When the database fails"): Server 2.0.4 takes no fencing token.
+//!
 //! Gzip (`upstream_gzip`): `true` always compresses; `auto` compresses until the Server
 //! refuses a compressed body (400 or 415), or answers one without acknowledging anything
 //! while the same batch sent plain is acknowledged, then sends plain JSON for the rest of
@@ -29,7 +35,7 @@ use super::wire::{push_body, BatchAnswer};
 use super::{CallError, Upstream};
 use crate::config::UpstreamGzip;
 use crate::model::{ObjectId, TaskUpdate};
-use crate::store::{CancelReport, StoreError};
+use crate::store::{CancelReport, StoreError, LEADER_LEASE};
 use crate::Manager;
 
 /// What one push did.
@@ -59,6 +65,9 @@ pub enum PushError {
     TooLarge(usize),
     #[error("not in upstream mode: no `flamenco:` Server URL is configured")]
     Standalone,
+    /// The push loop's Manager no longer holds the leader lease: nothing was sent.
+    #[error("not sent: this Manager no longer holds the leader lease ({0}); the leader pushes")]
+    NotLeader(String),
 }
 
 /// Totals of several pushes (`flamenco push`).
@@ -89,9 +98,55 @@ impl PushSummary {
 
 /// Push the oldest `limit` waiting updates (none: a cancel poll) once, now.
 pub async fn push_once(manager: &Manager, limit: usize) -> Result<PushOutcome, PushError> {
+    push_checked(manager, limit, Fence::None).await
+}
+
+/// Whether a push first checks that this Manager holds the leader lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fence {
+    /// `flamenco push` and the SDK: a push asked for by hand.
+    None,
+    /// The leader's push loop.
+    Leader,
+}
+
+/// Before a push of the leader's loop: does this Manager still hold the leader lease?
+/// First its own view (no store call), then the lease as the store has it, judged on the
+/// store's clock. Always true with a store that is not shared (the embedded one).
+pub async fn check_still_leading(manager: &Manager) -> Result<(), PushError> {
+    let store = manager.store();
+    if !store.coordination_shared() {
+        return Ok(());
+    }
+    if !manager.leadership().is_leader() {
+        return Err(PushError::NotLeader("it stepped down".into()));
+    }
+    let me = manager.lease_holder();
+    match store.lease_current(LEADER_LEASE).await? {
+        Some(lease)
+            if lease.holder == me && lease.store_now.is_none_or(|now| lease.is_valid(now)) =>
+        {
+            Ok(())
+        }
+        Some(lease) if lease.holder == me => Err(PushError::NotLeader(
+            "its lease expired or was released".into(),
+        )),
+        Some(lease) => Err(PushError::NotLeader(format!(
+            "the lease is held by {}",
+            lease.holder
+        ))),
+        None => Err(PushError::NotLeader("nobody holds the lease".into())),
+    }
+}
+
+async fn push_checked(
+    manager: &Manager,
+    limit: usize,
+    fence: Fence,
+) -> Result<PushOutcome, PushError> {
     let up = manager.upstream().ok_or(PushError::Standalone)?;
     let _one_at_a_time = up.push_lock.lock().await;
-    let result = push_locked(manager, up, limit).await;
+    let result = push_locked(manager, up, limit, fence).await;
     let now = manager.now();
     match &result {
         Ok(o) => {
@@ -104,6 +159,8 @@ pub async fn push_once(manager: &Manager, limit: usize) -> Result<PushOutcome, P
                 t.cancel_requests += o.cancels.cancel_requested.len() as u64;
             });
         }
+        // Not a failure of the Server: nothing was sent.
+        Err(PushError::NotLeader(_)) => {}
         Err(e) => up.tracker().failure(Call::Push, e.to_string(), now),
     }
     if let (Ok(backlog), Ok(aside)) = (
@@ -119,10 +176,15 @@ async fn push_locked(
     manager: &Manager,
     up: &Upstream,
     limit: usize,
+    fence: Fence,
 ) -> Result<PushOutcome, PushError> {
     let store = manager.store();
     let batch = store.outbox_peek(limit).await?;
     let json = push_body(&batch);
+    if fence == Fence::Leader {
+        // As late as possible: right before the request.
+        check_still_leading(manager).await?;
+    }
     let (answer, gzip) = match send(up, &batch, &json).await {
         Ok(sent) => sent,
         Err(CallError::Status { status: 413, .. }) if batch.len() > 1 => {
@@ -327,7 +389,7 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
         }
         // Push; keep going while full batches make progress (a backlog).
         loop {
-            match push_once(&manager, limit).await {
+            match push_checked(&manager, limit, Fence::Leader).await {
                 Ok(o) => {
                     last_success = Some(Instant::now());
                     retry_at = None;
@@ -342,6 +404,11 @@ pub async fn run(manager: Arc<Manager>, shutdown: CancellationToken) {
                 Err(PushError::TooLarge(n)) => {
                     limit = (n / 2).max(1);
                     tracing::warn!("the Flamenco Server refused {n} updates as too large; sending {limit} at a time");
+                }
+                Err(e @ PushError::NotLeader(_)) => {
+                    // The leader election stops this loop shortly; nothing to retry.
+                    tracing::warn!("{e}");
+                    break;
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();

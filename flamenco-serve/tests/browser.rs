@@ -694,6 +694,9 @@ async fn updates_live(b: &Browser, farm: &Farm) {
     tm.enqueue(bulk_tasks(2, TaskStatus::Queued, "sleep")).await;
     let task = farm.claim(&w).await;
     farm.complete(&w, task).await;
+    // The worker's reported status is written by the one-second "seen" flush, which
+    // this test's Manager does not run by itself.
+    tm.manager.flush_seen().await.expect("flush seen");
     let counts = farm.counts().await;
     assert_eq!(common::counts(&counts, "queued"), 4);
     assert_eq!(common::counts(&counts, "completed"), 1);

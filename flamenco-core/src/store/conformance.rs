@@ -3321,6 +3321,7 @@ macro_rules! conformance_tests {
             claim_assigns_and_queues_two_updates,
             claim_returns_already_assigned_task,
             claim_after_stops_cancels_then_claims,
+            claim_after_empty_claims_sees_new_work,
             claim_ignores_non_active_tasks_of_worker,
             concurrent_claims_hand_out_each_task_once,
             outbox_order_and_ack,

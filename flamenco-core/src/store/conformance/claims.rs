@@ -119,3 +119,65 @@ pub async fn claim_after_stops_cancels_then_claims(store: Arc<dyn Store>) {
     assert!(empty.canceled.is_empty());
     assert!(empty.claimed.is_none());
 }
+
+/// After claims that found nothing (which a store may remember to answer the next empty
+/// poll from a read), new work is still seen at once: a worker's own task set
+/// `cancel-requested` since, a task queued since, and a task whose parent completed since.
+pub async fn claim_after_empty_claims_sees_new_work(store: Arc<dyn Store>) {
+    let w = test_worker(nth_id(0xc3, 1), "poller", &["sleeping"]);
+    let w2 = test_worker(nth_id(0xc3, 2), "second", &["sleeping"]);
+    add_worker(&store, &w).await;
+    add_worker(&store, &w2).await;
+    let empty = |worker: &crate::model::Worker, n: i64| {
+        let (store, req) = (store.clone(), claim_request(worker, at(n)));
+        async move {
+            let outcome = store.claim_after_stops(&req).await.expect("claim");
+            assert!(outcome.canceled.is_empty(), "{outcome:?}");
+            assert!(outcome.claimed.is_none(), "{outcome:?}");
+        }
+    };
+    empty(&w, 1_000).await;
+    empty(&w, 2_000).await;
+
+    // Its own task, `cancel-requested` since, with nothing to claim: canceled.
+    let mut stopping = prio_task(nth_id(0xc4, 1), "sleeping", 0, 10);
+    stopping.status = TaskStatus::CancelRequested;
+    stopping.worker_id = Some(w.id);
+    add_tasks(&store, std::slice::from_ref(&stopping)).await;
+    let stopped = store
+        .claim_after_stops(&claim_request(&w, at(3_000)))
+        .await
+        .expect("claim");
+    assert_eq!(stopped.canceled, vec![stopping.id]);
+    assert!(stopped.claimed.is_none());
+    assert_eq!(task(&store, stopping.id).await.status, TaskStatus::Canceled);
+    empty(&w, 4_000).await;
+
+    // Queued since the empty claims.
+    let queued = prio_task(nth_id(0xc4, 2), "sleeping", 0, 10);
+    add_tasks(&store, std::slice::from_ref(&queued)).await;
+    let got = store
+        .claim_after_stops(&claim_request(&w, at(5_000)))
+        .await
+        .expect("claim");
+    assert_eq!(got.claimed.expect("the new task").task.id, queued.id);
+
+    // A child waits for its parent; once the parent is completed, the child is claimed.
+    let mut parent = prio_task(nth_id(0xc4, 3), "other-type", 0, 10);
+    parent.status = TaskStatus::Active;
+    let mut child = prio_task(nth_id(0xc4, 4), "sleeping", 0, 10);
+    child.parents = vec![parent.id];
+    add_tasks(&store, &[parent.clone(), child.clone()]).await;
+    empty(&w2, 6_000).await;
+    empty(&w2, 7_000).await;
+    parent.status = TaskStatus::Completed;
+    store
+        .upsert_tasks(std::slice::from_ref(&parent))
+        .await
+        .expect("upsert");
+    let got = store
+        .claim_after_stops(&claim_request(&w2, at(8_000)))
+        .await
+        .expect("claim");
+    assert_eq!(got.claimed.expect("the child").task.id, child.id);
+}

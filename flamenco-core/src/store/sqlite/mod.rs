@@ -111,6 +111,8 @@ pub struct SqliteStore {
     log_max_bytes: AtomicU64,
     /// What a worker's `failed` does (see `retries`).
     retry_policy: std::sync::RwLock<crate::jobs::retry::RetryPolicy>,
+    /// Whether the last standalone claim came back empty (see `claims`): a hint only.
+    last_claim_empty: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteStore {
@@ -151,6 +153,7 @@ impl SqliteStore {
             readers,
             log_max_bytes: AtomicU64::new(TaskLogLimits::default().max_bytes),
             retry_policy: Default::default(),
+            last_claim_empty: Default::default(),
         })
     }
 

@@ -30,7 +30,7 @@ fn queue_for(conn: &Connection, task: &mut Task, update: &TaskUpdate) -> StoreRe
 
 /// The task a claim for this worker gets (v2 §6.2): its own `active` task again, or the
 /// best schedulable one. The flag tells which.
-fn pick(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<(Task, bool)>> {
+pub(super) fn pick(conn: &Connection, req: &ClaimRequest) -> StoreResult<Option<(Task, bool)>> {
     if let Some(task) = tasks::active_for_worker(conn, req.worker_id)? {
         return Ok(Some((task, true)));
     }
@@ -425,8 +425,9 @@ impl crate::store::WorkerProtocolStore for SqliteStore {
     }
 
     async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+        // A primary-key lookup behind every may-i-run: read on the calling thread.
         self.readers
-            .run(move |c| super::tasks::get_state(c, id))
+            .run_here(move |c| super::tasks::get_state(c, id))
             .await
     }
 

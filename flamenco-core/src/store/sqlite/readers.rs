@@ -1,5 +1,6 @@
 //! A small pool of read-only connections for pure reads (get, list, count, peek,
-//! settings), used through `tokio::task::spawn_blocking`.
+//! settings), used through `tokio::task::spawn_blocking` ([`ReadPool::run`]) or, for the
+//! point reads of the worker protocol, on the calling thread ([`ReadPool::run_here`]).
 //!
 //! In WAL mode readers never wait for the writer; they see the last committed state. As
 //! the writer answers only after its commit, a caller always reads its own writes.
@@ -78,6 +79,34 @@ impl ReadPool {
             if !self.closed.load(Ordering::Acquire) {
                 self.idle().push(conn);
             }
+        }
+        result
+    }
+
+    /// Run `read` on a pooled connection on the calling (async) thread, without the
+    /// hand-off to the blocking pool and back (two thread wake-ups, about as much CPU as
+    /// the read itself: docs/performance.md). Only for reads that are bounded by an
+    /// index: a primary-key lookup or the first entries of an index range, a few
+    /// microseconds, never a scan. In WAL mode a reader does not wait for the writer, so
+    /// the async thread is not held behind a write.
+    pub(super) async fn run_here<T, F>(&self, read: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T>,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| closed_error())?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed_error());
+        }
+        let pooled = self.idle().pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            // Rare (the pool warms up at open; connections are kept): opening is a few
+            // file operations, still bounded.
+            None => schema::open_reader(&self.path, &self.config)?,
+        };
+        let result = read(&conn);
+        if !self.closed.load(Ordering::Acquire) {
+            self.idle().push(conn);
         }
         result
     }

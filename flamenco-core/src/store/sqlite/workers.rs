@@ -246,7 +246,11 @@ impl crate::store::WorkerStore for SqliteStore {
     }
 
     async fn get_worker(&self, id: ObjectId) -> StoreResult<Option<Worker>> {
-        self.readers.run(move |c| super::workers::get(c, id)).await
+        // A primary-key lookup behind every authenticated request the worker cache
+        // misses: read on the calling thread.
+        self.readers
+            .run_here(move |c| super::workers::get(c, id))
+            .await
     }
 
     async fn list_workers(&self) -> StoreResult<Vec<Worker>> {

@@ -85,15 +85,44 @@ struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// How many distinct HTTP method and route labels are kept; later ones count as
+/// [`OTHER_LABEL`]. The daemon's routes are its router's patterns (a few dozen) and
+/// unmatched paths share one label, so the cap is never reached by the daemon itself.
+const MAX_HTTP_LABELS: usize = 256;
+
+/// The label of a method or route beyond [`MAX_HTTP_LABELS`].
+const OTHER_LABEL: &str = "other";
+
+/// The one `&'static str` for a method or route label, so that recording a request
+/// allocates nothing: each distinct value is leaked once, at most [`MAX_HTTP_LABELS`]
+/// of them.
+fn http_label(value: &str) -> &'static str {
+    static LABELS: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    let find = |labels: &[&'static str]| labels.iter().copied().find(|l| *l == value);
+    if let Some(found) = find(&LABELS.read().unwrap_or_else(|e| e.into_inner())) {
+        return found;
+    }
+    let mut labels = LABELS.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = find(&labels) {
+        return found;
+    }
+    if labels.len() >= MAX_HTTP_LABELS {
+        return OTHER_LABEL;
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    labels.push(leaked);
+    leaked
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -357,22 +386,21 @@ impl Metrics {
     }
 
     /// One HTTP request. `route` must be a route template (`/tasks/{task_id}/update`) or
-    /// `unmatched`, never the raw path: ids would make one series per task.
+    /// `unmatched`, never the raw path: ids would make one series per task. Beyond 256
+    /// distinct methods and routes, later ones are counted as `other`.
     pub fn record_http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let (method, route) = (http_label(method), http_label(route));
         self.inner
             .http_requests
             .get_or_create(&HttpLabels {
-                method: method.to_string(),
-                route: route.to_string(),
+                method,
+                route,
                 status,
             })
             .inc();
         self.inner
             .http_duration
-            .get_or_create(&RouteLabels {
-                method: method.to_string(),
-                route: route.to_string(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -734,6 +762,14 @@ mod tests {
             t.contains("flamenco_task_updates_total{outcome=\"assigned_to_other\"} 1"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn http_labels_are_kept_once() {
+        let a = http_label("/tasks/{task_id}/update");
+        let b = http_label(&String::from("/tasks/{task_id}/update"));
+        assert_eq!(a, "/tasks/{task_id}/update");
+        assert!(std::ptr::eq(a, b), "the same route was leaked twice");
     }
 
     #[test]

@@ -14,9 +14,12 @@
 //!
 //! Unknown worker ids are never cached, so the cache holds at most one entry per
 //! registered worker that made a request in the last second.
+//!
+//! Entries are shared (`Arc<Worker>`): a request takes a reference, not a copy of the
+//! worker's strings and lists (a dozen allocations per request, docs/performance.md).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::{ObjectId, Worker};
@@ -28,7 +31,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct WorkerCache {
     ttl: Duration,
-    entries: Mutex<HashMap<ObjectId, (Instant, Worker)>>,
+    entries: Mutex<HashMap<ObjectId, (Instant, Arc<Worker>)>>,
 }
 
 impl Default for WorkerCache {
@@ -46,19 +49,19 @@ impl WorkerCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (Instant, Worker)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, (Instant, Arc<Worker>)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The worker, if it was read less than the TTL ago.
-    pub fn get(&self, id: ObjectId) -> Option<Worker> {
+    pub fn get(&self, id: ObjectId) -> Option<Arc<Worker>> {
         let entries = self.lock();
         let (read_at, worker) = entries.get(&id)?;
-        (read_at.elapsed() < self.ttl).then(|| worker.clone())
+        (read_at.elapsed() < self.ttl).then(|| Arc::clone(worker))
     }
 
     /// Remember a worker just read from the store.
-    pub fn insert(&self, worker: &Worker) {
+    pub fn insert(&self, worker: &Arc<Worker>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -68,7 +71,7 @@ impl WorkerCache {
             let ttl = self.ttl;
             entries.retain(|_, (read_at, _)| read_at.elapsed() < ttl);
         }
-        entries.insert(worker.id, (Instant::now(), worker.clone()));
+        entries.insert(worker.id, (Instant::now(), Arc::clone(worker)));
     }
 
     /// Forget one worker (this process changed it).
@@ -96,8 +99,8 @@ impl WorkerCache {
 mod tests {
     use super::*;
 
-    fn worker(nickname: &str) -> Worker {
-        Worker {
+    fn worker(nickname: &str) -> Arc<Worker> {
+        Arc::new(Worker {
             id: ObjectId::new(),
             hashed_secret: String::new(),
             secret_sha256: String::new(),
@@ -114,7 +117,7 @@ mod tests {
             current_task_updated: None,
             status_requested: None,
             tags: Vec::new(),
-        }
+        })
     }
 
     #[test]
@@ -123,7 +126,10 @@ mod tests {
         let w = worker("a");
         assert!(cache.get(w.id).is_none());
         cache.insert(&w);
-        assert_eq!(cache.get(w.id).map(|c| c.nickname), Some("a".to_string()));
+        assert_eq!(
+            cache.get(w.id).map(|c| c.nickname.clone()),
+            Some("a".to_string())
+        );
         cache.forget(w.id);
         assert!(cache.get(w.id).is_none());
         cache.insert(&w);

@@ -16,7 +16,7 @@ use crate::error::HttpError;
 use crate::limits::WorkerRateLimiter;
 
 /// The worker whose Basic credentials came with the request.
-pub struct AuthedWorker(pub Worker);
+pub struct AuthedWorker(pub Arc<Worker>);
 
 /// Split `Authorization: Basic base64(id:secret)`.
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {

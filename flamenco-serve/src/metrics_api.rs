@@ -71,19 +71,17 @@ pub async fn track(
 ) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| UNMATCHED.to_string());
+    // `MatchedPath` shares its string: cloning it allocates nothing.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let response = next.run(req).await;
     manager.metrics().record_http_request(
         method,
-        &route,
+        route,
         response.status().as_u16(),
         start.elapsed(),
     );
-    outage.observe(&route, &response);
+    outage.observe(route, &response);
     response
 }
 

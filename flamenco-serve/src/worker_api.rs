@@ -212,11 +212,11 @@ async fn kick(State(manager): State<Arc<Manager>>) -> Response {
 /// queue, as v2 did when writing the answer failed (v2 §6.4 step 6).
 struct DeliveryGuard {
     bytes: Option<Bytes>,
-    undelivered: Option<(Arc<Manager>, Worker, ObjectId)>,
+    undelivered: Option<(Arc<Manager>, Arc<Worker>, ObjectId)>,
 }
 
 impl DeliveryGuard {
-    fn new(bytes: Bytes, manager: Arc<Manager>, worker: Worker, task_id: ObjectId) -> Self {
+    fn new(bytes: Bytes, manager: Arc<Manager>, worker: Arc<Worker>, task_id: ObjectId) -> Self {
         DeliveryGuard {
             bytes: Some(bytes),
             undelivered: Some((manager, worker, task_id)),

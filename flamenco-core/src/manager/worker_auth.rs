@@ -14,6 +14,7 @@
 //! limit the answer is 429 instead of 401.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::{ApiError, Manager};
 use crate::auth::{self, digest, StoredSecret, Throttled};
@@ -42,7 +43,11 @@ impl Manager {
 
     /// HTTP Basic credentials → the worker, without a client address (SDK callers; the
     /// per-address limit does not apply). See [`Manager::authenticate_from`].
-    pub async fn authenticate(&self, worker_id: &str, secret: &str) -> Result<Worker, ApiError> {
+    pub async fn authenticate(
+        &self,
+        worker_id: &str,
+        secret: &str,
+    ) -> Result<Arc<Worker>, ApiError> {
         self.authenticate_from(worker_id, secret, None).await
     }
 
@@ -54,7 +59,7 @@ impl Manager {
         worker_id: &str,
         secret: &str,
         client: Option<IpAddr>,
-    ) -> Result<Worker, ApiError> {
+    ) -> Result<Arc<Worker>, ApiError> {
         let Ok(id) = ObjectId::parse(worker_id) else {
             return Err(self.refuse(None, client));
         };
@@ -62,6 +67,7 @@ impl Manager {
             Some(worker) => worker,
             None => match self.store.get_worker(id).await? {
                 Some(worker) => {
+                    let worker = Arc::new(worker);
                     self.worker_cache.insert(&worker);
                     worker
                 }

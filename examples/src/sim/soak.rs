@@ -171,6 +171,10 @@ pub(super) async fn run(
             "transport_errors": w.errors,
             "not_2xx": w.not_2xx,
             "rss_bytes": proc_status_kb(pid, "VmRSS:"),
+            // VmRSS includes the database file's pages mapped by SQLite (`mmap_size`,
+            // 1 GiB at most): RssAnon is the process's own heap and stacks.
+            "rss_anon_bytes": proc_status_kb(pid, "RssAnon:"),
+            "rss_file_bytes": proc_status_kb(pid, "RssFile:"),
             "open_fds": open_fds(pid),
             "data_dir_bytes": dir_bytes(&data_dir),
             "wal_bytes": file_bytes(&wal),
@@ -212,6 +216,7 @@ pub(super) async fn run(
             "cycles_per_second_last_minute": lastv("cycles_per_second"),
             "p99_ms_worst_minute": max("p99_ms"),
             "rss_bytes_max": max("rss_bytes"),
+            "rss_anon_bytes_max": max("rss_anon_bytes"),
             "open_fds_max": max("open_fds"),
             "data_dir_bytes_max": max("data_dir_bytes"),
             "wal_bytes_max": max("wal_bytes"),

@@ -10,7 +10,9 @@
 //! whether the worker has `cancel-requested` tasks to stop; if neither, the answer is
 //! "nothing" at once. The reader sees the last commit, and the writer answers only after
 //! its commit, so the answer is as current as the writer's would have been when the poll
-//! arrived. While claims find work, the read is skipped: it would only repeat the writer's.
+//! arrived. While claims find work, that part of the read is skipped (it would only repeat
+//! the writer's), and the read only asks whether there is anything to stop, so that a
+//! claim with nothing to stop goes to the writer without the sequence's listing read.
 
 use std::sync::atomic::Ordering;
 
@@ -27,8 +29,13 @@ use crate::store::{ClaimRequest, StoreResult};
 const HAS_CANCEL_REQUESTED: &str =
     "SELECT 1 FROM tasks WHERE status = 'cancel-requested' AND worker_id = ?1 LIMIT 1";
 
-/// True when a claim for `req` would cancel nothing and claim nothing.
-fn nothing_to_claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<bool> {
+/// Whether the worker has `cancel-requested` tasks to stop, and, when asked (`check_empty`),
+/// whether a claim for `req` would then find nothing.
+fn before_claim(
+    conn: &Connection,
+    req: &ClaimRequest,
+    check_empty: bool,
+) -> StoreResult<(bool, bool)> {
     let stopping = conn
         .prepare_cached(HAS_CANCEL_REQUESTED)
         .db()?
@@ -36,21 +43,33 @@ fn nothing_to_claim(conn: &Connection, req: &ClaimRequest) -> StoreResult<bool> 
         .optional()
         .db()?
         .is_some();
-    Ok(!stopping && super::protocol::pick(conn, req)?.is_none())
+    let nothing = check_empty && !stopping && super::protocol::pick(conn, req)?.is_none();
+    Ok((stopping, nothing))
 }
 
 #[async_trait]
 impl ClaimStore for SqliteStore {
     async fn claim_after_stops(&self, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
-        if self.last_claim_empty.load(Ordering::Relaxed)
-            && self.readers.run_here(|c| nothing_to_claim(c, req)).await?
-        {
+        let check_empty = self.last_claim_empty.load(Ordering::Relaxed);
+        let (stopping, nothing) = self
+            .readers
+            .run_here(|c| before_claim(c, req, check_empty))
+            .await?;
+        if nothing {
             return Ok(ClaimOutcome {
                 canceled: Vec::new(),
                 claimed: None,
             });
         }
-        let outcome = claim_in_steps(self, req).await?;
+        let outcome = if stopping {
+            claim_in_steps(self, req).await?
+        } else {
+            // Nothing to stop: the claim alone, without the sequence's listing read.
+            ClaimOutcome {
+                canceled: Vec::new(),
+                claimed: crate::store::WorkerProtocolStore::claim_task(self, req).await?,
+            }
+        };
         self.last_claim_empty
             .store(outcome.claimed.is_none(), Ordering::Relaxed);
         Ok(outcome)

@@ -153,6 +153,27 @@ fn config(db: &TestDatabase, name: &str, lease: Duration) -> Config {
     }
 }
 
+/// A Manager named `name` on `db` running its leader loop, once it leads: the Manager,
+/// the loop's stop token and its task.
+async fn start_leading(
+    db: &TestDatabase,
+    name: &str,
+    lease: Duration,
+) -> (Arc<Manager>, CancellationToken, tokio::task::JoinHandle<()>) {
+    let m = Arc::new(
+        Manager::open(config(db, name, lease))
+            .await
+            .expect("open a Manager"),
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(flamenco_core::leader::run(m.clone(), stop.clone()));
+    until(WAIT, &format!("{name} leads"), || {
+        m.leadership().is_leader()
+    })
+    .await;
+    (m, stop, run)
+}
+
 /// Two Managers on one database, each running the leader election.
 struct Pair {
     managers: Vec<Arc<Manager>>,
@@ -384,14 +405,7 @@ async fn a_push_checks_the_lease_in_the_store_first() {
     };
     // A long lease: no renewal during the test, so only the store read can notice.
     let lease = Duration::from_secs(60);
-    let m = Arc::new(
-        Manager::open(config(&db, "pusher", lease))
-            .await
-            .expect("open"),
-    );
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(flamenco_core::leader::run(m.clone(), stop.clone()));
-    until(WAIT, "it leads", || m.leadership().is_leader()).await;
+    let (m, stop, run) = start_leading(&db, "pusher", lease).await;
     check_still_leading(&m).await.expect("the leader may push");
 
     // Another Manager gets the lease behind its back (here: released by hand, then
@@ -429,14 +443,7 @@ async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() 
     // when it loses the database): it must stop leading before its lease expires on the
     // server, and a second Manager takes over only after that expiry.
     let lease = Duration::from_secs(2);
-    let m1 = Arc::new(
-        Manager::open(config(&db, "m1", lease))
-            .await
-            .expect("open m1"),
-    );
-    let stop1 = CancellationToken::new();
-    let run1 = tokio::spawn(flamenco_core::leader::run(m1.clone(), stop1.clone()));
-    until(WAIT, "m1 leads", || m1.leadership().is_leader()).await;
+    let (m1, stop1, run1) = start_leading(&db, "m1", lease).await;
     let s = store(&db).await;
     let held = s
         .lease_current(LEADER_LEASE)
@@ -453,14 +460,7 @@ async fn a_leader_that_cannot_renew_stops_its_loops_before_another_takes_over() 
     until(WAIT, "m1's loops stop", || !m1.leadership().loops_running()).await;
     assert!(m1.leadership().store_error().is_some());
 
-    let m2 = Arc::new(
-        Manager::open(config(&db, "m2", lease))
-            .await
-            .expect("open m2"),
-    );
-    let stop2 = CancellationToken::new();
-    let run2 = tokio::spawn(flamenco_core::leader::run(m2.clone(), stop2.clone()));
-    until(WAIT, "m2 leads", || m2.leadership().is_leader()).await;
+    let (m2, stop2, run2) = start_leading(&db, "m2", lease).await;
     let taken = s
         .lease_current(LEADER_LEASE)
         .await

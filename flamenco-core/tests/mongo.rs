@@ -498,6 +498,14 @@ async fn documents_have_the_v2_shape() {
     store.close().await.expect("close");
 }
 
+/// The winning plan of an `explain` answer, as text.
+fn winning_plan(plan: &Document) -> String {
+    plan.get_document("queryPlanner")
+        .and_then(|q| q.get_document("winningPlan"))
+        .expect("winning plan")
+        .to_string()
+}
+
 /// The indexed lookups use their index; the claim's candidate query too where the server's
 /// planner can (MongoDB; SecantusDB's planner scans for a compound `$in` filter).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,11 +544,7 @@ async fn queries_use_their_indexes() {
         doc! { "_id": 1 },
     )
     .await;
-    let winning = plan
-        .get_document("queryPlanner")
-        .and_then(|q| q.get_document("winningPlan"))
-        .expect("winning plan")
-        .to_string();
+    let winning = winning_plan(&plan);
     assert!(
         winning.contains("IXSCAN"),
         "already-assigned lookup: {winning}"
@@ -552,11 +556,7 @@ async fn queries_use_their_indexes() {
         Document::new(),
     )
     .await;
-    let winning = plan
-        .get_document("queryPlanner")
-        .and_then(|q| q.get_document("winningPlan"))
-        .expect("winning plan")
-        .to_string();
+    let winning = winning_plan(&plan);
     assert!(
         !winning.contains("\"SORT\""),
         "own open tasks, no sort: {winning}"
@@ -575,11 +575,7 @@ async fn queries_use_their_indexes() {
 
     let (filter, sort) = MongoStore::claim_query(&["a".to_string()], &["gpu".to_string()]);
     let plan = explain(filter, sort).await;
-    let winning = plan
-        .get_document("queryPlanner")
-        .and_then(|q| q.get_document("winningPlan"))
-        .expect("winning plan")
-        .to_string();
+    let winning = winning_plan(&plan);
     let secantus = plan
         .get_document("serverInfo")
         .and_then(|s| s.get_str("host"))
@@ -601,11 +597,7 @@ async fn queries_use_their_indexes() {
         doc! { "$nin": [bson_id(nth_id(0x72, 1)), bson_id(nth_id(0x72, 2))] },
     );
     let plan = explain(filter, sort).await;
-    let winning = plan
-        .get_document("queryPlanner")
-        .and_then(|q| q.get_document("winningPlan"))
-        .expect("winning plan")
-        .to_string();
+    let winning = winning_plan(&plan);
     if secantus && !winning.contains("IXSCAN") {
         eprintln!(
             "NOTICE: SecantusDB scans for the blocklisted claim query (a planner limit): {winning}"

@@ -223,6 +223,40 @@ impl Pair {
             .collect()
     }
 
+    /// Watch the pair for `period`: never both leading, never both running the singleton
+    /// loops, and the lease document names the leader. The (term, holder) pairs seen.
+    /// Sampling every 50 ms over a fixed period is the thing tested: an invariant over
+    /// time, not a condition to wait for.
+    async fn watch(
+        &self,
+        s: &MongoStore,
+        period: Duration,
+    ) -> std::collections::BTreeSet<(i64, String)> {
+        let start = Instant::now();
+        let mut terms = std::collections::BTreeSet::new();
+        while start.elapsed() < period {
+            let leaders = self.leaders();
+            assert!(leaders.len() <= 1, "two leaders: {leaders:?}");
+            let running = self.running();
+            assert!(running.len() <= 1, "singleton loops on both: {running:?}");
+            let doc = s
+                .lease_current(LEADER_LEASE)
+                .await
+                .expect("read")
+                .expect("stored");
+            if let Some(&i) = leaders.first() {
+                assert_eq!(doc.holder, self.managers[i].lease_holder());
+                assert_eq!(
+                    flamenco_core::leader::holder_instance(&doc.holder),
+                    self.managers[i].instance_name()
+                );
+            }
+            terms.insert((doc.term, doc.holder));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        terms
+    }
+
     async fn stop(&mut self, i: usize) {
         self.stops[i].cancel();
         if let Some(run) = self.runs[i].take() {
@@ -244,30 +278,7 @@ async fn two_managers_one_leader_and_a_clean_stop_hands_over_at_once() {
     let s = store(&db).await;
 
     until(WAIT, "one Manager leads", || pair.leaders().len() == 1).await;
-    // Over two lease periods: never both leading, never both running the singleton loops,
-    // and the document names the leader.
-    let start = Instant::now();
-    let mut terms = std::collections::BTreeSet::new();
-    while start.elapsed() < 2 * lease {
-        let leaders = pair.leaders();
-        assert!(leaders.len() <= 1, "two leaders: {leaders:?}");
-        let running = pair.running();
-        assert!(running.len() <= 1, "singleton loops on both: {running:?}");
-        let doc = s
-            .lease_current(LEADER_LEASE)
-            .await
-            .expect("read")
-            .expect("stored");
-        terms.insert((doc.term, doc.holder.clone()));
-        if let Some(&i) = leaders.first() {
-            assert_eq!(doc.holder, pair.managers[i].lease_holder());
-            assert_eq!(
-                flamenco_core::leader::holder_instance(&doc.holder),
-                pair.managers[i].instance_name()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let terms = pair.watch(&s, 2 * lease).await;
     assert_eq!(
         terms.len(),
         1,
@@ -340,21 +351,7 @@ async fn two_managers_with_the_same_instance_name_one_leader() {
     );
     until(WAIT, "one Manager leads", || pair.leaders().len() == 1).await;
     // Over two lease periods (six renewals): never both.
-    let start = Instant::now();
-    let mut terms = std::collections::BTreeSet::new();
-    while start.elapsed() < 2 * lease {
-        let leaders = pair.leaders();
-        assert!(leaders.len() <= 1, "two leaders with one name: {leaders:?}");
-        let running = pair.running();
-        assert!(running.len() <= 1, "singleton loops on both: {running:?}");
-        let doc = s
-            .lease_current(LEADER_LEASE)
-            .await
-            .expect("read")
-            .expect("stored");
-        terms.insert((doc.term, doc.holder.clone()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let terms = pair.watch(&s, 2 * lease).await;
     assert_eq!(terms.len(), 1, "the lease changed hands: {terms:?}");
     let leader = pair.leaders()[0];
     let follower = 1 - leader;

@@ -717,7 +717,7 @@ impl Manager {
         let decision = match state {
             Some(task)
                 if task.worker_id == Some(worker.id)
-                    && MayIRun::decide(Some(&task), worker.id) == MayIRun::Yes =>
+                    && MayIRun::decide_on(Some(&task), worker.id) == MayIRun::Yes =>
             {
                 self.ping_tracker.record(TaskPing {
                     task_id,

@@ -118,17 +118,40 @@ pub enum MayIRun {
     NotRunnable(TaskStatus),
 }
 
+/// The two fields of a task that may-i-run decides on: what
+/// [`crate::store::WorkerProtocolStore::get_task_state`] reads for every may-i-run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRunState {
+    pub status: TaskStatus,
+    pub worker_id: Option<ObjectId>,
+}
+
+impl TaskRunState {
+    /// The run state of a whole task.
+    pub fn of(task: &Task) -> TaskRunState {
+        TaskRunState {
+            status: task.status.clone(),
+            worker_id: task.worker_id,
+        }
+    }
+}
+
 impl MayIRun {
     /// Decide from the stored task.
     pub fn decide(task: Option<&Task>, worker_id: ObjectId) -> MayIRun {
-        let Some(task) = task else {
+        MayIRun::decide_on(task.map(TaskRunState::of).as_ref(), worker_id)
+    }
+
+    /// Decide from the task's run state (`None`: the task is unknown).
+    pub fn decide_on(state: Option<&TaskRunState>, worker_id: ObjectId) -> MayIRun {
+        let Some(state) = state else {
             return MayIRun::UnknownTask;
         };
-        if task.worker_id.is_some_and(|w| w != worker_id) {
+        if state.worker_id.is_some_and(|w| w != worker_id) {
             return MayIRun::Reassigned;
         }
-        if !task.status.is_runnable() {
-            return MayIRun::NotRunnable(task.status.clone());
+        if !state.status.is_runnable() {
+            return MayIRun::NotRunnable(state.status.clone());
         }
         MayIRun::Yes
     }

@@ -1366,7 +1366,7 @@ pub async fn record_pings_only_for_own_runnable_tasks(store: Arc<dyn Store>) {
     assert_eq!(state.worker_id, Some(w.id));
     assert_eq!(state.status, TaskStatus::Active);
     assert_eq!(
-        MayIRun::decide(Some(&state), w.id),
+        MayIRun::decide_on(Some(&state), w.id),
         MayIRun::Yes,
         "the light state is enough to decide"
     );

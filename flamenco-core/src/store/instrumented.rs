@@ -28,7 +28,7 @@ use crate::jobs::status::{JobAction, TaskAction};
 use crate::metrics::Metrics;
 use crate::model::{Job, ObjectId, RequestedStatus, Task, TaskUpdate, Worker};
 use crate::store::logs::LogEnd;
-use crate::updates::{MayIRun, Refetched, ReturnOutcome, WorkerUpdateOutcome};
+use crate::updates::{MayIRun, Refetched, ReturnOutcome, TaskRunState, WorkerUpdateOutcome};
 
 /// A store whose operations are timed into [`Metrics`].
 pub struct InstrumentedStore {
@@ -329,7 +329,7 @@ instrumented! {
         fn unassign_task(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<()>;
         fn apply_worker_update(&self, worker_id: ObjectId, update: TaskUpdate) -> StoreResult<WorkerUpdateOutcome>;
         fn may_i_run(&self, task_id: ObjectId, worker_id: ObjectId, now: DateTime<Utc>) -> StoreResult<MayIRun>;
-        fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>>;
+        fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<TaskRunState>>;
         fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()>;
         fn write_deferred(&self, seen: &[(ObjectId, Seen)], pings: &[TaskPing]) -> StoreResult<()>;
         fn return_task(&self, task_id: ObjectId, worker_id: ObjectId, ident: &str, now: DateTime<Utc>) -> StoreResult<ReturnOutcome>;

@@ -11,10 +11,10 @@ use super::TaskPing;
 use super::TaskStore;
 use super::WorkerStore;
 use crate::model::ObjectId;
-use crate::model::Task;
 use crate::model::TaskUpdate;
 use crate::updates::MayIRun;
 use crate::updates::ReturnOutcome;
+use crate::updates::TaskRunState;
 use crate::updates::WorkerUpdateOutcome;
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -62,10 +62,11 @@ pub trait WorkerProtocolStore: TaskStore + WorkerStore + Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<MayIRun>;
 
-    /// A task's state without its commands and log (enough for [`MayIRun::decide`]):
-    /// the fast, read-only path of may-i-run.
-    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
-        self.get_task(id).await
+    /// A task's status and assigned worker, and nothing else (enough for
+    /// [`MayIRun::decide_on`]): the fast, read-only path of may-i-run, one primary-key
+    /// read of two fields. `None` when the task is unknown.
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<TaskRunState>> {
+        Ok(self.get_task(id).await?.as_ref().map(TaskRunState::of))
     }
 
     /// Write may-i-run pings that were answered from [`WorkerProtocolStore::get_task_state`] and kept in

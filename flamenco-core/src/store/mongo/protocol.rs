@@ -47,7 +47,7 @@ use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
 use crate::store::{ClaimRequest, Claimed, Seen, StoreError, StoreResult, TaskLogLimits, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
-    WorkerUpdateOutcome,
+    TaskRunState, WorkerUpdateOutcome,
 };
 
 /// How often an operation re-reads a task that changed under it before giving up with
@@ -627,8 +627,8 @@ impl crate::store::WorkerProtocolStore for MongoStore {
         .await
     }
 
-    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
-        self.run(super::tasks::get_state(&self.db, id)).await
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<TaskRunState>> {
+        self.run(super::tasks::run_state(&self.db, id)).await
     }
 
     async fn record_pings(&self, pings: &[TaskPing]) -> StoreResult<()> {

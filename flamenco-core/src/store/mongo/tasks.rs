@@ -14,6 +14,7 @@ use super::Db;
 use super::MongoStore;
 use crate::model::{ObjectId, Task, TaskStatus};
 use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
+use crate::updates::TaskRunState;
 
 /// Leaves out the bulky fields: enough for status decisions (like SQLite's
 /// `TASK_STATE_COLUMNS`). Such a task is only saved with [`save`], which writes the
@@ -111,6 +112,28 @@ pub(super) async fn get_state(db: &Db, id: ObjectId) -> StoreResult<Option<Task>
         Some(d) => task_from_doc(&d).map(Some),
         None => Ok(None),
     }
+}
+
+/// A task's status and worker: may-i-run's one read, two fields by `_id`.
+pub(super) async fn run_state(db: &Db, id: ObjectId) -> StoreResult<Option<TaskRunState>> {
+    let found = db
+        .tasks
+        .find_one(doc! { "_id": oid(id) })
+        .projection(doc! { "_id": 0, "status": 1, "worker_id": 1 })
+        .await
+        .db()?;
+    let Some(d) = found else {
+        return Ok(None);
+    };
+    let f = codec::Fields::new(&d, codec::TASKS);
+    let status = match f.opt_string("status")? {
+        Some(s) => TaskStatus::from_str_lossy(&s),
+        None => return Err(f.corrupt("status", "missing")),
+    };
+    Ok(Some(TaskRunState {
+        status,
+        worker_id: f.opt_id("worker_id")?,
+    }))
 }
 
 /// The filter for an `active` task of this worker (served by `{status, worker_id, _id}`).

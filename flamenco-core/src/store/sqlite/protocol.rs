@@ -18,7 +18,7 @@ use crate::store::{
 };
 use crate::updates::{
     self, apply_locally, check_worker_update, decide_return, MayIRun, Refetched, ReturnOutcome,
-    UpstreamCancel, WorkerUpdateOutcome,
+    TaskRunState, UpstreamCancel, WorkerUpdateOutcome,
 };
 
 /// Queue `update` and apply it to `task` in memory; the caller saves the task.
@@ -424,10 +424,10 @@ impl crate::store::WorkerProtocolStore for SqliteStore {
             .await
     }
 
-    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<Task>> {
+    async fn get_task_state(&self, id: ObjectId) -> StoreResult<Option<TaskRunState>> {
         // A primary-key lookup behind every may-i-run: read on the calling thread.
         self.readers
-            .run_here(move |c| super::tasks::get_state(c, id))
+            .run_here(move |c| super::tasks::run_state(c, id))
             .await
     }
 

@@ -8,12 +8,13 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Params};
 
 use super::rows::{
-    blob, is_duplicate, map_err, opt_blob, opt_ms, pack_ids, task_from_row, to_json, Db,
-    TASK_COLUMNS, TASK_STATE_COLUMNS,
+    blob, col_opt_id, col_opt_text, is_duplicate, map_err, opt_blob, opt_ms, pack_ids,
+    task_from_row, to_json, Db, TASK_COLUMNS, TASK_STATE_COLUMNS,
 };
 use super::SqliteStore;
-use crate::model::{ObjectId, Task};
+use crate::model::{ObjectId, Task, TaskStatus};
 use crate::store::{StoreError, StoreResult, TaskOrder, TaskQuery};
+use crate::updates::TaskRunState;
 
 /// Insert new tasks and their parents. A duplicate id fails the whole job with
 /// `Duplicate` (the writer rolls the job back, so nothing is inserted).
@@ -116,6 +117,21 @@ pub(super) fn get(conn: &Connection, id: ObjectId) -> StoreResult<Option<Task>> 
 /// The task without `commands`, `log` and `parents`: enough for status decisions.
 pub(super) fn get_state(conn: &Connection, id: ObjectId) -> StoreResult<Option<Task>> {
     query_one(conn, &GET_STATE, [blob(id)])
+}
+
+/// A task's status and worker: may-i-run's one read, two columns by primary key.
+pub(super) fn run_state(conn: &Connection, id: ObjectId) -> StoreResult<Option<TaskRunState>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT status, worker_id FROM tasks WHERE id = ?1")
+        .db()?;
+    let mut rows = stmt.query([blob(id)]).db()?;
+    match rows.next().db()? {
+        Some(row) => Ok(Some(TaskRunState {
+            status: TaskStatus::from_str_lossy(col_opt_text(row, 0)?.unwrap_or_default()),
+            worker_id: col_opt_id(row, 1)?,
+        })),
+        None => Ok(None),
+    }
 }
 
 static ACTIVE_FOR_WORKER: LazyLock<String> = LazyLock::new(|| {

@@ -53,7 +53,7 @@ impl ClaimStore for SqliteStore {
         let check_empty = self.last_claim_empty.load(Ordering::Relaxed);
         let (stopping, nothing) = self
             .readers
-            .run_here(|c| before_claim(c, req, check_empty))
+            .run_here_in_transaction(|c| before_claim(c, req, check_empty))
             .await?;
         if nothing {
             return Ok(ClaimOutcome {

@@ -1,6 +1,7 @@
 //! A small pool of read-only connections for pure reads (get, list, count, peek,
 //! settings), used through `tokio::task::spawn_blocking` ([`ReadPool::run`]) or, for the
-//! point reads of the worker protocol, on the calling thread ([`ReadPool::run_here`]).
+//! point reads of the worker protocol, on the calling thread ([`ReadPool::run_here`];
+//! [`ReadPool::run_here_in_transaction`] when a read has several statements).
 //!
 //! In WAL mode readers never wait for the writer; they see the last committed state. As
 //! the writer answers only after its commit, a caller always reads its own writes.
@@ -14,7 +15,7 @@ use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
 use super::schema::{self, ConnConfig};
-use super::writer::closed_error;
+use super::writer::{closed_error, exec};
 use crate::store::{StoreError, StoreResult};
 
 pub(super) struct ReadPool {
@@ -109,6 +110,32 @@ impl ReadPool {
             self.idle().push(conn);
         }
         result
+    }
+
+    /// [`ReadPool::run_here`] with the read's statements in one read transaction: one
+    /// snapshot, and one WAL read lock taken and released, instead of one per statement
+    /// (in autocommit mode each statement is a transaction of its own, and taking the
+    /// read lock is a good part of a point read's cost: docs/performance.md). The
+    /// transaction always ends before the connection goes back to the pool, so no
+    /// snapshot is kept that would hold back checkpoints.
+    pub(super) async fn run_here_in_transaction<T, F>(&self, read: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T>,
+    {
+        self.run_here(|conn| {
+            exec(conn, "BEGIN")?;
+            let result = read(conn);
+            let ended = exec(conn, "COMMIT");
+            if ended.is_err() && !conn.is_autocommit() {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "ending a read transaction");
+                }
+            }
+            let value = result?;
+            ended?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Close the idle connections; reads from now on fail with `Unavailable`.

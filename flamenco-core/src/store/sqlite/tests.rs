@@ -852,3 +852,40 @@ fn blocklisted_claim_does_not_walk_the_blocked_job() {
         "the claim walks the blocked job: {small} steps for 50 tasks, {big} for 5,000"
     );
 }
+
+// ---- read transactions on the calling thread ----
+
+/// A read transaction ends whatever its read returns: the connection goes back to the
+/// pool in autocommit mode (a snapshot left open would hold back every checkpoint), and
+/// the statements inside it see one snapshot.
+#[tokio::test]
+async fn read_transactions_end_before_the_connection_goes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open the store");
+    let inside = store
+        .readers
+        .run_here_in_transaction(|c| Ok(c.is_autocommit()))
+        .await
+        .expect("read");
+    assert!(!inside, "the read runs inside a transaction");
+    let failed: StoreResult<()> = store
+        .readers
+        .run_here_in_transaction(|_| Err(StoreError::Unavailable("a failing read".into())))
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    for _ in 0..4 {
+        let autocommit = store
+            .readers
+            .run_here(|c| Ok(c.is_autocommit()))
+            .await
+            .expect("read");
+        assert!(
+            autocommit,
+            "no transaction left open on a pooled connection"
+        );
+    }
+    store.close().await.expect("close");
+}

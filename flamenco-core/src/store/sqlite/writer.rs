@@ -332,7 +332,8 @@ fn checkpoint_error(db: Option<&Path>, e: rusqlite::Error) -> StoreError {
     ))
 }
 
-fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+/// Run one statement that answers no rows (`BEGIN`, `COMMIT`, …), prepared once.
+pub(super) fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
     conn.prepare_cached(sql).db()?.execute([]).db().map(|_| ())
 }
 

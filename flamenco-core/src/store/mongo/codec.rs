@@ -402,12 +402,17 @@ pub(super) fn task_to_doc(t: &Task) -> Document {
 }
 
 /// A `flamenco_tasks` document as a task. Fields a projection left out read as empty.
+/// A task document's `status`, which every task has.
+pub(super) fn task_status(f: &Fields<'_>) -> StoreResult<TaskStatus> {
+    match f.opt_string("status")? {
+        Some(s) => Ok(TaskStatus::from_str_lossy(&s)),
+        None => Err(f.corrupt("status", "missing")),
+    }
+}
+
 pub(super) fn task_from_doc(d: &Document) -> StoreResult<Task> {
     let f = Fields::new(d, TASKS);
-    let status = match f.opt_string("status")? {
-        Some(s) => TaskStatus::from_str_lossy(&s),
-        None => return Err(f.corrupt("status", "missing")),
-    };
+    let status = task_status(&f)?;
     Ok(Task {
         id: f.id("_id")?,
         etag: f.string("_etag")?,

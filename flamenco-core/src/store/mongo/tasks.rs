@@ -126,12 +126,8 @@ pub(super) async fn run_state(db: &Db, id: ObjectId) -> StoreResult<Option<TaskR
         return Ok(None);
     };
     let f = codec::Fields::new(&d, codec::TASKS);
-    let status = match f.opt_string("status")? {
-        Some(s) => TaskStatus::from_str_lossy(&s),
-        None => return Err(f.corrupt("status", "missing")),
-    };
     Ok(Some(TaskRunState {
-        status,
+        status: codec::task_status(&f)?,
         worker_id: f.opt_id("worker_id")?,
     }))
 }

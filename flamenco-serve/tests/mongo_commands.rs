@@ -85,7 +85,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::OK);
-    budgets.push(("claim", claim.len(), 7));
+    budgets.push(("claim", claim.len(), 5));
 
     let (status, update) = measured(&log, "update with log lines", async {
         w.update(
@@ -143,7 +143,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    budgets.push(("empty poll", poll.len(), 2));
+    budgets.push(("empty poll", poll.len(), 1));
 
     for commands in [&claim, &update, &update_plain, &may_i_run, &poll] {
         assert!(

@@ -3322,6 +3322,7 @@ macro_rules! conformance_tests {
             claim_returns_already_assigned_task,
             claim_after_stops_cancels_then_claims,
             claim_after_empty_claims_sees_new_work,
+            claim_finds_free_task_behind_many_blocked,
             claim_ignores_non_active_tasks_of_worker,
             concurrent_claims_hand_out_each_task_once,
             outbox_order_and_ack,

@@ -181,3 +181,61 @@ pub async fn claim_after_empty_claims_sees_new_work(store: Arc<dyn Store>) {
         .expect("claim");
     assert_eq!(got.claimed.expect("the child").task.id, child.id);
 }
+
+/// A free task behind more candidates blocked by a parent than a store reads at once
+/// (MongoDB reads 8 per round, the first round with the worker's own tasks in one
+/// command) is still found, by both claims, and comes back whole (its commands, which
+/// the claim's reads leave out).
+pub async fn claim_finds_free_task_behind_many_blocked(store: Arc<dyn Store>) {
+    let mut parent = prio_task(nth_id(0xc4, 0), "parent", 0, 50);
+    parent.status = TaskStatus::Active;
+    parent.worker_id = Some(nth_id(0xc4, 0xff));
+    let blocked: Vec<_> = (1..=20u32)
+        .map(|n| {
+            let mut t = prio_task(nth_id(0xc5, n), "render", 90, 50);
+            t.parents = vec![parent.id];
+            t
+        })
+        .collect();
+    let first = prio_task(nth_id(0xc6, 1), "render", 10, 50);
+    assert!(!first.commands.is_empty());
+    let second = prio_task(nth_id(0xc6, 2), "render", 10, 40);
+    add_tasks(&store, &blocked).await;
+    add_tasks(&store, &[parent, first.clone(), second.clone()]).await;
+    let w1 = test_worker(nth_id(0xc7, 1), "one", &["render"]);
+    let w2 = test_worker(nth_id(0xc7, 2), "two", &["render"]);
+    let w3 = test_worker(nth_id(0xc7, 3), "three", &["render"]);
+    for w in [&w1, &w2, &w3] {
+        add_worker(&store, w).await;
+    }
+
+    let got = store
+        .claim_task(&claim_request(&w1, at(1_000)))
+        .await
+        .expect("claim")
+        .expect("the free task with the higher priority");
+    assert_eq!(got.task.id, first.id);
+    assert_eq!(
+        got.task.commands, first.commands,
+        "the task comes back whole"
+    );
+    let got = store
+        .claim_after_stops(&claim_request(&w2, at(2_000)))
+        .await
+        .expect("claim")
+        .claimed
+        .expect("the other free task");
+    assert_eq!(got.task.id, second.id);
+    assert_eq!(got.task.commands, second.commands);
+    let none = store
+        .claim_after_stops(&claim_request(&w3, at(3_000)))
+        .await
+        .expect("claim");
+    assert!(
+        none.claimed.is_none(),
+        "only blocked tasks are left: {none:?}"
+    );
+    for t in &blocked {
+        assert_eq!(task(&store, t.id).await.status, TaskStatus::Queued);
+    }
+}

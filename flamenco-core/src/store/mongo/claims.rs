@@ -1,15 +1,15 @@
 //! MongoDB side of [`crate::store::ClaimStore`]: the standalone claim whose first read
-//! answers both of its questions, "which tasks did this worker stop?" and "does it still
-//! have an `active` task?", with ONE query on `{status, worker_id, _id}`
-//! ([`own_open_filter`]). The rest is the claim of [`super::protocol`], told the answer
-//! instead of asking again: an empty poll is two commands (this read and the candidates),
-//! a claim one command fewer than [`super::protocol::claim`] alone.
+//! answers all of its questions, "which tasks did this worker stop?", "does it still
+//! have an `active` task?" and "which tasks could it get?", with ONE command
+//! ([`claim_read::own_and_first_batch`] with [`own_open_filter`], served by
+//! `{status, worker_id, _id}` and the claim index). The rest is the claim of
+//! [`super::protocol`], told the answer instead of asking again: an empty poll is one
+//! command.
 
 use mongodb::bson::{doc, Document};
 
-use super::codec::{oid, task_from_doc};
-use super::errors::Mongo;
-use super::{outbox, protocol, tasks, Db, MongoStore};
+use super::codec::oid;
+use super::{claim_read, outbox, protocol, tasks, Db, MongoStore};
 use crate::model::{ObjectId, Task, TaskStatus};
 use crate::store::claims::{stopped_update, ClaimOutcome, ClaimStore};
 use crate::store::{ClaimRequest, StoreResult};
@@ -23,26 +23,6 @@ pub(super) fn own_open_filter(worker: ObjectId) -> Document {
         "status": { "$in": [TaskStatus::Active.as_str(), TaskStatus::CancelRequested.as_str()] },
         "worker_id": oid(worker),
     }
-}
-
-/// The worker's `active` and `cancel-requested` tasks without the bulky fields, oldest
-/// first.
-async fn own_open_tasks(db: &Db, worker: ObjectId) -> StoreResult<Vec<Task>> {
-    let docs: Vec<Document> = futures::TryStreamExt::try_collect(
-        db.tasks
-            .find(own_open_filter(worker))
-            .projection(doc! { "commands": 0, "log": 0, "parents": 0 })
-            .await
-            .db()?,
-    )
-    .await
-    .db()?;
-    let mut open = docs
-        .iter()
-        .map(task_from_doc)
-        .collect::<StoreResult<Vec<_>>>()?;
-    open.sort_by_key(|t| t.id);
-    Ok(open)
 }
 
 /// Cancel a task the worker stopped, starting from the state just read: one
@@ -66,7 +46,8 @@ async fn cancel_stopped(db: &Db, before: &Task, req: &ClaimRequest) -> StoreResu
 pub(super) async fn claim_after_stops(db: &Db, req: &ClaimRequest) -> StoreResult<ClaimOutcome> {
     let mut canceled = Vec::new();
     let mut own_active = None;
-    for task in own_open_tasks(db, req.worker_id).await? {
+    let read = claim_read::own_and_first_batch(db, req, own_open_filter(req.worker_id)).await?;
+    for task in read.own {
         if task.status == TaskStatus::CancelRequested {
             if cancel_stopped(db, &task, req).await? {
                 canceled.push(task.id);
@@ -75,7 +56,7 @@ pub(super) async fn claim_after_stops(db: &Db, req: &ClaimRequest) -> StoreResul
             own_active = Some(task); // the oldest, as `tasks::active_for_worker` picks
         }
     }
-    let claimed = protocol::claim_with_own(db, req, own_active).await?;
+    let claimed = protocol::claim_with_own(db, req, own_active, read.batch).await?;
     Ok(ClaimOutcome { canceled, claimed })
 }
 

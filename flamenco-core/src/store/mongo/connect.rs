@@ -100,7 +100,56 @@ pub(super) async fn client(url: &str, options: ClientOptions) -> StoreResult<Cli
             _ => StoreError::Other(format!("cannot use MongoDB at {shown}: {why}")),
         });
     }
+    check_version(&client, &shown).await?;
     Ok(client)
+}
+
+/// The oldest server this store works with: a claim writes its task with an update
+/// pipeline (4.2) and reads with `$unionWith` (4.4).
+const OLDEST_SERVER: [i64; 2] = [4, 4];
+
+/// Refuse a server older than [`OLDEST_SERVER`] at connect, with a message that says
+/// so, instead of failing every claim later. A server that does not say its version
+/// (`buildInfo` refused or without `versionArray`) is given the benefit of the doubt.
+async fn check_version(client: &Client, shown: &str) -> StoreResult<()> {
+    let info = match client
+        .database("admin")
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(
+                "MongoDB at {shown} did not say its version ({}); assuming 4.4 or later",
+                reason(&e)
+            );
+            return Ok(());
+        }
+    };
+    let version: Vec<i64> = info
+        .get_array("versionArray")
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.as_i32().map(i64::from).or(p.as_i64()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if too_old(&version) {
+        let shown_version = info.get_str("version").unwrap_or("older than 4.4");
+        return Err(StoreError::Other(format!(
+            "MongoDB at {shown} is version {shown_version}; this Manager needs MongoDB {}.{} or later \
+             (its claims read with $unionWith); upgrade the database server",
+            OLDEST_SERVER[0], OLDEST_SERVER[1]
+        )));
+    }
+    Ok(())
+}
+
+/// Is this `versionArray` older than [`OLDEST_SERVER`]? An empty one is not known to be.
+fn too_old(version: &[i64]) -> bool {
+    !version.is_empty()
+        && version.iter().take(2).copied().collect::<Vec<_>>() < OLDEST_SERVER.to_vec()
 }
 
 /// A message for a failure while preparing the database (indices, counter).
@@ -119,6 +168,17 @@ pub(super) fn preparing(db: &Database, e: StoreError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_4_4_are_refused() {
+        assert!(too_old(&[4, 2, 24, 0]));
+        assert!(too_old(&[3, 6, 23, 0]));
+        assert!(too_old(&[4]));
+        assert!(!too_old(&[4, 4, 0, 0]));
+        assert!(!too_old(&[8, 2, 11, 0]));
+        assert!(!too_old(&[5, 0]));
+        assert!(!too_old(&[]), "a server that does not say is not refused");
+    }
 
     #[test]
     fn passwords_are_hidden() {

@@ -22,6 +22,7 @@
 
 mod batch;
 mod bulk;
+mod claim_read;
 mod claims;
 mod codec;
 mod connect;

@@ -33,12 +33,11 @@
 //! compare-and-set (say the task was canceled meanwhile) would be queued although the
 //! worker was answered 409.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
 
 use super::batch::{self, Statement};
+use super::claim_read::{self, CandidateBatch};
 use super::codec::{date, oid};
 use super::errors::Mongo;
 use super::MongoStore;
@@ -53,9 +52,6 @@ use crate::updates::{
 /// How often an operation re-reads a task that changed under it before giving up with
 /// `Unavailable` (the caller answers 503 and the worker tries again).
 pub(super) const CAS_ATTEMPTS: usize = 16;
-
-/// Claim candidates are read and parent-checked this many at a time.
-const CLAIM_BATCH: usize = 8;
 
 /// A claim reads the candidates at most this many times (each time after losing every
 /// candidate of a batch to other claimers) before answering `Unavailable`.
@@ -116,11 +112,13 @@ fn reserved(before: &Task, req: &ClaimRequest) -> Task {
 /// and whether the worker already had the task.
 ///
 /// 1. The worker's own `active` task, if any: `own`, as the caller read it (with
-///    [`tasks::active_for_worker`], or `super::claims` with the worker's stopped tasks),
-///    taken with one compare-and-set on its status and `worker_id` (read again if that
-///    fails).
-/// 2. Otherwise the candidates, best first, [`CLAIM_BATCH`] at a time (one sorted query
-///    with a limit). Their parents are checked with one query per batch. Then ONE
+///    [`claim_read::own_and_first_batch`], which `super::claims` also asks for the
+///    worker's stopped tasks), taken with one compare-and-set on its status and
+///    `worker_id` (read again with [`tasks::active_for_worker`] if that fails).
+/// 2. Otherwise the candidates, best first, [`claim_read::CLAIM_BATCH`] at a time: the
+///    first batch `first`, read with `own` in the same command when the caller did so,
+///    later ones with one sorted query with a limit and one query for their parents
+///    ([`claim_read::candidate_batch`]). Then ONE
 ///    `find_one_and_update` ([`tasks::take_best`]), sorted like the claim, whose filter
 ///    holds the ids of the batch's unblocked candidates plus "still schedulable, of the
 ///    worker's types", takes the best of them that no other claimer took meanwhile
@@ -137,6 +135,7 @@ pub(super) async fn pick_and_take<T>(
     db: &Db,
     req: &ClaimRequest,
     own: Option<Task>,
+    first: Option<CandidateBatch>,
     change: impl Fn(&Task) -> (Task, T),
     taking: tasks::Taking<'_>,
 ) -> StoreResult<Option<(Task, T, bool)>> {
@@ -159,21 +158,18 @@ pub(super) async fn pick_and_take<T>(
         return Ok(None);
     }
     // Blocked candidates stay at the head of the query; taken ones drop out of it.
+    let mut first = first;
     let mut blocked_seen = 0;
     for _ in 0..CLAIM_ROUNDS {
-        let batch = tasks::candidates(db, req, blocked_seen, CLAIM_BATCH).await?;
+        let batch = match first.take() {
+            Some(batch) => batch,
+            None => claim_read::candidate_batch(db, req, blocked_seen).await?,
+        };
         if batch.is_empty() {
             return Ok(None);
         }
-        let parents: BTreeSet<ObjectId> = batch
-            .iter()
-            .flat_map(|t| t.parents.iter().copied())
-            .collect();
-        let blocking = tasks::blocking_parents(db, &parents).await?;
-        let (blocked, free): (Vec<Task>, Vec<Task>) = batch
-            .into_iter()
-            .partition(|t| t.parents.iter().any(|p| blocking.contains(p)));
-        blocked_seen += blocked.len();
+        blocked_seen += batch.blocked;
+        let free = batch.free;
         if free.is_empty() {
             continue;
         }
@@ -189,23 +185,38 @@ pub(super) async fn pick_and_take<T>(
     ))
 }
 
-/// `WorkerProtocolStore::claim_task`.
-pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-    let own = tasks::active_for_worker(db, req.worker_id).await?;
-    claim_with_own(db, req, own).await
+/// The worker's oldest `active` task and the first batch of candidates: one command
+/// ([`claim_read::own_and_first_batch`]).
+async fn first_read(
+    db: &Db,
+    req: &ClaimRequest,
+) -> StoreResult<(Option<Task>, Option<CandidateBatch>)> {
+    let read =
+        claim_read::own_and_first_batch(db, req, tasks::active_for_worker_filter(req.worker_id))
+            .await?;
+    Ok((read.own.into_iter().next(), read.batch))
 }
 
-/// [`claim`], the worker's own `active` task (the oldest, if any) already read.
+/// `WorkerProtocolStore::claim_task`.
+pub(super) async fn claim(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
+    let (own, first) = first_read(db, req).await?;
+    claim_with_own(db, req, own, first).await
+}
+
+/// [`claim`], the worker's own `active` task (the oldest, if any) and the first batch of
+/// candidates already read.
 pub(super) async fn claim_with_own(
     db: &Db,
     req: &ClaimRequest,
     own: Option<Task>,
+    first: Option<CandidateBatch>,
 ) -> StoreResult<Option<Claimed>> {
     let taking = tasks::Taking::Assignment {
         nickname: &req.nickname,
         ident: &req.ident,
     };
-    match pick_and_take(db, req, own, |before| assigned(before, req), taking).await? {
+    let change = |before: &Task| assigned(before, req);
+    match pick_and_take(db, req, own, first, change, taking).await? {
         Some((task, queued, already_assigned)) => finish(db, req, task, queued, already_assigned)
             .await
             .map(Some),
@@ -216,11 +227,12 @@ pub(super) async fn claim_with_own(
 /// `UpstreamStore::reserve_task`: the claim's choice and compare-and-set, with only `active`,
 /// `worker_id` and the times written.
 pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
-    let own = tasks::active_for_worker(db, req.worker_id).await?;
+    let (own, first) = first_read(db, req).await?;
     Ok(pick_and_take(
         db,
         req,
         own,
+        first,
         |before| (reserved(before, req), ()),
         tasks::Taking::Reservation,
     )

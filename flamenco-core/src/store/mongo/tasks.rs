@@ -19,7 +19,7 @@ use crate::updates::TaskRunState;
 /// Leaves out the bulky fields: enough for status decisions (like SQLite's
 /// `TASK_STATE_COLUMNS`). Such a task is only saved with [`save`], which writes the
 /// bookkeeping fields that changed.
-fn state_projection() -> Document {
+pub(super) fn state_projection() -> Document {
     doc! { "commands": 0, "log": 0, "parents": 0 }
 }
 
@@ -133,7 +133,7 @@ pub(super) async fn run_state(db: &Db, id: ObjectId) -> StoreResult<Option<TaskR
 }
 
 /// The filter for an `active` task of this worker (served by `{status, worker_id, _id}`).
-fn active_for_worker_filter(worker: ObjectId) -> Document {
+pub(super) fn active_for_worker_filter(worker: ObjectId) -> Document {
     doc! { "status": TaskStatus::Active.as_str(), "worker_id": oid(worker) }
 }
 
@@ -188,6 +188,22 @@ pub(super) fn candidates_query(
     (filter, sort)
 }
 
+/// This worker's [`candidates_query`] with what retries add: its own failures and
+/// blocklisted jobs left out (the blocklist is read only for a worker known to have
+/// entries, [`super::retries::blocked_jobs`]).
+pub(super) async fn candidates_for(
+    db: &Db,
+    req: &crate::store::ClaimRequest,
+) -> StoreResult<(Document, Document)> {
+    let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
+    super::retries::exclusions(db, &mut filter, req.worker_id);
+    let blocked = super::retries::blocked_jobs(db, req.worker_id, &req.task_types).await?;
+    if !blocked.is_empty() {
+        filter.insert("job", doc! { "$nin": blocked });
+    }
+    Ok((filter, sort))
+}
+
 /// Up to `limit` candidates, best first, after skipping `skip`.
 pub(super) async fn candidates(
     db: &Db,
@@ -195,12 +211,7 @@ pub(super) async fn candidates(
     skip: usize,
     limit: usize,
 ) -> StoreResult<Vec<Task>> {
-    let (mut filter, sort) = candidates_query(&req.task_types, &req.worker_tags);
-    super::retries::exclusions(db, &mut filter, req.worker_id);
-    let blocked = super::retries::blocked_jobs(db, req.worker_id, &req.task_types).await?;
-    if !blocked.is_empty() {
-        filter.insert("job", doc! { "$nin": blocked });
-    }
+    let (filter, sort) = candidates_for(db, req).await?;
     let docs = collect(
         db.tasks
             .find(filter)

@@ -7,13 +7,17 @@
 #
 # Usage: ./scripts/perf-mongo.sh [--runs N] [--duration 20s] [--workers 64]
 #            [--seed-tasks 2000] [--flamenco PATH] [--sim PATH] [--label NAME]
-#            [--stores "sqlite mongodb"]
+#            [--stores "sqlite mongodb"] [--scenario cycles|empty-polls]
 #   --flamenco / --sim: binaries to measure (default: build the release ones here), so
 #   that an older Manager can be measured with the same simulator ("before" and "after").
 #   SECANTUSD: the SecantusDB program (default .venv/bin/secantusd-py, see scripts/test.sh).
 #
+#   --scenario empty-polls: workers that only ask for a task and get none (no --keep-queued,
+#   no seeding); the database figures are then per request instead of per cycle.
+#
 # Output: target/perf/mongo-<label>-<store>-<run>.json (the simulator's report, plus
-# `db_cpu_ms`, `db_cpu_ms_per_cycle`, `db_requests` and `db_requests_per_cycle` for MongoDB) and a table of the medians.
+# `db_cpu_ms`, `db_cpu_ms_per_cycle`, `db_requests` and `db_requests_per_cycle` for MongoDB,
+# `_per_request` for empty-polls) and a table of the medians.
 # The seeding (one simulator call with --duration 0s) is outside the measured window;
 # the refills of --keep-queued (one new task per completed cycle) are inside it, as on a
 # farm whose queue does not run dry.
@@ -32,6 +36,7 @@ FLAMENCO=""
 SIM=""
 LABEL=current
 STORES="sqlite mongodb"
+SCENARIO=cycles
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="$2"; shift 2 ;;
@@ -42,9 +47,15 @@ while [ $# -gt 0 ]; do
         --sim) SIM="$2"; shift 2 ;;
         --label) LABEL="$2"; shift 2 ;;
         --stores) STORES="$2"; shift 2 ;;
+        --scenario) SCENARIO="$2"; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+case "$SCENARIO" in
+    cycles) KEEP=(--keep-queued) ;;
+    empty-polls) KEEP=(); SEED=0 ;;
+    *) echo "unknown scenario: $SCENARIO (cycles or empty-polls)" >&2; exit 2 ;;
+esac
 
 ROOT="$PWD"
 if [ -z "$FLAMENCO" ] || [ -z "$SIM" ]; then
@@ -139,8 +150,10 @@ EOF
     (cd "$dir" && exec "$FLAMENCO" serve >"$dir/manager.log" 2>&1) &
     manager_pid=$!
     wait_port "$p" "$manager_pid" "the Manager"
-    (cd "$dir" && "$SIM" --manager "http://127.0.0.1:$p" --seed-config flamenco-manager.yaml \
-        --seed-tasks "$SEED" --workers 1 --duration 0s) >/dev/null
+    if [ "$SEED" -gt 0 ]; then
+        (cd "$dir" && "$SIM" --manager "http://127.0.0.1:$p" --seed-config flamenco-manager.yaml \
+            --seed-tasks "$SEED" --workers 1 --duration 0s) >/dev/null
+    fi
     local before=0 after=0 req_before=0 req_after=0
     if [ -n "$db_pid" ]; then
         req_before="$(db_requests "$url")"
@@ -148,7 +161,7 @@ EOF
     fi
     report="$OUT/mongo-$LABEL-$store-$n.json"
     (cd "$dir" && "$SIM" --manager "http://127.0.0.1:$p" --seed-config flamenco-manager.yaml \
-        --workers "$WORKERS" --duration "$DURATION" --scenario cycles --keep-queued \
+        --workers "$WORKERS" --duration "$DURATION" --scenario "$SCENARIO" "${KEEP[@]}" \
         --pid "$manager_pid") >"$report.tmp"
     if [ -n "$db_pid" ]; then
         after="$(cpu_ms "$db_pid")"
@@ -160,7 +173,14 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 store, db_ms, db_requests = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 r["store"] = store
-if store == "mongodb":
+if store == "mongodb" and str(r.get("scenario", "Cycles")).lower() != "cycles":
+    # per request instead of per cycle (under the same keys, so the table reads alike)
+    n = r.get("requests") or r["requests_per_second"] * r.get("seconds", 0)
+    r["db_cpu_ms"] = db_ms
+    r["db_cpu_ms_per_cycle"] = db_ms / n if n else None
+    r["db_requests"] = db_requests
+    r["db_requests_per_cycle"] = db_requests / n if n else None
+elif store == "mongodb":
     cycles = r.get("task_cycles") or r["task_cycles_per_second"] * r.get("seconds", 0)
     r["db_cpu_ms"] = db_ms
     r["db_cpu_ms_per_cycle"] = db_ms / cycles if cycles else None
@@ -176,7 +196,8 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 extra = ""
 if r.get("db_cpu_ms_per_cycle") is not None:
-    extra = " db_cpu=%d ms (%.1f ms/cycle, %.1f requests/cycle)" % (r["db_cpu_ms"], r["db_cpu_ms_per_cycle"], r["db_requests_per_cycle"])
+    unit = "cycle" if str(r.get("scenario", "Cycles")).lower() == "cycles" else "request"
+    extra = " db_cpu=%d ms (%.2f ms/%s, %.2f requests/%s)" % (r["db_cpu_ms"], r["db_cpu_ms_per_cycle"], unit, r["db_requests_per_cycle"], unit)
 print("%s %s run %s: cycles/s=%.1f req/s=%.0f%s" % (sys.argv[2], r["store"], sys.argv[3], r["task_cycles_per_second"], r["requests_per_second"], extra))
 EOF
 }
@@ -198,10 +219,12 @@ for store in stores:
     if not reports:
         continue
     c = statistics.median(r["task_cycles_per_second"] for r in reports)
-    line = "%-8s cycles/s %8.1f" % (store, c)
+    rq = statistics.median(r["requests_per_second"] for r in reports)
+    unit = "cycle" if str(reports[0].get("scenario", "Cycles")).lower() == "cycles" else "request"
+    line = "%-8s cycles/s %8.1f   requests/s %8.0f" % (store, c, rq)
     per = [r["db_cpu_ms_per_cycle"] for r in reports if r.get("db_cpu_ms_per_cycle") is not None]
     if per:
-        line += "   database CPU per cycle %6.1f ms" % statistics.median(per)
-        line += "   database requests per cycle %5.1f" % statistics.median(r["db_requests_per_cycle"] for r in reports if r.get("db_requests_per_cycle") is not None)
+        line += "   database CPU per %s %6.2f ms" % (unit, statistics.median(per))
+        line += "   database requests per %s %5.2f" % (unit, statistics.median(r["db_requests_per_cycle"] for r in reports if r.get("db_requests_per_cycle") is not None))
     print(line)
 EOF

@@ -455,6 +455,7 @@ impl Manager {
             software: crate::protocol::bounded_software(&peer.user_agent).to_string(),
             mark_awake,
             task_report: None,
+            current_task: None,
         }
     }
 
@@ -520,6 +521,8 @@ impl Manager {
             nickname: req.nickname.filter(|n| !n.is_empty()),
             supported_task_types: req.supported_task_types.filter(|t| !t.is_empty()),
         };
+        // Sign-on removes `current_task`: a claim's not yet written must not set it again.
+        self.seen_tracker.signed_on(worker.id);
         let signed_on = self
             .store
             .worker_sign_on(worker.id, &sign_on, &self.seen(peer, true))
@@ -595,6 +598,9 @@ impl Manager {
             }
             return Ok(NextTask::NoTask);
         };
+        // The worker's `current_task`, written with the next flush (`crate::seen`).
+        self.seen_tracker
+            .assign(worker.id, claimed.task.id, claim.now);
         let mut task = claimed.task;
         self.substitutions
             .apply(&worker.platform, &mut task.commands);
@@ -645,6 +651,7 @@ impl Manager {
         task_id: ObjectId,
         error: &str,
     ) -> Result<(), ApiError> {
+        self.seen_tracker.unassign(worker.id, task_id);
         let update = updates::unassign_update(task_id, &worker.identifier(), error, self.now());
         self.store.unassign_task(worker.id, update).await?;
         tracing::warn!(task = %task_id, worker = %worker.identifier(), "task could not be sent to the worker; re-queued: {error}");

@@ -21,6 +21,12 @@
 //! (about a second). The task's own state (`last_worker_ping`, status, activity) and the
 //! outbox are written by the update itself, as before.
 //!
+//! The task a claim hands the worker is its `current_task` (v2 §6.4 step 3, which v2
+//! wrote on a best-effort basis, errors ignored), kept the same way
+//! ([`SeenTracker::assign`]): a claim costs no write of the worker's record either. A
+//! sign-on removes `current_task` and drops a pending one ([`SeenTracker::signed_on`]),
+//! and a task that could not be delivered is not written ([`SeenTracker::unassign`]).
+//!
 //! The flush is one store call ([`crate::store::WorkerProtocolStore::write_deferred`]):
 //! one transaction on SQLite; on MongoDB one bulk `update` of the workers and, when there
 //! are pings, one of the tasks (docs/performance.md, "MongoDB commands per worker
@@ -28,6 +34,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
 
 use crate::model::{worker_status, ObjectId, Worker};
 use crate::store::{Seen, TaskPing, TaskReport};
@@ -54,11 +62,19 @@ impl PingTracker {
     }
 }
 
-/// What a worker's next flush writes: its latest contact and its latest task report.
+/// What a worker's next flush writes: its latest contact, its latest task report and
+/// the task it was last handed (with when).
 #[derive(Debug, Default)]
 struct PendingWorker {
     seen: Option<Seen>,
     report: Option<TaskReport>,
+    assigned: Option<(DateTime<Utc>, ObjectId)>,
+}
+
+impl PendingWorker {
+    fn is_empty(&self) -> bool {
+        self.seen.is_none() && self.report.is_none() && self.assigned.is_none()
+    }
 }
 
 /// Pending `last_activity` times and task reports, by worker.
@@ -111,13 +127,41 @@ impl SeenTracker {
         entry.report = Some(merge_reports(entry.report.take(), report));
     }
 
+    /// Remember the task a claim handed the worker, written as its `current_task` with
+    /// the next flush (the latest claim wins).
+    pub fn assign(&self, id: ObjectId, task: ObjectId, at: DateTime<Utc>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.entry(id).or_default().assigned = Some((at, task));
+    }
+
+    /// The task could not be delivered (it went back to the queue): do not write it as
+    /// the worker's `current_task`.
+    pub fn unassign(&self, id: ObjectId, task: ObjectId) {
+        self.update(id, |entry| {
+            if entry.assigned.is_some_and(|(_, t)| t == task) {
+                entry.assigned = None;
+            }
+        });
+    }
+
+    /// The worker signed on, which removes its `current_task` (v2 §4.6): a task handed
+    /// to it before is not written afterwards.
+    pub fn signed_on(&self, id: ObjectId) {
+        self.update(id, |entry| entry.assigned = None);
+    }
+
     /// Drop a worker's pending contact (it was written directly); its pending task report
-    /// stays.
+    /// and assignment stay.
     pub fn forget(&self, id: ObjectId) {
+        self.update(id, |entry| entry.seen = None);
+    }
+
+    /// Change a worker's pending entry, if it has one; drop it when nothing is left.
+    fn update(&self, id: ObjectId, change: impl FnOnce(&mut PendingWorker)) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = pending.get_mut(&id) {
-            entry.seen = None;
-            if entry.report.is_none() {
+            change(entry);
+            if entry.is_empty() {
                 pending.remove(&id);
             }
         }
@@ -125,26 +169,34 @@ impl SeenTracker {
 
     /// Take every pending contact, as `last_activity`-only updates (no status change: a
     /// status change is never deferred, and the worker's status may have changed since),
-    /// each with the worker's pending task report. A report without a pending contact
-    /// (the contact was written directly) goes with a contact at the report's time.
+    /// each with the worker's pending task report and assignment. A report or an
+    /// assignment without a pending contact (the contact was written directly) goes with
+    /// a contact at its time.
     pub fn take(&self) -> Vec<(ObjectId, Seen)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken: Vec<(ObjectId, Seen)> = pending
             .drain()
             .filter_map(|(id, entry)| {
-                let mut seen = match (entry.seen, &entry.report) {
+                let then = entry
+                    .report
+                    .as_ref()
+                    .map(|r| r.at)
+                    .or(entry.assigned.map(|(at, _)| at));
+                let mut seen = match (entry.seen, then) {
                     (Some(seen), _) => seen,
-                    (None, Some(report)) => Seen {
-                        now: report.at,
+                    (None, Some(now)) => Seen {
+                        now,
                         address: String::new(),
                         software: String::new(),
                         mark_awake: false,
                         task_report: None,
+                        current_task: None,
                     },
                     (None, None) => return None,
                 };
                 seen.mark_awake = false;
                 seen.task_report = entry.report;
+                seen.current_task = entry.assigned.map(|(_, task)| task);
                 Some((id, seen))
             })
             .collect();
@@ -226,6 +278,7 @@ mod tests {
             software: software.into(),
             mark_awake,
             task_report: None,
+            current_task: None,
         }
     }
 
@@ -291,6 +344,39 @@ mod tests {
             .expect("the quiet one");
         assert_eq!(q.task_report, None);
         assert!(t.take().is_empty());
+    }
+
+    #[test]
+    fn assignments_are_written_unless_undone() {
+        let t = SeenTracker::default();
+        let (kept, signed_on, undelivered) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+        let (t1, t2) = (ObjectId::new(), ObjectId::new());
+        let at = report(7, None).at;
+        // The latest claim wins; a direct contact write keeps the assignment.
+        t.record(kept, seen("a", "b", true));
+        t.assign(kept, t1, at);
+        t.assign(kept, t2, at);
+        t.forget(kept);
+        // A sign-on removes current_task: the claim before it is not written.
+        t.assign(signed_on, t1, at);
+        t.signed_on(signed_on);
+        // An undelivered task is not written; another task is not undone by it.
+        t.assign(undelivered, t1, at);
+        t.unassign(undelivered, t2);
+        let taken = t.take();
+        let (_, got) = taken.iter().find(|(i, _)| *i == kept).expect("kept");
+        assert_eq!(got.current_task, Some(t2));
+        assert_eq!(got.now, at, "a contact at the assignment's time");
+        assert!(got.address.is_empty() && !got.mark_awake);
+        assert!(taken.iter().all(|(i, _)| *i != signed_on), "{taken:?}");
+        let (_, got) = taken
+            .iter()
+            .find(|(i, _)| *i == undelivered)
+            .expect("undelivered");
+        assert_eq!(got.current_task, Some(t1));
+        t.assign(undelivered, t1, at);
+        t.unassign(undelivered, t1);
+        assert!(t.take().is_empty(), "nothing left to write");
     }
 
     #[test]

@@ -462,11 +462,13 @@ async fn documents_have_the_v2_shape() {
     assert!(d.get("current_task").is_none(), "{d}");
     assert!(d.get("status_requested").is_none(), "{d}");
 
-    store
+    let tasks_claimed_id = store
         .claim_task(&claim_request(&w, at(5)))
         .await
         .expect("claim")
-        .expect("task");
+        .expect("task")
+        .task
+        .id;
     let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
     assert_eq!(d.get_str("status").expect("status"), "active");
     assert_eq!(d.get_str("worker").expect("worker"), "workerLnx");
@@ -475,9 +477,24 @@ async fn documents_have_the_v2_shape() {
         matches!(d.get("last_worker_ping"), Some(Bson::DateTime(_))),
         "{d}"
     );
+    // The claim leaves the worker alone; the Manager's flush writes `current_task`.
+    let d = &all(&raw.collection("flamenco_workers"), doc! {}).await[0];
+    assert!(d.get("current_task").is_none(), "{d}");
+    let contact = flamenco_core::store::Seen {
+        now: at(5),
+        address: String::new(),
+        software: String::new(),
+        mark_awake: false,
+        task_report: None,
+        current_task: Some(tasks_claimed_id),
+    };
+    store
+        .write_deferred(&[(w.id, contact)], &[])
+        .await
+        .expect("flush");
     let d = &all(&raw.collection("flamenco_workers"), doc! {}).await[0];
     assert!(
-        matches!(d.get("current_task"), Some(Bson::ObjectId(_))),
+        matches!(d.get("current_task"), Some(Bson::ObjectId(id)) if id.to_hex() == tasks_claimed_id.to_string()),
         "{d}"
     );
     let updates = all(&raw.collection("task_update_queue"), doc! {}).await;

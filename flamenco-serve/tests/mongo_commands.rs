@@ -85,7 +85,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::OK);
-    budgets.push(("claim", claim.len(), 5));
+    budgets.push(("claim", claim.len(), 4));
 
     let (status, update) = measured(&log, "update with log lines", async {
         w.update(
@@ -115,8 +115,9 @@ async fn commands_per_worker_request() {
     assert_eq!(status, StatusCode::OK);
     budgets.push(("may-i-run", may_i_run.len(), 1));
 
-    // The one-second flush (`flamenco_core::seen`): the worker's contacts and the task
-    // report of its updates, and the may-i-run ping; one batched update per collection.
+    // The one-second flush (`flamenco_core::seen`): the worker's contacts, the claim's
+    // `current_task` and the task report of its updates, and the may-i-run ping; one
+    // batched update per collection.
     log.take();
     tm.manager.flush_seen().await.expect("flush");
     let flush = log.take();
@@ -128,6 +129,7 @@ async fn commands_per_worker_request() {
     );
     let stored = tm.worker(w.id).await;
     assert_eq!(stored.current_task_status, "active", "the update's report");
+    assert_eq!(stored.current_task, Some(id), "the claim's assignment");
     assert!(stored.current_task_updated.is_some());
     budgets.push(("seen flush", flush.len(), 2));
 

@@ -309,13 +309,15 @@ async fn case14_worker_sign_on() {
     );
     check(&["blender-render"], "another").await;
 
-    // A task assignment sets current_task; the next sign-on removes it.
+    // A task assignment sets current_task (with the next "seen" flush); the next
+    // sign-on removes it.
     tm.enqueue(vec![test_task(
         "1234567890ab1234567890ab",
         "blender-render",
     )])
     .await;
     assert_eq!(w.task().await.0, StatusCode::OK);
+    tm.manager.flush_seen().await.expect("flush");
     assert_eq!(
         tm.worker(w.id).await.current_task,
         Some(oid("1234567890ab1234567890ab"))

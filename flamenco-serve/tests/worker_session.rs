@@ -95,6 +95,8 @@ async fn full_session_stores_every_step() {
     let t = tm.task(id).await;
     assert_eq!(t.status, TaskStatus::Active);
     assert_eq!(t.worker_id, Some(worker_id));
+    // The worker's `current_task` is written with the next "seen" flush.
+    tm.manager.flush_seen().await.expect("flush");
     assert_eq!(tm.worker(worker_id).await.current_task, Some(id));
     let outbox = tm.outbox().await;
     assert_eq!(
@@ -435,6 +437,29 @@ async fn task_updates_never_wake_an_asleep_worker() {
 /// A request does not outlive a sign-off: a worker asked to sleep that signs off before
 /// obeying starts afresh when it comes back (v2.0.6 → 2.5 with the same id, in the issue),
 /// instead of going straight to sleep.
+/// A sign-on removes `current_task` (v2 §4.6), also when the claim before it was not
+/// written yet; the next claim (the same task, still assigned) sets it again.
+#[tokio::test]
+async fn sign_on_after_a_claim_removes_current_task() {
+    let tm = TestManager::start().await;
+    let task = echo_sleep_task("assigned");
+    let id = task.id;
+    tm.enqueue(vec![task]).await;
+    let w = tm.register("w", "linux", &["sleep"]).await;
+    let (status, body) = w.task().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["_id"], id.to_hex());
+    assert_eq!(w.sign_on(json!({})).await, StatusCode::NO_CONTENT);
+    tm.manager.flush_seen().await.expect("flush");
+    assert_eq!(tm.worker(w.id).await.current_task, None);
+    let (status, body) = w.task().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["_id"], id.to_hex(), "still its task");
+    tm.manager.flush_seen().await.expect("flush");
+    assert_eq!(tm.worker(w.id).await.current_task, Some(id));
+    tm.stop().await;
+}
+
 #[tokio::test]
 async fn sign_off_withdraws_a_pending_request() {
     let tm = TestManager::start().await;

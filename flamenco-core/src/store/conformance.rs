@@ -189,6 +189,17 @@ async fn claimed_id(store: &Arc<dyn Store>, w: &Worker, now: DateTime<Utc>) -> O
         .map(|c| c.task.id)
 }
 
+/// What the Manager's flush writes after a claim: the worker's contact with its new
+/// `current_task` ([`Seen::current_task`]).
+async fn assign_deferred(store: &Arc<dyn Store>, w: ObjectId, task: ObjectId, now: DateTime<Utc>) {
+    let mut contact = seen(now, "", "", false);
+    contact.current_task = Some(task);
+    store
+        .write_deferred(&[(w, contact)], &[])
+        .await
+        .expect("write deferred");
+}
+
 async fn outbox(store: &Arc<dyn Store>) -> Vec<TaskUpdate> {
     store.outbox_peek(10_000).await.expect("outbox peek")
 }
@@ -207,6 +218,7 @@ fn seen(now: DateTime<Utc>, address: &str, software: &str, mark_awake: bool) -> 
         software: software.into(),
         mark_awake,
         task_report: None,
+        current_task: None,
     }
 }
 
@@ -740,6 +752,10 @@ pub async fn claim_assigns_and_queues_two_updates(store: Arc<dyn Store>) {
     expected.activity = activity.clone();
     assert_eq!(claimed.task, expected);
     assert_eq!(task(&store, t.id).await, expected);
+    // The worker's record is the caller's: its `current_task` goes with the deferred
+    // "seen" (`Seen::current_task`), which writes it.
+    assert_eq!(worker(&store, w.id).await.current_task, None);
+    assign_deferred(&store, w.id, t.id, now).await;
     assert_eq!(worker(&store, w.id).await.current_task, Some(t.id));
 
     let queued = outbox(&store).await;
@@ -785,7 +801,11 @@ pub async fn claim_returns_already_assigned_task(store: Arc<dyn Store>) {
 
     let untouched = task(&store, t2.id).await;
     assert_eq!(untouched, t2);
-    assert_eq!(worker(&store, lnx.id).await.current_task, Some(t1.id));
+    assert_eq!(
+        worker(&store, lnx.id).await.current_task,
+        None,
+        "written by the caller"
+    );
 
     let queued = outbox(&store).await;
     assert_eq!(queued.len(), 2);
@@ -1844,6 +1864,7 @@ pub async fn worker_secret_sha256_set_if_hash_unchanged(store: Arc<dyn Store>) {
         software: "Flamenco-Worker/2.5".into(),
         mark_awake: true,
         task_report: None,
+        current_task: None,
     };
     assert!(store.worker_seen(w.id, &seen).await.expect("seen"));
     assert_eq!(
@@ -1953,11 +1974,13 @@ pub async fn worker_sign_on_v2_sequence(store: Arc<dyn Store>) {
         assert_eq!(w.software, "Flamenco-Worker/2.1.0");
     }
 
-    // A claim sets current_task; the next sign-on removes it.
+    // A claim's current_task (written with the deferred "seen"); the next sign-on
+    // removes it.
     let t = prio_task(oid("1234567890ab1234567890ab"), "blender-render", 0, 50);
     add_tasks(&store, std::slice::from_ref(&t)).await;
     let me = worker(&store, lnx.id).await;
     assert_eq!(claimed_id(&store, &me, at(20)).await, Some(t.id));
+    assign_deferred(&store, lnx.id, t.id, at(20)).await;
     assert_eq!(worker(&store, lnx.id).await.current_task, Some(t.id));
     assert!(store
         .worker_sign_on(lnx.id, &SignOn::default(), &s(21))
@@ -2240,7 +2263,11 @@ pub async fn reserve_confirm_release(store: Arc<dyn Store>) {
     assert_eq!(confirmed.task.worker_id, Some(w.id));
     assert_eq!(confirmed.task.commands, t2.commands);
     assert_eq!(task(&store, t2.id).await, confirmed.task);
-    assert_eq!(worker(&store, w.id).await.current_task, Some(t2.id));
+    assert_eq!(
+        worker(&store, w.id).await.current_task,
+        None,
+        "written by the caller"
+    );
     let queued = outbox(&store).await;
     assert_eq!(queued.len(), after_other + 2);
     assert_same_update(

@@ -157,6 +157,10 @@ pub struct Seen {
     /// ([`crate::seen`]): `current_task_updated` (never moved back) and
     /// `current_task_status` when the update reported one. `None` for immediate writes.
     pub task_report: Option<TaskReport>,
+    /// The task the worker was last handed by a claim, written as its `current_task`
+    /// with the deferred "seen" ([`crate::seen`]; v2 §6.4 step 3, which v2 wrote on a
+    /// best-effort basis too). `None` leaves `current_task` as it is.
+    pub current_task: Option<ObjectId>,
 }
 
 /// What an accepted worker update shows on the worker (`current_task_updated`,

@@ -31,8 +31,10 @@ pub trait WorkerProtocolStore: TaskStore + WorkerStore + Send + Sync {
     ///    `last_worker_ping`=`last_updated`=now and the assignment activity.
     ///
     /// In both cases the outbox gets [`crate::updates::assignment_status_update`] and
-    /// [`crate::updates::assignment_log_update`] in the same transaction, and the worker's
-    /// `current_task` is set. `None` when nothing is schedulable for this worker.
+    /// [`crate::updates::assignment_log_update`] in the same transaction. The worker's
+    /// record is not touched: its `current_task` (v2 §6.4 step 3) is the caller's to
+    /// write with the deferred "seen" ([`super::Seen::current_task`], [`crate::seen`]).
+    /// `None` when nothing is schedulable for this worker.
     async fn claim_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
 
     /// Undo an assignment that could not be delivered (v2 §6.4 step 6): if the task is still

@@ -32,14 +32,14 @@ pub trait UpstreamStore: Send + Sync {
     /// The first half of a claim in upstream mode: choose the task exactly as
     /// [`WorkerProtocolStore::claim_task`] does and make it `active` for the worker (`worker_id`,
     /// `last_worker_ping`=`last_updated`=now), so no other worker can get it, but queue
-    /// nothing and leave `worker`, `activity` and the worker's `current_task` alone. The
+    /// nothing and leave `worker` and `activity` alone. The
     /// caller re-validates the task with the job source (no lock held) and then calls
     /// [`UpstreamStore::confirm_claim`] or [`UpstreamStore::release_claim`].
     async fn reserve_task(&self, req: &ClaimRequest) -> StoreResult<Option<Claimed>>;
 
     /// Complete a reservation: if `task_id` is still `active` for `req.worker_id`, do the
     /// rest of [`WorkerProtocolStore::claim_task`] (the two assignment updates, `worker`=nickname, the
-    /// ping, the worker's `current_task`) and return the task as stored. `None` when the
+    /// ping) and return the task as stored. `None` when the
     /// reservation was lost meanwhile (the task changed hands or status).
     async fn confirm_claim(
         &self,

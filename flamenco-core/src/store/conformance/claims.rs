@@ -77,7 +77,11 @@ pub async fn claim_after_stops_cancels_then_claims(store: Arc<dyn Store>) {
         &sent[2],
         &updates::assignment_status_update(running.id, req.now),
     );
-    assert_eq!(worker(&store, w.id).await.current_task, Some(running.id));
+    assert_eq!(
+        worker(&store, w.id).await.current_task,
+        None,
+        "the caller writes current_task (deferred)"
+    );
 
     // Nothing left to stop; the active task comes back until it is finished.
     let again = store

@@ -80,16 +80,15 @@ fn assigned(before: &Task, req: &ClaimRequest) -> (Task, [TaskUpdate; 2]) {
     (task, [active, log])
 }
 
-/// After a successful take: queue the two updates and set the worker's `current_task`.
+/// After a successful take: queue the two updates. The worker's `current_task` (v2 §6.4
+/// step 3) is written with the deferred "seen" (`crate::seen`, `Seen::current_task`).
 async fn finish(
     db: &Db,
-    req: &ClaimRequest,
     task: Task,
     queued: [TaskUpdate; 2],
     already_assigned: bool,
 ) -> StoreResult<Claimed> {
     outbox::insert(db, &queued).await?;
-    workers::set_current_task(db, req.worker_id, task.id).await?;
     Ok(Claimed {
         task,
         already_assigned,
@@ -217,9 +216,9 @@ pub(super) async fn claim_with_own(
     };
     let change = |before: &Task| assigned(before, req);
     match pick_and_take(db, req, own, first, change, taking).await? {
-        Some((task, queued, already_assigned)) => finish(db, req, task, queued, already_assigned)
-            .await
-            .map(Some),
+        Some((task, queued, already_assigned)) => {
+            finish(db, task, queued, already_assigned).await.map(Some)
+        }
         None => Ok(None),
     }
 }
@@ -264,7 +263,7 @@ pub(super) async fn confirm(
         let (after, queued) = assigned(&before, req);
         if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
             // Whether the worker had it before is what the reservation said.
-            return finish(db, req, stored, queued, false).await.map(Some);
+            return finish(db, stored, queued, false).await.map(Some);
         }
     }
     Err(kept_changing(task_id))

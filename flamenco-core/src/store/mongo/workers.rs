@@ -87,6 +87,9 @@ fn seen_fields(seen: &Seen) -> Document {
 /// was reported).
 fn seen_update(seen: &Seen) -> Document {
     let mut set = seen_fields(seen);
+    if let Some(task) = seen.current_task {
+        set.insert("current_task", oid(task));
+    }
     let Some(report) = &seen.task_report else {
         return doc! { "$set": set };
     };
@@ -235,14 +238,6 @@ pub(super) async fn ping(
     }
     db.workers
         .update_one(by_id(id), doc! { "$set": set })
-        .await
-        .db()?;
-    Ok(())
-}
-
-pub(super) async fn set_current_task(db: &Db, id: ObjectId, task: ObjectId) -> StoreResult<()> {
-    db.workers
-        .update_one(by_id(id), doc! { "$set": { "current_task": oid(task) } })
         .await
         .db()?;
     Ok(())

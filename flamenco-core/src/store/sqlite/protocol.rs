@@ -59,8 +59,8 @@ fn assign(
     let assigned = updates::assignment_log_update(task.id, &req.ident, req.now);
     queue_for(conn, &mut task, &assigned)?;
     tasks::save_changes(conn, &before, &task)?;
-    // v2 §6.4 step 3.
-    workers::set_current_task(conn, req.worker_id, task.id)?;
+    // v2 §6.4 step 3, the worker's `current_task`, is written with the deferred "seen"
+    // (`crate::seen`, `Seen::current_task`).
     // Answer with the task as stored, times in whole milliseconds.
     task.last_worker_ping = task.last_worker_ping.map(as_stored);
     task.last_updated = task.last_updated.map(as_stored);

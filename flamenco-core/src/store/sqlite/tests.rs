@@ -51,6 +51,19 @@ async fn reopening_keeps_data() {
             .await
             .expect("claim")
             .expect("a task");
+        // The Manager's flush after the claim: the worker's `current_task`.
+        let contact = crate::store::Seen {
+            now: at(1),
+            address: String::new(),
+            software: String::new(),
+            mark_awake: false,
+            task_report: None,
+            current_task: Some(t.id),
+        };
+        store
+            .write_deferred(&[(w.id, contact)], &[])
+            .await
+            .expect("flush");
         store.set_setting("k", Some("v")).await.expect("set");
         store.close().await.expect("close");
     }

@@ -116,6 +116,9 @@ pub(super) fn seen(conn: &Connection, id: ObjectId, seen: &Seen) -> StoreResult<
     if let (true, Some(report)) = (n > 0, &seen.task_report) {
         report_task(conn, id, report)?;
     }
+    if let (true, Some(task)) = (n > 0, seen.current_task) {
+        set_current_task(conn, id, task)?;
+    }
     Ok(n > 0)
 }
 

@@ -205,7 +205,16 @@ out, runs, pin, duration, workers, compare, save = sys.argv[1:8]
 names = sys.argv[8:]
 runs = int(runs)
 med = lambda xs: statistics.median(xs) if xs else None
-summary = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pinned": pin == "1",
+def cpu_model():
+    """The CPU's model name: rates and CPU times compare only between runs on the same CPU."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+summary = {"cpu_model": cpu_model(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pinned": pin == "1",
            "runs": runs, "duration": duration, "workers": int(workers),
            "load_average_at_end": os.getloadavg()[0], "scenarios": {}}
 for name in names:
@@ -238,8 +247,9 @@ for name in names:
 sc = summary["scenarios"]
 ceiling = (sc.get("ceiling") or {}).get("requests_per_second")
 def frac(s):
-    """A scenario's rate as a fraction of the ceiling: requests, or five per task cycle."""
-    if not ceiling:
+    """A scenario's rate as a fraction of the ceiling: requests, or five per task cycle.
+    None for the restart storm: its rate is how often idle workers poll, not a throughput."""
+    if not ceiling or "all_served_seconds" in s:
         return None
     if s["task_cycles_per_second"]:
         return 5 * s["task_cycles_per_second"] / ceiling
@@ -287,6 +297,9 @@ if compare:
     print("\nchange against %s (%s, %s, load %.1f then, %.1f now):" % (compare, base.get("date"), "pinned" if base.get("pinned") else "unpinned", base.get("load_average_at_end", 0), summary["load_average_at_end"]))
     if base.get("pinned") != summary["pinned"]:
         print("  warning: one run is pinned and the other is not; compare like with like")
+    if base.get("cpu_model") != summary["cpu_model"]:
+        print("  warning: the baseline ran on another CPU (%s; this one: %s): rates, latencies and CPU"
+              " times do not compare, fractions of the ceiling do" % (base.get("cpu_model") or "not recorded", summary["cpu_model"]))
     print("  %-18s %-26s %12s %12s %8s" % ("scenario", "figure", "baseline", "now", "change"))
     worse = 0
     for name, s in sc.items():

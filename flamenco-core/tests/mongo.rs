@@ -741,3 +741,95 @@ async fn blocklisted_claim_reads_its_entries_once() {
     assert_eq!(reads(&free), 0, "{free:?}");
     assert_eq!(blocked.len(), free.len() + 1, "{blocked:?} / {free:?}");
 }
+
+/// Concurrent task updates share the outbox's commands (`outbox_batch`, the group
+/// commit): 32 workers' updates sent at once are all stored, each exactly once, with
+/// distinct sequence numbers, and take fewer counter and insert commands than the two
+/// per update that one update alone costs. A worker's second update, sent after its
+/// first was answered, comes after it in the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_share_outbox_commands() {
+    use flamenco_core::store::mongo::testing::connect_logged;
+
+    let Some(db) = TestDatabase::new("concurrent_updates_share_outbox_commands") else {
+        return;
+    };
+    let (store, log) = connect_logged(&db.url).await.expect("connect");
+    let store: Arc<dyn Store> = Arc::new(store);
+    const N: u32 = 32;
+    let mut pairs = Vec::new();
+    for n in 1..=N {
+        let w = test_worker(nth_id(0x91, n), &format!("w{n}"), &["testing"]);
+        store.insert_worker(&w).await.expect("insert worker");
+        let mut t = test_task(nth_id(0x92, n), "testing");
+        t.status = TaskStatus::Active;
+        t.worker_id = Some(w.id);
+        store.insert_tasks(&[t.clone()]).await.expect("insert task");
+        pairs.push((w, t));
+    }
+    log.take();
+    let sends = pairs.iter().map(|(w, t)| {
+        let store = store.clone();
+        let (w, t) = (w.clone(), t.clone());
+        async move {
+            let first = worker_update(t.id, &w, None, "rendering 1", at(10));
+            let outcome = store
+                .apply_worker_update(w.id, first)
+                .await
+                .expect("update");
+            assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+            let second = worker_update(t.id, &w, None, "rendering 2", at(20));
+            let outcome = store
+                .apply_worker_update(w.id, second)
+                .await
+                .expect("update");
+            assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+        }
+    });
+    futures::future::join_all(sends).await;
+    let commands = log.take();
+    let count = |c: &str| commands.iter().filter(|x| *x == c).count();
+    let counters = count("findAndModify flamenco_counters");
+    let inserts = count("insert task_update_queue");
+    println!(
+        "{} updates: {counters} counter commands, {inserts} outbox inserts",
+        2 * N
+    );
+    assert!(counters >= 1 && inserts >= 1, "{commands:?}");
+    assert!(
+        counters < 2 * N as usize && inserts < 2 * N as usize,
+        "no update shared its outbox commands: {counters} counter commands and {inserts} \
+         inserts for {} updates",
+        2 * N
+    );
+
+    let queued = raw(&db).await.collection::<Document>("task_update_queue");
+    let docs: Vec<Document> = queued
+        .find(doc! {})
+        .sort(doc! { "seq": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(docs.len(), 2 * N as usize, "every update once");
+    let seqs: BTreeSet<i64> = docs
+        .iter()
+        .map(|d| d.get_i64("seq").expect("seq"))
+        .collect();
+    assert_eq!(seqs.len(), docs.len(), "distinct sequence numbers");
+    let mut seen: BTreeMap<mongodb::bson::oid::ObjectId, Vec<String>> = BTreeMap::new();
+    for d in &docs {
+        let task = d.get_object_id("task_id").expect("task_id");
+        let activity = d.get_str("activity").expect("activity").to_string();
+        seen.entry(task).or_default().push(activity);
+    }
+    assert_eq!(seen.len(), N as usize);
+    for (task, activities) in &seen {
+        assert_eq!(
+            activities,
+            &["rendering 1", "rendering 2"],
+            "the outbox order of task {task}"
+        );
+    }
+}

@@ -69,7 +69,7 @@ pub use workers::WorkerStore;
 pub const WATERMARK_SETTING: &str = "depsgraph_last_modified";
 
 /// A store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is not writable right now; try again later.
     #[error("the store is unavailable: {0}")]

@@ -18,7 +18,7 @@
 //!
 //! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
-//! `outbox`, `workers`, `settings`, `logs` (task logs), `testing` (test support).
+//! `outbox` (with `outbox_batch`, its group commit), `workers`, `settings`, `logs` (task logs), `testing` (test support).
 
 mod batch;
 mod bulk;
@@ -33,6 +33,7 @@ mod jobs;
 mod logs;
 mod maintenance;
 mod outbox;
+mod outbox_batch;
 mod protocol;
 mod retries;
 mod settings;
@@ -84,6 +85,8 @@ pub(crate) struct Db {
     retries: AtomicBool,
     /// Workers known to have blocklist entries (`retries::BlockedHint`).
     blocked_hint: retries::BlockedHint,
+    /// The outbox's group commit (`outbox_batch`).
+    outbox: outbox_batch::Queue,
 }
 
 impl Db {
@@ -100,6 +103,10 @@ impl Db {
             blocklist: db.collection(retries::BLOCKLIST),
             retries: AtomicBool::new(false),
             blocked_hint: Default::default(),
+            outbox: outbox_batch::Queue::new(
+                db.collection(codec::COUNTERS),
+                db.collection(codec::UPDATES),
+            ),
         }
     }
 }

@@ -9,6 +9,8 @@
 //!   does not depend on clocks or on the random part of ObjectIds (`received_on_manager`
 //!   ties within a millisecond, and ObjectIds made by two processes in the same second
 //!   compare by their random bytes).
+//! * Concurrent inserts are grouped (`outbox_batch`): one `$inc` takes the numbers of
+//!   every update in the group, one `insert` stores them, in the callers' order.
 //! * Numbers are taken before the insert, so an insert that is slow to finish can become
 //!   visible after a later one; a reader may then see a gap that fills a moment later.
 //!   That never reorders updates that depend on each other: an update caused by an
@@ -26,8 +28,9 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
+use mongodb::Collection;
 
-use super::codec::{self, date, oid, update_from_doc, update_to_doc};
+use super::codec::{self, date, oid, update_from_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::Db;
 use super::MongoStore;
@@ -83,11 +86,10 @@ pub(super) async fn init_counter(db: &Db) -> StoreResult<()> {
     }
 }
 
-/// Take `n` sequence numbers; returns the first.
-async fn take_numbers(db: &Db, n: usize) -> StoreResult<i64> {
+/// Take `n` sequence numbers from the counter in `counters`; returns the first.
+pub(super) async fn take_numbers_in(counters: &Collection<Document>, n: usize) -> StoreResult<i64> {
     let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let counter = db
-        .counters
+    let counter = counters
         .find_one_and_update(doc! { "_id": COUNTER_ID }, doc! { "$inc": { "seq": n } })
         .upsert(true)
         .return_document(ReturnDocument::After)
@@ -98,45 +100,11 @@ async fn take_numbers(db: &Db, n: usize) -> StoreResult<i64> {
     Ok(last - n + 1)
 }
 
-/// Queue updates (v2 §7.2 step 1), in this order, after everything queued before.
+/// Queue updates (v2 §7.2 step 1), in this order, after everything queued before: through
+/// the group commit (`outbox_batch`), which stores them with the updates of concurrent
+/// callers.
 pub(super) async fn insert(db: &Db, updates: &[TaskUpdate]) -> StoreResult<()> {
-    if updates.is_empty() {
-        return Ok(());
-    }
-    let first = take_numbers(db, updates.len()).await?;
-    let mut docs: Vec<Document> = updates
-        .iter()
-        .zip(first..)
-        .map(|(u, seq)| update_to_doc(u, seq))
-        .collect();
-    let mut offset = 0;
-    loop {
-        let Err(e) = db.updates.insert_many(docs.clone()).ordered(true).await else {
-            return Ok(());
-        };
-        let (Some(i), Some(ours)) = (
-            duplicate_index(&e),
-            duplicate_index(&e).and_then(|i| updates.get(offset + i)),
-        ) else {
-            return Err(map_err(e));
-        };
-        // The documents before `i` are in. A duplicate that is this very document (an
-        // insert that was applied although its answer was lost, then sent again) counts
-        // as inserted; any other duplicate id is an error.
-        let stored = db
-            .updates
-            .find_one(doc! { "_id": oid(ours.id) })
-            .await
-            .db()?;
-        if stored.as_ref() != docs.get(i) {
-            return Err(StoreError::Duplicate(ours.id));
-        }
-        docs.drain(..=i);
-        offset += i + 1;
-        if docs.is_empty() {
-            return Ok(());
-        }
-    }
+    db.outbox.insert(updates.to_vec()).await
 }
 
 pub(super) async fn len(db: &Db) -> StoreResult<u64> {
@@ -268,7 +236,7 @@ pub(super) async fn retry_set_aside(db: &Db) -> StoreResult<u64> {
     if docs.is_empty() {
         return Ok(0);
     }
-    let first = take_numbers(db, docs.len()).await?;
+    let first = take_numbers_in(&db.counters, docs.len()).await?;
     let mut moved = 0;
     for (d, seq) in docs.iter().zip(first..) {
         let id = codec::Fields::new(d, codec::UPDATES).id("_id")?;

@@ -78,7 +78,7 @@ where
         let result = match (self.result, commit) {
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
-            (_, Err(e)) => Err(copy_error(e)),
+            (_, Err(e)) => Err(e.clone()),
             (None, Ok(())) => Err(StoreError::Other("the store write did not run".into())),
         };
         // The caller may have gone away; its write is committed anyway.
@@ -97,16 +97,6 @@ where
             Some(Err(e)) => Some(e.to_string()),
             _ => None,
         }
-    }
-}
-
-/// `StoreError` is not `Clone`; a batch-wide error goes to every job of the batch.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Duplicate(id) => StoreError::Duplicate(*id),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Other(m) => StoreError::Other(m.clone()),
     }
 }
 

@@ -18,7 +18,8 @@
 //!
 //! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
-//! `outbox` (with `outbox_batch`, its group commit), `workers`, `settings`, `logs` (task logs), `testing` (test support).
+//! `outbox` (with `outbox_batch`, its group commit), `workers`, `settings`, `logs` (task
+//! logs), `testing` (test support).
 
 mod batch;
 mod bulk;

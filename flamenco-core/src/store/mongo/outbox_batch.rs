@@ -31,7 +31,7 @@ use crate::store::{StoreError, StoreResult};
 /// At most this many updates go in one batch (one `insert` of at most this many
 /// documents; each is a few KB at most, so a batch stays far below MongoDB's 48 MB
 /// message limit).
-pub(super) const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 
 /// Callers waiting for the task; beyond this a caller waits to hand its updates over.
 const QUEUE_DEPTH: usize = 1024;
@@ -64,7 +64,8 @@ impl Queue {
         }
         let (done, answer) = oneshot::channel();
         let mut job = Job { updates, done };
-        // Twice at most: a task whose runtime has gone is replaced once.
+        // Twice at most: a task whose runtime has gone (its receiver dropped) is replaced
+        // once.
         for _ in 0..2 {
             let sender = self.sender();
             match sender.send(job).await {
@@ -84,7 +85,9 @@ impl Queue {
             }
         }
         Err(StoreError::Unavailable(
-            "the outbox queue cannot run (no async runtime); send the update again".into(),
+            "the outbox queue's task could not start (the runtime is shutting down); \
+             send the update again"
+                .into(),
         ))
     }
 
@@ -202,12 +205,11 @@ async fn insert_batch(
                 break;
             }
         };
-        let failed = (stored.as_ref() != Some(&entry.doc)).then_some(entry.job);
-        if let Some(job) = failed {
-            results[job] = Err(StoreError::Duplicate(ours.id));
-        }
+        let (job, id) = (entry.job, ours.id);
+        let someone_elses = stored.as_ref() != Some(&entry.doc);
         entries.drain(..=i);
-        if let Some(job) = failed {
+        if someone_elses {
+            results[job] = Err(StoreError::Duplicate(id));
             entries.retain(|e| e.job != job);
         }
     }

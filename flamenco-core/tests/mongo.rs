@@ -742,6 +742,21 @@ async fn blocklisted_claim_reads_its_entries_once() {
     assert_eq!(blocked.len(), free.len() + 1, "{blocked:?} / {free:?}");
 }
 
+/// `n` workers, each running an active task of its own.
+async fn busy_workers(store: &Arc<dyn Store>, n: u32) -> Vec<(flamenco_core::model::Worker, Task)> {
+    let mut pairs = Vec::new();
+    for n in 1..=n {
+        let w = test_worker(nth_id(0x91, n), &format!("w{n}"), &["testing"]);
+        store.insert_worker(&w).await.expect("insert worker");
+        let mut t = test_task(nth_id(0x92, n), "testing");
+        t.status = TaskStatus::Active;
+        t.worker_id = Some(w.id);
+        store.insert_tasks(&[t.clone()]).await.expect("insert task");
+        pairs.push((w, t));
+    }
+    pairs
+}
+
 /// Concurrent task updates share the outbox's commands (`outbox_batch`, the group
 /// commit): 32 workers' updates sent at once are all stored, each exactly once, with
 /// distinct sequence numbers, and take fewer counter and insert commands than the two
@@ -757,16 +772,7 @@ async fn concurrent_updates_share_outbox_commands() {
     let (store, log) = connect_logged(&db.url).await.expect("connect");
     let store: Arc<dyn Store> = Arc::new(store);
     const N: u32 = 32;
-    let mut pairs = Vec::new();
-    for n in 1..=N {
-        let w = test_worker(nth_id(0x91, n), &format!("w{n}"), &["testing"]);
-        store.insert_worker(&w).await.expect("insert worker");
-        let mut t = test_task(nth_id(0x92, n), "testing");
-        t.status = TaskStatus::Active;
-        t.worker_id = Some(w.id);
-        store.insert_tasks(&[t.clone()]).await.expect("insert task");
-        pairs.push((w, t));
-    }
+    let pairs = busy_workers(&store, N).await;
     log.take();
     let sends = pairs.iter().map(|(w, t)| {
         let store = store.clone();
@@ -831,5 +837,77 @@ async fn concurrent_updates_share_outbox_commands() {
             &["rendering 1", "rendering 2"],
             "the outbox order of task {task}"
         );
+    }
+}
+
+/// The log lines of concurrent updates share their chunks' insert (`group_commit`), and
+/// every task's log still reads back whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_share_log_chunk_inserts() {
+    use flamenco_core::store::mongo::testing::connect_logged;
+    use flamenco_core::store::{TaskLogEntry, TaskLogQuery};
+
+    let Some(db) = TestDatabase::new("concurrent_updates_share_log_chunk_inserts") else {
+        return;
+    };
+    let (store, log) = connect_logged(&db.url).await.expect("connect");
+    let store: Arc<dyn Store> = Arc::new(store);
+    const N: u32 = 32;
+    let pairs = busy_workers(&store, N).await;
+    log.take();
+    let sends = pairs.iter().map(|(w, t)| {
+        let store = store.clone();
+        let (w, t) = (w.clone(), t.clone());
+        async move {
+            for round in 1..=2 {
+                let mut u = worker_update(t.id, &w, None, "rendering", at(10 * round));
+                u.log = format!(
+                    "{} line {round}a\n{} line {round}b\n",
+                    w.nickname, w.nickname
+                );
+                let outcome = store.apply_worker_update(w.id, u).await.expect("update");
+                assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+    let commands = log.take();
+    let inserts = commands
+        .iter()
+        .filter(|c| *c == "insert task_log_chunks")
+        .count();
+    println!("{} updates with log lines: {inserts} chunk inserts", 2 * N);
+    assert!(inserts >= 1, "{commands:?}");
+    assert!(
+        inserts < 2 * N as usize,
+        "no update shared its chunks' insert: {inserts} inserts for {} updates",
+        2 * N
+    );
+    for (w, t) in &pairs {
+        let page = store
+            .read_task_log(
+                t.id,
+                TaskLogQuery::From {
+                    from: 0,
+                    limit: 100,
+                },
+            )
+            .await
+            .expect("read log");
+        let lines: Vec<(u64, String)> = page
+            .entries
+            .iter()
+            .map(|e| match e {
+                TaskLogEntry::Line { line, text } => (*line, text.clone()),
+                other => panic!("nothing was dropped, yet {other:?}"),
+            })
+            .collect();
+        let n = &w.nickname;
+        let expected: Vec<(u64, String)> = ["1a", "1b", "2a", "2b"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64, format!("{n} line {l}")))
+            .collect();
+        assert_eq!(lines, expected, "the log of task {}", t.id);
     }
 }

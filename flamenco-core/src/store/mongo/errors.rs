@@ -115,6 +115,25 @@ pub(super) fn duplicate_index(e: &Error) -> Option<usize> {
     }
 }
 
+/// For an unordered `insert_many` that failed only for some documents: the indices of
+/// those documents, each with whether it failed as a duplicate key (the document is
+/// already in). `None` when the error names no document (a lost connection, a write
+/// concern not met): then nothing is known of any of them.
+pub(super) fn failed_documents(e: &Error) -> Option<Vec<(usize, bool)>> {
+    match e.kind.as_ref() {
+        ErrorKind::InsertMany(m) if m.write_concern_error.is_none() => {
+            let failed: Vec<(usize, bool)> = m
+                .write_errors
+                .as_ref()?
+                .iter()
+                .map(|w| (w.index, DUPLICATE_KEY.contains(&w.code)))
+                .collect();
+            (!failed.is_empty()).then_some(failed)
+        }
+        _ => None,
+    }
+}
+
 /// A one-line reason, without the driver's topology dump.
 pub(super) fn reason(e: &Error) -> String {
     match e.kind.as_ref() {

@@ -12,6 +12,11 @@
 //!   requests or Managers never overlap), then inserts its chunks, then drops the tail's
 //!   oldest chunks past the cap.
 //!
+//! The chunks of concurrent appends (of any tasks) go in together, with one unordered
+//! `insert` per batch (`group_commit`, [`chunk_queue`]): under load an update with log
+//! lines costs the `$inc` and a share of one insert. Their order within a log is their
+//! positions, so the order of the documents in the batch does not matter.
+//!
 //! There are no transactions: a worker's log lines are appended right after its update's
 //! task and outbox writes, before the worker is answered; a failure answers 503 and the
 //! worker sends the update again (the lines may then be stored twice, never lost). A crash
@@ -19,12 +24,16 @@
 //! tasks deletes their logs right after (`delete_for_gone`); a crash in between leaves
 //! chunks of a task that no longer exists, which nothing reads.
 
+use std::sync::Arc;
+
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
+use mongodb::Collection;
 
 use super::codec::{self, oid};
-use super::errors::Mongo;
+use super::errors::{failed_documents, map_err, Mongo};
+use super::group_commit::GroupCommit;
 use super::Db;
 use crate::model::ObjectId;
 use crate::store::logs::{
@@ -37,6 +46,60 @@ use crate::store::StoreResult;
 pub(super) const CHUNKS: &str = "task_log_chunks";
 /// The ends' collection.
 pub(super) const ENDS: &str = "task_log_ends";
+
+/// At most this many chunks go in one batch's insert (the driver splits an insert larger
+/// than MongoDB's 48 MB message into several messages).
+const MAX_BATCH: usize = 256;
+
+/// The chunks' group-commit queue (one per store): each item is one append's chunks.
+pub(super) type ChunkQueue = GroupCommit<Vec<Document>>;
+
+/// The queue that inserts chunks into `chunks`.
+pub(super) fn chunk_queue(chunks: Collection<Document>) -> ChunkQueue {
+    GroupCommit::new(
+        "the task log insert",
+        MAX_BATCH,
+        Vec::len,
+        Arc::new(move |appends| {
+            let chunks = chunks.clone();
+            Box::pin(async move { insert_batch(&chunks, appends).await })
+        }),
+    )
+}
+
+/// Insert the chunks of every append with one unordered insert; returns each append's
+/// result, in the appends' order. A chunk that is already in (a duplicate of its own id:
+/// an insert applied although its answer was lost) counts as stored.
+async fn insert_batch(
+    chunks: &Collection<Document>,
+    appends: Vec<Vec<Document>>,
+) -> Vec<StoreResult<()>> {
+    let owner: Vec<usize> = appends
+        .iter()
+        .enumerate()
+        .flat_map(|(i, append)| std::iter::repeat_n(i, append.len()))
+        .collect();
+    let mut results: Vec<StoreResult<()>> = appends.iter().map(|_| Ok(())).collect();
+    let docs = appends.into_iter().flatten();
+    let Err(e) = chunks.insert_many(docs).ordered(false).await else {
+        return results;
+    };
+    match failed_documents(&e) {
+        Some(failed) => {
+            let error = map_err(e);
+            for (index, duplicate) in failed {
+                if let (false, Some(&i)) = (duplicate, owner.get(index)) {
+                    results[i] = Err(error.clone());
+                }
+            }
+        }
+        None => {
+            let error = map_err(e);
+            results.iter_mut().for_each(|r| *r = Err(error.clone()));
+        }
+    }
+    results
+}
 
 fn int(n: u64) -> Bson {
     Bson::Int64(i64::try_from(n).unwrap_or(i64::MAX))
@@ -128,7 +191,7 @@ pub(super) async fn append(
         })
         .collect();
     if !docs.is_empty() {
-        db.log_chunks.insert_many(docs).await.db()?;
+        db.log_chunk_queue.submit(docs).await?;
     }
     if plan.drop_tail_before > 0 {
         db.log_chunks

@@ -19,7 +19,8 @@
 //! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
 //! `outbox` (with `outbox_batch`, its group commit), `workers`, `settings`, `logs` (task
-//! logs), `testing` (test support).
+//! logs, their chunks group-committed too), `group_commit` (the queue both use), `testing`
+//! (test support).
 
 mod batch;
 mod bulk;
@@ -29,6 +30,7 @@ mod codec;
 mod connect;
 mod coordination;
 mod errors;
+mod group_commit;
 mod indexes;
 mod jobs;
 mod logs;
@@ -88,6 +90,8 @@ pub(crate) struct Db {
     blocked_hint: retries::BlockedHint,
     /// The outbox's group commit (`outbox_batch`).
     outbox: outbox_batch::Queue,
+    /// The task logs' chunks' group commit (`logs`).
+    log_chunk_queue: logs::ChunkQueue,
 }
 
 impl Db {
@@ -104,10 +108,11 @@ impl Db {
             blocklist: db.collection(retries::BLOCKLIST),
             retries: AtomicBool::new(false),
             blocked_hint: Default::default(),
-            outbox: outbox_batch::Queue::new(
+            outbox: outbox_batch::queue(
                 db.collection(codec::COUNTERS),
                 db.collection(codec::UPDATES),
             ),
+            log_chunk_queue: logs::chunk_queue(db.collection(logs::CHUNKS)),
         }
     }
 }

@@ -1,29 +1,25 @@
 //! Group commit for the outbox: the updates that concurrent requests queue at the same
 //! moment go to MongoDB together, with ONE `findAndModify` of the counter and ONE
-//! `insert`, instead of two commands per request.
+//! `insert`, instead of two commands per request (the queue is `group_commit`'s).
 //!
-//! A caller hands its updates to one task per store ([`Queue::insert`]) and waits for
-//! the answer. That task takes what is waiting (up to [`MAX_BATCH`] updates), takes that
-//! many sequence numbers at once, inserts the documents in the callers' order and then
-//! answers each caller. A caller alone costs what it cost before (two commands); under
-//! load the commands per update fall towards one insert per batch.
+//! A batch takes up to [`MAX_BATCH`] updates, takes that many sequence numbers at once,
+//! inserts the documents in the callers' order and then answers each caller. A caller
+//! alone costs what it cost before (two commands); under load the commands per update fall
+//! towards one insert per batch.
 //!
 //! What a caller is told is what became of its own updates: `Ok` only when all of them
 //! are stored. The order is the callers' order of arrival at the queue, which for
 //! updates that depend on each other (the second sent after the first was answered) is
-//! their order, as before (`outbox`). A caller that stops waiting (its request was
-//! dropped) does not stop the insert: its updates are stored, as a request cut off
-//! after its insert always could be.
-//!
-//! The task is started on the caller's runtime at first use and again if that runtime
-//! went away (each test runtime gets its own).
+//! their order, as before (`outbox`).
+
+use std::sync::Arc;
 
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
-use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{oid, update_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
+use super::group_commit::GroupCommit;
 use super::outbox::take_numbers_in;
 use crate::model::TaskUpdate;
 use crate::store::{StoreError, StoreResult};
@@ -33,115 +29,20 @@ use crate::store::{StoreError, StoreResult};
 /// message limit).
 const MAX_BATCH: usize = 256;
 
-/// Callers waiting for the task; beyond this a caller waits to hand its updates over.
-const QUEUE_DEPTH: usize = 1024;
+/// The outbox's group-commit queue (one per store): each item is one caller's updates.
+pub(super) type Queue = GroupCommit<Vec<TaskUpdate>>;
 
-struct Job {
-    updates: Vec<TaskUpdate>,
-    done: oneshot::Sender<StoreResult<()>>,
-}
-
-/// The outbox's group-commit queue (one per store).
-pub(super) struct Queue {
-    counters: Collection<Document>,
-    updates: Collection<Document>,
-    sender: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
-}
-
-impl Queue {
-    pub(super) fn new(counters: Collection<Document>, updates: Collection<Document>) -> Queue {
-        Queue {
-            counters,
-            updates,
-            sender: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Store these updates, in this order, after everything queued before.
-    pub(super) async fn insert(&self, updates: Vec<TaskUpdate>) -> StoreResult<()> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let (done, answer) = oneshot::channel();
-        let mut job = Job { updates, done };
-        // Twice at most: a task whose runtime has gone (its receiver dropped) is replaced
-        // once.
-        for _ in 0..2 {
-            let sender = self.sender();
-            match sender.send(job).await {
-                Ok(()) => {
-                    return answer.await.unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable(
-                            "the outbox insert was abandoned (the Manager is shutting down); \
-                             send the update again"
-                                .into(),
-                        ))
-                    })
-                }
-                Err(mpsc::error::SendError(back)) => {
-                    job = back;
-                    self.forget(&sender);
-                }
-            }
-        }
-        Err(StoreError::Unavailable(
-            "the outbox queue's task could not start (the runtime is shutting down); \
-             send the update again"
-                .into(),
-        ))
-    }
-
-    /// The running task's sender, starting the task if there is none.
-    fn sender(&self) -> mpsc::Sender<Job> {
-        let mut guard = self
-            .sender
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = guard.as_ref().filter(|s| !s.is_closed()) {
-            return s.clone();
-        }
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(self.counters.clone(), self.updates.clone(), rx));
-        *guard = Some(tx.clone());
-        tx
-    }
-
-    /// Drop a sender whose task has ended, unless another caller replaced it already.
-    fn forget(&self, dead: &mpsc::Sender<Job>) {
-        let mut guard = self
-            .sender
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if guard.as_ref().is_some_and(|s| s.same_channel(dead)) {
-            *guard = None;
-        }
-    }
-}
-
-/// The task: one batch at a time, each answered before the next is taken.
-async fn run(
-    counters: Collection<Document>,
-    updates: Collection<Document>,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut count = first.updates.len();
-        let mut jobs = vec![first];
-        while count < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => {
-                    count += job.updates.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
-        let results = insert_batch(&counters, &updates, &jobs).await;
-        for (job, result) in jobs.into_iter().zip(results) {
-            // A caller that stopped waiting is not an error.
-            let _ = job.done.send(result);
-        }
-    }
+/// The queue that stores updates in `updates`, numbered by the counter in `counters`.
+pub(super) fn queue(counters: Collection<Document>, updates: Collection<Document>) -> Queue {
+    GroupCommit::new(
+        "the outbox insert",
+        MAX_BATCH,
+        Vec::len,
+        Arc::new(move |jobs| {
+            let (counters, updates) = (counters.clone(), updates.clone());
+            Box::pin(async move { insert_batch(&counters, &updates, &jobs).await })
+        }),
+    )
 }
 
 /// One document of a batch and whose it is.
@@ -156,9 +57,9 @@ struct Entry {
 async fn insert_batch(
     counters: &Collection<Document>,
     coll: &Collection<Document>,
-    jobs: &[Job],
+    jobs: &[Vec<TaskUpdate>],
 ) -> Vec<StoreResult<()>> {
-    let total: usize = jobs.iter().map(|j| j.updates.len()).sum();
+    let total: usize = jobs.iter().map(Vec::len).sum();
     let first = match take_numbers_in(counters, total).await {
         Ok(first) => first,
         Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
@@ -166,7 +67,7 @@ async fn insert_batch(
     let mut seq = first;
     let mut entries = Vec::with_capacity(total);
     for (j, job) in jobs.iter().enumerate() {
-        for (i, u) in job.updates.iter().enumerate() {
+        for (i, u) in job.iter().enumerate() {
             entries.push(Entry {
                 job: j,
                 doc: update_to_doc(u, seq),
@@ -195,7 +96,7 @@ async fn insert_batch(
         // stored; any other duplicate id fails its job, whose later updates are then not
         // inserted (as a caller alone would stop at its first error).
         let entry = &entries[i];
-        let ours = &jobs[entry.job].updates[entry.update];
+        let ours = &jobs[entry.job][entry.update];
         let stored = match coll.find_one(doc! { "_id": oid(ours.id) }).await.db() {
             Ok(stored) => stored,
             Err(e) => {

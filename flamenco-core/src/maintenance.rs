@@ -27,6 +27,38 @@ pub const CLOCK_JUMP_TOLERANCE: Duration = Duration::from_secs(10);
 /// Tasks deleted per store call; cleanup and clean slate work in batches this size so
 /// they never hold the store's write lock for long.
 pub const DELETE_BATCH: usize = 1000;
+/// A long run of batches (cleanup, clean slate, purge) pauses for [`BATCH_PAUSE`] after
+/// this much work…
+pub const BATCH_WORK: Duration = Duration::from_millis(250);
+/// …so that another process waiting for the embedded store's write lock (a `flamenco`
+/// command beside the daemon, or the daemon beside one) gets it: SQLite's busy handler
+/// tries again at least every 100 ms, so a gap longer than that is always seen. Without
+/// it, batches back to back kept the lock for the whole run (30 s to delete a million
+/// tasks), and the other process failed after its 5 s busy timeout
+/// (docs/performance.md, "Soak").
+pub const BATCH_PAUSE: Duration = Duration::from_millis(150);
+
+/// Paces a long run of batches ([`BATCH_WORK`], [`BATCH_PAUSE`]).
+struct Pacer {
+    working_since: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new() -> Pacer {
+        Pacer {
+            working_since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Called after each batch: pauses once the batches since the last pause took
+    /// [`BATCH_WORK`].
+    async fn after_batch(&mut self) {
+        if self.working_since.elapsed() >= BATCH_WORK {
+            tokio::time::sleep(BATCH_PAUSE).await;
+            self.working_since = tokio::time::Instant::now();
+        }
+    }
+}
 
 /// What one timeout check did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -143,6 +175,7 @@ impl Manager {
     pub async fn cleanup_now(&self) -> Result<u64, ApiError> {
         let cutoff = self.now() - chrono_duration(self.config().task_cleanup_max_age);
         let mut total = 0;
+        let mut pacer = Pacer::new();
         loop {
             let n = self
                 .store()
@@ -152,6 +185,7 @@ impl Manager {
             if (n as usize) < DELETE_BATCH {
                 break;
             }
+            pacer.after_batch().await;
         }
         if total > 0 {
             tracing::info!(deleted = total, "cleaned up finished tasks");
@@ -175,6 +209,7 @@ impl Manager {
         const PAGE: usize = 200;
         let mut offset = 0;
         let mut deleted = 0;
+        let mut pacer = Pacer::new();
         loop {
             let page = self
                 .list_jobs(&JobQuery {
@@ -188,6 +223,7 @@ impl Manager {
                 if job.updated <= cutoff {
                     self.delete_job(job.id).await?;
                     deleted += 1;
+                    pacer.after_batch().await;
                 } else {
                     kept += 1;
                 }
@@ -210,6 +246,7 @@ impl Manager {
     /// batch.
     pub async fn clean_slate(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
         let mut total = 0;
+        let mut pacer = Pacer::new();
         loop {
             let n = self.store().delete_tasks(DELETE_BATCH).await?;
             total += n;
@@ -217,6 +254,7 @@ impl Manager {
             if (n as usize) < DELETE_BATCH {
                 break;
             }
+            pacer.after_batch().await;
         }
         self.store()
             .set_setting(crate::store::WATERMARK_SETTING, None)
@@ -232,6 +270,7 @@ impl Manager {
     /// called with the running total after each batch.
     pub async fn purge_outbox(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
         let mut total = 0;
+        let mut pacer = Pacer::new();
         loop {
             let n = self.store().purge_outbox(DELETE_BATCH).await?;
             total += n;
@@ -239,6 +278,7 @@ impl Manager {
             if (n as usize) < DELETE_BATCH {
                 break;
             }
+            pacer.after_batch().await;
         }
         tracing::warn!(deleted = total, "purged the task-update outbox");
         Ok(total)

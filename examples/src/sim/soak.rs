@@ -68,14 +68,18 @@ fn job(n: u64) -> JobSubmission {
     s
 }
 
-/// Submit jobs so that `submitted − completed` stays at `target` tasks, until `stop`.
+/// Submit jobs so that `submitted − completed` stays at `target` tasks, until `stop`. A
+/// submission that fails (the store refused it: "locked by another process", say) is
+/// counted in `failures`, printed, and tried again at the next round: a soak whose
+/// submitter stopped would go on measuring an idle farm.
 async fn submit(
     manager: Arc<Manager>,
     completed: Arc<AtomicU64>,
     submitted: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
     target: u64,
     stop: Arc<AtomicBool>,
-) -> Result<u64> {
+) -> u64 {
     let mut jobs = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let queued = submitted
@@ -83,17 +87,18 @@ async fn submit(
             .saturating_sub(completed.load(Ordering::Relaxed));
         if queued < target {
             for _ in 0..(target - queued).div_ceil(JOB_TASKS) {
-                manager
-                    .submit_job(job(jobs))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("submitting a soak job: {e}"))?;
+                if let Err(e) = manager.submit_job(job(jobs)).await {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("soak: submitting a job failed (trying again): {e}");
+                    break;
+                }
                 jobs += 1;
                 submitted.fetch_add(JOB_TASKS, Ordering::Relaxed);
             }
         }
         tokio::time::sleep(SUBMIT_EVERY).await;
     }
-    Ok(jobs)
+    jobs
 }
 
 pub(super) async fn run(
@@ -116,11 +121,13 @@ pub(super) async fn run(
     let target = (args.seed_tasks as u64).max(1000);
     let completed = Arc::new(AtomicU64::new(0));
     let submitted = Arc::new(AtomicU64::new(0));
+    let submit_failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let submitter = tokio::spawn(submit(
         manager.clone(),
         completed.clone(),
         submitted.clone(),
+        submit_failures.clone(),
         target,
         stop.clone(),
     ));
@@ -179,6 +186,7 @@ pub(super) async fn run(
             "data_dir_bytes": dir_bytes(&data_dir),
             "wal_bytes": file_bytes(&wal),
             "queued_estimate": submitted.load(Ordering::Relaxed).saturating_sub(completed.load(Ordering::Relaxed)),
+            "submit_failures": submit_failures.load(Ordering::Relaxed),
         });
         eprintln!("soak {row}");
         rows.push(row);
@@ -188,7 +196,7 @@ pub(super) async fn run(
     for h in handles {
         total.merge(h.await?);
     }
-    let jobs = submitter.await??;
+    let jobs = submitter.await?;
     drop(idle);
     if let Ok(manager) = Arc::try_unwrap(manager) {
         manager.close().await?;
@@ -210,6 +218,7 @@ pub(super) async fn run(
         "task_cycles_per_second": total.cycles as f64 / elapsed,
         "requests_per_second": rows.iter().filter_map(|r| r["requests_per_second"].as_f64()).sum::<f64>() / rows.len().max(1) as f64,
         "jobs_submitted": jobs,
+        "submit_failures": submit_failures.load(Ordering::Relaxed),
         "minutes": rows,
         "summary": {
             "cycles_per_second_first_minute": first("cycles_per_second"),

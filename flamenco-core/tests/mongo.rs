@@ -742,8 +742,20 @@ async fn blocklisted_claim_reads_its_entries_once() {
     assert_eq!(blocked.len(), free.len() + 1, "{blocked:?} / {free:?}");
 }
 
-/// `n` workers, each running an active task of its own.
-async fn busy_workers(store: &Arc<dyn Store>, n: u32) -> Vec<(flamenco_core::model::Worker, Task)> {
+/// A store on `db` whose commands are recorded, with `n` workers each running an active
+/// task of its own; the log holds only what comes after the setup.
+async fn logged_busy_workers(
+    db: &TestDatabase,
+    n: u32,
+) -> (
+    Arc<dyn Store>,
+    flamenco_core::store::mongo::testing::CommandLog,
+    Vec<(flamenco_core::model::Worker, Task)>,
+) {
+    let (store, log) = flamenco_core::store::mongo::testing::connect_logged(&db.url)
+        .await
+        .expect("connect");
+    let store: Arc<dyn Store> = Arc::new(store);
     let mut pairs = Vec::new();
     for n in 1..=n {
         let w = test_worker(nth_id(0x91, n), &format!("w{n}"), &["testing"]);
@@ -754,7 +766,8 @@ async fn busy_workers(store: &Arc<dyn Store>, n: u32) -> Vec<(flamenco_core::mod
         store.insert_tasks(&[t.clone()]).await.expect("insert task");
         pairs.push((w, t));
     }
-    pairs
+    log.take();
+    (store, log, pairs)
 }
 
 /// Concurrent task updates share the outbox's commands (`outbox_batch`, the group
@@ -764,16 +777,11 @@ async fn busy_workers(store: &Arc<dyn Store>, n: u32) -> Vec<(flamenco_core::mod
 /// first was answered, comes after it in the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_share_outbox_commands() {
-    use flamenco_core::store::mongo::testing::connect_logged;
-
     let Some(db) = TestDatabase::new("concurrent_updates_share_outbox_commands") else {
         return;
     };
-    let (store, log) = connect_logged(&db.url).await.expect("connect");
-    let store: Arc<dyn Store> = Arc::new(store);
     const N: u32 = 32;
-    let pairs = busy_workers(&store, N).await;
-    log.take();
+    let (store, log, pairs) = logged_busy_workers(&db, N).await;
     let sends = pairs.iter().map(|(w, t)| {
         let store = store.clone();
         let (w, t) = (w.clone(), t.clone());
@@ -844,17 +852,13 @@ async fn concurrent_updates_share_outbox_commands() {
 /// every task's log still reads back whole and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_updates_share_log_chunk_inserts() {
-    use flamenco_core::store::mongo::testing::connect_logged;
     use flamenco_core::store::{TaskLogEntry, TaskLogQuery};
 
     let Some(db) = TestDatabase::new("concurrent_updates_share_log_chunk_inserts") else {
         return;
     };
-    let (store, log) = connect_logged(&db.url).await.expect("connect");
-    let store: Arc<dyn Store> = Arc::new(store);
     const N: u32 = 32;
-    let pairs = busy_workers(&store, N).await;
-    log.take();
+    let (store, log, pairs) = logged_busy_workers(&db, N).await;
     let sends = pairs.iter().map(|(w, t)| {
         let store = store.clone();
         let (w, t) = (w.clone(), t.clone());

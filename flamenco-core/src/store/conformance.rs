@@ -2659,7 +2659,8 @@ pub async fn cleanup_removes_only_old_finished_tasks(store: Arc<dyn Store>) {
         let n = store
             .delete_finished_tasks(cutoff, 2)
             .await
-            .expect("cleanup");
+            .expect("cleanup")
+            .rows;
         assert!(n <= 2);
         deleted += n;
         if n == 0 {
@@ -2724,7 +2725,7 @@ pub async fn clean_slate_and_outbox_purge(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_len().await.expect("len"), 15);
     let mut total = 0;
     loop {
-        let n = store.delete_tasks(10).await.expect("delete");
+        let n = store.delete_tasks(10).await.expect("delete").rows;
         total += n;
         if n < 10 {
             break;
@@ -2740,13 +2741,13 @@ pub async fn clean_slate_and_outbox_purge(store: Arc<dyn Store>) {
     assert_eq!(store.outbox_len().await.expect("len"), 15);
 
     let first_left = outbox(&store).await[10].id;
-    assert_eq!(store.purge_outbox(10).await.expect("purge"), 10);
+    assert_eq!(store.purge_outbox(10).await.expect("purge").rows, 10);
     assert_eq!(
         outbox(&store).await[0].id,
         first_left,
         "oldest purged first"
     );
-    assert_eq!(store.purge_outbox(10).await.expect("purge"), 5);
+    assert_eq!(store.purge_outbox(10).await.expect("purge").rows, 5);
     assert_eq!(store.outbox_len().await.expect("len"), 0);
 }
 
@@ -2759,10 +2760,10 @@ pub async fn clean_slate_removes_emptied_jobs(store: Arc<dyn Store>) {
     store.insert_job(&b, &b_tasks).await.expect("insert b");
     add_tasks(&store, &[test_task(nth_id(3, 1), "sleeping")]).await;
     // The first batch takes 10 of a's 12 tasks: a keeps its job, b is untouched.
-    assert_eq!(store.delete_tasks(10).await.expect("delete"), 10);
+    assert_eq!(store.delete_tasks(10).await.expect("delete").rows, 10);
     assert_eq!(job(&store, a.id).await.id, a.id);
     assert_eq!(job(&store, b.id).await.id, b.id);
-    assert_eq!(store.delete_tasks(10).await.expect("delete"), 6);
+    assert_eq!(store.delete_tasks(10).await.expect("delete").rows, 6);
     for id in [a.id, b.id] {
         assert!(
             store.get_job(id).await.expect("get").is_none(),
@@ -2774,7 +2775,7 @@ pub async fn clean_slate_removes_emptied_jobs(store: Arc<dyn Store>) {
         .await
         .expect("list")
         .is_empty());
-    assert_eq!(store.delete_tasks(10).await.expect("delete"), 0);
+    assert_eq!(store.delete_tasks(10).await.expect("delete").rows, 0);
 }
 
 // ---- jobs (standalone mode) ----

@@ -367,9 +367,9 @@ instrumented! {
     impl MaintenanceStore {
         fn fail_timed_out_tasks(&self, cutoff: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
         fn time_out_workers(&self, cutoff: DateTime<Utc>) -> StoreResult<Vec<ObjectId>>;
-        fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
-        fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
-        fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
+        fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<super::Batch>;
+        fn delete_tasks(&self, limit: usize) -> StoreResult<super::Batch>;
+        fn purge_outbox(&self, limit: usize) -> StoreResult<super::Batch>;
     }
 }
 
@@ -406,6 +406,10 @@ instrumented! {
 impl Store for InstrumentedStore {
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn single_writer(&self) -> bool {
+        self.inner.single_writer()
     }
 
     async fn close(&self) -> StoreResult<()> {

@@ -8,6 +8,19 @@ use crate::model::ObjectId;
 use async_trait::async_trait;
 use chrono::DateTime;
 use chrono::Utc;
+use std::time::Duration;
+
+/// What one batch of a long maintenance run (cleanup, clean slate, purge) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The rows (tasks, updates) deleted.
+    pub rows: u64,
+    /// How long the batch kept the store busy: on the embedded store its time in the
+    /// writer, which a request queued behind it waits for (not its own wait for the
+    /// writer); on MongoDB its round trips. `maintenance::pacing` sizes the next batch by
+    /// it.
+    pub busy: Duration,
+}
 
 /// The Manager's housekeeping: timeouts, cleanup, clean slate, outbox purge.
 #[async_trait]
@@ -30,14 +43,19 @@ pub trait MaintenanceStore: Send + Sync {
     /// Delete up to `limit` finished tasks (`completed`, `failed`, `canceled`) whose latest
     /// of `last_worker_ping` and `last_updated` is at or before `cutoff` (or which have
     /// neither). Never a queued or active task, and never a parent of a task that is not
-    /// finished. Returns how many were deleted.
-    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
+    /// finished. Returns how many were deleted, and for how long.
+    async fn delete_finished_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Batch>;
 
     /// Delete up to `limit` tasks whatever their status (clean slate), and the jobs
     /// (standalone mode) left without tasks by it, in the same operation. Returns how many
-    /// tasks.
-    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64>;
+    /// tasks, and for how long.
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<Batch>;
 
-    /// Delete up to `limit` updates from the outbox, oldest first. Returns how many.
-    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64>;
+    /// Delete up to `limit` updates from the outbox, oldest first. Returns how many, and for
+    /// how long.
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<Batch>;
 }

@@ -52,7 +52,7 @@ pub use coordination::{CoordinationStore, Lease, LEADER_LEASE};
 pub use instrumented::InstrumentedStore;
 pub use jobs::JobStore;
 pub use logs::{TaskLogEntry, TaskLogLimits, TaskLogPage, TaskLogQuery, TaskLogStore};
-pub use maintenance::MaintenanceStore;
+pub use maintenance::{Batch, MaintenanceStore};
 pub use outbox::OutboxStore;
 pub use protocol::WorkerProtocolStore;
 pub use retries::RetryStore;
@@ -285,6 +285,14 @@ pub trait Store:
 {
     /// A short name for logs and the dashboard, e.g. `sqlite:/srv/flamenco-data`.
     fn describe(&self) -> String;
+
+    /// True for a store whose writes in this process go through one writer, behind which
+    /// requests queue, and whose write lock other processes wait for (the embedded
+    /// store): long maintenance runs size and pause their batches for it
+    /// ([`crate::maintenance::pacing`]). A server-side store (MongoDB) answers false.
+    fn single_writer(&self) -> bool {
+        false
+    }
 
     /// Flush and close; further calls fail with `Unavailable`.
     async fn close(&self) -> StoreResult<()>;

@@ -230,7 +230,8 @@ pub async fn task_log_retention_follows_the_task(store: Arc<dyn Store>) {
     let n = store
         .delete_finished_tasks(at(100_000), 100)
         .await
-        .expect("cleanup");
+        .expect("cleanup")
+        .rows;
     assert_eq!(n, 1);
     assert!(whole_log(&store, old.id).await.is_empty());
     assert_eq!(
@@ -277,7 +278,7 @@ pub async fn task_log_retention_follows_the_task(store: Arc<dyn Store>) {
     for t in &others {
         store.append_task_log(t.id, "queued").await.expect("append");
     }
-    while store.delete_tasks(2).await.expect("clean slate") > 0 {}
+    while store.delete_tasks(2).await.expect("clean slate").rows > 0 {}
     for t in others.iter().chain([&recent, &old]) {
         assert!(whole_log(&store, t.id).await.is_empty(), "{}", t.id);
     }

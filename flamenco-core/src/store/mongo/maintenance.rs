@@ -14,7 +14,7 @@ use super::protocol::{apply_locally, CAS_ATTEMPTS};
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{worker_status, ObjectId, Task, TaskStatus};
-use crate::store::StoreResult;
+use crate::store::{Batch, StoreResult};
 use crate::updates;
 
 /// Candidates are read this many at a time.
@@ -327,17 +327,29 @@ impl crate::store::MaintenanceStore for MongoStore {
             .await
     }
 
-    async fn delete_finished_tasks(&self, cutoff: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
-        self.run(super::maintenance::delete_finished(&self.db, cutoff, limit))
-            .await
+    async fn delete_finished_tasks(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Batch> {
+        timed(self.run(super::maintenance::delete_finished(&self.db, cutoff, limit))).await
     }
 
-    async fn delete_tasks(&self, limit: usize) -> StoreResult<u64> {
-        self.run(super::maintenance::delete_any(&self.db, limit))
-            .await
+    async fn delete_tasks(&self, limit: usize) -> StoreResult<Batch> {
+        timed(self.run(super::maintenance::delete_any(&self.db, limit))).await
     }
 
-    async fn purge_outbox(&self, limit: usize) -> StoreResult<u64> {
-        self.run(super::outbox::purge(&self.db, limit)).await
+    async fn purge_outbox(&self, limit: usize) -> StoreResult<Batch> {
+        timed(self.run(super::outbox::purge(&self.db, limit))).await
     }
+}
+
+/// One batch with its round trips' time.
+async fn timed(batch: impl std::future::Future<Output = StoreResult<u64>>) -> StoreResult<Batch> {
+    let started = std::time::Instant::now();
+    let rows = batch.await?;
+    Ok(Batch {
+        rows,
+        busy: started.elapsed(),
+    })
 }

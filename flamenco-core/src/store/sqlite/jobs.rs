@@ -489,6 +489,7 @@ mod tests {
                  DROP TABLE task_failures; DROP TABLE job_blocklist; \
                  ALTER TABLE workers DROP COLUMN secret_sha256; \
                  DROP INDEX tasks_schedule; DROP INDEX tasks_schedule_by_job; \
+                 DROP INDEX tasks_finished_by_age; \
                  ALTER TABLE workers DROP COLUMN tags; \
                  ALTER TABLE tasks DROP COLUMN worker_tag; \
                  CREATE INDEX tasks_schedule ON tasks \

@@ -364,6 +364,10 @@ impl Store for SqliteStore {
         format!("sqlite:{}", self.path.display())
     }
 
+    fn single_writer(&self) -> bool {
+        true
+    }
+
     /// Close the readers, then the writer, which checkpoints the WAL into the database
     /// file first; its error says where and why (a full disk, above all).
     async fn close(&self) -> StoreResult<()> {

@@ -13,6 +13,11 @@ use tokio::sync::watch;
 use crate::manager::{ApiError, Manager};
 use crate::model::ObjectId;
 
+pub mod pacing;
+
+use pacing::Pacer;
+pub use pacing::{BATCH_PAUSE, BATCH_WORK, DELETE_BATCH};
+
 /// How often the timeout check runs once started (v2: every minute).
 pub const TIMEOUT_CHECK_PERIOD: Duration = Duration::from_secs(60);
 /// The first cleanup runs this long after start (v2: 6 minutes)…
@@ -24,42 +29,6 @@ pub const SEEN_FLUSH_PERIOD: Duration = Duration::from_secs(1);
 /// How far the wall clock may disagree with monotonic time between two timeout checks
 /// before it counts as a jump (see [`crate::clock::JumpGuard`]).
 pub const CLOCK_JUMP_TOLERANCE: Duration = Duration::from_secs(10);
-/// Tasks deleted per store call; cleanup and clean slate work in batches this size so
-/// they never hold the store's write lock for long.
-pub const DELETE_BATCH: usize = 1000;
-/// A long run of batches (cleanup, clean slate, purge) pauses for [`BATCH_PAUSE`] after
-/// this much work…
-pub const BATCH_WORK: Duration = Duration::from_millis(250);
-/// …so that another process waiting for the embedded store's write lock (a `flamenco`
-/// command beside the daemon, or the daemon beside one) gets it: SQLite's busy handler
-/// tries again at least every 100 ms, so a gap longer than that is always seen. Without
-/// it, batches back to back kept the lock for the whole run (30 s to delete a million
-/// tasks), and the other process failed after its 5 s busy timeout
-/// (docs/performance.md, "Soak").
-pub const BATCH_PAUSE: Duration = Duration::from_millis(150);
-
-/// Paces a long run of batches ([`BATCH_WORK`], [`BATCH_PAUSE`]).
-struct Pacer {
-    working_since: tokio::time::Instant,
-}
-
-impl Pacer {
-    fn new() -> Pacer {
-        Pacer {
-            working_since: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Called after each batch: pauses once the batches since the last pause took
-    /// [`BATCH_WORK`].
-    async fn after_batch(&mut self) {
-        if self.working_since.elapsed() >= BATCH_WORK {
-            tokio::time::sleep(BATCH_PAUSE).await;
-            self.working_since = tokio::time::Instant::now();
-        }
-    }
-}
-
 /// What one timeout check did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimeoutReport {
@@ -171,28 +140,26 @@ impl Manager {
     }
 
     /// Run the task cleanup now: delete finished tasks untouched for
-    /// `task_cleanup_max_age`, in batches. Returns how many were deleted.
+    /// `task_cleanup_max_age`, in batches, then (with `job_cleanup_max_age`) the finished
+    /// jobs. Both cutoffs are taken from the same moment, the start: a job that finished
+    /// while the tasks were deleted waits for the next run, when its tasks go in batches
+    /// too, instead of going now with its tasks in one transaction per job. Returns how
+    /// many tasks were deleted.
     pub async fn cleanup_now(&self) -> Result<u64, ApiError> {
-        let cutoff = self.now() - chrono_duration(self.config().task_cleanup_max_age);
-        let mut total = 0;
-        let mut pacer = Pacer::new();
-        loop {
-            let n = self
-                .store()
-                .delete_finished_tasks(cutoff, DELETE_BATCH)
-                .await?;
-            total += n;
-            if (n as usize) < DELETE_BATCH {
-                break;
-            }
-            pacer.after_batch().await;
-        }
+        let now = self.now();
+        let cutoff = now - chrono_duration(self.config().task_cleanup_max_age);
+        let total = pacing::run(
+            self.store().single_writer(),
+            |_| {},
+            |size| self.store().delete_finished_tasks(cutoff, size),
+        )
+        .await?;
         if total > 0 {
             tracing::info!(deleted = total, "cleaned up finished tasks");
         }
         if let Some(age) = self.config().job_cleanup_max_age {
             if !self.config().is_upstream() {
-                self.cleanup_jobs(self.now() - chrono_duration(age)).await?;
+                self.cleanup_jobs(now - chrono_duration(age)).await?;
             }
         }
         Ok(total)
@@ -209,7 +176,7 @@ impl Manager {
         const PAGE: usize = 200;
         let mut offset = 0;
         let mut deleted = 0;
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(self.store().single_writer());
         loop {
             let page = self
                 .list_jobs(&JobQuery {
@@ -244,18 +211,11 @@ impl Manager {
     /// standalone mode the jobs of those tasks go too (a job without tasks would stay
     /// `queued` forever). Workers and the outbox are kept. `progress` is called with the running total after each
     /// batch.
-    pub async fn clean_slate(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
-        let mut total = 0;
-        let mut pacer = Pacer::new();
-        loop {
-            let n = self.store().delete_tasks(DELETE_BATCH).await?;
-            total += n;
-            progress(total);
-            if (n as usize) < DELETE_BATCH {
-                break;
-            }
-            pacer.after_batch().await;
-        }
+    pub async fn clean_slate(&self, progress: impl FnMut(u64)) -> Result<u64, ApiError> {
+        let total = pacing::run(self.store().single_writer(), progress, |size| {
+            self.store().delete_tasks(size)
+        })
+        .await?;
         self.store()
             .set_setting(crate::store::WATERMARK_SETTING, None)
             .await?;
@@ -268,18 +228,11 @@ impl Manager {
 
     /// Erase the task-update outbox (v2 2.0.12's `-purgequeue`), in batches. `progress` is
     /// called with the running total after each batch.
-    pub async fn purge_outbox(&self, mut progress: impl FnMut(u64)) -> Result<u64, ApiError> {
-        let mut total = 0;
-        let mut pacer = Pacer::new();
-        loop {
-            let n = self.store().purge_outbox(DELETE_BATCH).await?;
-            total += n;
-            progress(total);
-            if (n as usize) < DELETE_BATCH {
-                break;
-            }
-            pacer.after_batch().await;
-        }
+    pub async fn purge_outbox(&self, progress: impl FnMut(u64)) -> Result<u64, ApiError> {
+        let total = pacing::run(self.store().single_writer(), progress, |size| {
+            self.store().purge_outbox(size)
+        })
+        .await?;
         tracing::warn!(deleted = total, "purged the task-update outbox");
         Ok(total)
     }

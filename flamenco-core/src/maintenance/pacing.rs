@@ -7,7 +7,8 @@
 //!   and a worker's update queued behind a delete of 1,000 finished tasks with their logs
 //!   waits for all of it (in the soak, docs/performance.md, such batches put the p99 of
 //!   the cleanup minutes at 40–58 ms). So each batch is sized to take about
-//!   [`BATCH_TARGET`]: the size follows the time the last batch took, between
+//!   [`BATCH_TARGET`] of the writer's time: the size follows how long the last batch kept
+//!   the writer (not its own wait for it), between
 //!   [`MIN_BATCH`] and [`DELETE_BATCH`] ([`next_size`]).
 //! * **Other processes** (a `flamenco` command beside the daemon) wait for the write lock
 //!   itself: SQLite has no fair queue across processes, so the run pauses for
@@ -22,14 +23,15 @@ use std::time::Duration;
 
 use crate::store::Batch;
 
-/// The most rows one batch deletes (and the size a MongoDB batch settles at when each
-/// round trip is quick).
+/// The most rows one batch deletes, and the size of every batch on a store without one
+/// writer (MongoDB).
 pub const DELETE_BATCH: usize = 1000;
 /// The fewest rows one batch deletes, however slow the store is: the run always moves on.
 pub const MIN_BATCH: usize = 25;
 /// The size of a run's first batch, before any has been timed.
 pub const FIRST_BATCH: usize = 100;
-/// How long one batch should take: a request queued behind it waits about this long.
+/// How long one batch should keep the writer: a request queued behind it waits about
+/// this long.
 pub const BATCH_TARGET: Duration = Duration::from_millis(5);
 /// A long run of batches pauses for [`BATCH_PAUSE`] after this much work…
 pub const BATCH_WORK: Duration = Duration::from_millis(250);

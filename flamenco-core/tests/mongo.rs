@@ -626,6 +626,24 @@ async fn queries_use_their_indexes() {
             "blocklisted claim, the index gives the order: {winning}"
         );
     }
+    // The cleanup walks the finished tasks untouched since the cutoff by
+    // `{status, last_updated, _id}`: bounded by the cutoff, in the index's order.
+    let (filter, sort) =
+        MongoStore::cleanup_query(chrono::DateTime::from_timestamp(1_000, 0).expect("time"));
+    let plan = explain(filter, sort).await;
+    let winning = winning_plan(&plan);
+    if secantus && !winning.contains("IXSCAN") {
+        eprintln!("NOTICE: SecantusDB scans for the cleanup query (a planner limit): {winning}");
+    } else {
+        assert!(
+            winning.contains("status_1_last_updated_1__id_1"),
+            "cleanup by age: {winning}"
+        );
+        assert!(
+            !winning.contains("\"SORT\""),
+            "cleanup, the index gives the order: {winning}"
+        );
+    }
     store.close().await.expect("close");
 }
 

@@ -2605,6 +2605,48 @@ pub async fn timeouts_mark_silent_workers(store: Arc<dyn Store>) {
     assert_eq!(worker(&store, down.id).await.status, "down");
 }
 
+/// The cleanup walks past more kept parents than one of its reads holds (600 finished
+/// parents of one queued child, all older than the 20 it may delete): it ends, deletes
+/// exactly the 20 and keeps every parent and the child.
+pub async fn cleanup_walks_past_many_kept_parents(store: Arc<dyn Store>) {
+    let finished = |id: ObjectId, updated: i64| {
+        let mut t = test_task(id, "testing");
+        t.status = TaskStatus::Completed;
+        t.last_updated = Some(at(updated));
+        t
+    };
+    let parents: Vec<Task> = (0..600u32)
+        .map(|n| finished(nth_id(0x5a, n), 1_000 + i64::from(n)))
+        .collect();
+    let free: Vec<Task> = (0..20u32)
+        .map(|n| finished(nth_id(0x5b, n), 5_000 + i64::from(n)))
+        .collect();
+    let mut child = test_task(nth_id(0x5c, 0), "testing");
+    child.parents = parents.iter().map(|t| t.id).collect();
+    let mut all = parents.clone();
+    all.extend(free.iter().cloned());
+    all.push(child.clone());
+    add_tasks(&store, &all).await;
+
+    let cleanup = store.delete_finished_tasks(at(100_000), 1_000);
+    let deleted = tokio::time::timeout(std::time::Duration::from_secs(120), cleanup)
+        .await
+        .expect("the cleanup ends")
+        .expect("cleanup")
+        .rows;
+    assert_eq!(deleted, 20);
+    let again = store
+        .delete_finished_tasks(at(100_000), 1_000)
+        .await
+        .expect("cleanup")
+        .rows;
+    assert_eq!(again, 0);
+    let left = store.list_tasks(&TaskQuery::default()).await.expect("list");
+    assert_eq!(left.len(), 601);
+    assert!(left.iter().any(|t| t.id == child.id));
+    assert!(!left.iter().any(|t| free.iter().any(|f| f.id == t.id)));
+}
+
 /// v2 case 3 (TaskCleanup), adapted to the finished-only rule: finished tasks untouched
 /// since the cutoff go; recent ones, unfinished ones, and finished parents of unfinished
 /// children stay.
@@ -3379,6 +3421,7 @@ macro_rules! conformance_tests {
             timeouts_fail_silent_active_tasks,
             timeouts_mark_silent_workers,
             cleanup_removes_only_old_finished_tasks,
+            cleanup_walks_past_many_kept_parents,
             clean_slate_and_outbox_purge,
             clean_slate_removes_emptied_jobs,
             jobs_insert_get_list,

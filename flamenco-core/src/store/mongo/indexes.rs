@@ -6,6 +6,7 @@
 //! | `flamenco_tasks` | `{status: 1, priority: 1}` | v2's index, kept |
 //! | `flamenco_tasks` | `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1, job: 1}` | the claim's candidate query: filter (worker tags too) and order; `job` for a blocklisted worker's `$nin` on the keys |
 //! | `flamenco_tasks` | `{status: 1, worker_id: 1, _id: 1}` | the already-assigned lookup and sign-off |
+//! | `flamenco_tasks` | `{status: 1, last_updated: 1, _id: 1}` | cleanup: the finished tasks untouched since the cutoff, oldest first, without walking the younger ones |
 //! | `flamenco_tasks` | `{parents: 1}` | cleanup: is this finished task a parent of a waiting one? |
 //! | `flamenco_tasks` | `{job: 1, status: 1}` | a job's tasks and their counts per status |
 //! | `task_update_queue` | `{task_id: 1, received_on_manager: 1}` | v2's index, kept |
@@ -38,6 +39,10 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         (
             super::codec::TASKS,
             doc! { "status": 1, "worker_id": 1, "_id": 1 },
+        ),
+        (
+            super::codec::TASKS,
+            doc! { "status": 1, "last_updated": 1, "_id": 1 },
         ),
         (super::codec::TASKS, doc! { "parents": 1 }),
         (super::codec::TASKS, doc! { "job": 1, "status": 1 }),

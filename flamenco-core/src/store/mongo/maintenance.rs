@@ -173,38 +173,69 @@ fn finished_statuses() -> Vec<&'static str> {
     ]
 }
 
-/// `MaintenanceStore::delete_finished_tasks`: finished tasks untouched since `cutoff` (both times at
-/// or before it, or missing), except parents of tasks that are not finished (found
-/// through the `{parents: 1}` index). The delete repeats the conditions, so a task
-/// re-queued meanwhile stays.
+/// Finished tasks untouched since `cutoff`: both times at or before it, or missing.
+/// `$not: {$gt}` rather than `$lte` or null, so that the index
+/// `{status, last_updated, _id}` bounds the walk to the old ones (one range per status)
+/// instead of every finished task.
+fn finished_before(cutoff: DateTime<Utc>) -> Document {
+    doc! {
+        "status": { "$in": finished_statuses() },
+        "last_updated": { "$not": { "$gt": date(cutoff) } },
+        "last_worker_ping": { "$not": { "$gt": date(cutoff) } },
+    }
+}
+
+/// The order of the cleanup's walk: the index's own key order, so the index gives it
+/// and no sort is needed.
+fn cleanup_order() -> Document {
+    doc! { "status": 1, "last_updated": 1, "_id": 1 }
+}
+
+impl MongoStore {
+    /// The cleanup's candidate query for this cutoff: `(filter, sort)` on
+    /// `flamenco_tasks` (for query-plan checks).
+    #[doc(hidden)]
+    pub fn cleanup_query(cutoff: DateTime<Utc>) -> (Document, Document) {
+        (finished_before(cutoff), cleanup_order())
+    }
+}
+
+/// `MaintenanceStore::delete_finished_tasks`: finished tasks untouched since `cutoff`,
+/// except parents of tasks that are not finished (found through the `{parents: 1}`
+/// index). The delete repeats the conditions, so a task re-queued or touched meanwhile
+/// stays.
+///
+/// The walk follows `{status, last_updated, _id}` from the oldest. What it deletes leaves
+/// the candidates; the parents it keeps stay in front of the ones not read yet, so each
+/// read skips as many as were kept. (A kept parent that changes meanwhile makes the skip
+/// pass over one candidate, which the next cleanup finds.)
 pub(super) async fn delete_finished(
     db: &Db,
     cutoff: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<u64> {
-    let old = doc! { "$and": [
-        { "$or": [
-            { "last_worker_ping": { "$lte": date(cutoff) } },
-            { "last_worker_ping": Bson::Null },
-        ] },
-        { "$or": [
-            { "last_updated": { "$lte": date(cutoff) } },
-            { "last_updated": Bson::Null },
-        ] },
-    ] };
     let mut deleted = 0;
-    let mut after_id: Option<ObjectId> = None;
+    let mut kept: u64 = 0;
     while deleted < limit as u64 {
-        let mut filter = doc! { "status": { "$in": finished_statuses() } };
-        filter.extend(old.clone());
-        if let Some(last) = after_id {
-            filter.insert("_id", doc! { "$gt": oid(last) });
-        }
-        let batch = ids(db, filter, Some(BATCH)).await?;
-        let Some(&last) = batch.last() else {
+        let docs: Vec<Document> = db
+            .tasks
+            .find(finished_before(cutoff))
+            .sort(cleanup_order())
+            .skip(kept)
+            .limit(BATCH as i64)
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?
+            .try_collect()
+            .await
+            .db()?;
+        if docs.is_empty() {
             break;
-        };
-        after_id = Some(last);
+        }
+        let batch = docs
+            .iter()
+            .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+            .collect::<StoreResult<Vec<ObjectId>>>()?;
         let listed: Vec<Bson> = batch.iter().map(|id| oid(*id)).collect();
         let children: Vec<Document> = db
             .tasks
@@ -222,29 +253,21 @@ pub(super) async fn delete_finished(
         for child in &children {
             needed.extend(codec::Fields::new(child, codec::TASKS).id_list("parents")?);
         }
+        let (parents, free): (Vec<ObjectId>, Vec<ObjectId>) =
+            batch.into_iter().partition(|id| needed.contains(id));
+        kept += parents.len() as u64;
         let room = usize::try_from(limit as u64 - deleted).unwrap_or(usize::MAX);
-        let doomed: Vec<Bson> = batch
-            .iter()
-            .filter(|id| !needed.contains(id))
-            .take(room)
-            .map(|id| oid(*id))
-            .collect();
+        let doomed: Vec<ObjectId> = free.into_iter().take(room).collect();
         if doomed.is_empty() {
             continue;
         }
-        let doomed_ids: Vec<ObjectId> = batch
-            .iter()
-            .filter(|id| !needed.contains(id))
-            .take(room)
-            .copied()
-            .collect();
-        let mut filter = doc! {
-            "_id": { "$in": doomed },
-            "status": { "$in": finished_statuses() },
-        };
-        filter.extend(old.clone());
+        let mut filter = finished_before(cutoff);
+        filter.insert(
+            "_id",
+            doc! { "$in": doomed.iter().map(|id| oid(*id)).collect::<Vec<Bson>>() },
+        );
         deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
-        logs::delete_for_gone(db, &doomed_ids).await?;
+        logs::delete_for_gone(db, &doomed).await?;
     }
     Ok(deleted)
 }

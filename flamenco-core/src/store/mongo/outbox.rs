@@ -107,7 +107,9 @@ pub(super) async fn insert(db: &Db, updates: &[TaskUpdate]) -> StoreResult<()> {
     if updates.is_empty() {
         return Ok(());
     }
-    db.outbox.submit(updates.to_vec()).await
+    db.outbox
+        .submit(super::outbox_batch::documents(updates))
+        .await
 }
 
 pub(super) async fn len(db: &Db) -> StoreResult<u64> {

@@ -14,14 +14,14 @@
 
 use std::sync::Arc;
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::Collection;
 
 use super::codec::{oid, update_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
 use super::group_commit::GroupCommit;
 use super::outbox::take_numbers_in;
-use crate::model::TaskUpdate;
+use crate::model::{ObjectId, TaskUpdate};
 use crate::store::{StoreError, StoreResult};
 
 /// At most this many updates go in one batch (one `insert` of at most this many
@@ -29,8 +29,20 @@ use crate::store::{StoreError, StoreResult};
 /// message limit).
 const MAX_BATCH: usize = 256;
 
-/// The outbox's group-commit queue (one per store): each item is one caller's updates.
-pub(super) type Queue = GroupCommit<Vec<TaskUpdate>>;
+/// The outbox's group-commit queue (one per store): each item is one caller's updates,
+/// already as documents with their ids ([`documents`]); the batch gives them their
+/// numbers.
+pub(super) type Queue = GroupCommit<Vec<(ObjectId, Document)>>;
+
+/// A caller's updates as the queue takes them: converted once, from the caller's
+/// borrowed updates (no copy of the updates themselves), with `seq` left for the batch to
+/// set.
+pub(super) fn documents(updates: &[TaskUpdate]) -> Vec<(ObjectId, Document)> {
+    updates
+        .iter()
+        .map(|u| (u.id, update_to_doc(u, 0)))
+        .collect()
+}
 
 /// The queue that stores updates in `updates`, numbered by the counter in `counters`.
 pub(super) fn queue(counters: Collection<Document>, updates: Collection<Document>) -> Queue {
@@ -40,7 +52,7 @@ pub(super) fn queue(counters: Collection<Document>, updates: Collection<Document
         Vec::len,
         Arc::new(move |jobs| {
             let (counters, updates) = (counters.clone(), updates.clone());
-            Box::pin(async move { insert_batch(&counters, &updates, &jobs).await })
+            Box::pin(async move { insert_batch(&counters, &updates, jobs).await })
         }),
     )
 }
@@ -48,8 +60,8 @@ pub(super) fn queue(counters: Collection<Document>, updates: Collection<Document
 /// One document of a batch and whose it is.
 struct Entry {
     job: usize,
+    id: ObjectId,
     doc: Document,
-    update: usize,
 }
 
 /// Insert every job's updates with one counter command and (when nothing goes wrong) one
@@ -57,29 +69,29 @@ struct Entry {
 async fn insert_batch(
     counters: &Collection<Document>,
     coll: &Collection<Document>,
-    jobs: &[Vec<TaskUpdate>],
+    jobs: Vec<Vec<(ObjectId, Document)>>,
 ) -> Vec<StoreResult<()>> {
     let total: usize = jobs.iter().map(Vec::len).sum();
     let first = match take_numbers_in(counters, total).await {
         Ok(first) => first,
         Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
     };
+    let mut results: Vec<StoreResult<()>> = jobs.iter().map(|_| Ok(())).collect();
     let mut seq = first;
     let mut entries = Vec::with_capacity(total);
-    for (j, job) in jobs.iter().enumerate() {
-        for (i, u) in job.iter().enumerate() {
-            entries.push(Entry {
-                job: j,
-                doc: update_to_doc(u, seq),
-                update: i,
-            });
+    for (j, job) in jobs.into_iter().enumerate() {
+        for (id, mut doc) in job {
+            doc.insert("seq", Bson::Int64(seq));
+            entries.push(Entry { job: j, id, doc });
             seq += 1;
         }
     }
-    let mut results: Vec<StoreResult<()>> = jobs.iter().map(|_| Ok(())).collect();
     while !entries.is_empty() {
-        let docs: Vec<Document> = entries.iter().map(|e| e.doc.clone()).collect();
-        let Err(e) = coll.insert_many(docs).ordered(true).await else {
+        let Err(e) = coll
+            .insert_many(entries.iter().map(|e| &e.doc))
+            .ordered(true)
+            .await
+        else {
             break;
         };
         let Some(i) = duplicate_index(&e).filter(|&i| i < entries.len()) else {
@@ -96,8 +108,7 @@ async fn insert_batch(
         // stored; any other duplicate id fails its job, whose later updates are then not
         // inserted (as a caller alone would stop at its first error).
         let entry = &entries[i];
-        let ours = &jobs[entry.job][entry.update];
-        let stored = match coll.find_one(doc! { "_id": oid(ours.id) }).await.db() {
+        let stored = match coll.find_one(doc! { "_id": oid(entry.id) }).await.db() {
             Ok(stored) => stored,
             Err(e) => {
                 for entry in &entries[i..] {
@@ -106,7 +117,7 @@ async fn insert_batch(
                 break;
             }
         };
-        let (job, id) = (entry.job, ours.id);
+        let (job, id) = (entry.job, entry.id);
         let someone_elses = stored.as_ref() != Some(&entry.doc);
         entries.drain(..=i);
         if someone_elses {

@@ -101,33 +101,46 @@ pub(super) fn time_out_workers(
     Ok(ids)
 }
 
-/// `MaintenanceStore::delete_finished_tasks`.
 /// The finished tasks the cleanup may delete (`?1` the cutoff in ms, `?2` the batch
 /// size), oldest first. Its status list and age expression are written exactly as in the
 /// partial index `tasks_finished_by_age` (schema version 13), and the query names it
 /// (`INDEXED BY`: left to itself the planner prefers `tasks_by_status_type`), so that SQLite
 /// walks that index from the oldest and stops at the first task too young: a batch reads
 /// the rows it deletes (and the finished parents of unfinished tasks it skips), not every
-/// finished task. A test checks the plan.
-pub(super) const DELETABLE_FINISHED: &str = "\
-    SELECT t.id FROM tasks t INDEXED BY tasks_finished_by_age \
-    WHERE t.status IN ('completed', 'failed', 'canceled') \
-      AND MAX(COALESCE(t.last_worker_ping, 0), COALESCE(t.last_updated, 0)) <= ?1 \
-      AND NOT EXISTS ( \
-        SELECT 1 FROM task_parents p JOIN tasks c ON c.id = p.task_id \
-        WHERE p.parent_id = t.id \
-          AND c.status NOT IN ('completed', 'failed', 'canceled')) \
-    LIMIT ?2";
+/// finished task. A test checks the plan. (A macro, so that the delete below is one
+/// literal too.)
+macro_rules! deletable_finished {
+    () => {
+        "SELECT t.id FROM tasks t INDEXED BY tasks_finished_by_age \
+         WHERE t.status IN ('completed', 'failed', 'canceled') \
+           AND MAX(COALESCE(t.last_worker_ping, 0), COALESCE(t.last_updated, 0)) <= ?1 \
+           AND NOT EXISTS ( \
+             SELECT 1 FROM task_parents p JOIN tasks c ON c.id = p.task_id \
+             WHERE p.parent_id = t.id \
+               AND c.status NOT IN ('completed', 'failed', 'canceled')) \
+         LIMIT ?2"
+    };
+}
 
+/// The query of `deletable_finished!`, for the plan test.
+#[cfg(test)]
+pub(super) const DELETABLE_FINISHED: &str = deletable_finished!();
+
+/// One cleanup batch: the deletable finished tasks, answering their ids (for their logs).
+const DELETE_FINISHED: &str = concat!(
+    "DELETE FROM tasks WHERE id IN (",
+    deletable_finished!(),
+    ") RETURNING id"
+);
+
+/// `MaintenanceStore::delete_finished_tasks`.
 pub(super) fn delete_finished(
     conn: &Connection,
     cutoff: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<u64> {
     let deleted = conn
-        .prepare_cached(&format!(
-            "DELETE FROM tasks WHERE id IN ({DELETABLE_FINISHED}) RETURNING id"
-        ))
+        .prepare_cached(DELETE_FINISHED)
         .db()?
         .query_map(params![ms(cutoff), limit as i64], |row| {
             row.get::<_, Vec<u8>>(0)

@@ -20,11 +20,19 @@ use crate::updates;
 /// Candidates are read this many at a time.
 const BATCH: usize = 500;
 
-async fn ids(db: &Db, filter: Document, limit: Option<usize>) -> StoreResult<Vec<ObjectId>> {
+/// The ids of the tasks that match `filter`, in `order`, after the first `skip`.
+async fn ids(
+    db: &Db,
+    filter: Document,
+    order: Document,
+    skip: u64,
+    limit: Option<usize>,
+) -> StoreResult<Vec<ObjectId>> {
     let mut find = db
         .tasks
         .find(filter)
-        .sort(doc! { "_id": 1 })
+        .sort(order)
+        .skip(skip)
         .projection(doc! { "_id": 1 });
     if let Some(limit) = limit {
         find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
@@ -66,7 +74,7 @@ pub(super) async fn fail_timed_out(
     let mut filter = doc! { "status": TaskStatus::Active.as_str() };
     filter.extend(untouched_since(cutoff));
     let mut failed = Vec::new();
-    for id in ids(db, filter, None).await? {
+    for id in ids(db, filter, doc! { "_id": 1 }, 0, None).await? {
         for _ in 0..CAS_ATTEMPTS {
             let Some(before) = tasks::get_state(db, id).await? else {
                 break;
@@ -217,25 +225,17 @@ pub(super) async fn delete_finished(
     let mut deleted = 0;
     let mut kept: u64 = 0;
     while deleted < limit as u64 {
-        let docs: Vec<Document> = db
-            .tasks
-            .find(finished_before(cutoff))
-            .sort(cleanup_order())
-            .skip(kept)
-            .limit(BATCH as i64)
-            .projection(doc! { "_id": 1 })
-            .await
-            .db()?
-            .try_collect()
-            .await
-            .db()?;
-        if docs.is_empty() {
+        let batch = ids(
+            db,
+            finished_before(cutoff),
+            cleanup_order(),
+            kept,
+            Some(BATCH),
+        )
+        .await?;
+        if batch.is_empty() {
             break;
         }
-        let batch = docs
-            .iter()
-            .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
-            .collect::<StoreResult<Vec<ObjectId>>>()?;
         let listed: Vec<Bson> = batch.iter().map(|id| oid(*id)).collect();
         let children: Vec<Document> = db
             .tasks
@@ -277,7 +277,7 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     if limit == 0 {
         return Ok(0);
     }
-    let listed: Vec<Bson> = ids(db, doc! {}, Some(limit))
+    let listed: Vec<Bson> = ids(db, doc! {}, doc! { "_id": 1 }, 0, Some(limit))
         .await?
         .into_iter()
         .map(oid)

@@ -627,23 +627,74 @@ async fn queries_use_their_indexes() {
         );
     }
     // The cleanup walks the finished tasks untouched since the cutoff by
-    // `{status, last_updated, _id}`: bounded by the cutoff, in the index's order.
-    let (filter, sort) =
-        MongoStore::cleanup_query(chrono::DateTime::from_timestamp(1_000, 0).expect("time"));
-    let plan = explain(filter, sort).await;
-    let winning = winning_plan(&plan);
-    if secantus && !winning.contains("IXSCAN") {
-        eprintln!("NOTICE: SecantusDB scans for the cleanup query (a planner limit): {winning}");
-    } else {
-        assert!(
-            winning.contains("status_1_last_updated_1__id_1"),
-            "cleanup by age: {winning}"
-        );
-        assert!(
-            !winning.contains("\"SORT\""),
-            "cleanup, the index gives the order: {winning}"
-        );
+    // `{status, last_updated, _id}`, one status at a time: bounded by the cutoff, in the
+    // index's order.
+    for (filter, sort) in
+        MongoStore::cleanup_queries(chrono::DateTime::from_timestamp(1_000, 0).expect("time"))
+    {
+        let plan = explain(filter, sort).await;
+        let winning = winning_plan(&plan);
+        if secantus && !winning.contains("IXSCAN") {
+            eprintln!(
+                "NOTICE: SecantusDB scans for the cleanup query (a planner limit): {winning}"
+            );
+        } else {
+            assert!(
+                winning.contains("status_1_last_updated_1__id_1"),
+                "cleanup by age: {winning}"
+            );
+            assert!(
+                !winning.contains("\"SORT\""),
+                "cleanup, the index gives the order: {winning}"
+            );
+        }
     }
+    // The timeout's candidates are asked in no order: no sort on the server.
+    let plan = explain(
+        MongoStore::timeout_query(chrono::DateTime::from_timestamp(1_000, 0).expect("time")),
+        Document::new(),
+    )
+    .await;
+    let winning = winning_plan(&plan);
+    assert!(
+        !winning.contains("\"SORT\""),
+        "timeouts, no sort: {winning}"
+    );
+    if secantus && !winning.contains("IXSCAN") {
+        eprintln!("NOTICE: SecantusDB scans for the timeout query (a planner limit): {winning}");
+    } else {
+        assert!(winning.contains("IXSCAN"), "timeouts: {winning}");
+    }
+    // The cleanup's index is partial: a running task's updates move no key in it.
+    let specs: Vec<Document> = raw
+        .collection::<Document>("flamenco_tasks")
+        .list_indexes()
+        .await
+        .expect("list indexes")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("indexes")
+        .into_iter()
+        .map(|m| {
+            let mut d = doc! { "key": m.keys };
+            if let Some(p) = m.options.and_then(|o| o.partial_filter_expression) {
+                d.insert("partialFilterExpression", p);
+            }
+            d
+        })
+        .collect();
+    let cleanup = specs
+        .iter()
+        .find(|d| {
+            d.get_document("key")
+                .is_ok_and(|k| *k == doc! { "status": 1, "last_updated": 1, "_id": 1 })
+        })
+        .expect("the cleanup index");
+    assert_eq!(
+        cleanup.get_document("partialFilterExpression").ok(),
+        Some(&doc! { "status": { "$gte": "canceled", "$lte": "failed" } }),
+        "{cleanup}"
+    );
     store.close().await.expect("close");
 }
 

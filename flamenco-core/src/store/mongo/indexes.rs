@@ -6,7 +6,7 @@
 //! | `flamenco_tasks` | `{status: 1, priority: 1}` | v2's index, kept |
 //! | `flamenco_tasks` | `{status: 1, worker_tag: 1, task_type: 1, job_priority: -1, priority: -1, _id: 1, job: 1}` | the claim's candidate query: filter (worker tags too) and order; `job` for a blocklisted worker's `$nin` on the keys |
 //! | `flamenco_tasks` | `{status: 1, worker_id: 1, _id: 1}` | the already-assigned lookup and sign-off |
-//! | `flamenco_tasks` | `{status: 1, last_updated: 1, _id: 1}` | cleanup: the finished tasks untouched since the cutoff, oldest first, without walking the younger ones |
+//! | `flamenco_tasks` | `{status: 1, last_updated: 1, _id: 1}`, partial: `status` from `canceled` to `failed` | cleanup: the finished tasks untouched since the cutoff, oldest first, without walking the younger ones; partial, so a running task's updates (which write `last_updated`) move no key in it |
 //! | `flamenco_tasks` | `{parents: 1}` | cleanup: is this finished task a parent of a waiting one? |
 //! | `flamenco_tasks` | `{job: 1, status: 1}` | a job's tasks and their counts per status |
 //! | `task_update_queue` | `{task_id: 1, received_on_manager: 1}` | v2's index, kept |
@@ -19,18 +19,55 @@
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::ErrorKind;
+use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 
 use super::errors::map_err;
 use super::Db;
+use crate::model::TaskStatus;
 use crate::store::StoreResult;
 
 /// Codes for "an index with these keys exists with other options or another name".
 const INDEX_CONFLICT: [i32; 2] = [85, 86];
 
-/// `(collection name, keys)` of every index this store relies on.
-pub(super) fn wanted() -> Vec<(&'static str, Document)> {
-    vec![
+/// One index this store relies on.
+pub(super) struct Wanted {
+    pub collection: &'static str,
+    pub keys: Document,
+    /// Only the documents this filter matches are in the index.
+    pub partial: Option<Document>,
+}
+
+/// The statuses the cleanup deletes: `completed`, `failed`, `canceled`.
+pub(super) fn finished_statuses() -> [&'static str; 3] {
+    [
+        TaskStatus::Completed.as_str(),
+        TaskStatus::Failed.as_str(),
+        TaskStatus::Canceled.as_str(),
+    ]
+}
+
+/// The cleanup index's filter: the one string range from the least to the greatest
+/// finished status. MongoDB 4.4 takes no `$in` in a partial filter (6.0 does), and two
+/// indexes with the same keys and different filters need 5.0, so one range it is. It
+/// also holds `claimed-by-manager` (upstream mode's waiting tasks, which enter it once
+/// when downloaded and leave when claimed) but none of `queued`, `active`,
+/// `cancel-requested` and `soft-failed`: the statuses whose tasks a worker updates.
+pub(super) fn finished_range() -> Document {
+    let statuses = finished_statuses();
+    let least = statuses.iter().min().copied().unwrap_or_default();
+    let greatest = statuses.iter().max().copied().unwrap_or_default();
+    doc! { "status": { "$gte": least, "$lte": greatest } }
+}
+
+/// Every index this store relies on.
+pub(super) fn wanted() -> Vec<Wanted> {
+    let plain = |collection, keys| Wanted {
+        collection,
+        keys,
+        partial: None,
+    };
+    let mut wanted: Vec<Wanted> = [
         (super::codec::TASKS, doc! { "status": 1, "priority": 1 }),
         (
             super::codec::TASKS,
@@ -39,10 +76,6 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         (
             super::codec::TASKS,
             doc! { "status": 1, "worker_id": 1, "_id": 1 },
-        ),
-        (
-            super::codec::TASKS,
-            doc! { "status": 1, "last_updated": 1, "_id": 1 },
         ),
         (super::codec::TASKS, doc! { "parents": 1 }),
         (super::codec::TASKS, doc! { "job": 1, "status": 1 }),
@@ -66,10 +99,31 @@ pub(super) fn wanted() -> Vec<(&'static str, Document)> {
         ),
         (super::webhooks::DELIVERIES, doc! { "next_attempt": 1 }),
     ]
+    .into_iter()
+    .map(|(collection, keys)| plain(collection, keys))
+    .collect();
+    wanted.push(Wanted {
+        collection: super::codec::TASKS,
+        keys: doc! { "status": 1, "last_updated": 1, "_id": 1 },
+        partial: Some(finished_range()),
+    });
+    wanted
 }
 
-async fn ensure_one(collection: &Collection<Document>, keys: Document) -> StoreResult<()> {
-    let model = IndexModel::builder().keys(keys.clone()).build();
+async fn ensure_one(
+    collection: &Collection<Document>,
+    keys: Document,
+    partial: Option<Document>,
+) -> StoreResult<()> {
+    let options = partial.map(|filter| {
+        IndexOptions::builder()
+            .partial_filter_expression(filter)
+            .build()
+    });
+    let model = IndexModel::builder()
+        .keys(keys.clone())
+        .options(options)
+        .build();
     match collection.create_index(model).await {
         Ok(_) => Ok(()),
         Err(e) => match e.kind.as_ref() {
@@ -96,7 +150,12 @@ pub(super) async fn ensure(db: &Db) -> StoreResult<()> {
         .client()
         .database(&db.tasks.namespace().db)
         .collection(super::webhooks::DELIVERIES);
-    for (name, keys) in wanted() {
+    for Wanted {
+        collection: name,
+        keys,
+        partial,
+    } in wanted()
+    {
         let collection = match name {
             super::webhooks::DELIVERIES => &deliveries,
             super::codec::TASKS => &db.tasks,
@@ -105,7 +164,48 @@ pub(super) async fn ensure(db: &Db) -> StoreResult<()> {
             super::retries::BLOCKLIST => &db.blocklist,
             _ => &db.updates,
         };
-        ensure_one(collection, keys).await?;
+        ensure_one(collection, keys, partial).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The partial filter, as MongoDB compares strings (bytewise): every finished status
+    /// is in the range, no status of a task a worker updates is.
+    #[test]
+    fn the_cleanup_range_holds_the_finished_statuses_only() {
+        let range = finished_range();
+        let bounds = range.get_document("status").expect("status bounds");
+        let least = bounds.get_str("$gte").expect("$gte");
+        let greatest = bounds.get_str("$lte").expect("$lte");
+        let inside = |s: &str| least <= s && s <= greatest;
+        for s in finished_statuses() {
+            assert!(inside(s), "{s} is finished, outside {range}");
+        }
+        for s in [
+            TaskStatus::Queued,
+            TaskStatus::Active,
+            TaskStatus::CancelRequested,
+            TaskStatus::SoftFailed,
+        ] {
+            assert!(!inside(s.as_str()), "{} is in {range}", s.as_str());
+        }
+        assert!(
+            inside(TaskStatus::ClaimedByManager.as_str()),
+            "as documented"
+        );
+        let partial: Vec<Wanted> = wanted()
+            .into_iter()
+            .filter(|w| w.partial.is_some())
+            .collect();
+        assert_eq!(partial.len(), 1, "only the cleanup's index is partial");
+        assert_eq!(
+            partial[0].keys,
+            doc! { "status": 1, "last_updated": 1, "_id": 1 }
+        );
+        assert_eq!(partial[0].partial, Some(range));
+    }
 }

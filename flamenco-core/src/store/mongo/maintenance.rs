@@ -10,6 +10,7 @@ use mongodb::bson::{doc, Bson, Document};
 
 use super::codec::{self, date, oid};
 use super::errors::Mongo;
+use super::indexes::finished_statuses;
 use super::protocol::{apply_locally, CAS_ATTEMPTS};
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
@@ -20,20 +21,23 @@ use crate::updates;
 /// Candidates are read this many at a time.
 const BATCH: usize = 500;
 
-/// The ids of the tasks that match `filter`, in `order`, after the first `skip`.
+/// The ids of the tasks that match `filter`, in `order` (or in no order, so that the
+/// server need not sort), after the first `skip`.
 async fn ids(
     db: &Db,
     filter: Document,
-    order: Document,
+    order: Option<Document>,
     skip: u64,
     limit: Option<usize>,
 ) -> StoreResult<Vec<ObjectId>> {
     let mut find = db
         .tasks
         .find(filter)
-        .sort(order)
         .skip(skip)
         .projection(doc! { "_id": 1 });
+    if let Some(order) = order {
+        find = find.sort(order);
+    }
     if let Some(limit) = limit {
         find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
     }
@@ -51,6 +55,13 @@ fn untouched_since(cutoff: DateTime<Utc>) -> Document {
         { "last_worker_ping": Bson::Null, "last_updated": { "$lte": date(cutoff) } },
         { "last_worker_ping": Bson::Null, "last_updated": Bson::Null },
     ] }
+}
+
+/// The timeout's candidates: `active` tasks untouched since `cutoff`.
+fn timeout_query(cutoff: DateTime<Utc>) -> Document {
+    let mut filter = doc! { "status": TaskStatus::Active.as_str() };
+    filter.extend(untouched_since(cutoff));
+    filter
 }
 
 fn timed_out(task: &Task, cutoff: DateTime<Utc>) -> bool {
@@ -71,10 +82,12 @@ pub(super) async fn fail_timed_out(
     now: DateTime<Utc>,
     policy: &crate::jobs::retry::RetryPolicy,
 ) -> StoreResult<Vec<ObjectId>> {
-    let mut filter = doc! { "status": TaskStatus::Active.as_str() };
-    filter.extend(untouched_since(cutoff));
+    // Asked in no order (no index has `active` tasks by `_id`, so the server would sort
+    // them in memory) and put in order here.
+    let mut candidates = ids(db, timeout_query(cutoff), None, 0, None).await?;
+    candidates.sort_unstable();
     let mut failed = Vec::new();
-    for id in ids(db, filter, doc! { "_id": 1 }, 0, None).await? {
+    for id in candidates {
         for _ in 0..CAS_ATTEMPTS {
             let Some(before) = tasks::get_state(db, id).await? else {
                 break;
@@ -173,38 +186,41 @@ pub(super) async fn time_out_workers(db: &Db, cutoff: DateTime<Utc>) -> StoreRes
     Ok(out)
 }
 
-fn finished_statuses() -> Vec<&'static str> {
-    vec![
-        TaskStatus::Completed.as_str(),
-        TaskStatus::Failed.as_str(),
-        TaskStatus::Canceled.as_str(),
-    ]
-}
-
-/// Finished tasks untouched since `cutoff`: both times at or before it, or missing.
-/// `$not: {$gt}` rather than `$lte` or null, so that the index
-/// `{status, last_updated, _id}` bounds the walk to the old ones (one range per status)
-/// instead of every finished task.
-fn finished_before(cutoff: DateTime<Utc>) -> Document {
+/// Tasks of this finished `status` untouched since `cutoff`: both times at or before
+/// it, or missing. `$not: {$gt}` rather than `$lte` or null, so that the index
+/// `{status, last_updated, _id}` bounds the walk to the old ones instead of every task of
+/// the status. One status at a time: that equality is what lets MongoDB use the index,
+/// which is partial (`indexes::finished_range`).
+fn finished_before(status: &str, cutoff: DateTime<Utc>) -> Document {
     doc! {
-        "status": { "$in": finished_statuses() },
+        "status": status,
         "last_updated": { "$not": { "$gt": date(cutoff) } },
         "last_worker_ping": { "$not": { "$gt": date(cutoff) } },
     }
 }
 
-/// The order of the cleanup's walk: the index's own key order, so the index gives it
-/// and no sort is needed.
+/// The order of the cleanup's walk within one status: the index's own key order, so the
+/// index gives it and no sort is needed.
 fn cleanup_order() -> Document {
-    doc! { "status": 1, "last_updated": 1, "_id": 1 }
+    doc! { "last_updated": 1, "_id": 1 }
 }
 
 impl MongoStore {
-    /// The cleanup's candidate query for this cutoff: `(filter, sort)` on
-    /// `flamenco_tasks` (for query-plan checks).
+    /// The cleanup's candidate queries for this cutoff, one per finished status:
+    /// `(filter, sort)` on `flamenco_tasks` (for query-plan checks).
     #[doc(hidden)]
-    pub fn cleanup_query(cutoff: DateTime<Utc>) -> (Document, Document) {
-        (finished_before(cutoff), cleanup_order())
+    pub fn cleanup_queries(cutoff: DateTime<Utc>) -> Vec<(Document, Document)> {
+        finished_statuses()
+            .iter()
+            .map(|s| (finished_before(s, cutoff), cleanup_order()))
+            .collect()
+    }
+
+    /// The timeout's candidate query for this cutoff (asked with no sort), for
+    /// query-plan checks.
+    #[doc(hidden)]
+    pub fn timeout_query(cutoff: DateTime<Utc>) -> Document {
+        timeout_query(cutoff)
     }
 }
 
@@ -213,63 +229,68 @@ impl MongoStore {
 /// index). The delete repeats the conditions, so a task re-queued or touched meanwhile
 /// stays.
 ///
-/// The walk follows `{status, last_updated, _id}` from the oldest. What it deletes leaves
-/// the candidates; the parents it keeps stay in front of the ones not read yet, so each
-/// read skips as many as were kept. (A kept parent that changes meanwhile makes the skip
-/// pass over one candidate, which the next cleanup finds.)
+/// The walk follows `{status, last_updated, _id}` from the oldest, one finished status
+/// after the other. What it deletes leaves the candidates; the parents it keeps stay in
+/// front of the ones not read yet, so each read skips as many as were kept. (A kept
+/// parent that changes meanwhile makes the skip pass over one candidate, which the next
+/// cleanup finds.)
 pub(super) async fn delete_finished(
     db: &Db,
     cutoff: DateTime<Utc>,
     limit: usize,
 ) -> StoreResult<u64> {
     let mut deleted = 0;
-    let mut kept: u64 = 0;
-    while deleted < limit as u64 {
-        let batch = ids(
-            db,
-            finished_before(cutoff),
-            cleanup_order(),
-            kept,
-            Some(BATCH),
-        )
-        .await?;
-        if batch.is_empty() {
-            break;
+    for status in finished_statuses() {
+        let mut kept: u64 = 0;
+        while deleted < limit as u64 {
+            let filter = finished_before(status, cutoff);
+            let batch = ids(db, filter.clone(), Some(cleanup_order()), kept, Some(BATCH)).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let (parents, free) = split_needed_parents(db, batch).await?;
+            kept += parents.len() as u64;
+            let room = usize::try_from(limit as u64 - deleted).unwrap_or(usize::MAX);
+            let doomed: Vec<ObjectId> = free.into_iter().take(room).collect();
+            if doomed.is_empty() {
+                continue;
+            }
+            let mut filter = filter;
+            filter.insert(
+                "_id",
+                doc! { "$in": doomed.iter().map(|id| oid(*id)).collect::<Vec<Bson>>() },
+            );
+            deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
+            logs::delete_for_gone(db, &doomed).await?;
         }
-        let listed: Vec<Bson> = batch.iter().map(|id| oid(*id)).collect();
-        let children: Vec<Document> = db
-            .tasks
-            .find(doc! {
-                "parents": { "$in": listed },
-                "status": { "$nin": finished_statuses() },
-            })
-            .projection(doc! { "parents": 1 })
-            .await
-            .db()?
-            .try_collect()
-            .await
-            .db()?;
-        let mut needed = BTreeSet::new();
-        for child in &children {
-            needed.extend(codec::Fields::new(child, codec::TASKS).id_list("parents")?);
-        }
-        let (parents, free): (Vec<ObjectId>, Vec<ObjectId>) =
-            batch.into_iter().partition(|id| needed.contains(id));
-        kept += parents.len() as u64;
-        let room = usize::try_from(limit as u64 - deleted).unwrap_or(usize::MAX);
-        let doomed: Vec<ObjectId> = free.into_iter().take(room).collect();
-        if doomed.is_empty() {
-            continue;
-        }
-        let mut filter = finished_before(cutoff);
-        filter.insert(
-            "_id",
-            doc! { "$in": doomed.iter().map(|id| oid(*id)).collect::<Vec<Bson>>() },
-        );
-        deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
-        logs::delete_for_gone(db, &doomed).await?;
     }
     Ok(deleted)
+}
+
+/// `batch` split into the tasks that an unfinished task lists as a parent (kept) and the
+/// others (found through the `{parents: 1}` index).
+async fn split_needed_parents(
+    db: &Db,
+    batch: Vec<ObjectId>,
+) -> StoreResult<(Vec<ObjectId>, Vec<ObjectId>)> {
+    let listed: Vec<Bson> = batch.iter().map(|id| oid(*id)).collect();
+    let children: Vec<Document> = db
+        .tasks
+        .find(doc! {
+            "parents": { "$in": listed },
+            "status": { "$nin": finished_statuses().to_vec() },
+        })
+        .projection(doc! { "parents": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    let mut needed = BTreeSet::new();
+    for child in &children {
+        needed.extend(codec::Fields::new(child, codec::TASKS).id_list("parents")?);
+    }
+    Ok(batch.into_iter().partition(|id| needed.contains(id)))
 }
 
 /// `MaintenanceStore::delete_tasks` (clean slate).
@@ -277,7 +298,7 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     if limit == 0 {
         return Ok(0);
     }
-    let listed: Vec<Bson> = ids(db, doc! {}, doc! { "_id": 1 }, 0, Some(limit))
+    let listed: Vec<Bson> = ids(db, doc! {}, Some(doc! { "_id": 1 }), 0, Some(limit))
         .await?
         .into_iter()
         .map(oid)

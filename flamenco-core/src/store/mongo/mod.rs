@@ -197,9 +197,12 @@ impl MongoStore {
         self.database.name()
     }
 
-    /// The indices this store creates: `(collection, keys)`.
-    pub fn indexes() -> Vec<(&'static str, Document)> {
+    /// The indices this store creates: `(collection, keys, partial filter)`.
+    pub fn indexes() -> Vec<(&'static str, Document, Option<Document>)> {
         indexes::wanted()
+            .into_iter()
+            .map(|w| (w.collection, w.keys, w.partial))
+            .collect()
     }
 
     /// The claim's candidate query for these task types and worker tags: `(filter,

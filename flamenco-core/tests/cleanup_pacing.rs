@@ -1,7 +1,8 @@
 //! A long cleanup on the embedded store leaves the write lock to another process between
 //! its batches (`maintenance::BATCH_PAUSE`): a `flamenco` command writing beside the
 //! daemon is not refused as "locked by another process" while a million finished tasks are
-//! deleted (the soak in docs/performance.md found that it was).
+//! deleted (the soak in docs/performance.md found that it was). And a daemon told to stop
+//! ends a cleanup between two batches instead of after the last one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -64,31 +65,10 @@ fn other_process(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_writes_while_a_long_cleanup_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(SqliteStore::open(dir.path()).expect("open the store"));
-    let path = store.path().to_path_buf();
-    let clock = Arc::new(ManualClock::new(Utc::now()));
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let manager = Manager::with_store(config, store.clone() as Arc<dyn Store>, clock.clone());
     let seeded = Instant::now();
-    for first in (0..TASKS).step_by(5_000) {
-        let tasks: Vec<_> = (first..(first + 5_000).min(TASKS))
-            .map(|n| {
-                let mut t = test_task(nth_id(0x5c, n), "sleeping");
-                t.status = TaskStatus::Completed;
-                t.parents.clear();
-                t
-            })
-            .collect();
-        store
-            .insert_tasks(&tasks)
-            .await
-            .expect("insert finished tasks");
-    }
+    let (manager, store) = manager_with_old_finished_tasks(dir.path(), TASKS).await;
     println!("seeded {TASKS} finished tasks in {:?}", seeded.elapsed());
-    clock.advance(chrono::Duration::days(365));
+    let path = store.path().to_path_buf();
 
     let running = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
@@ -121,5 +101,81 @@ async fn another_process_writes_while_a_long_cleanup_runs() {
          a second): the cleanup kept the write lock",
         seen.writes_during_cleanup
     );
+    store.close().await.expect("close");
+}
+
+/// A Manager on a fresh embedded store holding `n` finished tasks a year old.
+async fn manager_with_old_finished_tasks(
+    dir: &std::path::Path,
+    n: u32,
+) -> (Arc<Manager>, Arc<SqliteStore>) {
+    let store = Arc::new(SqliteStore::open(dir).expect("open the store"));
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let manager = Manager::with_store(config, store.clone() as Arc<dyn Store>, clock.clone());
+    for first in (0..n).step_by(5_000) {
+        let tasks: Vec<_> = (first..(first + 5_000).min(n))
+            .map(|i| {
+                let mut t = test_task(nth_id(0x5c, i), "sleeping");
+                t.status = TaskStatus::Completed;
+                t.parents.clear();
+                t
+            })
+            .collect();
+        store
+            .insert_tasks(&tasks)
+            .await
+            .expect("insert finished tasks");
+    }
+    clock.advance(chrono::Duration::days(365));
+    (Arc::new(manager), store)
+}
+
+/// How many tasks the store holds.
+async fn left(store: &SqliteStore) -> u64 {
+    store
+        .count_tasks_by_status()
+        .await
+        .expect("count")
+        .values()
+        .sum()
+}
+
+/// The daemon's cleanup asks the shutdown watch after every batch: told to stop, it ends
+/// after the batch in progress (the first, here) and leaves the rest for the next run; not
+/// told, it deletes everything. Before, a cleanup of a million tasks held up `flamenco
+/// serve`'s exit until its end (80 s in a soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_the_cleanup_between_two_batches() {
+    const N: u32 = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (manager, store) = manager_with_old_finished_tasks(dir.path(), N).await;
+
+    let (stop, shutdown) = tokio::sync::watch::channel(true);
+    let deleted = manager
+        .cleanup_until_shutdown(&shutdown)
+        .await
+        .expect("cleanup");
+    assert_eq!(
+        deleted,
+        flamenco_core::maintenance::pacing::FIRST_BATCH as u64,
+        "one batch, then the shutdown is seen"
+    );
+    assert_eq!(
+        left(&store).await,
+        u64::from(N) - deleted,
+        "the rest is left for the next run"
+    );
+
+    stop.send(false).expect("the watch");
+    let rest = manager
+        .cleanup_until_shutdown(&shutdown)
+        .await
+        .expect("cleanup");
+    assert_eq!(deleted + rest, u64::from(N));
+    assert_eq!(left(&store).await, 0);
     store.close().await.expect("close");
 }

@@ -146,23 +146,51 @@ impl Manager {
     /// too, instead of going now with its tasks in one transaction per job. Returns how
     /// many tasks were deleted.
     pub async fn cleanup_now(&self) -> Result<u64, ApiError> {
+        self.cleanup_until(&pacing::never).await
+    }
+
+    /// [`Manager::cleanup_now`], ended early when `stop` answers true (asked between two
+    /// batches, and between two jobs): the daemon's loop passes "shutting down", so that a
+    /// cleanup of a million tasks does not hold up the exit for minutes. What was deleted
+    /// stays deleted; the next run goes on from there.
+    pub async fn cleanup_until(&self, stop: &(dyn Fn() -> bool + Sync)) -> Result<u64, ApiError> {
         let now = self.now();
         let cutoff = now - chrono_duration(self.config().task_cleanup_max_age);
-        let total = pacing::run(
+        let (total, stopped) = pacing::run(
             self.store().single_writer(),
+            stop,
             |_| {},
             |size| self.store().delete_finished_tasks(cutoff, size),
         )
         .await?;
+        if stopped {
+            tracing::info!(
+                deleted = total,
+                "task cleanup stopped for the shutdown; the next run goes on"
+            );
+            return Ok(total);
+        }
         if total > 0 {
             tracing::info!(deleted = total, "cleaned up finished tasks");
         }
         if let Some(age) = self.config().job_cleanup_max_age {
             if !self.config().is_upstream() {
-                self.cleanup_jobs(now - chrono_duration(age)).await?;
+                self.cleanup_jobs_until(now - chrono_duration(age), stop)
+                    .await?;
             }
         }
         Ok(total)
+    }
+
+    /// The daemon's cleanup: [`Manager::cleanup_until`] the loops are told to stop
+    /// (`shutdown` true), so that a run in progress ends between two batches instead of
+    /// holding up the exit, or the hand-over of the leader lease, until its last one.
+    pub async fn cleanup_until_shutdown(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<u64, ApiError> {
+        let stop = || *shutdown.borrow();
+        self.cleanup_until(&stop).await
     }
 
     /// Delete finished jobs (with their tasks) not updated since `cutoff`. Returns how
@@ -170,6 +198,16 @@ impl Manager {
     pub async fn cleanup_jobs(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, ApiError> {
+        self.cleanup_jobs_until(cutoff, &pacing::never).await
+    }
+
+    /// [`Manager::cleanup_jobs`], ended early when `stop` answers true (asked after each
+    /// job).
+    async fn cleanup_jobs_until(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<u64, ApiError> {
         use crate::model::JobStatus;
         use crate::store::JobQuery;
@@ -190,6 +228,13 @@ impl Manager {
                 if job.updated <= cutoff {
                     self.delete_job(job.id).await?;
                     deleted += 1;
+                    if stop() {
+                        tracing::info!(
+                            deleted,
+                            "job cleanup stopped for the shutdown; the next run goes on"
+                        );
+                        return Ok(deleted);
+                    }
                     pacer.after_batch().await;
                 } else {
                     kept += 1;
@@ -212,9 +257,12 @@ impl Manager {
     /// `queued` forever). Workers and the outbox are kept. `progress` is called with the running total after each
     /// batch.
     pub async fn clean_slate(&self, progress: impl FnMut(u64)) -> Result<u64, ApiError> {
-        let total = pacing::run(self.store().single_writer(), progress, |size| {
-            self.store().delete_tasks(size)
-        })
+        let (total, _) = pacing::run(
+            self.store().single_writer(),
+            &pacing::never,
+            progress,
+            |size| self.store().delete_tasks(size),
+        )
         .await?;
         self.store()
             .set_setting(crate::store::WATERMARK_SETTING, None)
@@ -229,9 +277,12 @@ impl Manager {
     /// Erase the task-update outbox (v2 2.0.12's `-purgequeue`), in batches. `progress` is
     /// called with the running total after each batch.
     pub async fn purge_outbox(&self, progress: impl FnMut(u64)) -> Result<u64, ApiError> {
-        let total = pacing::run(self.store().single_writer(), progress, |size| {
-            self.store().purge_outbox(size)
-        })
+        let (total, _) = pacing::run(
+            self.store().single_writer(),
+            &pacing::never,
+            progress,
+            |size| self.store().purge_outbox(size),
+        )
         .await?;
         tracing::warn!(deleted = total, "purged the task-update outbox");
         Ok(total)
@@ -314,6 +365,7 @@ pub async fn run_singleton_loops(manager: Arc<Manager>, shutdown: watch::Receive
     };
     let cleanup = {
         let manager = manager.clone();
+        let stopping = shutdown.clone();
         periodic(
             "task cleanup",
             CLEANUP_STARTUP_DELAY,
@@ -321,7 +373,8 @@ pub async fn run_singleton_loops(manager: Arc<Manager>, shutdown: watch::Receive
             shutdown.clone(),
             move || {
                 let manager = manager.clone();
-                async move { manager.cleanup_now().await.map(|_| ()) }
+                let stopping = stopping.clone();
+                async move { manager.cleanup_until_shutdown(&stopping).await.map(|_| ()) }
             },
         )
     };

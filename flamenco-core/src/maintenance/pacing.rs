@@ -68,13 +68,16 @@ pub fn next_size(size: usize, took: Duration) -> usize {
 }
 
 /// Run `batch` (given the size, it answers how many rows it did, and how long it kept the
-/// store busy) until it does fewer rows than asked for, paced by a [`Pacer`]; `progress`
-/// gets the running total after each batch. Answers the total.
+/// store busy) until it does fewer rows than asked for, or until `stop` answers true
+/// (asked after each batch: a daemon shutting down ends the run between two batches
+/// instead of after the last one), paced by a [`Pacer`]; `progress` gets the running
+/// total after each batch. Answers the total and whether the run was stopped.
 pub(crate) async fn run<F, Fut, E>(
     single_writer: bool,
+    stop: &(dyn Fn() -> bool + Sync),
     mut progress: impl FnMut(u64),
     mut batch: F,
-) -> Result<u64, E>
+) -> Result<(u64, bool), E>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<Batch, E>>,
@@ -86,10 +89,18 @@ where
         total += n;
         progress(total);
         if over {
-            return Ok(total);
+            return Ok((total, false));
+        }
+        if stop() {
+            return Ok((total, true));
         }
         pacer.after_batch().await;
     }
+}
+
+/// For [`run`]: never stop.
+pub(crate) fn never() -> bool {
+    false
 }
 
 /// Paces one run of batches: sizes them ([`next_size`]) and pauses between them
@@ -187,11 +198,21 @@ mod tests {
     /// it (paused, auto-advancing time): answers the sizes asked for, the totals reported
     /// and the total.
     async fn run_rows(single_writer: bool, rows: u64) -> (Vec<usize>, Vec<u64>, u64) {
+        run_rows_until(single_writer, rows, &never).await
+    }
+
+    /// [`run_rows`] with a `stop` check.
+    async fn run_rows_until(
+        single_writer: bool,
+        rows: u64,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> (Vec<usize>, Vec<u64>, u64) {
         let mut asked = Vec::new();
         let mut totals = Vec::new();
         let mut left = rows;
-        let total = run(
+        let (total, _) = run(
             single_writer,
+            stop,
             |t| totals.push(t),
             |size| {
                 asked.push(size);
@@ -244,6 +265,22 @@ mod tests {
             paused >= Duration::from_secs(200) * 2 * 99 / 100,
             "{paused:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_told_to_stop_ends_after_the_batch_in_progress() {
+        // Stop is asked after each batch; it answers true from the third question on.
+        let asked_stop = std::sync::atomic::AtomicUsize::new(0);
+        let stop = || asked_stop.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2;
+        let (asked, totals, total) = run_rows_until(true, 1_000_000, &stop).await;
+        assert_eq!(
+            asked.len(),
+            3,
+            "three batches, then the run ends: {asked:?}"
+        );
+        assert_eq!(total, asked.iter().map(|&n| n as u64).sum::<u64>());
+        assert_eq!(totals.last(), Some(&total));
+        assert!(total < 1_000_000);
     }
 
     #[tokio::test(start_paused = true)]

@@ -154,6 +154,8 @@ run() {
             --seed-config flamenco-manager.yaml --pid "$manager_pid" "$@") >"$file"
     fi
     stop_manager
+    # The soak's Manager log says when each cleanup ran and what it deleted.
+    if [ "$name" = soak ]; then cp "$dir/manager.log" "$OUT/$name-$n-manager.log"; fi
     rm -rf "$dir"
     echo "$name run $n: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("cycles/s=%.0f req/s=%.0f rss=%.1fMB%s" % (r["task_cycles_per_second"], r["requests_per_second"], r.get("manager_peak_rss_bytes",0)/2**20, " all served in %s s" % r.get("all_served_seconds") if "all_served_seconds" in r else ""))' "$file")"
 }
@@ -280,10 +282,16 @@ if "restart-storm" in sc:
           % (s["stop_seconds"], s["first_answer_seconds"], "%.2f" % s["all_served_seconds"] if s["all_served_seconds"] is not None else "never", s["storm_p99_ms"]))
 if "soak" in sc:
     print("\nsoak, per minute:")
-    print("%6s %10s %10s %8s %8s %8s %6s %12s %10s" % ("minute", "cycles/s", "req/s", "p99 ms", "errors", "RSS MB", "fds", "data dir MB", "WAL MB"))
+    print("%6s %10s %10s %8s %8s %8s %8s %6s %12s %10s %8s %8s %6s" % ("minute", "cycles/s", "req/s", "p99 ms", "errors", "RSS MB", "anon MB", "fds",
+          "data dir MB", "WAL MB", "mgr us", "sim us", "core"))
+    num = lambda v, f: f % v if v is not None else "-"
     for r in sc["soak"]["minutes"]:
-        print("%6d %10.0f %10.0f %8.1f %8d %8.1f %6d %12.1f %10.1f" % (r["minute"], r["cycles_per_second"], r["requests_per_second"], r["p99_ms"],
-              r["transport_errors"] + r["not_2xx"], (r["rss_bytes"] or 0) / 2**20, r["open_fds"] or 0, r["data_dir_bytes"] / 2**20, r["wal_bytes"] / 2**20))
+        print("%6d %10.0f %10.0f %8.1f %8d %8.1f %8.1f %6d %12.1f %10.1f %8s %8s %6s" % (r["minute"], r["cycles_per_second"], r["requests_per_second"], r["p99_ms"],
+              r["transport_errors"] + r["not_2xx"], (r["rss_bytes"] or 0) / 2**20, (r["rss_anon_bytes"] or 0) / 2**20, r["open_fds"] or 0,
+              r["data_dir_bytes"] / 2**20, r["wal_bytes"] / 2**20, num(r.get("manager_cpu_us_per_cycle"), "%.0f"),
+              num(r.get("simulator_cpu_us_per_cycle"), "%.0f"), num(r.get("manager_core_busy_share") and 100 * r["manager_core_busy_share"], "%.0f%%")))
+    print("(mgr us / sim us: CPU microseconds per task cycle of the Manager's process and of the simulator's, whose work per cycle"
+          " does not depend on the database: when both move together, the machine did; core: how busy the Manager's core was, pinned runs only)")
 
 path = os.path.join(out, "summary.json")
 json.dump(summary, open(path, "w"), indent=1, sort_keys=True)

@@ -157,12 +157,36 @@ async fn soak_mode_reports_a_row_per_minute() {
         assert!(row["open_fds"].as_u64().unwrap() > 0, "{row}");
         assert!(row["data_dir_bytes"].as_u64().unwrap() > 0, "{row}");
         assert!(row["wal_bytes"].is_u64(), "{row}");
+        for key in [
+            "manager_cpu_user_share",
+            "manager_cpu_kernel_share",
+            "manager_cpu_us_per_cycle",
+            "simulator_cpu_us_per_cycle",
+        ] {
+            assert!(row[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {row}");
+        }
+        // The core's share is there exactly when the Manager (here the test process) is
+        // pinned to one core.
+        assert_eq!(
+            row["manager_core"].is_null(),
+            row["manager_core_busy_share"].is_null(),
+            "{row}"
+        );
     }
     assert!(
         rows.iter()
             .any(|r| r["cycles_per_second"].as_f64().unwrap() > 0.0),
         "{report}"
     );
+    // The Manager (in this process) worked: its CPU shows in the rows.
+    let cpu: f64 = rows
+        .iter()
+        .map(|r| {
+            r["manager_cpu_user_share"].as_f64().unwrap()
+                + r["manager_cpu_kernel_share"].as_f64().unwrap()
+        })
+        .sum();
+    assert!(cpu > 0.0, "{report}");
 }
 
 /// Soak mode and the restart storm refuse to start without what they need.

@@ -4,8 +4,13 @@
 //! `--seed-tasks` (at least 1,000) tasks stay queued. Task logs and the cleanup are whatever
 //! the Manager's configuration says (scripts/perf.sh turns both on). Every minute one row:
 //! cycles and requests per second, p50/p99/max latency over every endpoint, errors, and the
-//! Manager's resident memory, open file descriptors, data-directory and WAL size. A row is
-//! also printed to stderr as it is taken, so a long soak shows progress.
+//! Manager's resident memory, open file descriptors, data-directory and WAL size, and its
+//! CPU: the process's own (user and kernel time, and per task cycle) and, when it is pinned
+//! to one core, how busy that core was in all (the process, kernel threads and interrupts
+//! that ran there), so that a change in the cost per cycle can be told apart from other
+//! work on its core; and the simulator's own CPU per cycle, whose work per cycle does not
+//! depend on the database (apart from the job submissions), as a control for the machine. A row is also printed to stderr as it is taken, so a long soak shows
+//! progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +41,46 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
 
 fn open_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// User and kernel CPU seconds of process `pid` so far (`utime`, `stime` of
+/// /proc/PID/stat, in clock ticks of 100 per second).
+fn cpu_user_kernel(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick =
+        |i: usize| -> Option<f64> { Some(fields.get(i)?.parse::<u64>().ok()? as f64 / 100.0) };
+    Some((tick(11)?, tick(12)?))
+}
+
+/// The one core process `pid` may run on (`Cpus_allowed_list` of a single number, as
+/// `taskset -c N` leaves it), if it is pinned.
+fn pinned_core(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Busy and total clock ticks of core `core` so far, from /proc/stat (busy: everything
+/// but idle and iowait).
+fn core_ticks(core: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
 }
 
 /// Bytes of every file under `dir`.
@@ -162,12 +207,37 @@ pub(super) async fn run(
     let mut rows = Vec::new();
     let mut last = Instant::now();
     let _ = std::mem::take(&mut *window.lock().unwrap_or_else(|e| e.into_inner()));
+    let core = pinned_core(pid);
+    let me = std::process::id();
+    let mut cpu_before = cpu_user_kernel(pid);
+    let mut sim_before = cpu_user_kernel(me);
+    let mut core_before = core.and_then(core_ticks);
     for minute in 1..=minutes {
         tokio::time::sleep_until((start + period * minute as u32).into()).await;
         let w = std::mem::take(&mut *window.lock().unwrap_or_else(|e| e.into_inner()));
         let secs = last.elapsed().as_secs_f64();
         last = Instant::now();
         let q = |p: f64| w.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let cpu_now = cpu_user_kernel(pid);
+        let core_now = core.and_then(core_ticks);
+        let (cpu_user, cpu_kernel) = match (cpu_before, cpu_now) {
+            (Some((u0, k0)), Some((u1, k1))) => (Some(u1 - u0), Some(k1 - k0)),
+            _ => (None, None),
+        };
+        let core_busy = match (core_before, core_now) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                Some((b1 - b0) as f64 / (t1 - t0) as f64)
+            }
+            _ => None,
+        };
+        let sim_now = cpu_user_kernel(me);
+        let sim_cpu = match (sim_before, sim_now) {
+            (Some((u0, k0)), Some((u1, k1))) => Some(u1 + k1 - u0 - k0),
+            _ => None,
+        };
+        (cpu_before, core_before, sim_before) = (cpu_now, core_now, sim_now);
+        let cpu = cpu_user.zip(cpu_kernel).map(|(u, k)| u + k);
+        let per_cycle = |c: f64| 1e6 * c / w.cycles.max(1) as f64;
         let row = json!({
             "minute": minute,
             "cycles_per_second": w.cycles as f64 / secs,
@@ -187,6 +257,12 @@ pub(super) async fn run(
             "wal_bytes": file_bytes(&wal),
             "queued_estimate": submitted.load(Ordering::Relaxed).saturating_sub(completed.load(Ordering::Relaxed)),
             "submit_failures": submit_failures.load(Ordering::Relaxed),
+            "manager_cpu_user_share": cpu_user.map(|u| u / secs),
+            "manager_cpu_kernel_share": cpu_kernel.map(|k| k / secs),
+            "manager_cpu_us_per_cycle": cpu.map(per_cycle),
+            "manager_core": core,
+            "manager_core_busy_share": core_busy,
+            "simulator_cpu_us_per_cycle": sim_cpu.map(per_cycle),
         });
         eprintln!("soak {row}");
         rows.push(row);

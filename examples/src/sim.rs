@@ -556,13 +556,19 @@ async fn tag_workers(
 
 /// CPU time (user + system, every thread) a process has used, in seconds.
 fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_user_kernel(pid).map(|(user, kernel)| user + kernel)
+}
+
+/// User and kernel CPU seconds of process `pid` so far: `utime` and `stime` of
+/// /proc/PID/stat, the 12th and 13th fields after the command name (in parentheses), in
+/// clock ticks of 100 per second.
+fn cpu_user_kernel(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (in parentheses): utime and stime are the 12th and
-    // 13th, in clock ticks (100 per second on Linux).
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    let seconds =
+        |i: usize| -> Option<f64> { Some(fields.get(i)?.parse::<u64>().ok()? as f64 / 100.0) };
+    Some((seconds(11)?, seconds(12)?))
 }
 
 /// Peak resident memory (VmHWM) of a process, in bytes.

@@ -24,7 +24,7 @@ use flamenco_core::config::Config;
 use flamenco_core::jobs::JobSubmission;
 use flamenco_core::Manager;
 
-use super::{Args, Bodies, SimWorker, Window};
+use super::{cpu_user_kernel, Args, Bodies, SimWorker, Window};
 
 /// Tasks per submitted job.
 const JOB_TASKS: u64 = 100;
@@ -41,17 +41,6 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
 
 fn open_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
-}
-
-/// User and kernel CPU seconds of process `pid` so far (`utime`, `stime` of
-/// /proc/PID/stat, in clock ticks of 100 per second).
-fn cpu_user_kernel(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick =
-        |i: usize| -> Option<f64> { Some(fields.get(i)?.parse::<u64>().ok()? as f64 / 100.0) };
-    Some((tick(11)?, tick(12)?))
 }
 
 /// The one core process `pid` may run on (`Cpus_allowed_list` of a single number, as

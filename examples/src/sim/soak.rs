@@ -9,8 +9,8 @@
 //! to one core, how busy that core was in all (the process, kernel threads and interrupts
 //! that ran there), so that a change in the cost per cycle can be told apart from other
 //! work on its core; and the simulator's own CPU per cycle, whose work per cycle does not
-//! depend on the database (apart from the job submissions), as a control for the machine. A row is also printed to stderr as it is taken, so a long soak shows
-//! progress.
+//! depend on the database (apart from the job submissions), as a control for the machine.
+//! A row is also printed to stderr as it is taken, so a long soak shows progress.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -209,21 +209,18 @@ pub(super) async fn run(
         let q = |p: f64| w.latency_us.value_at_quantile(p) as f64 / 1000.0;
         let cpu_now = cpu_user_kernel(pid);
         let core_now = core.and_then(core_ticks);
-        let (cpu_user, cpu_kernel) = match (cpu_before, cpu_now) {
-            (Some((u0, k0)), Some((u1, k1))) => (Some(u1 - u0), Some(k1 - k0)),
-            _ => (None, None),
-        };
-        let core_busy = match (core_before, core_now) {
-            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
-                Some((b1 - b0) as f64 / (t1 - t0) as f64)
-            }
-            _ => None,
-        };
+        let (cpu_user, cpu_kernel) = cpu_before
+            .zip(cpu_now)
+            .map(|((u0, k0), (u1, k1))| (u1 - u0, k1 - k0))
+            .unzip();
+        let core_busy = core_before
+            .zip(core_now)
+            .filter(|((_, t0), (_, t1))| t1 > t0)
+            .map(|((b0, t0), (b1, t1))| (b1 - b0) as f64 / (t1 - t0) as f64);
         let sim_now = cpu_user_kernel(me);
-        let sim_cpu = match (sim_before, sim_now) {
-            (Some((u0, k0)), Some((u1, k1))) => Some(u1 + k1 - u0 - k0),
-            _ => None,
-        };
+        let sim_cpu = sim_before
+            .zip(sim_now)
+            .map(|((u0, k0), (u1, k1))| u1 + k1 - u0 - k0);
         (cpu_before, core_before, sim_before) = (cpu_now, core_now, sim_now);
         let cpu = cpu_user.zip(cpu_kernel).map(|(u, k)| u + k);
         let per_cycle = |c: f64| 1e6 * c / w.cycles.max(1) as f64;

@@ -497,9 +497,23 @@ async fn documents_have_the_v2_shape() {
         matches!(d.get("current_task"), Some(Bson::ObjectId(id)) if id.to_hex() == tasks_claimed_id.to_string()),
         "{d}"
     );
-    let updates = all(&raw.collection("task_update_queue"), doc! {}).await;
+    // The assignment's two updates wait in the task (`outbox`, ours), and in no
+    // collection of their own.
+    assert!(all(&raw.collection("task_update_queue"), doc! {})
+        .await
+        .is_empty());
+    let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
+    assert!(matches!(d.get("outbox_at"), Some(Bson::Int64(_))), "{d}");
+    assert!(matches!(d.get("outbox_bytes"), Some(Bson::Int64(_))), "{d}");
+    let updates: Vec<Document> = d
+        .get_array("outbox")
+        .expect("outbox")
+        .iter()
+        .map(|e| e.as_document().expect("an entry").clone())
+        .collect();
     assert_eq!(updates.len(), 2);
     for u in &updates {
+        assert!(matches!(u.get("_id"), Some(Bson::ObjectId(_))), "{u}");
         assert!(matches!(u.get("task_id"), Some(Bson::ObjectId(_))), "{u}");
         assert!(
             matches!(u.get("received_on_manager"), Some(Bson::DateTime(_))),
@@ -512,6 +526,33 @@ async fn documents_have_the_v2_shape() {
         updates.iter().any(|u| u.get("task_status").is_none()),
         "an update without status omits task_status"
     );
+    // Made for whichever task the claim chose: they name it.
+    for u in &updates {
+        assert_eq!(
+            u.get_object_id("task_id").expect("task_id").to_hex(),
+            tasks_claimed_id.to_string(),
+            "{u}"
+        );
+    }
+    let assigned = updates
+        .iter()
+        .find_map(|u| u.get_str("activity").ok())
+        .expect("the assignment's activity");
+    assert_eq!(
+        assigned,
+        format!(
+            "Manager assigned task {tasks_claimed_id} to worker {}",
+            w.identifier()
+        )
+    );
+    // Taken by the job source: the task is v2's shape again.
+    let sent = store.outbox_peek(10).await.expect("peek");
+    let ids: Vec<_> = sent.iter().map(|u| u.id).collect();
+    assert_eq!(store.outbox_ack(&ids).await.expect("ack"), 2);
+    let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
+    for ours in ["outbox", "outbox_at", "outbox_bytes"] {
+        assert!(d.get(ours).is_none(), "{ours} should be gone: {d}");
+    }
     store.close().await.expect("close");
 }
 
@@ -807,14 +848,14 @@ async fn logged_busy_workers(
     (store, log, pairs)
 }
 
-/// Concurrent task updates share the outbox's commands (`outbox_batch`, the group
-/// commit): 32 workers' updates sent at once are all stored, each exactly once, with
-/// distinct sequence numbers, and take fewer counter and insert commands than the two
-/// per update that one update alone costs. A worker's second update, sent after its
-/// first was answered, comes after it in the outbox.
+/// A worker's update is ONE command: the task's compare-and-set also queues the update in
+/// the task (`outbox_entries`). 32 workers' updates sent at once are all stored, each
+/// exactly once, with distinct `seq`, and nothing touches `task_update_queue` or the old
+/// counter. A worker's second update, sent after its first was answered, comes after it
+/// in the outbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_updates_share_outbox_commands() {
-    let Some(db) = TestDatabase::new("concurrent_updates_share_outbox_commands") else {
+async fn concurrent_updates_queue_in_their_tasks() {
+    let Some(db) = TestDatabase::new("concurrent_updates_queue_in_their_tasks") else {
         return;
     };
     const N: u32 = 32;
@@ -839,41 +880,20 @@ async fn concurrent_updates_share_outbox_commands() {
     });
     futures::future::join_all(sends).await;
     let commands = log.take();
-    let count = |c: &str| commands.iter().filter(|x| *x == c).count();
-    let counters = count("findAndModify flamenco_counters");
-    let inserts = count("insert task_update_queue");
-    println!(
-        "{} updates: {counters} counter commands, {inserts} outbox inserts",
-        2 * N
-    );
-    assert!(counters >= 1 && inserts >= 1, "{commands:?}");
-    assert!(
-        counters < 2 * N as usize && inserts < 2 * N as usize,
-        "no update shared its outbox commands: {counters} counter commands and {inserts} \
-         inserts for {} updates",
-        2 * N
+    println!("{} updates: {commands:?}", 2 * N);
+    assert_eq!(
+        commands,
+        vec!["update flamenco_tasks".to_string(); 2 * N as usize],
+        "one command per update, and no other"
     );
 
-    let queued = raw(&db).await.collection::<Document>("task_update_queue");
-    let docs: Vec<Document> = queued
-        .find(doc! {})
-        .sort(doc! { "seq": 1 })
-        .await
-        .expect("find")
-        .try_collect()
-        .await
-        .expect("read");
-    assert_eq!(docs.len(), 2 * N as usize, "every update once");
-    let seqs: BTreeSet<i64> = docs
-        .iter()
-        .map(|d| d.get_i64("seq").expect("seq"))
-        .collect();
-    assert_eq!(seqs.len(), docs.len(), "distinct sequence numbers");
-    let mut seen: BTreeMap<mongodb::bson::oid::ObjectId, Vec<String>> = BTreeMap::new();
-    for d in &docs {
-        let task = d.get_object_id("task_id").expect("task_id");
-        let activity = d.get_str("activity").expect("activity").to_string();
-        seen.entry(task).or_default().push(activity);
+    let queued = store.outbox_peek(1_000).await.expect("peek");
+    assert_eq!(queued.len(), 2 * N as usize, "every update once");
+    let ids: BTreeSet<_> = queued.iter().map(|u| u.id).collect();
+    assert_eq!(ids.len(), queued.len(), "distinct updates");
+    let mut seen: BTreeMap<flamenco_core::model::ObjectId, Vec<String>> = BTreeMap::new();
+    for u in &queued {
+        seen.entry(u.task_id).or_default().push(u.activity.clone());
     }
     assert_eq!(seen.len(), N as usize);
     for (task, activities) in &seen {
@@ -883,6 +903,14 @@ async fn concurrent_updates_share_outbox_commands() {
             "the outbox order of task {task}"
         );
     }
+    let mut seqs = BTreeSet::new();
+    for d in all(&raw(&db).await.collection("flamenco_tasks"), doc! {}).await {
+        for e in d.get_array("outbox").expect("outbox") {
+            let e = e.as_document().expect("an entry");
+            assert!(seqs.insert(e.get_i64("seq").expect("seq")), "distinct seq");
+        }
+    }
+    assert_eq!(seqs.len(), 2 * N as usize);
 }
 
 /// The log lines of concurrent updates share their chunks' insert (`group_commit`), and
@@ -951,4 +979,118 @@ async fn concurrent_updates_share_log_chunk_inserts() {
             .collect();
         assert_eq!(lines, expected, "the log of task {}", t.id);
     }
+}
+
+/// A task whose outbox holds `TASK_LIMIT_BYTES` (4 MiB) of updates the job source has not
+/// taken refuses its worker's next update with `Unavailable` (503: the worker keeps it
+/// and sends it again), changing nothing; once the job source takes them, the same
+/// update is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_task_outbox_refuses_worker_updates_until_taken() {
+    let Some((store, _db)) = make().await else {
+        return;
+    };
+    let w = test_worker(oid("a3a3a3a3a3a3a3a3a3a3a3a3"), "w", &["testing"]);
+    store.insert_worker(&w).await.expect("worker");
+    let mut t = test_task(oid("1bbbbbbbbbbbbbbbbbbbbbbb"), "testing");
+    t.status = TaskStatus::Active;
+    t.worker_id = Some(w.id);
+    store.insert_tasks(&[t.clone()]).await.expect("task");
+    let big = |n: i64| {
+        let mut u = worker_update(t.id, &w, None, &format!("update {n}"), at(n));
+        u.log = format!("{}\n", "x".repeat(1 << 20));
+        u
+    };
+    let mut accepted = 0;
+    let refused = loop {
+        match store.apply_worker_update(w.id, big(accepted)).await {
+            Ok(outcome) => {
+                assert_eq!(outcome, WorkerUpdateOutcome::Applied);
+                accepted += 1;
+                assert!(accepted < 10, "never refused");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&refused, StoreError::Unavailable(m) if m.contains("has not taken yet")),
+        "{refused:?}"
+    );
+    assert_eq!(accepted, 3, "4 MiB hold three updates of 1 MiB");
+    let stored = store.get_task(t.id).await.expect("get").expect("task");
+    assert_eq!(
+        stored.activity, "update 2",
+        "the refused update changed nothing"
+    );
+    assert_eq!(store.outbox_len().await.expect("len"), 3);
+
+    let sent: Vec<ObjectId> = store
+        .outbox_peek(10)
+        .await
+        .expect("peek")
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(store.outbox_ack(&sent).await.expect("ack"), 3);
+    assert_eq!(
+        store
+            .apply_worker_update(w.id, big(3))
+            .await
+            .expect("update"),
+        WorkerUpdateOutcome::Applied
+    );
+    let stored = store.get_task(t.id).await.expect("get").expect("task");
+    assert_eq!(stored.activity, "update 3");
+}
+
+/// Updates that an earlier version (or v2) queued in `task_update_queue` are sent before
+/// those waiting in the tasks; deleting a task moves its waiting updates to the
+/// collection, in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_queued_by_an_earlier_version_come_first() {
+    let Some(db) = TestDatabase::new("updates_queued_by_an_earlier_version_come_first") else {
+        return;
+    };
+    let store = MongoStore::connect(&db.url).await.expect("connect");
+    let t = test_task(oid("1ccccccccccccccccccccccc"), "testing");
+    store.insert_tasks(std::slice::from_ref(&t)).await.expect("task");
+    let earlier = TaskUpdate::new(t.id, at(1));
+    raw(&db)
+        .await
+        .collection::<Document>("task_update_queue")
+        .insert_one(doc! {
+            "_id": bson_id(earlier.id),
+            "task_id": bson_id(t.id),
+            "received_on_manager": mongodb::bson::DateTime::from_millis(1_000),
+            "task_progress_percentage": 0_i64,
+            "current_command_idx": 0_i64,
+            "command_progress_percentage": 0_i64,
+            "worker": "",
+            "seq": 7_i64,
+        })
+        .await
+        .expect("plant");
+    let mut now = TaskUpdate::new(t.id, at(2));
+    now.activity = "queued now".into();
+    store.queue_update(now.clone()).await.expect("queue");
+    let ids = |v: Vec<TaskUpdate>| v.iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.outbox_peek(10).await.expect("peek")),
+        vec![earlier.id, now.id]
+    );
+
+    // Deleting the task (clean slate) keeps both, in order.
+    assert_eq!(store.delete_tasks(10).await.expect("delete").rows, 1);
+    assert_eq!(
+        ids(store.outbox_peek(10).await.expect("peek")),
+        vec![earlier.id, now.id]
+    );
+    let moved = all(
+        &raw(&db).await.collection("task_update_queue"),
+        doc! { "_id": bson_id(now.id) },
+    )
+    .await;
+    assert_eq!(moved.len(), 1, "moved to the collection");
+    assert_eq!(moved[0].get_str("activity").ok(), Some("queued now"));
+    store.close().await.expect("close");
 }

@@ -85,7 +85,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::OK);
-    budgets.push(("claim", claim.len(), 4));
+    budgets.push(("claim", claim.len(), 2));
 
     let (status, update) = measured(&log, "update with log lines", async {
         w.update(
@@ -97,14 +97,14 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    budgets.push(("update with log lines", update.len(), 5));
+    budgets.push(("update with log lines", update.len(), 3));
 
     let (status, update_plain) = measured(&log, "update without log", async {
         w.update(id, json!({"activity": "still rendering"})).await
     })
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    budgets.push(("update without log", update_plain.len(), 3));
+    budgets.push(("update without log", update_plain.len(), 1));
 
     let (status, may_i_run) = measured(&log, "may-i-run", async {
         let (status, body) = w.may_i_run(id).await;

@@ -293,7 +293,8 @@ pub async fn tasks_round_trip_every_field(store: Arc<dyn Store>) {
     assert_eq!(all, vec![full, minimal]);
 }
 
-/// `upsert_tasks` inserts new tasks and replaces existing ones wholly, parents included.
+/// `upsert_tasks` inserts new tasks and replaces existing ones wholly, parents included;
+/// the updates queued about them still wait.
 pub async fn upsert_replaces_whole_tasks(store: Arc<dyn Store>) {
     let parent = test_task(oid("0aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
     let mut child = test_task(oid("1aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
@@ -307,10 +308,18 @@ pub async fn upsert_replaces_whole_tasks(store: Arc<dyn Store>) {
     changed.worker_id = Some(oid("5852bc5198377351f95d103e"));
     changed.activity = "replaced".into();
     let new = test_task(oid("2aaaaaaaaaaaaaaaaaaaaaaa"), "sleeping");
+    let mut note = TaskUpdate::new(child.id, at(1));
+    note.activity = "queued before the replacement".into();
+    store.queue_update(note.clone()).await.expect("queue");
     store
         .upsert_tasks(&[changed.clone(), new.clone()])
         .await
         .expect("upsert");
+    assert_eq!(
+        outbox(&store).await,
+        vec![note],
+        "an update queued about a replaced task still waits"
+    );
     assert_eq!(task(&store, changed.id).await, changed);
     assert_eq!(task(&store, new.id).await, new);
     assert_eq!(task(&store, parent.id).await, parent);

@@ -9,7 +9,7 @@
 use mongodb::bson::{doc, Document};
 
 use super::codec::oid;
-use super::{claim_read, outbox, protocol, tasks, Db, MongoStore};
+use super::{claim_read, protocol, tasks, Db, MongoStore};
 use crate::model::{ObjectId, Task, TaskStatus};
 use crate::store::claims::{stopped_update, ClaimOutcome, ClaimStore};
 use crate::store::{ClaimRequest, StoreResult};
@@ -26,7 +26,7 @@ pub(super) fn own_open_filter(worker: ObjectId) -> Document {
 }
 
 /// Cancel a task the worker stopped, starting from the state just read: one
-/// compare-and-set, then the outbox; if the task changed meanwhile, as
+/// compare-and-set that also queues the update; if the task changed meanwhile, as
 /// [`protocol::queue_update`] (which reads it again).
 async fn cancel_stopped(db: &Db, before: &Task, req: &ClaimRequest) -> StoreResult<bool> {
     let Some(update) = stopped_update(before.id, req) else {
@@ -34,9 +34,8 @@ async fn cancel_stopped(db: &Db, before: &Task, req: &ClaimRequest) -> StoreResu
     };
     let mut after = before.clone();
     protocol::apply_locally(&mut after, &update);
-    if tasks::save(db, before, &after, Document::new()).await? {
-        outbox::insert(db, std::slice::from_ref(&update)).await?;
-    } else {
+    let queued = super::outbox_entries::pending(db, std::slice::from_ref(&update));
+    if !tasks::save_queueing(db, before, &after, Document::new(), &queued).await? {
         protocol::queue_update(db, &update).await?;
     }
     Ok(true)

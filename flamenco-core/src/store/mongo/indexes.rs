@@ -9,8 +9,10 @@
 //! | `flamenco_tasks` | `{status: 1, last_updated: 1, _id: 1}`, partial: `status` from `canceled` to `failed` | cleanup: the finished tasks untouched since the cutoff, oldest first, without walking the younger ones; partial, so a running task's updates (which write `last_updated`) move no key in it |
 //! | `flamenco_tasks` | `{parents: 1}` | cleanup: is this finished task a parent of a waiting one? |
 //! | `flamenco_tasks` | `{job: 1, status: 1}` | a job's tasks and their counts per status |
+//! | `flamenco_tasks` | `{outbox_at: 1, _id: 1}`, partial: `outbox_at` exists | the tasks with waiting updates, oldest first (the outbox's reader) |
+//! | `flamenco_tasks` | `{"outbox._id": 1}`, partial: `outbox_at` exists | which task holds a waiting update (acknowledgements) |
 //! | `task_update_queue` | `{task_id: 1, received_on_manager: 1}` | v2's index, kept |
-//! | `task_update_queue` | `{seq: 1, _id: 1}` | the outbox's arrival order |
+//! | `task_update_queue` | `{seq: 1, _id: 1}` | the order of the updates waiting there |
 //! | `flamenco_jobs` | `{status: 1}` | listing jobs by status |
 //! | `task_log_chunks` | `{task_id: 1, head: 1, start_byte: 1}` | a task's log in order; dropping the tail's oldest chunks |
 //! | `flamenco_job_blocklist` | `{job: 1, task_type: 1, worker_id: 1}` | a job's blocklist; one entry per job, type and worker |
@@ -23,6 +25,7 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 
 use super::errors::map_err;
+use super::outbox_entries as entries;
 use super::Db;
 use crate::model::TaskStatus;
 use crate::store::StoreResult;
@@ -107,6 +110,18 @@ pub(super) fn wanted() -> Vec<Wanted> {
         keys: doc! { "status": 1, "last_updated": 1, "_id": 1 },
         partial: Some(finished_range()),
     });
+    // Only the tasks with waiting updates (`outbox_entries`): a task enters them when an
+    // update is queued in it and leaves when its last one is taken.
+    for keys in [
+        doc! { entries::AT: 1, "_id": 1 },
+        doc! { format!("{}._id", entries::FIELD): 1 },
+    ] {
+        wanted.push(Wanted {
+            collection: super::codec::TASKS,
+            keys,
+            partial: Some(entries::waiting_filter()),
+        });
+    }
     wanted
 }
 
@@ -197,15 +212,22 @@ mod tests {
             inside(TaskStatus::ClaimedByManager.as_str()),
             "as documented"
         );
-        let partial: Vec<Wanted> = wanted()
+        let cleanup: Vec<Wanted> = wanted()
             .into_iter()
-            .filter(|w| w.partial.is_some())
+            .filter(|w| w.partial == Some(range.clone()))
             .collect();
-        assert_eq!(partial.len(), 1, "only the cleanup's index is partial");
+        assert_eq!(cleanup.len(), 1, "one index has the cleanup's range");
         assert_eq!(
-            partial[0].keys,
+            cleanup[0].keys,
             doc! { "status": 1, "last_updated": 1, "_id": 1 }
         );
-        assert_eq!(partial[0].partial, Some(range));
+        let others: Vec<Wanted> = wanted()
+            .into_iter()
+            .filter(|w| w.partial.is_some() && w.partial != Some(range.clone()))
+            .collect();
+        assert_eq!(others.len(), 2, "and two the outbox's");
+        for w in others {
+            assert_eq!(w.partial, Some(entries::waiting_filter()), "{}", w.keys);
+        }
     }
 }

@@ -201,12 +201,10 @@ pub(super) async fn action(
             ActionPlan::Nothing => return Ok(JobActionOutcome::Done { job, tasks: 0 }),
             ActionPlan::Delete => {
                 let task_ids = logs::task_ids_of_job(db, id).await?;
-                let n = db
-                    .tasks
-                    .delete_many(doc! { "job": oid(id) })
-                    .await
-                    .db()?
-                    .deleted_count;
+                super::outbox_entries::move_out(db, doc! { "job": oid(id) }).await?;
+                let mut filter = doc! { "job": oid(id) };
+                filter.extend(super::outbox_entries::nothing_waiting());
+                let n = db.tasks.delete_many(filter).await.db()?.deleted_count;
                 logs::delete_for_gone(db, &task_ids).await?;
                 db.blocklist
                     .delete_many(doc! { "job": oid(id) })

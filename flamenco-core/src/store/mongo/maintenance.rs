@@ -11,6 +11,7 @@ use mongodb::bson::{doc, Bson, Document};
 use super::codec::{self, date, oid};
 use super::errors::Mongo;
 use super::indexes::finished_statuses;
+use super::outbox_entries as entries;
 use super::protocol::{apply_locally, CAS_ATTEMPTS};
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
@@ -255,11 +256,11 @@ pub(super) async fn delete_finished(
             if doomed.is_empty() {
                 continue;
             }
+            let doomed_ids: Vec<Bson> = doomed.iter().map(|id| oid(*id)).collect();
+            entries::move_out(db, doc! { "_id": { "$in": doomed_ids.clone() } }).await?;
             let mut filter = filter;
-            filter.insert(
-                "_id",
-                doc! { "$in": doomed.iter().map(|id| oid(*id)).collect::<Vec<Bson>>() },
-            );
+            filter.insert("_id", doc! { "$in": doomed_ids });
+            filter.extend(entries::nothing_waiting());
             deleted += db.tasks.delete_many(filter).await.db()?.deleted_count;
             logs::delete_for_gone(db, &doomed).await?;
         }
@@ -324,12 +325,10 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
             }
         }
     }
-    let deleted = db
-        .tasks
-        .delete_many(doc! { "_id": { "$in": listed.clone() } })
-        .await
-        .db()?
-        .deleted_count;
+    entries::move_out(db, doc! { "_id": { "$in": listed.clone() } }).await?;
+    let mut filter = doc! { "_id": { "$in": listed.clone() } };
+    filter.extend(entries::nothing_waiting());
+    let deleted = db.tasks.delete_many(filter).await.db()?.deleted_count;
     let listed_ids: Vec<ObjectId> = listed
         .iter()
         .filter_map(|b| match b {

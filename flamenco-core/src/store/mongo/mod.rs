@@ -3,13 +3,15 @@
 //!
 //! * Collections and fields are v2's (manager-v2.md §3): `flamenco_tasks`,
 //!   `flamenco_workers`, `task_update_queue` and the single `settings` document, plus
-//!   `flamenco_jobs` (standalone mode, v2 Server's name and fields), `flamenco_counters`
-//!   (the outbox sequence) and a few fields of ours (`seq`, `attempts`, `set_aside_at` on
-//!   queued updates, `status_requested` on workers). A v2 database opens as it is.
+//!   `flamenco_jobs` (standalone mode, v2 Server's name and fields) and a few fields of
+//!   ours (`outbox`, `outbox_at`, `outbox_bytes` on tasks whose updates wait there;
+//!   `seq`, `attempts`, `set_aside_at` on queued updates; `status_requested` on workers).
+//!   A v2 database opens as it is.
 //! * The database is the URL's path (`mongodb://host/farm` → `farm`), `flamenco` when
 //!   the URL names none.
 //! * No multi-document transactions: every protocol operation is a compare-and-set on the
-//!   task document followed by the outbox insert (`protocol` explains why that is safe).
+//!   task document that also queues its updates in that document (`outbox_entries`;
+//!   `protocol` explains the rest).
 //! * Failures to reach the database are [`StoreError::Unavailable`] within a few seconds:
 //!   server selection times out after 2 s; a server that hangs is noticed by the next
 //!   heartbeat (every 5 s), which interrupts the operations waiting on it; every operation
@@ -18,9 +20,9 @@
 //!
 //! Submodules: `connect` (URL, options, ping), `indexes`, `codec` (BSON documents),
 //! `errors` (driver errors), `tasks`, `protocol`, `upstream`, `jobs`, `maintenance`,
-//! `outbox` (with `outbox_batch`, its group commit), `workers`, `settings`, `logs` (task
-//! logs, their chunks group-committed too), `group_commit` (the queue both use), `testing`
-//! (test support).
+//! `outbox` (the queue as a whole) with `outbox_entries` (the updates waiting in task
+//! documents), `workers`, `settings`, `logs` (task logs, their chunks group-committed),
+//! `group_commit` (the queue they use), `testing` (test support).
 
 mod batch;
 mod bulk;
@@ -36,7 +38,7 @@ mod jobs;
 mod logs;
 mod maintenance;
 mod outbox;
-mod outbox_batch;
+mod outbox_entries;
 mod protocol;
 mod retries;
 mod settings;
@@ -77,7 +79,6 @@ pub(crate) struct Db {
     workers: Collection<Document>,
     updates: Collection<Document>,
     settings: Collection<Document>,
-    counters: Collection<Document>,
     jobs: Collection<Document>,
     log_chunks: Collection<Document>,
     log_ends: Collection<Document>,
@@ -88,8 +89,8 @@ pub(crate) struct Db {
     retries: AtomicBool,
     /// Workers known to have blocklist entries (`retries::BlockedHint`).
     blocked_hint: retries::BlockedHint,
-    /// The outbox's group commit (`outbox_batch`).
-    outbox: outbox_batch::Queue,
+    /// The outbox's order stamps (`outbox_entries`).
+    stamps: outbox_entries::Stamps,
     /// The task logs' chunks' group commit (`logs`).
     log_chunk_queue: logs::ChunkQueue,
 }
@@ -101,17 +102,13 @@ impl Db {
             workers: db.collection(codec::WORKERS),
             updates: db.collection(codec::UPDATES),
             settings: db.collection(codec::SETTINGS),
-            counters: db.collection(codec::COUNTERS),
             jobs: db.collection(codec::JOBS),
             log_chunks: db.collection(logs::CHUNKS),
             log_ends: db.collection(logs::ENDS),
             blocklist: db.collection(retries::BLOCKLIST),
             retries: AtomicBool::new(false),
             blocked_hint: Default::default(),
-            outbox: outbox_batch::queue(
-                db.collection(codec::COUNTERS),
-                db.collection(codec::UPDATES),
-            ),
+            stamps: Default::default(),
             log_chunk_queue: logs::chunk_queue(db.collection(logs::CHUNKS)),
         }
     }
@@ -132,7 +129,7 @@ pub struct MongoStore {
 
 impl MongoStore {
     /// Connect to the database `url` names, check that it answers, and create the indices
-    /// and the outbox counter if needed. An unreachable server is an
+    /// if needed. An unreachable server is an
     /// [`StoreError::Unavailable`] saying so ("cannot reach MongoDB at <url>: <reason>;
     /// check database_url or start MongoDB"), after about 2 s.
     pub async fn connect(url: &str) -> StoreResult<MongoStore> {
@@ -169,13 +166,10 @@ impl MongoStore {
         Self::prepare(url, client, database).await.map(Some)
     }
 
-    /// The indices and the outbox counter, then the store.
+    /// The indices, then the store.
     async fn prepare(url: &str, client: Client, database: Database) -> StoreResult<MongoStore> {
         let db = Db::new(&database);
         indexes::ensure(&db)
-            .await
-            .map_err(|e| connect::preparing(&database, e))?;
-        outbox::init_counter(&db)
             .await
             .map_err(|e| connect::preparing(&database, e))?;
         retries::load_hint(&db)

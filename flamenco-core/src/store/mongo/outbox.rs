@@ -1,46 +1,39 @@
-//! The `task_update_queue` collection: the outbox of task updates, in arrival order.
+//! The outbox of task updates: what waits in the task documents (`outbox_entries`) and
+//! in the `task_update_queue` collection, read as one queue.
 //!
-//! Arrival order comes from a sequence number, not from the clock: every insert first
-//! takes the next numbers from a counter document (`flamenco_counters`,
-//! `{_id: "task_update_queue", seq}`) with one atomic `$inc`, and stores them in the
-//! update's `seq` field; the outbox is read by `seq`, then `_id`.
+//! Order: a task's own updates in the order they were queued, and across tasks by
+//! `seq` (`outbox_entries` explains the stamps). The reader merges the tasks' lists and
+//! the collection's (read by `seq`, then `_id`) by their heads' `seq`, never taking a
+//! list's later entry before its earlier one.
 //!
-//! * The counter is shared by every Manager on the database, so the order is global and
-//!   does not depend on clocks or on the random part of ObjectIds (`received_on_manager`
-//!   ties within a millisecond, and ObjectIds made by two processes in the same second
-//!   compare by their random bytes).
-//! * Concurrent inserts are grouped (`outbox_batch`): one `$inc` takes the numbers of
-//!   every update in the group, one `insert` stores them, in the callers' order.
-//! * Numbers are taken before the insert, so an insert that is slow to finish can become
-//!   visible after a later one; a reader may then see a gap that fills a moment later.
-//!   That never reorders updates that depend on each other: an update caused by an
-//!   acknowledged one (a worker's update after its claim, a second update after the first
-//!   one's 204) takes its number after the first was written.
-//! * A crash between taking numbers and inserting leaves a harmless gap.
-//! * Documents left by the Go Manager have no `seq`; missing sorts first, and among them
-//!   `_id` order is v2's queueing order (one process made those ids with a counter).
-//!
-//! Updates the job source never acknowledges are counted (`attempts`) and eventually set
-//! aside (`set_aside_at`): kept, but skipped by [`len`] and [`peek`]. Both fields are ours
-//! and absent on waiting updates, so v2's documents are waiting updates.
+//! * The collection holds v2's queued updates (no `seq`: they sort first, in `_id`
+//!   order, v2's queueing order), those an earlier version numbered from the counter
+//!   `flamenco_counters` (small numbers: they come next), updates whose task does not
+//!   exist, the waiting updates of deleted tasks, and the set-aside ones.
+//! * Updates the job source never acknowledges are counted (`attempts`) and eventually
+//!   set aside (`set_aside_at`): moved to the collection, kept, but skipped by [`len`]
+//!   and [`peek`]. Both fields are ours and absent on waiting updates, so v2's documents
+//!   are waiting updates. Retrying puts them back at the end of their task's outbox.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ReturnDocument;
-use mongodb::Collection;
 
 use super::codec::{self, date, oid, update_from_doc};
-use super::errors::{duplicate_index, map_err, Mongo};
+use super::errors::Mongo;
+use super::outbox_entries::{self as entries, FIELD};
 use super::Db;
 use super::MongoStore;
 use crate::model::{ObjectId, TaskStatus, TaskUpdate};
-use crate::store::{SetAsideUpdate, StoreError, StoreResult};
+use crate::store::{SetAsideUpdate, StoreResult};
 
-/// The counter document's id.
-const COUNTER_ID: &str = "task_update_queue";
+pub(super) use super::outbox_entries::insert;
 
-/// The outbox order.
+/// The collection's order.
 pub(super) fn order() -> Document {
     doc! { "seq": 1, "_id": 1 }
 }
@@ -54,6 +47,7 @@ fn set_aside_filter() -> Document {
     doc! { "set_aside_at": { "$ne": Bson::Null } }
 }
 
+/// The collection's documents that `filter` selects, in order, at most `limit`.
 async fn find(db: &Db, filter: Document, limit: usize) -> StoreResult<Vec<Document>> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -69,60 +63,104 @@ async fn find(db: &Db, filter: Document, limit: usize) -> StoreResult<Vec<Docume
         .db()
 }
 
-/// Make sure the counter exists (idempotent, and harmless when two Managers race).
-pub(super) async fn init_counter(db: &Db) -> StoreResult<()> {
-    let result = db
-        .counters
-        .update_one(
-            doc! { "_id": COUNTER_ID },
-            doc! { "$setOnInsert": { "seq": 0_i64 } },
-        )
-        .upsert(true)
-        .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if duplicate_index(&e).is_some() => Ok(()),
-        Err(e) => Err(map_err(e)),
+/// An entry's place in the order: its `seq` (missing: before every number).
+fn seq_of(d: &Document) -> i64 {
+    match d.get("seq") {
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Int32(n)) => i64::from(*n),
+        _ => i64::MIN,
     }
 }
 
-/// Take `n` sequence numbers from the counter in `counters`; returns the first.
-pub(super) async fn take_numbers_in(counters: &Collection<Document>, n: usize) -> StoreResult<i64> {
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let counter = counters
-        .find_one_and_update(doc! { "_id": COUNTER_ID }, doc! { "$inc": { "seq": n } })
-        .upsert(true)
-        .return_document(ReturnDocument::After)
+/// The first `limit` entries of these lists, each list in its own order, by their
+/// heads' `seq` (ties: the earlier list first).
+fn merge(lists: Vec<Vec<Document>>, limit: usize) -> Vec<Document> {
+    let mut lists: Vec<std::vec::IntoIter<Document>> =
+        lists.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<Document>> = lists.iter_mut().map(Iterator::next).collect();
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().map(|d| Reverse((seq_of(d), i))))
+        .collect();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(Reverse((_, i))) = heap.pop() else {
+            break;
+        };
+        if let Some(d) = heads[i].take() {
+            out.push(d);
+        }
+        heads[i] = lists[i].next();
+        if let Some(d) = &heads[i] {
+            heap.push(Reverse((seq_of(d), i)));
+        }
+    }
+    out
+}
+
+/// The oldest `limit` entries, from the collection (`filter` on it) and the tasks.
+async fn oldest(db: &Db, filter: Document, limit: usize) -> StoreResult<Vec<Document>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut all = vec![find(db, filter, limit).await?];
+    all.extend(entries::lists(db, Document::new(), Some(limit)).await?);
+    Ok(merge(all, limit))
+}
+
+fn id_of(d: &Document) -> StoreResult<Bson> {
+    codec::Fields::new(d, codec::UPDATES).id("_id").map(oid)
+}
+
+/// How many updates wait in the tasks.
+async fn len_in_tasks(db: &Db) -> StoreResult<u64> {
+    let field = format!("${FIELD}");
+    let rows: Vec<Document> = db
+        .tasks
+        .aggregate(vec![
+            doc! { "$match": entries::waiting_filter() },
+            doc! { "$group": { "_id": Bson::Null, "n": { "$sum": { "$size": field } } } },
+        ])
         .await
         .db()?
-        .ok_or_else(|| StoreError::Other("the outbox counter was not returned".into()))?;
-    let last = codec::Fields::new(&counter, codec::COUNTERS).i64("seq")?;
-    Ok(last - n + 1)
-}
-
-/// Queue updates (v2 §7.2 step 1), in this order, after everything queued before: through
-/// the group commit (`outbox_batch`), which stores them with the updates of concurrent
-/// callers.
-pub(super) async fn insert(db: &Db, updates: &[TaskUpdate]) -> StoreResult<()> {
-    if updates.is_empty() {
-        return Ok(());
-    }
-    db.outbox
-        .submit(super::outbox_batch::documents(updates))
+        .try_collect()
         .await
+        .db()?;
+    Ok(rows
+        .first()
+        .map(|d| match d.get("n") {
+            Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+            Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+            _ => 0,
+        })
+        .unwrap_or(0))
 }
 
 pub(super) async fn len(db: &Db) -> StoreResult<u64> {
-    db.updates.count_documents(waiting()).await.db()
+    let elsewhere = db.updates.count_documents(waiting()).await.db()?;
+    Ok(elsewhere + len_in_tasks(db).await?)
 }
 
-/// The oldest `limit` waiting updates, in arrival order.
+/// The oldest `limit` waiting updates, in order.
 pub(super) async fn peek(db: &Db, limit: usize) -> StoreResult<Vec<TaskUpdate>> {
-    find(db, waiting(), limit)
+    oldest(db, waiting(), limit)
         .await?
         .iter()
         .map(update_from_doc)
         .collect()
+}
+
+/// Those of `ids` that wait in tasks.
+async fn held_in_tasks(db: &Db, ids: &[Bson]) -> StoreResult<Vec<Bson>> {
+    let filter = doc! { format!("{FIELD}._id"): { "$in": ids.to_vec() } };
+    let lists = entries::lists(db, filter, None).await?;
+    Ok(lists
+        .iter()
+        .flatten()
+        .filter_map(|e| e.get("_id").filter(|id| ids.contains(id)).cloned())
+        .collect())
 }
 
 /// Remove these updates; returns how many there were.
@@ -131,42 +169,61 @@ pub(super) async fn ack(db: &Db, ids: &[ObjectId]) -> StoreResult<u64> {
         return Ok(0);
     }
     let ids: Vec<Bson> = ids.iter().map(|id| oid(*id)).collect();
-    Ok(db
+    let in_tasks = held_in_tasks(db, &ids).await?;
+    entries::remove(db, &in_tasks).await?;
+    let elsewhere = db
         .updates
         .delete_many(doc! { "_id": { "$in": ids } })
         .await
         .db()?
-        .deleted_count)
+        .deleted_count;
+    Ok(elsewhere + in_tasks.len() as u64)
 }
 
 /// Delete the oldest `limit` updates (waiting or set aside); returns how many.
 pub(super) async fn purge(db: &Db, limit: usize) -> StoreResult<u64> {
-    let ids: Vec<Bson> = find(db, doc! {}, limit)
-        .await?
-        .iter()
-        .map(|d| codec::Fields::new(d, codec::UPDATES).id("_id").map(oid))
-        .collect::<StoreResult<_>>()?;
+    let doomed = oldest(db, doc! {}, limit).await?;
+    let ids: Vec<Bson> = doomed.iter().map(id_of).collect::<StoreResult<_>>()?;
     if ids.is_empty() {
         return Ok(0);
     }
-    Ok(db
+    let in_tasks = held_in_tasks(db, &ids).await?;
+    entries::remove(db, &in_tasks).await?;
+    let elsewhere = db
         .updates
         .delete_many(doc! { "_id": { "$in": ids } })
         .await
         .db()?
-        .deleted_count)
+        .deleted_count;
+    Ok(elsewhere + in_tasks.len() as u64)
+}
+
+/// The final statuses' names.
+fn finals() -> Vec<&'static str> {
+    TaskStatus::KNOWN
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| s.as_str())
+        .collect()
 }
 
 /// Is an update with a final status for this task waiting (not set aside)?
 pub(super) async fn final_update_pending(db: &Db, task_id: ObjectId) -> StoreResult<bool> {
-    let finals: Vec<&str> = TaskStatus::KNOWN
-        .iter()
-        .filter(|s| s.is_final())
-        .map(|s| s.as_str())
-        .collect();
+    let in_task = db
+        .tasks
+        .find_one(doc! {
+            "_id": oid(task_id),
+            FIELD: { "$elemMatch": { "task_status": { "$in": finals() } } },
+        })
+        .projection(doc! { "_id": 1 })
+        .await
+        .db()?;
+    if in_task.is_some() {
+        return Ok(true);
+    }
     let mut filter = waiting();
     filter.insert("task_id", oid(task_id));
-    filter.insert("task_status", doc! { "$in": finals });
+    filter.insert("task_status", doc! { "$in": finals() });
     Ok(db
         .updates
         .find_one(filter)
@@ -176,43 +233,100 @@ pub(super) async fn final_update_pending(db: &Db, task_id: ObjectId) -> StoreRes
         .is_some())
 }
 
-/// Count an unacknowledged push for each waiting update (one atomic `$inc` each); set
-/// aside those that reached `set_aside_after` attempts. Returns the ids set aside now.
+/// Count one unacknowledged push of an update waiting in a task; returns the entry as it
+/// is now, `None` when no task holds it.
+async fn count_attempt_in_task(db: &Db, id: &Bson) -> StoreResult<Option<Document>> {
+    let mut filter = entries::waiting_filter();
+    filter.insert(format!("{FIELD}._id"), id.clone());
+    let counted = doc! { "$cond": [
+        { "$eq": ["$$this._id", id.clone()] },
+        { "$mergeObjects": ["$$this", {
+            "attempts": { "$add": [{ "$ifNull": ["$$this.attempts", 0_i64] }, 1_i64] }
+        }] },
+        "$$this",
+    ] };
+    let field = format!("${FIELD}");
+    let task = db
+        .tasks
+        .find_one_and_update(
+            filter,
+            vec![doc! { "$set": { FIELD: { "$map": { "input": field, "in": counted } } } }],
+        )
+        .projection(doc! { FIELD: 1 })
+        .return_document(ReturnDocument::After)
+        .await
+        .db()?;
+    Ok(task.and_then(|t| match t.get(FIELD) {
+        Some(Bson::Array(list)) => list.iter().find_map(|e| match e {
+            Bson::Document(e) if e.get("_id") == Some(id) => Some(e.clone()),
+            _ => None,
+        }),
+        _ => None,
+    }))
+}
+
+/// Count one unacknowledged push of an update waiting in the collection; its attempts
+/// now, `None` when it is not there (or set aside).
+async fn count_attempt_elsewhere(db: &Db, id: &Bson) -> StoreResult<Option<(Document, i64)>> {
+    let mut filter = waiting();
+    filter.insert("_id", id.clone());
+    let Some(after) = db
+        .updates
+        .find_one_and_update(filter, doc! { "$inc": { "attempts": 1_i64 } })
+        .return_document(ReturnDocument::After)
+        .await
+        .db()?
+    else {
+        return Ok(None);
+    };
+    let attempts = codec::Fields::new(&after, codec::UPDATES).i64("attempts")?;
+    Ok(Some((after, attempts)))
+}
+
+/// Count an unacknowledged push for each waiting update; set aside those that reached
+/// `set_aside_after` attempts (an update waiting in a task moves to the collection
+/// first: insert, then removal from the task, so a crash in between keeps it twice
+/// rather than losing it). Returns the ids set aside now.
 pub(super) async fn note_unacknowledged(
     db: &Db,
     ids: &[ObjectId],
     set_aside_after: u32,
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<ObjectId>> {
+    let limit = i64::from(set_aside_after);
     let mut out = Vec::new();
     for &id in ids {
-        let mut filter = waiting();
-        filter.insert("_id", oid(id));
-        let Some(after) = db
-            .updates
-            .find_one_and_update(filter.clone(), doc! { "$inc": { "attempts": 1_i64 } })
-            .return_document(ReturnDocument::After)
-            .await
-            .db()?
-        else {
+        let key = oid(id);
+        if let Some((_, attempts)) = count_attempt_elsewhere(db, &key).await? {
+            if attempts >= limit {
+                let mut filter = waiting();
+                filter.insert("_id", key.clone());
+                let result = db
+                    .updates
+                    .update_one(filter, doc! { "$set": { "set_aside_at": date(now) } })
+                    .await
+                    .db()?;
+                if result.matched_count > 0 {
+                    out.push(id);
+                }
+            }
+            continue;
+        }
+        let Some(mut entry) = count_attempt_in_task(db, &key).await? else {
             continue;
         };
-        let attempts = codec::Fields::new(&after, codec::UPDATES).i64("attempts")?;
-        if attempts >= i64::from(set_aside_after) {
-            let result = db
-                .updates
-                .update_one(filter, doc! { "$set": { "set_aside_at": date(now) } })
-                .await
-                .db()?;
-            if result.matched_count > 0 {
-                out.push(id);
-            }
+        let attempts = codec::Fields::new(&entry, codec::UPDATES).i64("attempts")?;
+        if attempts >= limit {
+            entry.insert("set_aside_at", date(now));
+            entries::insert_elsewhere(db, vec![entry]).await?;
+            entries::remove(db, std::slice::from_ref(&key)).await?;
+            out.push(id);
         }
     }
     Ok(out)
 }
 
-/// The oldest `limit` set-aside updates, in arrival order.
+/// The oldest `limit` set-aside updates, in order.
 pub(super) async fn set_aside(db: &Db, limit: usize) -> StoreResult<Vec<SetAsideUpdate>> {
     find(db, set_aside_filter(), limit)
         .await?
@@ -235,30 +349,40 @@ pub(super) async fn set_aside_len(db: &Db) -> StoreResult<u64> {
 }
 
 /// Put set-aside updates back at the end of the outbox, in their old order, attempts
-/// reset: each gets a new sequence number.
+/// reset: at the end of their task's outbox, or (their task gone) in the collection
+/// with a new `seq`.
 pub(super) async fn retry_set_aside(db: &Db) -> StoreResult<u64> {
     let docs = find(db, set_aside_filter(), usize::MAX).await?;
-    if docs.is_empty() {
-        return Ok(0);
-    }
-    let first = take_numbers_in(&db.counters, docs.len()).await?;
     let mut moved = 0;
-    for (d, seq) in docs.iter().zip(first..) {
-        let id = codec::Fields::new(d, codec::UPDATES).id("_id")?;
+    for d in &docs {
+        let update = update_from_doc(d)?;
+        let key = oid(update.id);
         let mut filter = set_aside_filter();
-        filter.insert("_id", oid(id));
-        let result = db
-            .updates
-            .update_one(
-                filter,
-                doc! {
-                    "$set": { "seq": seq, "attempts": 0_i64 },
-                    "$unset": { "set_aside_at": "" },
-                },
-            )
+        filter.insert("_id", key.clone());
+        let pending = entries::pending(db, std::slice::from_ref(&update));
+        let in_task = db
+            .tasks
+            .update_one(doc! { "_id": oid(update.task_id) }, pending.ops())
             .await
-            .db()?;
-        moved += result.matched_count;
+            .db()?
+            .matched_count
+            > 0;
+        let result = if in_task {
+            db.updates.delete_one(filter).await.db()?.deleted_count
+        } else {
+            db.updates
+                .update_one(
+                    filter,
+                    doc! {
+                        "$set": { "seq": pending.first_seq(), "attempts": 0_i64 },
+                        "$unset": { "set_aside_at": "" },
+                    },
+                )
+                .await
+                .db()?
+                .matched_count
+        };
+        moved += result;
     }
     Ok(moved)
 }

@@ -40,6 +40,7 @@ use super::batch::{self, Statement};
 use super::claim_read::{self, CandidateBatch};
 use super::codec::{date, oid};
 use super::errors::Mongo;
+use super::outbox_entries::{self as entries, Pending};
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
@@ -67,32 +68,33 @@ pub(super) use crate::updates::apply_locally;
 
 // ---- claim ----
 
-/// The task as assigned to the worker, and the two updates to queue (v2 §6.4 steps 2, 7).
-fn assigned(before: &Task, req: &ClaimRequest) -> (Task, [TaskUpdate; 2]) {
+/// The two updates an assignment of task `task_id` queues (v2 §6.4 steps 2, 7).
+fn assignment_updates(task_id: ObjectId, req: &ClaimRequest) -> Vec<TaskUpdate> {
+    vec![
+        updates::assignment_status_update(task_id, req.now),
+        updates::assignment_log_update(task_id, &req.ident, req.now),
+    ]
+}
+
+/// The task as assigned to the worker, and the two updates to queue with it. The
+/// worker's `current_task` (v2 §6.4 step 3) is written with the deferred "seen"
+/// (`crate::seen`, `Seen::current_task`).
+fn assigned(before: &Task, req: &ClaimRequest) -> (Task, Vec<TaskUpdate>) {
     let mut task = before.clone();
-    let active = updates::assignment_status_update(task.id, req.now);
-    apply_locally(&mut task, &active);
+    let queued = assignment_updates(task.id, req);
+    for update in &queued {
+        apply_locally(&mut task, update);
+    }
     task.worker.clone_from(&req.nickname);
     task.worker_id = Some(req.worker_id);
     task.last_worker_ping = Some(req.now);
-    let log = updates::assignment_log_update(task.id, &req.ident, req.now);
-    apply_locally(&mut task, &log);
-    (task, [active, log])
+    (task, queued)
 }
 
-/// After a successful take: queue the two updates. The worker's `current_task` (v2 §6.4
-/// step 3) is written with the deferred "seen" (`crate::seen`, `Seen::current_task`).
-async fn finish(
-    db: &Db,
-    task: Task,
-    queued: [TaskUpdate; 2],
-    already_assigned: bool,
-) -> StoreResult<Claimed> {
-    outbox::insert(db, &queued).await?;
-    Ok(Claimed {
-        task,
-        already_assigned,
-    })
+/// Save `after` and queue `update` in the same write (`tasks::save_queueing`).
+async fn save_with(db: &Db, before: &Task, after: &Task, update: &TaskUpdate) -> StoreResult<bool> {
+    let pending = entries::pending(db, std::slice::from_ref(update));
+    tasks::save_queueing(db, before, after, Document::new(), &pending).await
 }
 
 /// The reservation that [`tasks::take_best`] writes, applied to `before`.
@@ -130,23 +132,27 @@ fn reserved(before: &Task, req: &ClaimRequest) -> Task {
 ///
 /// Two Managers on one database therefore never hand out the same task: only one
 /// compare-and-set can move it out of its schedulable status.
-pub(super) async fn pick_and_take<T>(
+pub(super) async fn pick_and_take(
     db: &Db,
     req: &ClaimRequest,
     own: Option<Task>,
     first: Option<CandidateBatch>,
-    change: impl Fn(&Task) -> (Task, T),
+    change: impl Fn(&Task) -> (Task, Vec<TaskUpdate>),
     taking: tasks::Taking<'_>,
-) -> StoreResult<Option<(Task, T, bool)>> {
+) -> StoreResult<Option<Claimed>> {
     let mut own = own;
     for attempt in 0.. {
         let Some(before) = own.take() else {
             break;
         };
-        let (after, extra) = change(&before);
+        let (after, queued) = change(&before);
+        let pending = entries::pending(db, &queued);
         // The answer is the whole task as stored, also when `before` was a state read.
-        if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
-            return Ok(Some((stored, extra, true)));
+        if let Some(task) = tasks::save_returning(db, &before, &after, &pending).await? {
+            return Ok(Some(Claimed {
+                task,
+                already_assigned: true,
+            }));
         }
         if attempt + 1 >= CAS_ATTEMPTS {
             return Err(kept_changing(before.id));
@@ -172,12 +178,13 @@ pub(super) async fn pick_and_take<T>(
         if free.is_empty() {
             continue;
         }
-        let Some(stored) = tasks::take_best(db, &free, req, taking).await? else {
+        let Some(task) = tasks::take_best(db, &free, req, taking).await? else {
             continue; // all of them were taken meanwhile
         };
-        // What the caller needs depends on the task's id only (the queued updates).
-        let (_, extra) = change(&stored);
-        return Ok(Some((stored, extra, false)));
+        return Ok(Some(Claimed {
+            task,
+            already_assigned: false,
+        }));
     }
     Err(StoreError::Unavailable(
         "every task this worker could get was taken by others meanwhile; try again".into(),
@@ -210,36 +217,32 @@ pub(super) async fn claim_with_own(
     own: Option<Task>,
     first: Option<CandidateBatch>,
 ) -> StoreResult<Option<Claimed>> {
+    // The updates of an assignment of whichever candidate the take chooses.
+    let placeholder = ObjectId::new();
+    let queued = entries::pending(db, &assignment_updates(placeholder, req));
     let taking = tasks::Taking::Assignment {
         nickname: &req.nickname,
         ident: &req.ident,
+        queued: &queued,
+        placeholder,
     };
     let change = |before: &Task| assigned(before, req);
-    match pick_and_take(db, req, own, first, change, taking).await? {
-        Some((task, queued, already_assigned)) => {
-            finish(db, task, queued, already_assigned).await.map(Some)
-        }
-        None => Ok(None),
-    }
+    pick_and_take(db, req, own, first, change, taking).await
 }
 
 /// `UpstreamStore::reserve_task`: the claim's choice and compare-and-set, with only `active`,
 /// `worker_id` and the times written.
 pub(super) async fn reserve(db: &Db, req: &ClaimRequest) -> StoreResult<Option<Claimed>> {
     let (own, first) = first_read(db, req).await?;
-    Ok(pick_and_take(
+    pick_and_take(
         db,
         req,
         own,
         first,
-        |before| (reserved(before, req), ()),
+        |before| (reserved(before, req), Vec::new()),
         tasks::Taking::Reservation,
     )
-    .await?
-    .map(|(task, (), already_assigned)| Claimed {
-        task,
-        already_assigned,
-    }))
+    .await
 }
 
 /// Is `task` still reserved (or assigned) to this worker?
@@ -261,9 +264,13 @@ pub(super) async fn confirm(
             return Ok(None);
         }
         let (after, queued) = assigned(&before, req);
-        if let Some(stored) = tasks::save_returning(db, &before, &after, Document::new()).await? {
+        let pending = entries::pending(db, &queued);
+        if let Some(task) = tasks::save_returning(db, &before, &after, &pending).await? {
             // Whether the worker had it before is what the reservation said.
-            return finish(db, stored, queued, false).await.map(Some);
+            return Ok(Some(Claimed {
+                task,
+                already_assigned: false,
+            }));
         }
     }
     Err(kept_changing(task_id))
@@ -280,8 +287,8 @@ pub(super) async fn unassign(db: &Db, worker_id: ObjectId, update: &TaskUpdate) 
         }
         let mut after = before.clone();
         apply_locally(&mut after, update);
-        if tasks::save(db, &before, &after, Document::new()).await? {
-            return outbox::insert(db, std::slice::from_ref(update)).await;
+        if save_with(db, &before, &after, update).await? {
+            return Ok(());
         }
     }
     Err(kept_changing(update.task_id))
@@ -316,18 +323,25 @@ fn special_statuses(
 /// The common case in one compare-and-set, without reading the task first: the task is
 /// not assigned to another worker (`worker_id` missing, null or this worker) and its
 /// status is none of the [`special_statuses`]. False when that does not hold (or the task
-/// does not exist).
-async fn quick_update(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> StoreResult<bool> {
+/// does not exist, or its outbox has no room for `queued`). The same write queues
+/// `queued` (the update) in the task.
+async fn quick_update(
+    db: &Db,
+    worker_id: ObjectId,
+    update: &TaskUpdate,
+    queued: &Pending,
+) -> StoreResult<bool> {
     let now = update.received_on_manager;
     let (mut special, status) = special_statuses(worker_id, update.task_status.as_ref());
     // A `soft-failed` task may get the late words of a worker that failed it
     // (`retries`): always the checked path.
     special.push(TaskStatus::SoftFailed.as_str().to_string());
-    let filter = doc! {
+    let mut filter = doc! {
         "_id": oid(update.task_id),
         "worker_id": { "$in": [Bson::Null, oid(worker_id)] },
         "status": { "$nin": special },
     };
+    filter.extend(queued.room());
     let mut set = doc! {
         "last_worker_ping": date(now),
         "worker_id": oid(worker_id),
@@ -339,12 +353,28 @@ async fn quick_update(db: &Db, worker_id: ObjectId, update: &TaskUpdate) -> Stor
     if let Some(status) = status {
         set.insert("status", status.as_str());
     }
-    let result = db
-        .tasks
-        .update_one(filter, doc! { "$set": set })
-        .await
-        .db()?;
+    let mut write = doc! { "$set": set };
+    write.extend(queued.ops());
+    let result = db.tasks.update_one(filter, write).await.db()?;
     Ok(result.matched_count > 0)
+}
+
+/// Save `after` and queue `update` in the same write if the task is as in `before` and
+/// its outbox has room; a full outbox is `Unavailable` ([`entries::full`]).
+async fn save_worker_update(
+    db: &Db,
+    before: &Task,
+    after: &Task,
+    update: &TaskUpdate,
+) -> StoreResult<bool> {
+    let queued = entries::pending(db, std::slice::from_ref(update));
+    if tasks::save_queueing(db, before, after, queued.room(), &queued).await? {
+        return Ok(true);
+    }
+    if entries::is_full(db, before.id, &queued).await? {
+        return Err(entries::full(before.id));
+    }
+    Ok(false)
 }
 
 /// The general case: read the task, decide, compare-and-set; again if it changed.
@@ -368,8 +398,10 @@ async fn checked_update(
         {
             // The late words of a worker that failed it: the log only (no ping, no
             // status, the task stays free for another worker).
-            if tasks::save(db, &before, &before, Document::new()).await? {
-                return Ok(WorkerUpdateOutcome::LastWords(TaskStatus::SoftFailed));
+            let outcome = WorkerUpdateOutcome::LastWords(TaskStatus::SoftFailed);
+            let queued = updates::without_status(&outcome, update.clone());
+            if save_worker_update(db, &before, &before, &queued).await? {
+                return Ok(outcome);
             }
             continue;
         }
@@ -377,20 +409,18 @@ async fn checked_update(
         // v2 §4.4 step 8: the ping; step 9: the local effect (last words: no status).
         after.last_worker_ping = Some(update.received_on_manager);
         after.worker_id = Some(worker_id);
-        apply_locally(
-            &mut after,
-            &updates::without_status(&outcome, update.clone()),
-        );
-        if tasks::save(db, &before, &after, Document::new()).await? {
+        let queued = updates::without_status(&outcome, update.clone());
+        apply_locally(&mut after, &queued);
+        if save_worker_update(db, &before, &after, &queued).await? {
             return Ok(outcome);
         }
     }
     Err(kept_changing(update.task_id))
 }
 
-/// `WorkerProtocolStore::apply_worker_update`: the task write, then the outbox insert, then the log
-/// lines (`logs::append`), then the worker's ping; success is returned only after all of
-/// them. The last words of a canceled task are stored and queued without their status.
+/// `WorkerProtocolStore::apply_worker_update`: the task write, which also queues the update
+/// in the task, then the log lines (`logs::append`); success is returned only after both.
+/// The last words of a canceled task are stored and queued without their status.
 pub(super) async fn apply_worker_update(
     db: &Db,
     worker_id: ObjectId,
@@ -412,14 +442,14 @@ pub(super) async fn apply_worker_update_plain(
     log_limits: TaskLogLimits,
 ) -> StoreResult<WorkerUpdateOutcome> {
     let mut outcome = WorkerUpdateOutcome::Applied;
-    if !quick_update(db, worker_id, &update).await? {
+    let queued = entries::pending(db, std::slice::from_ref(&update));
+    if !quick_update(db, worker_id, &update, &queued).await? {
         outcome = checked_update(db, worker_id, &update).await?;
         if !outcome.is_accepted() {
             return Ok(outcome);
         }
     }
     let update = &updates::without_status(&outcome, update);
-    outbox::insert(db, std::slice::from_ref(update)).await?;
     logs::append(db, update.task_id, &update.log, log_limits).await?;
     // The worker's `current_task_updated`/`current_task_status` are the caller's, written
     // with the next "seen" flush (`crate::seen`, `write_deferred`).
@@ -541,8 +571,7 @@ pub(super) async fn return_task(
             after.worker_id = None;
         }
         apply_locally(&mut after, &update);
-        if tasks::save(db, &before, &after, Document::new()).await? {
-            outbox::insert(db, std::slice::from_ref(&update)).await?;
+        if save_with(db, &before, &after, &update).await? {
             return Ok(outcome);
         }
     }
@@ -575,8 +604,7 @@ pub(super) async fn sign_off(
             let update = updates::sign_off_requeue_update(id, &ident, now);
             let mut after = before.clone();
             apply_locally(&mut after, &update);
-            if tasks::save(db, &before, &after, Document::new()).await? {
-                outbox::insert(db, std::slice::from_ref(&update)).await?;
+            if save_with(db, &before, &after, &update).await? {
                 requeued.push(id);
                 break;
             }
@@ -595,8 +623,8 @@ pub(super) async fn queue_update(db: &Db, update: &TaskUpdate) -> StoreResult<()
         };
         let mut after = before.clone();
         apply_locally(&mut after, update);
-        if tasks::save(db, &before, &after, Document::new()).await? {
-            return outbox::insert(db, std::slice::from_ref(update)).await;
+        if save_with(db, &before, &after, update).await? {
+            return Ok(());
         }
     }
     Err(kept_changing(update.task_id))

@@ -10,6 +10,7 @@ use mongodb::Cursor;
 
 use super::codec::{self, date, oid, oid_or_null, task_from_doc, task_to_doc};
 use super::errors::{duplicate_index, map_err, Mongo};
+use super::outbox_entries::{self as entries, Pending};
 use super::Db;
 use super::MongoStore;
 use crate::model::{ObjectId, Task, TaskStatus};
@@ -20,7 +21,15 @@ use crate::updates::TaskRunState;
 /// `TASK_STATE_COLUMNS`). Such a task is only saved with [`save`], which writes the
 /// bookkeeping fields that changed.
 pub(super) fn state_projection() -> Document {
-    doc! { "commands": 0, "log": 0, "parents": 0 }
+    let mut hide = doc! { "commands": 0, "log": 0, "parents": 0 };
+    hide.extend(without_outbox());
+    hide
+}
+
+/// Leaves out the updates waiting in the task (`outbox_entries`), which no task read
+/// needs.
+pub(super) fn without_outbox() -> Document {
+    doc! { entries::FIELD: 0, entries::AT: 0, entries::BYTES: 0 }
 }
 
 async fn collect(cursor: Cursor<Document>) -> StoreResult<Vec<Document>> {
@@ -81,11 +90,46 @@ pub(super) async fn insert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
     }
 }
 
-/// Insert tasks, replacing existing documents wholly.
+/// The fields [`task_to_doc`] leaves out when they are empty.
+const OPTIONAL_FIELDS: [&str; 13] = [
+    "_etag",
+    "job",
+    "manager",
+    "project",
+    "user",
+    "log",
+    "activity",
+    "parents",
+    "worker",
+    "worker_id",
+    "last_worker_ping",
+    "last_updated",
+    "worker_tag",
+];
+
+/// The update that makes a task's document `task_to_doc(t)` but keeps the updates
+/// waiting in it (`outbox_entries`): a replacement would drop them.
+fn replacement(t: &Task) -> Document {
+    let mut set = task_to_doc(t);
+    set.remove("_id");
+    let unset: Document = OPTIONAL_FIELDS
+        .iter()
+        .filter(|f| !set.contains_key(**f))
+        .map(|f| (f.to_string(), Bson::String(String::new())))
+        .collect();
+    let mut update = doc! { "$set": set };
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    update
+}
+
+/// Insert tasks, replacing existing documents wholly (except for the updates waiting in
+/// them).
 pub(super) async fn upsert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
     for t in tasks {
         db.tasks
-            .replace_one(doc! { "_id": oid(t.id) }, task_to_doc(t))
+            .update_one(doc! { "_id": oid(t.id) }, replacement(t))
             .upsert(true)
             .await
             .db()?;
@@ -94,7 +138,13 @@ pub(super) async fn upsert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
 }
 
 pub(super) async fn get(db: &Db, id: ObjectId) -> StoreResult<Option<Task>> {
-    match db.tasks.find_one(doc! { "_id": oid(id) }).await.db()? {
+    let found = db
+        .tasks
+        .find_one(doc! { "_id": oid(id) })
+        .projection(without_outbox())
+        .await
+        .db()?;
+    match found {
         Some(d) => task_from_doc(&d).map(Some),
         None => Ok(None),
     }
@@ -232,8 +282,15 @@ pub(super) enum Taking<'a> {
     /// `worker_id` and both times.
     Reservation,
     /// Assign it (a claim): the reservation plus `worker` (the nickname) and the
-    /// assignment activity naming the task and the worker `ident` (v2 §6.4 step 7).
-    Assignment { nickname: &'a str, ident: &'a str },
+    /// assignment activity naming the task and the worker `ident` (v2 §6.4 step 7), and
+    /// queue `queued` in it, made for the task id `placeholder`
+    /// ([`Pending::stage_for_chosen`]).
+    Assignment {
+        nickname: &'a str,
+        ident: &'a str,
+        queued: &'a Pending,
+        placeholder: ObjectId,
+    },
 }
 
 /// Take for the worker the best of `candidates` that is still schedulable and of its
@@ -242,8 +299,10 @@ pub(super) enum Taking<'a> {
 /// candidate was taken meanwhile.
 ///
 /// An assignment's activity contains the task's own id, so it is written with an
-/// update pipeline (`$concat` of `$_id`; MongoDB 4.2 or later). The caller's strings go
-/// in as `$literal`, so a nickname starting with `$` is not read as a field path.
+/// update pipeline (`$concat` of `$_id`; MongoDB 4.2 or later), which also queues the
+/// assignment's two updates in the task (the claim is then this command and the read
+/// before it). The caller's strings go in as `$literal`, so a nickname starting with `$`
+/// is not read as a field path.
 pub(super) async fn take_best(
     db: &Db,
     candidates: &[Task],
@@ -265,10 +324,16 @@ pub(super) async fn take_best(
             db.tasks
                 .find_one_and_update(filter, doc! { "$set": set })
                 .sort(sort)
+                .projection(without_outbox())
                 .return_document(ReturnDocument::After)
                 .await
         }
-        Taking::Assignment { nickname, ident } => {
+        Taking::Assignment {
+            nickname,
+            ident,
+            queued,
+            placeholder,
+        } => {
             // `updates::assignment_log_update`'s activity, built by the server.
             set.insert(
                 "activity",
@@ -286,9 +351,13 @@ pub(super) async fn take_best(
                 set.insert("worker", doc! { "$literal": nickname });
             }
             pipeline.insert(0, doc! { "$set": set });
+            if !queued.is_empty() {
+                pipeline.push(queued.stage_for_chosen(placeholder));
+            }
             db.tasks
                 .find_one_and_update(filter, pipeline)
                 .sort(sort)
+                .projection(without_outbox())
                 .return_document(ReturnDocument::After)
                 .await
         }
@@ -421,9 +490,29 @@ pub(super) async fn save(
     after: &Task,
     extra: Document,
 ) -> StoreResult<bool> {
+    save_queueing(db, before, after, extra, &Pending::none()).await
+}
+
+/// The update document for the changes from `before` to `after` plus the updates to
+/// queue in the task (`outbox_entries`); `None` when it would change nothing.
+fn changes_queueing(before: &Task, after: &Task, queue: &Pending) -> Option<Document> {
+    let mut update = changes(before, after).unwrap_or_default();
+    update.extend(queue.ops());
+    (!update.is_empty()).then_some(update)
+}
+
+/// [`save`], queueing `queue` in the same write: the task's change and its updates are
+/// stored together or not at all, in ONE command.
+pub(super) async fn save_queueing(
+    db: &Db,
+    before: &Task,
+    after: &Task,
+    extra: Document,
+    queue: &Pending,
+) -> StoreResult<bool> {
     let mut filter = unchanged_filter(before);
     filter.extend(extra);
-    match changes(before, after) {
+    match changes_queueing(before, after, queue) {
         Some(update) => Ok(db
             .tasks
             .update_one(filter, update)
@@ -442,17 +531,22 @@ pub(super) async fn save(
     }
 }
 
-/// Like [`save`], returning the whole task as stored afterwards (for claims).
+/// Like [`save_queueing`], returning the whole task as stored afterwards (for claims).
 pub(super) async fn save_returning(
     db: &Db,
     before: &Task,
     after: &Task,
-    extra: Document,
+    queue: &Pending,
 ) -> StoreResult<Option<Task>> {
-    let mut filter = unchanged_filter(before);
-    filter.extend(extra);
-    let Some(update) = changes(before, after) else {
-        return match db.tasks.find_one(filter).await.db()? {
+    let filter = unchanged_filter(before);
+    let Some(update) = changes_queueing(before, after, queue) else {
+        let found = db
+            .tasks
+            .find_one(filter)
+            .projection(without_outbox())
+            .await
+            .db()?;
+        return match found {
             Some(d) => task_from_doc(&d).map(Some),
             None => Ok(None),
         };
@@ -460,6 +554,7 @@ pub(super) async fn save_returning(
     let found = db
         .tasks
         .find_one_and_update(filter, update)
+        .projection(without_outbox())
         .return_document(ReturnDocument::After)
         .await
         .db()?;
@@ -491,8 +586,9 @@ pub(super) fn exact_filter(before: &Task) -> Document {
     filter
 }
 
-/// Replace the whole document with `after` if its bookkeeping is still as in `before`
-/// ([`exact_filter`]). False when another writer changed it first.
+/// Replace the whole document with `after` (except for the updates waiting in it) if its
+/// bookkeeping is still as in `before` ([`exact_filter`]). False when another writer
+/// changed it first.
 pub(super) async fn replace_if_unchanged(
     db: &Db,
     before: &Task,
@@ -500,7 +596,7 @@ pub(super) async fn replace_if_unchanged(
 ) -> StoreResult<bool> {
     let result = db
         .tasks
-        .replace_one(exact_filter(before), task_to_doc(after))
+        .update_one(exact_filter(before), replacement(after))
         .await
         .db()?;
     Ok(result.matched_count > 0)
@@ -545,6 +641,7 @@ pub(super) async fn list(db: &Db, q: &TaskQuery) -> StoreResult<Vec<Task>> {
         .tasks
         .find(filter)
         .sort(sort)
+        .projection(without_outbox())
         .skip(u64::try_from(q.offset).unwrap_or(u64::MAX));
     if let Some(limit) = q.limit {
         find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
@@ -622,5 +719,50 @@ impl crate::store::TaskStore for MongoStore {
     async fn count_tasks_by_status_and_type(&self) -> StoreResult<BTreeMap<(String, String), u64>> {
         self.run(super::tasks::count_by_status_and_type(&self.db))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    /// `OPTIONAL_FIELDS` are exactly the fields an empty task leaves out, so a
+    /// replacement unsets every field the new task does not have.
+    #[test]
+    fn a_replacement_sets_or_unsets_every_field() {
+        let empty = Task::new("", "", Vec::new());
+        let mut full = empty.clone();
+        full.etag = "e".into();
+        full.job = Some(ObjectId::new());
+        full.manager = Some(ObjectId::new());
+        full.project = Some(ObjectId::new());
+        full.user = Some(ObjectId::new());
+        full.log = "l".into();
+        full.activity = "a".into();
+        full.parents = vec![ObjectId::new()];
+        full.worker = "w".into();
+        full.worker_id = Some(ObjectId::new());
+        full.last_worker_ping = Some(Utc::now());
+        full.last_updated = Some(Utc::now());
+        full.worker_tag = Some("t".into());
+        let keys = |t: &Task| -> BTreeSet<String> { task_to_doc(t).keys().cloned().collect() };
+        let optional: BTreeSet<String> = keys(&full).difference(&keys(&empty)).cloned().collect();
+        let listed: BTreeSet<String> = OPTIONAL_FIELDS.iter().map(|f| f.to_string()).collect();
+        assert_eq!(optional, listed);
+
+        let update = replacement(&empty);
+        let unset: BTreeSet<String> = update
+            .get_document("$unset")
+            .expect("$unset")
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(unset, listed);
+        assert!(!update
+            .get_document("$set")
+            .expect("$set")
+            .contains_key("_id"));
+        assert!(replacement(&full).get("$unset").is_none());
     }
 }

@@ -1053,7 +1053,10 @@ async fn updates_queued_by_an_earlier_version_come_first() {
     };
     let store = MongoStore::connect(&db.url).await.expect("connect");
     let t = test_task(oid("1ccccccccccccccccccccccc"), "testing");
-    store.insert_tasks(std::slice::from_ref(&t)).await.expect("task");
+    store
+        .insert_tasks(std::slice::from_ref(&t))
+        .await
+        .expect("task");
     let earlier = TaskUpdate::new(t.id, at(1));
     raw(&db)
         .await
@@ -1093,4 +1096,66 @@ async fn updates_queued_by_an_earlier_version_come_first() {
     assert_eq!(moved.len(), 1, "moved to the collection");
     assert_eq!(moved[0].get_str("activity").ok(), Some("queued now"));
     store.close().await.expect("close");
+}
+
+/// The log ends an earlier version kept in `task_log_ends` move into their tasks at
+/// connect (`log_next_line`, `log_next_byte`), so the next append goes after the lines
+/// already stored; the end of a task that does not exist stays where it was. Connecting
+/// again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_ends_of_an_earlier_version_move_into_their_tasks() {
+    let Some(db) = TestDatabase::new("log_ends_of_an_earlier_version_move_into_their_tasks") else {
+        return;
+    };
+    let raw = raw(&db).await;
+    let t = test_task(oid("1ddddddddddddddddddddddd"), "testing");
+    let gone = oid("2ddddddddddddddddddddddd");
+    {
+        let store = MongoStore::connect(&db.url).await.expect("connect");
+        store
+            .insert_tasks(std::slice::from_ref(&t))
+            .await
+            .expect("task");
+        store.close().await.expect("close");
+    }
+    let ends = raw.collection::<Document>("task_log_ends");
+    ends.insert_many([
+        doc! { "_id": bson_id(t.id), "next_line": 5_i64, "next_byte": 50_i64 },
+        doc! { "_id": bson_id(gone), "next_line": 2_i64, "next_byte": 9_i64 },
+    ])
+    .await
+    .expect("plant the ends");
+
+    for round in 0..2 {
+        let store = MongoStore::connect(&db.url).await.expect("connect");
+        let end = store.task_log_end(t.id).await.expect("end");
+        assert_eq!((end.next_line, end.next_byte), (5 + round, 50 + 5 * round));
+        let end = store.task_log_end(gone).await.expect("end");
+        assert_eq!(
+            (end.next_line, end.next_byte),
+            (2, 9),
+            "a missing task's end stays"
+        );
+        let left: Vec<Bson> = all(&ends, doc! {})
+            .await
+            .iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        assert_eq!(left, vec![bson_id(gone)]);
+        store.append_task_log(t.id, "line\n").await.expect("append");
+        let end = store.task_log_end(t.id).await.expect("end");
+        assert_eq!((end.next_line, end.next_byte), (6 + round, 55 + 5 * round));
+        let page = store
+            .read_task_log(t.id, flamenco_core::store::logs::TaskLogQuery::Tail(10))
+            .await
+            .expect("read");
+        let last = flamenco_core::store::logs::TaskLogEntry::Line {
+            line: 5 + round,
+            text: "line".into(),
+        };
+        assert_eq!(page.entries.last(), Some(&last), "{:?}", page.entries);
+        store.close().await.expect("close");
+    }
+    let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
+    assert_eq!(d.get_i64("log_next_line").ok(), Some(7), "{d}");
 }

@@ -97,7 +97,7 @@ async fn commands_per_worker_request() {
     })
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    budgets.push(("update with log lines", update.len(), 3));
+    budgets.push(("update with log lines", update.len(), 2));
 
     let (status, update_plain) = measured(&log, "update without log", async {
         w.update(id, json!({"activity": "still rendering"})).await

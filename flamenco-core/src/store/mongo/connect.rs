@@ -152,7 +152,7 @@ fn too_old(version: &[i64]) -> bool {
         && version.iter().take(2).copied().collect::<Vec<_>>() < OLDEST_SERVER.to_vec()
 }
 
-/// A message for a failure while preparing the database (indices, counter).
+/// A message for a failure while preparing the database (indices).
 pub(super) fn preparing(db: &Database, e: StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => {

@@ -1,6 +1,6 @@
 //! Group commit: the writes that concurrent requests hand over at the same moment go to
 //! MongoDB together, in one command (or a few), instead of one round trip per request.
-//! Used by the outbox (`outbox_batch`) and the task logs' chunks (`logs`).
+//! Used by the task logs' chunks (`logs`).
 //!
 //! A caller hands its item to one task per queue ([`GroupCommit::submit`]) and waits for
 //! the answer. That task takes what is waiting (up to the queue's batch size, counted in
@@ -38,7 +38,7 @@ struct Job<T> {
 
 /// One group-commit queue (one per store and kind of write).
 pub(super) struct GroupCommit<T> {
-    /// What is committed, for errors ("the outbox insert").
+    /// What is committed, for errors ("the log chunks' insert").
     what: &'static str,
     /// A batch holds items up to this total size …
     max_batch: usize,

@@ -7,18 +7,24 @@
 //!   line_count, end_byte, text}`, indexed `{task_id: 1, head: 1, start_byte: 1}` (the
 //!   log's order within the head and within the tail; dropping the tail's oldest chunks is
 //!   one ranged `delete_many`).
-//! * `task_log_ends`: `{_id: task_id, next_line, next_byte}`, where each task's log ends.
-//!   An append first takes its place with one atomic `$inc` (so appends from several
-//!   requests or Managers never overlap), then inserts its chunks, then drops the tail's
-//!   oldest chunks past the cap.
+//! * Where each task's log ends: `log_next_line` and `log_next_byte` in the task's own
+//!   document (ours). An append first takes its place with one atomic `$inc` there (so
+//!   appends from several requests or Managers never overlap), then inserts its chunks,
+//!   then drops the tail's oldest chunks past the cap. A worker's update takes the place
+//!   in the same write as the task's change ([`reserve`], [`append_at`]): an update with
+//!   log lines is that write and the chunks' insert.
+//! * `task_log_ends`: `{_id: task_id, next_line, next_byte}`, where earlier versions kept
+//!   the ends; moved into the tasks at connect ([`migrate_ends`]), and still used for a
+//!   log appended to a task that does not exist (`TaskLogStore::append_task_log` allows
+//!   that).
 //!
 //! The chunks of concurrent appends (of any tasks) go in together, with one unordered
 //! `insert` per batch (`group_commit`, [`chunk_queue`]): under load an update with log
 //! lines costs the `$inc` and a share of one insert. Their order within a log is their
 //! positions, so the order of the documents in the batch does not matter.
 //!
-//! There are no transactions: a worker's log lines are appended right after its update's
-//! task and outbox writes, before the worker is answered; a failure answers 503 and the
+//! There are no transactions: a worker's log lines are inserted right after its update's
+//! task write, before the worker is answered; a failure answers 503 and the
 //! worker sends the update again (the lines may then be stored twice, never lost). A crash
 //! between the `$inc` and the insert leaves a harmless gap in the line numbers. Deleting
 //! tasks deletes their logs right after (`delete_for_gone`); a crash in between leaves
@@ -44,8 +50,12 @@ use crate::store::StoreResult;
 
 /// The chunks' collection.
 pub(super) const CHUNKS: &str = "task_log_chunks";
-/// The ends' collection.
+/// The ends' collection (earlier versions; tasks that do not exist).
 pub(super) const ENDS: &str = "task_log_ends";
+/// The task's field: the number of the log's next line.
+pub(super) const NEXT_LINE: &str = "log_next_line";
+/// The task's field: the offset of the log's next byte.
+pub(super) const NEXT_BYTE: &str = "log_next_byte";
 
 /// At most this many chunks go in one batch's insert (the driver splits an insert larger
 /// than MongoDB's 48 MB message into several messages).
@@ -130,8 +140,38 @@ fn end_from_doc(d: &Document) -> StoreResult<LogEnd> {
     })
 }
 
+/// A field of the log's end in a task document (missing: 0).
+fn end_field(task: &Document, name: &str) -> StoreResult<u64> {
+    match task.get(name) {
+        None | Some(Bson::Null) => Ok(0),
+        Some(_) => count(&codec::Fields::new(task, codec::TASKS), name),
+    }
+}
+
+/// The log's end kept in a task document.
+pub(super) fn end_in_task(task: &Document) -> StoreResult<LogEnd> {
+    Ok(LogEnd {
+        next_line: end_field(task, NEXT_LINE)?,
+        next_byte: end_field(task, NEXT_BYTE)?,
+    })
+}
+
+/// The projection of the log's end from a task document.
+pub(super) fn end_projection() -> Document {
+    doc! { NEXT_LINE: 1, NEXT_BYTE: 1 }
+}
+
 /// Where the log of `task_id` ends.
 pub(super) async fn end(db: &Db, task_id: ObjectId) -> StoreResult<LogEnd> {
+    let task = db
+        .tasks
+        .find_one(doc! { "_id": oid(task_id) })
+        .projection(end_projection())
+        .await
+        .db()?;
+    if let Some(task) = task {
+        return end_in_task(&task);
+    }
     match db
         .log_ends
         .find_one(doc! { "_id": oid(task_id) })
@@ -143,35 +183,70 @@ pub(super) async fn end(db: &Db, task_id: ObjectId) -> StoreResult<LogEnd> {
     }
 }
 
-/// Append `text` to the log of `task_id`, within `limits`.
+/// The `$inc` that takes the place of `text` at the end of a task's log, for a write to
+/// the task that answers with the document before it (then [`append_at`] the end it
+/// had); `None` when nothing of `text` is kept.
+pub(super) fn reserve(text: &str, limits: TaskLogLimits) -> Option<Document> {
+    // The size of what is appended does not depend on where: plan at 0 to learn it.
+    let sized = plan_append(LogEnd::default(), text, limits)?;
+    debug_assert_eq!(sized.end.next_line, split_lines(text).len() as u64);
+    Some(doc! {
+        NEXT_LINE: int(sized.end.next_line),
+        NEXT_BYTE: int(sized.end.next_byte),
+    })
+}
+
+/// Append `text` to the log of `task_id`, within `limits`: take its place with one
+/// `$inc` on the task (or, for a task that does not exist, on `task_log_ends`), then
+/// [`append_at`].
 pub(super) async fn append(
     db: &Db,
     task_id: ObjectId,
     text: &str,
     limits: TaskLogLimits,
 ) -> StoreResult<()> {
-    // The size of what is appended does not depend on where: plan at 0 to learn it.
-    let Some(sized) = plan_append(LogEnd::default(), text, limits) else {
+    let Some(inc) = reserve(text, limits) else {
         return Ok(());
     };
-    debug_assert_eq!(sized.end.next_line, split_lines(text).len() as u64);
-    let before = db
-        .log_ends
-        .find_one_and_update(
-            doc! { "_id": oid(task_id) },
-            doc! { "$inc": {
-                "next_line": int(sized.end.next_line),
-                "next_byte": int(sized.end.next_byte),
-            } },
-        )
-        .upsert(true)
+    let task = db
+        .tasks
+        .find_one_and_update(doc! { "_id": oid(task_id) }, doc! { "$inc": inc.clone() })
+        .projection(end_projection())
         .return_document(ReturnDocument::Before)
         .await
         .db()?;
-    let at = match before {
-        Some(d) => end_from_doc(&d)?,
-        None => LogEnd::default(),
+    let at = match task {
+        Some(task) => end_in_task(&task)?,
+        None => {
+            let ends = doc! {
+                "next_line": inc.get(NEXT_LINE).cloned().unwrap_or(Bson::Int64(0)),
+                "next_byte": inc.get(NEXT_BYTE).cloned().unwrap_or(Bson::Int64(0)),
+            };
+            let before = db
+                .log_ends
+                .find_one_and_update(doc! { "_id": oid(task_id) }, doc! { "$inc": ends })
+                .upsert(true)
+                .return_document(ReturnDocument::Before)
+                .await
+                .db()?;
+            match before {
+                Some(d) => end_from_doc(&d)?,
+                None => LogEnd::default(),
+            }
+        }
     };
+    append_at(db, task_id, at, text, limits).await
+}
+
+/// Store `text` at `at` in the log of `task_id` (a place taken before: [`reserve`]):
+/// insert its chunks, drop the tail's oldest chunks past the cap.
+pub(super) async fn append_at(
+    db: &Db,
+    task_id: ObjectId,
+    at: LogEnd,
+    text: &str,
+    limits: TaskLogLimits,
+) -> StoreResult<()> {
     let Some(plan) = plan_append(at, text, limits) else {
         return Ok(());
     };
@@ -300,4 +375,68 @@ pub(super) async fn task_ids_of_job(db: &Db, job_id: ObjectId) -> StoreResult<Ve
     docs.iter()
         .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
         .collect()
+}
+
+/// Move the log ends that earlier versions kept in `task_log_ends` into their tasks
+/// (`$max`, so running it twice, or beside an append, never moves an end back), then
+/// remove them there; the ends of tasks that do not exist stay. At connect, before the
+/// store serves: three commands per thousand ends, nothing when there are none.
+pub(super) async fn migrate_ends(db: &Db) -> StoreResult<()> {
+    let mut after: Option<Bson> = None;
+    loop {
+        let filter = match &after {
+            Some(id) => doc! { "_id": { "$gt": id.clone() } },
+            None => Document::new(),
+        };
+        let ends: Vec<Document> = db
+            .log_ends
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(1_000)
+            .await
+            .db()?
+            .try_collect()
+            .await
+            .db()?;
+        let Some(last) = ends.last() else {
+            return Ok(());
+        };
+        after = last.get("_id").cloned();
+        let ids: Vec<Bson> = ends.iter().filter_map(|d| d.get("_id").cloned()).collect();
+        let existing: Vec<Document> = db
+            .tasks
+            .find(doc! { "_id": { "$in": ids } })
+            .projection(doc! { "_id": 1 })
+            .await
+            .db()?
+            .try_collect()
+            .await
+            .db()?;
+        let existing: Vec<Bson> = existing
+            .iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        let mut statements = Vec::new();
+        for d in &ends {
+            let Some(id) = d.get("_id").filter(|id| existing.contains(id)) else {
+                continue;
+            };
+            let end = end_from_doc(d)?;
+            statements.push(super::batch::Statement {
+                filter: doc! { "_id": id.clone() },
+                update: doc! { "$max": {
+                    NEXT_LINE: int(end.next_line),
+                    NEXT_BYTE: int(end.next_byte),
+                } },
+            });
+        }
+        if statements.is_empty() {
+            continue;
+        }
+        super::batch::update_each(&db.tasks, statements).await?;
+        db.log_ends
+            .delete_many(doc! { "_id": { "$in": existing } })
+            .await
+            .db()?;
+    }
 }

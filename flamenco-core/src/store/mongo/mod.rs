@@ -141,7 +141,7 @@ impl MongoStore {
 
     /// Like [`MongoStore::connect`], but only to a database that already holds a
     /// Manager's data (any of its collections: tasks, workers, jobs, settings, the outbox or
-    /// its counter, as this Manager or a v2 Manager made them). `None` when it holds none:
+    /// the old outbox counter, as this Manager or a v2 Manager made them). `None` when it holds none:
     /// nothing is created then.
     pub async fn connect_existing(url: &str) -> StoreResult<Option<MongoStore>> {
         let (options, name) = connect::options(url).await?;
@@ -170,6 +170,9 @@ impl MongoStore {
     async fn prepare(url: &str, client: Client, database: Database) -> StoreResult<MongoStore> {
         let db = Db::new(&database);
         indexes::ensure(&db)
+            .await
+            .map_err(|e| connect::preparing(&database, e))?;
+        logs::migrate_ends(&db)
             .await
             .map_err(|e| connect::preparing(&database, e))?;
         retries::load_hint(&db)

@@ -9,29 +9,18 @@
 //! and decides again; a claim takes the best candidate still free instead (see
 //! [`pick_and_take`]).
 //!
-//! Only after the task write succeeded is the outbox written, then the worker's
-//! bookkeeping, and only then does the caller answer the worker. All writes use the
-//! store's write concern (majority, journaled, unless the URL says otherwise), so an
-//! acknowledged update is durable.
+//! The task write also queues the operation's updates in the task document
+//! (`outbox_entries`): the change and its updates are stored together or not at all, so
+//! no crash can leave one without the other. All writes use the store's write concern
+//! (majority, journaled, unless the URL says otherwise), so an acknowledged update is
+//! durable. The worker's log lines are appended after the task write (`logs::append`),
+//! and only then is the worker answered; a crash in between leaves the update stored
+//! and queued without its lines, and the worker, answered nothing, sends the update
+//! again (stored and queued twice then: delivery is at-least-once).
 //!
-//! What a crash (or an outage) between the task write and the outbox insert leaves, and
-//! why that is safe:
-//!
-//! * a worker's update: the task is updated locally but the update is not queued, and
-//!   the worker got no 2xx. The worker keeps the update and sends it again; the second
-//!   time the task write is repeated (it only sets the same values) and the update is
-//!   queued. Delivery to the outbox is at-least-once, never lost once acknowledged.
-//! * a claim (after the reservation, before or after its completion): the task is
-//!   `active` for the worker, nothing is queued, and the worker got no task. Its next
-//!   `/task` finds this task as already assigned, completes it and queues the two
-//!   assignment updates then.
-//! * a return, a sign-off, an un-assignment or a Manager-made update: the local state is
-//!   right but the Server is not told by this update; it learns the task's state from
-//!   the next update about that task (a new assignment queues `active`).
-//!
-//! Writing the outbox first would be worse: an update whose task write then loses the
-//! compare-and-set (say the task was canceled meanwhile) would be queued although the
-//! worker was answered 409.
+//! A claim whose worker is not answered (a crash after the take) leaves the task
+//! `active` for the worker with its assignment queued; the worker's next `/task` finds it
+//! as already assigned and gets it again (queued once more).
 
 use chrono::{DateTime, Utc};
 use mongodb::bson::{doc, Bson, Document};
@@ -44,6 +33,7 @@ use super::outbox_entries::{self as entries, Pending};
 use super::MongoStore;
 use super::{logs, outbox, tasks, workers, Db};
 use crate::model::{ObjectId, Task, TaskStatus, TaskUpdate};
+use crate::store::logs::LogEnd;
 use crate::store::{ClaimRequest, Claimed, Seen, StoreError, StoreResult, TaskLogLimits, TaskPing};
 use crate::updates::{
     self, check_worker_update, decide_return, local_status_after, MayIRun, ReturnOutcome,
@@ -324,13 +314,16 @@ fn special_statuses(
 /// not assigned to another worker (`worker_id` missing, null or this worker) and its
 /// status is none of the [`special_statuses`]. False when that does not hold (or the task
 /// does not exist, or its outbox has no room for `queued`). The same write queues
-/// `queued` (the update) in the task.
+/// `queued` (the update) in the task and, when the update has log lines, takes their
+/// place at the end of the task's log (`logs::reserve`; the write then answers with
+/// where the log ended before it, for `logs::append_at`).
 async fn quick_update(
     db: &Db,
     worker_id: ObjectId,
     update: &TaskUpdate,
     queued: &Pending,
-) -> StoreResult<bool> {
+    log_limits: TaskLogLimits,
+) -> StoreResult<Quick> {
     let now = update.received_on_manager;
     let (mut special, status) = special_statuses(worker_id, update.task_status.as_ref());
     // A `soft-failed` task may get the late words of a worker that failed it
@@ -355,8 +348,41 @@ async fn quick_update(
     }
     let mut write = doc! { "$set": set };
     write.extend(queued.ops());
-    let result = db.tasks.update_one(filter, write).await.db()?;
-    Ok(result.matched_count > 0)
+    let Some(log_place) = logs::reserve(&update.log, log_limits) else {
+        let result = db.tasks.update_one(filter, write).await.db()?;
+        return Ok(if result.matched_count > 0 {
+            Quick::Applied { log_at: None }
+        } else {
+            Quick::NotApplied
+        });
+    };
+    match write.get_document_mut("$inc") {
+        Ok(inc) => inc.extend(log_place),
+        Err(_) => {
+            write.insert("$inc", log_place);
+        }
+    }
+    let before = db
+        .tasks
+        .find_one_and_update(filter, write)
+        .projection(logs::end_projection())
+        .return_document(mongodb::options::ReturnDocument::Before)
+        .await
+        .db()?;
+    Ok(match before {
+        Some(task) => Quick::Applied {
+            log_at: Some(logs::end_in_task(&task)?),
+        },
+        None => Quick::NotApplied,
+    })
+}
+
+/// What [`quick_update`] did.
+enum Quick {
+    /// The task did not match: the checked path decides.
+    NotApplied,
+    /// Written and queued; `log_at`: where the update's log lines go.
+    Applied { log_at: Option<LogEnd> },
 }
 
 /// Save `after` and queue `update` in the same write if the task is as in `before` and
@@ -441,19 +467,23 @@ pub(super) async fn apply_worker_update_plain(
     update: TaskUpdate,
     log_limits: TaskLogLimits,
 ) -> StoreResult<WorkerUpdateOutcome> {
-    let mut outcome = WorkerUpdateOutcome::Applied;
     let queued = entries::pending(db, std::slice::from_ref(&update));
-    if !quick_update(db, worker_id, &update, &queued).await? {
-        outcome = checked_update(db, worker_id, &update).await?;
-        if !outcome.is_accepted() {
+    match quick_update(db, worker_id, &update, &queued, log_limits).await? {
+        Quick::Applied { log_at: Some(at) } => {
+            logs::append_at(db, update.task_id, at, &update.log, log_limits).await?;
+        }
+        Quick::Applied { log_at: None } => {}
+        Quick::NotApplied => {
+            let outcome = checked_update(db, worker_id, &update).await?;
+            if outcome.is_accepted() {
+                logs::append(db, update.task_id, &update.log, log_limits).await?;
+            }
             return Ok(outcome);
         }
     }
-    let update = &updates::without_status(&outcome, update);
-    logs::append(db, update.task_id, &update.log, log_limits).await?;
     // The worker's `current_task_updated`/`current_task_status` are the caller's, written
     // with the next "seen" flush (`crate::seen`, `write_deferred`).
-    Ok(outcome)
+    Ok(WorkerUpdateOutcome::Applied)
 }
 
 /// `WorkerProtocolStore::may_i_run`.

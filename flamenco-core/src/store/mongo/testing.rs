@@ -113,7 +113,7 @@ impl Drop for TestDatabase {
 }
 
 /// The commands a store sent to the server, in order, each as `"<command> <collection>"`
-/// (e.g. `"find flamenco_tasks"`, `"findAndModify flamenco_counters"`): the driver's
+/// (e.g. `"find flamenco_tasks"`, `"update flamenco_tasks"`): the driver's
 /// command monitoring, for counting the round trips of an operation (docs/performance.md).
 /// Server monitoring (heartbeats) is not included.
 #[derive(Clone, Default)]
@@ -154,7 +154,7 @@ pub async fn connect_logged(url: &str) -> StoreResult<(MongoStore, CommandLog)> 
     let client = super::connect::client(url, options).await?;
     let database = client.database(&name);
     let store = MongoStore::prepare(url, client, database).await?;
-    log.take(); // the ping, the indices and the counter
+    log.take(); // the ping and the indices
     Ok((store, log))
 }
 

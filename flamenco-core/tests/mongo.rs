@@ -676,6 +676,23 @@ async fn queries_use_their_indexes() {
             true,
         );
     }
+    // The outbox's reader walks the tasks with waiting updates in the order of their
+    // sparse index; its acknowledgement finds the tasks holding the updates through the
+    // other one. (Checked with one task waiting.)
+    store
+        .queue_update(TaskUpdate::new(tasks[0].id, at(1)))
+        .await
+        .expect("queue");
+    for (what, filter, sort) in MongoStore::outbox_queries() {
+        let ordered = !sort.is_empty();
+        let winning = winning_plan(&explain(filter, sort).await);
+        let index = if ordered {
+            "outbox_at_1"
+        } else {
+            "outbox._id_1"
+        };
+        check_plan(what, &winning, secantus, index, ordered);
+    }
     // The timeout's candidates are asked in no order: no sort on the server.
     let winning = winning_plan(&explain(MongoStore::timeout_query(cutoff), Document::new()).await);
     assert!(

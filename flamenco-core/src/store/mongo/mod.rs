@@ -194,7 +194,8 @@ impl MongoStore {
         self.database.name()
     }
 
-    /// The indices this store creates: `(collection, keys, partial filter)`.
+    /// The indices this store creates: `(collection, keys, partial filter)` (the two
+    /// sparse ones of the outbox as `None`).
     pub fn indexes() -> Vec<(&'static str, Document, Option<Document>)> {
         indexes::wanted()
             .into_iter()

@@ -154,12 +154,30 @@ pub(super) async fn peek(db: &Db, limit: usize) -> StoreResult<Vec<TaskUpdate>> 
 
 /// Those of `ids` that wait in tasks.
 async fn held_in_tasks(db: &Db, ids: &[Bson]) -> StoreResult<Vec<Bson>> {
-    let filter = doc! { format!("{FIELD}._id"): { "$in": ids.to_vec() } };
-    let lists = entries::lists(db, filter, None).await?;
-    Ok(lists
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let field = format!("{FIELD}._id");
+    let tasks: Vec<Document> = db
+        .tasks
+        .find(entries::holding(ids))
+        .projection(doc! { field: 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    Ok(tasks
         .iter()
+        .filter_map(|t| match t.get(FIELD) {
+            Some(Bson::Array(list)) => Some(list),
+            _ => None,
+        })
         .flatten()
-        .filter_map(|e| e.get("_id").filter(|id| ids.contains(id)).cloned())
+        .filter_map(|e| match e {
+            Bson::Document(e) => e.get("_id").filter(|id| ids.contains(id)).cloned(),
+            _ => None,
+        })
         .collect())
 }
 
@@ -236,8 +254,7 @@ pub(super) async fn final_update_pending(db: &Db, task_id: ObjectId) -> StoreRes
 /// Count one unacknowledged push of an update waiting in a task; returns the entry as it
 /// is now, `None` when no task holds it.
 async fn count_attempt_in_task(db: &Db, id: &Bson) -> StoreResult<Option<Document>> {
-    let mut filter = entries::waiting_filter();
-    filter.insert(format!("{FIELD}._id"), id.clone());
+    let filter = entries::holding(std::slice::from_ref(id));
     let counted = doc! { "$cond": [
         { "$eq": ["$$this._id", id.clone()] },
         { "$mergeObjects": ["$$this", {

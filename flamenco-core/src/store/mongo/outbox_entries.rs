@@ -6,7 +6,7 @@
 //! * `outbox`: the waiting updates, oldest first, each a `task_update_queue` document
 //!   (`codec::update_to_doc`) plus `bytes` (its approximate size);
 //! * `outbox_at`: the least `seq` of them (the tasks are read in this order, through a
-//!   partial index that holds only the tasks with waiting updates);
+//!   sparse index that holds only the tasks with waiting updates);
 //! * `outbox_bytes`: the sum of their `bytes`.
 //!
 //! Order. `seq` is a stamp from this process's [`Stamps`]: microseconds since the epoch,
@@ -80,8 +80,7 @@ impl Stamps {
     }
 }
 
-/// "The task has waiting updates": the partial indexes' filter, which a query must
-/// contain to use them.
+/// "The task has waiting updates": what the outbox's sparse indexes hold.
 pub(super) fn waiting_filter() -> Document {
     doc! { AT: { "$exists": true } }
 }
@@ -274,14 +273,27 @@ fn without(ids: &[Bson]) -> Vec<Document> {
     ]
 }
 
+/// The tasks that hold any of the entries `ids` (served by the sparse `{"outbox._id": 1}`,
+/// which holds only tasks with waiting updates: no other condition is needed).
+pub(super) fn holding(ids: &[Bson]) -> Document {
+    doc! { format!("{FIELD}._id"): { "$in": ids.to_vec() } }
+}
+
+/// The order in which [`lists`] reads the tasks (served by `{outbox_at: 1}`; tasks
+/// with the same `outbox_at`, which only two Managers' stamps can give, in any order).
+pub(super) fn reading_order() -> Document {
+    doc! { AT: 1 }
+}
+
 /// Remove the entries `ids` from whichever tasks hold them (one command).
 pub(super) async fn remove(db: &Db, ids: &[Bson]) -> StoreResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut filter = waiting_filter();
-    filter.insert(format!("{FIELD}._id"), doc! { "$in": ids.to_vec() });
-    db.tasks.update_many(filter, without(ids)).await.db()?;
+    db.tasks
+        .update_many(holding(ids), without(ids))
+        .await
+        .db()?;
     Ok(())
 }
 
@@ -297,7 +309,7 @@ pub(super) async fn lists(
     let mut find = db
         .tasks
         .find(query)
-        .sort(doc! { AT: 1, "_id": 1 })
+        .sort(reading_order())
         .projection(doc! { FIELD: 1 });
     if let Some(limit) = limit {
         if limit == 0 {
@@ -370,6 +382,23 @@ pub(super) async fn is_full(db: &Db, task: ObjectId, pending: &Pending) -> Store
         .await
         .db()?
         .is_some())
+}
+
+impl super::MongoStore {
+    /// The outbox's queries on `flamenco_tasks` as `(what, filter, sort)`: the reader's
+    /// (tasks with waiting updates, oldest first) and the acknowledgement's (which tasks
+    /// hold these updates), for query-plan checks.
+    #[doc(hidden)]
+    pub fn outbox_queries() -> Vec<(&'static str, Document, Document)> {
+        vec![
+            ("outbox reader", waiting_filter(), reading_order()),
+            (
+                "outbox acknowledgement",
+                holding(&[oid(ObjectId::new())]),
+                Document::new(),
+            ),
+        ]
+    }
 }
 
 #[cfg(test)]

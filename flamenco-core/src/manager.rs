@@ -272,6 +272,7 @@ impl Manager {
         manager
             .store
             .set_retry_policy(crate::jobs::retry::RetryPolicy::from_config(&config));
+        manager.store.set_outbox_log_text(config.is_upstream());
         manager.config = Arc::new(config);
         if let Some(up) = &upstream {
             up.client().attach_metrics(manager.metrics.clone());
@@ -288,6 +289,7 @@ impl Manager {
             max_bytes: config.task_log_max_bytes,
         });
         store.set_retry_policy(crate::jobs::retry::RetryPolicy::from_config(&config));
+        store.set_outbox_log_text(config.is_upstream());
         let store: Arc<dyn Store> = Arc::new(crate::store::instrumented::InstrumentedStore::new(
             store,
             metrics.clone(),

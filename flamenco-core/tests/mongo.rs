@@ -1176,3 +1176,53 @@ async fn log_ends_of_an_earlier_version_move_into_their_tasks() {
     let d = &all(&raw.collection("flamenco_tasks"), doc! {}).await[0];
     assert_eq!(d.get_i64("log_next_line").ok(), Some(7), "{d}");
 }
+
+/// Told that the outbox's reader needs no log text (standalone mode), the store queues
+/// updates without it, and the lines are still in the task's log; told otherwise
+/// (upstream mode, the default), the queued update carries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_outbox_entries_leave_out_the_log_text() {
+    let Some((store, _db)) = make().await else {
+        return;
+    };
+    let w = test_worker(oid("a4a4a4a4a4a4a4a4a4a4a4a4"), "w", &["testing"]);
+    store.insert_worker(&w).await.expect("worker");
+    let mut t = test_task(oid("1eeeeeeeeeeeeeeeeeeeeeee"), "testing");
+    t.status = TaskStatus::Active;
+    t.worker_id = Some(w.id);
+    store
+        .insert_tasks(std::slice::from_ref(&t))
+        .await
+        .expect("task");
+    let send = |n: i64| {
+        let mut u = worker_update(t.id, &w, None, &format!("update {n}"), at(n));
+        u.log = format!("frame {n}\n");
+        u
+    };
+    store.set_outbox_log_text(false);
+    store
+        .apply_worker_update(w.id, send(1))
+        .await
+        .expect("update");
+    store.set_outbox_log_text(true);
+    store
+        .apply_worker_update(w.id, send(2))
+        .await
+        .expect("update");
+    let queued = store.outbox_peek(10).await.expect("peek");
+    let logs: Vec<&str> = queued.iter().map(|u| u.log.as_str()).collect();
+    assert_eq!(logs, ["", "frame 2\n"]);
+    let page = store
+        .read_task_log(t.id, flamenco_core::store::logs::TaskLogQuery::Tail(10))
+        .await
+        .expect("read");
+    let lines: Vec<String> = page
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            flamenco_core::store::logs::TaskLogEntry::Line { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, ["frame 1", "frame 2"]);
+}

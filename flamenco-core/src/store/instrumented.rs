@@ -76,6 +76,10 @@ impl TaskLogStore for InstrumentedStore {
         self.inner.task_log_limits()
     }
 
+    fn set_outbox_log_text(&self, carry: bool) {
+        self.inner.set_outbox_log_text(carry)
+    }
+
     async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()> {
         let start = Instant::now();
         let result = self.inner.append_task_log(task_id, text).await;

@@ -415,6 +415,14 @@ pub trait TaskLogStore: Send + Sync + 'static {
     /// The limits in force.
     fn task_log_limits(&self) -> TaskLogLimits;
 
+    /// Whether the updates queued in the outbox must carry their log lines too: yes in
+    /// upstream mode (the Flamenco Server gets every line from the outbox), no in
+    /// standalone mode (the lines are in the task's log, and the job consumer reads
+    /// statuses only). When they need not, a store may queue updates without their log
+    /// text: the MongoDB store does, since its outbox waits in the task documents; the
+    /// embedded store keeps it (its outbox rows cost nothing to carry). Default: carried.
+    fn set_outbox_log_text(&self, _carry: bool) {}
+
     /// Append `text` (lines separated by `\n`) to the log of `task_id`, within the limits.
     /// The task need not exist.
     async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()>;

@@ -91,6 +91,8 @@ pub(crate) struct Db {
     blocked_hint: retries::BlockedHint,
     /// The outbox's order stamps (`outbox_entries`).
     stamps: outbox_entries::Stamps,
+    /// Queued updates carry their log text (`TaskLogStore::set_outbox_log_text`).
+    outbox_log_text: AtomicBool,
     /// The task logs' chunks' group commit (`logs`).
     log_chunk_queue: logs::ChunkQueue,
 }
@@ -109,6 +111,7 @@ impl Db {
             retries: AtomicBool::new(false),
             blocked_hint: Default::default(),
             stamps: Default::default(),
+            outbox_log_text: AtomicBool::new(true),
             log_chunk_queue: logs::chunk_queue(db.collection(logs::CHUNKS)),
         }
     }
@@ -235,6 +238,10 @@ impl TaskLogStore for MongoStore {
         TaskLogLimits {
             max_bytes: self.log_max_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    fn set_outbox_log_text(&self, carry: bool) {
+        self.db.outbox_log_text.store(carry, Ordering::Relaxed);
     }
 
     async fn append_task_log(&self, task_id: ObjectId, text: &str) -> StoreResult<()> {

@@ -92,10 +92,16 @@ pub(super) struct Pending {
     bytes: i64,
 }
 
-/// The entry of an update with its stamp.
-fn entry(update: &TaskUpdate, seq: i64) -> (Document, i64) {
+/// The entry of an update with its stamp (without its log text unless `log_text`).
+fn entry(update: &TaskUpdate, seq: i64, log_text: bool) -> (Document, i64) {
     let mut d = update_to_doc(update, seq);
-    let strings = update.log.len() + update.activity.len() + update.worker.len();
+    let log = if log_text {
+        update.log.len()
+    } else {
+        d.remove("log");
+        0
+    };
+    let strings = log + update.activity.len() + update.worker.len();
     let bytes = ENTRY_OVERHEAD.saturating_add(i64::try_from(strings).unwrap_or(i64::MAX));
     d.insert("bytes", bytes);
     (d, bytes)
@@ -104,12 +110,13 @@ fn entry(update: &TaskUpdate, seq: i64) -> (Document, i64) {
 /// Stamp these updates (all of one task), in this order.
 pub(super) fn pending(db: &Db, updates: &[TaskUpdate]) -> Pending {
     let first = db.stamps.take(updates.len());
+    let log_text = db.outbox_log_text.load(Ordering::Relaxed);
     let mut bytes: i64 = 0;
     let entries = updates
         .iter()
         .zip(first..)
         .map(|(u, seq)| {
-            let (d, b) = entry(u, seq);
+            let (d, b) = entry(u, seq, log_text);
             bytes = bytes.saturating_add(b);
             d
         })

@@ -333,20 +333,8 @@ pub(super) async fn delete_for_gone(db: &Db, task_ids: &[ObjectId]) -> StoreResu
         return Ok(());
     }
     let listed: Vec<Bson> = task_ids.iter().map(|id| oid(*id)).collect();
-    let left: Vec<Document> = db
-        .tasks
-        .find(doc! { "_id": { "$in": listed.clone() } })
-        .projection(doc! { "_id": 1 })
-        .await
-        .db()?
-        .try_collect()
-        .await
-        .db()?;
-    let left: Vec<&Bson> = left.iter().filter_map(|d| d.get("_id")).collect();
-    let gone: Vec<Bson> = listed
-        .into_iter()
-        .filter(|id| !left.contains(&id))
-        .collect();
+    let left = existing_tasks(db, listed.clone()).await?;
+    let gone: Vec<Bson> = listed.into_iter().filter(|id| !left.contains(id)).collect();
     if gone.is_empty() {
         return Ok(());
     }
@@ -359,6 +347,20 @@ pub(super) async fn delete_for_gone(db: &Db, task_ids: &[ObjectId]) -> StoreResu
         .await
         .db()?;
     Ok(())
+}
+
+/// Those of `ids` that are tasks (one `find` of their ids).
+async fn existing_tasks(db: &Db, ids: Vec<Bson>) -> StoreResult<Vec<Bson>> {
+    let docs: Vec<Document> = db
+        .tasks
+        .find(doc! { "_id": { "$in": ids } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    Ok(docs.iter().filter_map(|d| d.get("_id").cloned()).collect())
 }
 
 /// The ids of the tasks of job `job_id` (before a job delete, for [`delete_for_gone`]).
@@ -403,19 +405,7 @@ pub(super) async fn migrate_ends(db: &Db) -> StoreResult<()> {
         };
         after = last.get("_id").cloned();
         let ids: Vec<Bson> = ends.iter().filter_map(|d| d.get("_id").cloned()).collect();
-        let existing: Vec<Document> = db
-            .tasks
-            .find(doc! { "_id": { "$in": ids } })
-            .projection(doc! { "_id": 1 })
-            .await
-            .db()?
-            .try_collect()
-            .await
-            .db()?;
-        let existing: Vec<Bson> = existing
-            .iter()
-            .filter_map(|d| d.get("_id").cloned())
-            .collect();
+        let existing = existing_tasks(db, ids).await?;
         let mut statements = Vec::new();
         for d in &ends {
             let Some(id) = d.get("_id").filter(|id| existing.contains(id)) else {

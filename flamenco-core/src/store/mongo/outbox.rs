@@ -284,7 +284,7 @@ async fn count_attempt_in_task(db: &Db, id: &Bson) -> StoreResult<Option<Documen
 
 /// Count one unacknowledged push of an update waiting in the collection; its attempts
 /// now, `None` when it is not there (or set aside).
-async fn count_attempt_elsewhere(db: &Db, id: &Bson) -> StoreResult<Option<(Document, i64)>> {
+async fn count_attempt_elsewhere(db: &Db, id: &Bson) -> StoreResult<Option<i64>> {
     let mut filter = waiting();
     filter.insert("_id", id.clone());
     let Some(after) = db
@@ -296,8 +296,9 @@ async fn count_attempt_elsewhere(db: &Db, id: &Bson) -> StoreResult<Option<(Docu
     else {
         return Ok(None);
     };
-    let attempts = codec::Fields::new(&after, codec::UPDATES).i64("attempts")?;
-    Ok(Some((after, attempts)))
+    codec::Fields::new(&after, codec::UPDATES)
+        .i64("attempts")
+        .map(Some)
 }
 
 /// Count an unacknowledged push for each waiting update; set aside those that reached
@@ -314,7 +315,7 @@ pub(super) async fn note_unacknowledged(
     let mut out = Vec::new();
     for &id in ids {
         let key = oid(id);
-        if let Some((_, attempts)) = count_attempt_elsewhere(db, &key).await? {
+        if let Some(attempts) = count_attempt_elsewhere(db, &key).await? {
             if attempts >= limit {
                 let mut filter = waiting();
                 filter.insert("_id", key.clone());

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 
 use super::codec::{self, counts_doc, date, job_from_doc, job_to_doc, oid};
 use super::errors::{duplicate_index, map_err, Mongo};
@@ -310,6 +310,34 @@ struct Working {
     stranded: Option<bool>,
 }
 
+/// The current state of the tasks whose updates carry a status, read with one `find`
+/// (instead of one read per update; a task missing here is read again when needed).
+async fn task_states(db: &Db, updates: &[TaskUpdate]) -> StoreResult<HashMap<ObjectId, Task>> {
+    let mut ids: Vec<ObjectId> = updates
+        .iter()
+        .filter(|u| u.task_status.is_some())
+        .map(|u| u.task_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let listed: Vec<Bson> = ids.iter().map(|id| oid(*id)).collect();
+    let docs: Vec<Document> = db
+        .tasks
+        .find(doc! { "_id": { "$in": listed } })
+        .projection(tasks::state_projection())
+        .await
+        .db()?
+        .try_collect()
+        .await
+        .db()?;
+    docs.iter()
+        .map(|d| codec::task_from_doc(d).map(|t| (t.id, t)))
+        .collect()
+}
+
 /// `JobStore::apply_updates_to_jobs`. Each job whose status or counts changed is saved with a
 /// compare-and-set on the status it was loaded with; a job a user action changed
 /// meanwhile is left as that action saved it (with its fresh counts).
@@ -321,11 +349,16 @@ pub(super) async fn apply_updates(
     let mut jobs: HashMap<ObjectId, Working> = HashMap::new();
     let mut order: Vec<ObjectId> = Vec::new();
     let mut changes = Vec::new();
+    let mut states = task_states(db, updates).await?;
     for update in updates {
         if update.task_status.is_none() {
             continue;
         }
-        let Some(task) = tasks::get_state(db, update.task_id).await? else {
+        let task = match states.get(&update.task_id) {
+            Some(task) => Some(task.clone()),
+            None => tasks::get_state(db, update.task_id).await?,
+        };
+        let Some(task) = task else {
             continue;
         };
         let Some(job_id) = task.job else {
@@ -365,6 +398,8 @@ pub(super) async fn apply_updates(
         if status::derived_status_cascades(&new) {
             cascade(db, job_id, &w.job.status, &new, now).await?;
             w.job.task_counts = count_tasks(db, job_id).await?;
+            // The cascade changed tasks: later updates read theirs again.
+            states.clear();
         }
         changes.push(JobStatusChange {
             job: job_id,

@@ -118,19 +118,14 @@ pub(super) async fn save(db: &Db, job: &Job, expected: &JobStatus) -> StoreResul
 
 /// Every task of the job, without the bulky fields.
 async fn task_ids(db: &Db, job: ObjectId) -> StoreResult<Vec<ObjectId>> {
-    let docs: Vec<Document> = db
-        .tasks
-        .find(doc! { "job": oid(job) })
-        .sort(doc! { "_id": 1 })
-        .projection(doc! { "_id": 1 })
-        .await
-        .db()?
-        .try_collect()
-        .await
-        .db()?;
-    docs.iter()
-        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
-        .collect()
+    tasks::ids(
+        db,
+        doc! { "job": oid(job) },
+        Some(doc! { "_id": 1 }),
+        0,
+        None,
+    )
+    .await
 }
 
 /// Apply the job's change from `from` to `to` to its tasks (§4.3), each task with its own

@@ -351,32 +351,14 @@ pub(super) async fn delete_for_gone(db: &Db, task_ids: &[ObjectId]) -> StoreResu
 
 /// Those of `ids` that are tasks (one `find` of their ids).
 async fn existing_tasks(db: &Db, ids: Vec<Bson>) -> StoreResult<Vec<Bson>> {
-    let docs: Vec<Document> = db
-        .tasks
-        .find(doc! { "_id": { "$in": ids } })
-        .projection(doc! { "_id": 1 })
-        .await
-        .db()?
-        .try_collect()
-        .await
-        .db()?;
-    Ok(docs.iter().filter_map(|d| d.get("_id").cloned()).collect())
+    let filter = doc! { "_id": { "$in": ids } };
+    let found = super::tasks::ids(db, filter, None, 0, None).await?;
+    Ok(found.into_iter().map(oid).collect())
 }
 
 /// The ids of the tasks of job `job_id` (before a job delete, for [`delete_for_gone`]).
 pub(super) async fn task_ids_of_job(db: &Db, job_id: ObjectId) -> StoreResult<Vec<ObjectId>> {
-    let docs: Vec<Document> = db
-        .tasks
-        .find(doc! { "job": oid(job_id) })
-        .projection(doc! { "_id": 1 })
-        .await
-        .db()?
-        .try_collect()
-        .await
-        .db()?;
-    docs.iter()
-        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
-        .collect()
+    super::tasks::ids(db, doc! { "job": oid(job_id) }, None, 0, None).await
 }
 
 /// Move the log ends that earlier versions kept in `task_log_ends` into their tasks

@@ -22,32 +22,6 @@ use crate::updates;
 /// Candidates are read this many at a time.
 const BATCH: usize = 500;
 
-/// The ids of the tasks that match `filter`, in `order` (or in no order, so that the
-/// server need not sort), after the first `skip`.
-async fn ids(
-    db: &Db,
-    filter: Document,
-    order: Option<Document>,
-    skip: u64,
-    limit: Option<usize>,
-) -> StoreResult<Vec<ObjectId>> {
-    let mut find = db
-        .tasks
-        .find(filter)
-        .skip(skip)
-        .projection(doc! { "_id": 1 });
-    if let Some(order) = order {
-        find = find.sort(order);
-    }
-    if let Some(limit) = limit {
-        find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
-    }
-    let docs: Vec<Document> = find.await.db()?.try_collect().await.db()?;
-    docs.iter()
-        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
-        .collect()
-}
-
 /// "Last touched at or before `cutoff`": the last ping, or without one `last_updated`,
 /// or neither (v2 §8.1).
 fn untouched_since(cutoff: DateTime<Utc>) -> Document {
@@ -85,7 +59,7 @@ pub(super) async fn fail_timed_out(
 ) -> StoreResult<Vec<ObjectId>> {
     // Asked in no order (no index has `active` tasks by `_id`, so the server would sort
     // them in memory) and put in order here.
-    let mut candidates = ids(db, timeout_query(cutoff), None, 0, None).await?;
+    let mut candidates = tasks::ids(db, timeout_query(cutoff), None, 0, None).await?;
     candidates.sort_unstable();
     let mut failed = Vec::new();
     for id in candidates {
@@ -245,7 +219,8 @@ pub(super) async fn delete_finished(
         let mut kept: u64 = 0;
         while deleted < limit as u64 {
             let filter = finished_before(status, cutoff);
-            let batch = ids(db, filter.clone(), Some(cleanup_order()), kept, Some(BATCH)).await?;
+            let batch =
+                tasks::ids(db, filter.clone(), Some(cleanup_order()), kept, Some(BATCH)).await?;
             if batch.is_empty() {
                 break;
             }
@@ -299,7 +274,7 @@ pub(super) async fn delete_any(db: &Db, limit: usize) -> StoreResult<u64> {
     if limit == 0 {
         return Ok(0);
     }
-    let listed: Vec<Bson> = ids(db, doc! {}, Some(doc! { "_id": 1 }), 0, Some(limit))
+    let listed: Vec<Bson> = tasks::ids(db, doc! {}, Some(doc! { "_id": 1 }), 0, Some(limit))
         .await?
         .into_iter()
         .map(oid)

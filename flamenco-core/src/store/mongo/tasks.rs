@@ -137,6 +137,32 @@ pub(super) async fn upsert(db: &Db, tasks: &[Task]) -> StoreResult<()> {
     Ok(())
 }
 
+/// The ids of the tasks that match `filter`, in `order` (or in no order, so that the
+/// server need not sort), after the first `skip`.
+pub(super) async fn ids(
+    db: &Db,
+    filter: Document,
+    order: Option<Document>,
+    skip: u64,
+    limit: Option<usize>,
+) -> StoreResult<Vec<ObjectId>> {
+    let mut find = db
+        .tasks
+        .find(filter)
+        .skip(skip)
+        .projection(doc! { "_id": 1 });
+    if let Some(order) = order {
+        find = find.sort(order);
+    }
+    if let Some(limit) = limit {
+        find = find.limit(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+    let docs: Vec<Document> = find.await.db()?.try_collect().await.db()?;
+    docs.iter()
+        .map(|d| codec::Fields::new(d, codec::TASKS).id("_id"))
+        .collect()
+}
+
 pub(super) async fn get(db: &Db, id: ObjectId) -> StoreResult<Option<Task>> {
     let found = db
         .tasks

@@ -18,6 +18,9 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_len(&self) -> StoreResult<u64>;
 
     /// The oldest `limit` waiting updates, in arrival order (set-aside updates skipped).
+    /// Each task's updates are always in the order they arrived; across tasks the
+    /// embedded store keeps one global order, the MongoDB store orders by the clocks of
+    /// the Managers that queued them (docs/storage.md, "Outbox order").
     async fn outbox_peek(&self, limit: usize) -> StoreResult<Vec<TaskUpdate>>;
 
     /// Remove acknowledged updates (waiting or set aside); returns how many were removed.
